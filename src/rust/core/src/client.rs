@@ -1,0 +1,457 @@
+//! The client side of the control protocol: one persistent connection per
+//! process (re-created after fork), lazy start of the helper, and bounded,
+//! interruptible waits on every call.
+
+use crate::conn::{Conn, Wait};
+use crate::error::{Error, Result};
+use crate::lock::FileLock;
+use crate::protocol::{self, Entry, Request, Response, ServerInfo, PROTOCOL_VERSION};
+use crate::store::Store;
+use crate::sys;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How one call may wait and whether it may start the helper.
+pub struct CallOptions<'a> {
+    pub timeout: Duration,
+    /// Start the helper when none runs (needs `helper_exe`).
+    pub autostart: bool,
+    pub helper_exe: Option<&'a Path>,
+    /// Polled during waits; returning true abandons the wait.
+    pub interrupted: &'a dyn Fn() -> bool,
+}
+
+impl CallOptions<'_> {
+    fn wait<'b>(&'b self, deadline: Instant, what: &'b str) -> Wait<'b> {
+        Wait {
+            deadline: Some(deadline),
+            what,
+            seconds: self.timeout.as_secs_f64(),
+            interrupted: self.interrupted,
+        }
+    }
+}
+
+struct Connection {
+    conn: Conn,
+    /// The process that opened it: a forked child must not reuse it.
+    owner: u32,
+    helper_pid: u32,
+}
+
+pub struct Client {
+    store: Store,
+    connection: Option<Connection>,
+}
+
+enum Connect {
+    Connected(Connection),
+    /// Nobody listens on the socket.
+    NoHelper,
+}
+
+impl Client {
+    pub fn new(store: Store) -> Client {
+        Client { store, connection: None }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The pid of the helper of the current connection, if any.
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.connection.as_ref().map(|c| c.helper_pid)
+    }
+
+    /// Forget the connection (the helper is left alone).
+    pub fn disconnect(&mut self) {
+        self.connection = None;
+    }
+
+    fn try_connect(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connect> {
+        let sock = self.store.socket_path();
+        let stream = match UnixStream::connect(&sock) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR)
+                ) =>
+            {
+                return Ok(Connect::NoHelper)
+            }
+            Err(e) => return Err(Error::io(format!("connecting to {}", sock.display()), e)),
+        };
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("configuring the helper's socket", e))?;
+        let conn = Conn::new(stream);
+        let what = format!("the yaplr helper of \"{}\" to answer", self.store.dir().display());
+        let w = opts.wait(deadline, &what);
+        let hello = protocol::encode(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: sys::getpid(),
+        });
+        conn.write_frame(&hello, None, &w)?;
+        let Some((payload, _)) = conn.read_frame(&w)? else {
+            // The helper closed at once: it is exiting (quit or shutdown).
+            return Ok(Connect::NoHelper);
+        };
+        match decode_response(&payload)? {
+            Response::Hello { pid, .. } => Ok(Connect::Connected(Connection {
+                conn,
+                owner: sys::getpid(),
+                helper_pid: pid,
+            })),
+            Response::Error { kind, message } => Err(server_error(&kind, message)),
+            other => Err(Error::Protocol {
+                message: format!("unexpected answer to Hello: {other:?}"),
+            }),
+        }
+    }
+
+    /// Connect to the store's helper, starting it when allowed.
+    pub fn connect(&mut self, opts: &CallOptions<'_>) -> Result<()> {
+        if let Some(c) = &self.connection {
+            if c.owner == sys::getpid() {
+                return Ok(());
+            }
+            // Forked child: drop the inherited copy without touching it.
+            self.connection = None;
+        }
+        let deadline = Instant::now() + opts.timeout;
+        if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
+            self.connection = Some(c);
+            return Ok(());
+        }
+        if !opts.autostart {
+            return Err(Error::NoServer {
+                message: format!(
+                    "no yaplr helper is running for the store \"{}\"; start one with make_sure_server_is_started() \
+                     or allow automatic start with options(yaplr.automatic_server_start = TRUE)",
+                    self.store.dir().display()
+                ),
+            });
+        }
+        self.store.prepare()?;
+        let c = self.start_helper(opts, deadline)?;
+        self.connection = Some(c);
+        Ok(())
+    }
+
+    fn start_helper(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connection> {
+        let exe = opts.helper_exe.ok_or_else(|| Error::Server {
+            message: "the yaplrd helper program was not found; reinstall yaplr".into(),
+        })?;
+        let what = format!("the yaplr helper of \"{}\" to start", self.store.dir().display());
+        let mut spawned = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let spawn_lock = FileLock::lock(&self.store.spawn_lock_path(), left, &what, opts.interrupted)
+                .map_err(|e| with_seconds(e, opts.timeout))?;
+            if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
+                return Ok(c);
+            }
+            if !FileLock::is_held(&self.store.helper_lock_path())? {
+                if spawned == 2 {
+                    return Err(Error::Server {
+                        message: format!(
+                            "the yaplr helper of \"{}\" exited while starting: {}",
+                            self.store.dir().display(),
+                            log_tail(&self.store.log_path())
+                        ),
+                    });
+                }
+                spawn(exe, &self.store, deadline)?;
+                spawned += 1;
+            }
+            // Wait for the helper (ours or one that was already starting).
+            let mut pause = Duration::from_millis(1);
+            loop {
+                if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
+                    drop(spawn_lock);
+                    return Ok(c);
+                }
+                if (opts.interrupted)() {
+                    return Err(Error::Interrupted { waited_for: what });
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        waited_for: format!("{what} (see its log {})", self.store.log_path().display()),
+                        seconds: opts.timeout.as_secs_f64(),
+                    });
+                }
+                if !FileLock::is_held(&self.store.helper_lock_path())? {
+                    // It died while starting, or it quit: try again.
+                    break;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            drop(spawn_lock);
+            if Instant::now() >= deadline {
+                return Err(Error::Server {
+                    message: format!(
+                        "the yaplr helper of \"{}\" exited while starting; see its log {}",
+                        self.store.dir().display(),
+                        self.store.log_path().display()
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Send one request and read its answer. A connection that fails before
+    /// any answer arrived is re-established once (the helper may have been
+    /// restarted since the last call).
+    pub fn call(&mut self, req: &Request, opts: &CallOptions<'_>) -> Result<(Response, Vec<OwnedFd>)> {
+        let fresh = self.connection.as_ref().is_none_or(|c| c.owner != sys::getpid());
+        self.connect(opts)?;
+        match self.call_once(req, opts) {
+            Err(e) if !fresh && e.breaks_connection() && retryable(&e) => {
+                self.connection = None;
+                self.connect(opts)?;
+                self.call_once(req, opts)
+            }
+            r => r,
+        }
+    }
+
+    fn call_once(&mut self, req: &Request, opts: &CallOptions<'_>) -> Result<(Response, Vec<OwnedFd>)> {
+        let deadline = Instant::now() + opts.timeout;
+        let c = self.connection.as_ref().expect("connected");
+        let what = format!(
+            "the yaplr helper (pid {}) of \"{}\" to answer",
+            c.helper_pid,
+            self.store.dir().display()
+        );
+        let w = opts.wait(deadline, &what);
+        let frame = protocol::encode(req);
+        let result = c.conn.write_frame(&frame, None, &w).and_then(|_| match c.conn.read_frame(&w)? {
+            Some((payload, fds)) => Ok((decode_response(&payload)?, fds)),
+            None => Err(Error::Protocol {
+                message: "the yaplr helper closed the connection (it may have exited)".into(),
+            }),
+        });
+        if let Err(e) = &result {
+            if e.breaks_connection() {
+                self.connection = None;
+            }
+        }
+        let (resp, fds) = result?;
+        if let Response::Error { kind, message } = resp {
+            return Err(server_error(&kind, message));
+        }
+        Ok((resp, fds))
+    }
+
+    pub fn publish(&mut self, tag: &str, id: &str, opts: &CallOptions<'_>) -> Result<()> {
+        self.call(&Request::Publish { tag: tag.into(), id: id.into() }, opts)
+            .map(|_| ())
+    }
+
+    /// Look up a tag; returns its catalog entry and the open object file.
+    pub fn lookup(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<(Entry, std::fs::File)> {
+        let (resp, mut fds) = self.call(&Request::Lookup { tag: tag.into() }, opts)?;
+        match (resp, fds.pop()) {
+            (Response::Found(entry), Some(fd)) => Ok((entry, std::fs::File::from(fd))),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub fn remove(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<()> {
+        self.call(&Request::Remove { tag: tag.into() }, opts).map(|_| ())
+    }
+
+    pub fn exists(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<bool> {
+        match self.call(&Request::Exists { tag: tag.into() }, opts)?.0 {
+            Response::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn list(&mut self, opts: &CallOptions<'_>) -> Result<Vec<Entry>> {
+        match self.call(&Request::List, opts)?.0 {
+            Response::List(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn info(&mut self, opts: &CallOptions<'_>) -> Result<ServerInfo> {
+        match self.call(&Request::Info, opts)?.0 {
+            Response::Info(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn ping(&mut self, opts: &CallOptions<'_>) -> Result<()> {
+        match self.call(&Request::Ping, opts)?.0 {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ask the helper to remove everything and exit, and wait until its
+    /// process is gone. Ok(false) when no helper was running.
+    pub fn quit(&mut self, opts: &CallOptions<'_>) -> Result<bool> {
+        let no_start = CallOptions {
+            timeout: opts.timeout,
+            autostart: false,
+            helper_exe: None,
+            interrupted: opts.interrupted,
+        };
+        match self.connect(&no_start) {
+            Err(Error::NoServer { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let pid = self.helper_pid().unwrap_or(0);
+        let r = self.call_once(&Request::Quit, &no_start);
+        self.connection = None;
+        match r {
+            Ok(_) => {}
+            // The helper exits right after answering; a closed connection
+            // before the answer is fine too, as long as it goes away.
+            Err(Error::Protocol { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + opts.timeout;
+        while sys::pid_alive(pid) {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    waited_for: format!("the yaplr helper (pid {pid}) to exit"),
+                    seconds: opts.timeout.as_secs_f64(),
+                });
+            }
+            if (opts.interrupted)() {
+                return Err(Error::Interrupted {
+                    waited_for: format!("the yaplr helper (pid {pid}) to exit"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(true)
+    }
+
+    /// Whether a helper holds this store (without connecting or starting).
+    pub fn is_running(&self) -> Result<bool> {
+        FileLock::is_held(&self.store.helper_lock_path())
+    }
+}
+
+/// Errors after which the same request may be sent again on a new
+/// connection: the old helper is gone (closed, reset), not slow.
+fn retryable(e: &Error) -> bool {
+    matches!(e, Error::Protocol { .. }) || matches!(e, Error::Io { .. })
+}
+
+fn with_seconds(e: Error, timeout: Duration) -> Error {
+    match e {
+        Error::Timeout { waited_for, .. } => Error::Timeout {
+            waited_for,
+            seconds: timeout.as_secs_f64(),
+        },
+        e => e,
+    }
+}
+
+fn decode_response(payload: &[u8]) -> Result<Response> {
+    protocol::decode::<Response>(payload).map_err(|e| Error::Protocol {
+        message: format!("bad answer from the helper: {e}"),
+    })
+}
+
+fn unexpected(r: Response) -> Error {
+    Error::Protocol {
+        message: format!("unexpected answer from the helper: {r:?}"),
+    }
+}
+
+fn server_error(kind: &str, message: String) -> Error {
+    match kind {
+        "not_found" => match message.split('"').nth(1) {
+            Some(tag) => Error::NotFound { tag: tag.to_string() },
+            None => Error::Server { message },
+        },
+        "protocol" => Error::Protocol { message },
+        "corrupt" => Error::Corrupt { message },
+        "bad_tag" => Error::BadTag(message),
+        "no_space" => Error::NoSpace { needed: 0, message },
+        _ => Error::Server { message },
+    }
+}
+
+/// Start a detached helper: `yaplrd serve --dir D --daemon` forks, the
+/// parent exits at once, the child starts a new session and serves.
+fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(store.log_path())
+        .map_err(|e| Error::io(format!("opening the helper log {}", store.log_path().display()), e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| Error::io("duplicating the log descriptor", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--dir")
+        .arg(store.dir())
+        .arg("--daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2));
+    // SAFETY: setsid is async-signal-safe; it detaches the helper from the
+    // session's terminal and process group (Ctrl-C in R must not reach it).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Server {
+        message: format!("could not start the yaplr helper {}: {e}", exe.display()),
+    })?;
+    // The daemonizing parent exits right after forking.
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(Error::Server {
+                    message: format!(
+                        "the yaplr helper failed to start ({status}); see its log {}",
+                        store.log_path().display()
+                    ),
+                })
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Server {
+                    message: "the yaplr helper did not detach in time".into(),
+                });
+            }
+            Err(e) => return Err(Error::io("waiting for the helper to detach", e)),
+        }
+    }
+}
+
+/// The last line of the helper's log, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!("{l} (log: {})", path.display()),
+        None => format!("see its log {}", path.display()),
+    }
+}
+
+/// The helper program next to the running executable or given by
+/// YAPLRD_PATH; used by tests and tools.
+pub fn helper_from_env() -> Option<PathBuf> {
+    std::env::var_os("YAPLRD_PATH").map(PathBuf::from)
+}

@@ -1,0 +1,15 @@
+//! yaplr-core: the store directory, the object file format, cross-process
+//! locks, the control protocol, the helper (`yaplrd`) and its client.
+//! Nothing here depends on R.
+
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod lock;
+pub mod object_file;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod sys;
+
+pub use error::{Error, Result};

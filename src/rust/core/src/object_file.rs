@@ -1,0 +1,479 @@
+//! The object file format: a fixed, self-describing header followed by the
+//! payload at a 64-byte aligned offset. A file is written once by its creator
+//! (state WRITING), then committed; a helper can rebuild its catalog from
+//! committed headers alone.
+//!
+//! Header layout (little endian, HEADER_SIZE bytes):
+//!   0  magic  b"YAPLROBJ"          8  format version u32   12 state u32
+//!   16 payload kind u32            20 creator pid u32      24 payload length u64
+//!   32 ctime (ns since epoch) i64  40 payload offset u32   44 tag length u32
+//!   48 reserved [u8; 16]           64 tag bytes [u8; MAX_TAG_BYTES]
+//!   1088 FNV-1a 64 checksum of bytes 0..1088
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::sys;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+pub const MAGIC: &[u8; 8] = b"YAPLROBJ";
+pub const FORMAT_VERSION: u32 = 1;
+pub const MAX_TAG_BYTES: usize = 1024;
+pub const HEADER_SIZE: usize = 2048;
+const CHECKSUM_AT: usize = 64 + MAX_TAG_BYTES;
+
+pub const STATE_WRITING: u32 = 1;
+pub const STATE_COMMITTED: u32 = 2;
+
+/// Payload kinds.
+pub const KIND_R_SERIALIZED: u32 = 1;
+
+/// Reserve disk (or tmpfs) space in steps of at least this many bytes.
+const RESERVE_STEP: u64 = 8 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub state: u32,
+    pub kind: u32,
+    pub creator_pid: u32,
+    pub payload_len: u64,
+    pub ctime_ns: i64,
+    pub tag: String,
+}
+
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Check a tag: a non-empty UTF-8 string of at most MAX_TAG_BYTES bytes
+/// without NUL.
+pub fn check_tag(tag: &str) -> Result<()> {
+    if tag.is_empty() {
+        return Err(Error::BadTag("`tag` must be a non-empty string, not \"\"".into()));
+    }
+    if tag.len() > MAX_TAG_BYTES {
+        return Err(Error::BadTag(format!(
+            "`tag` must be at most {MAX_TAG_BYTES} bytes long, not {} bytes",
+            tag.len()
+        )));
+    }
+    if tag.as_bytes().contains(&0) {
+        return Err(Error::BadTag("`tag` must not contain a NUL character".into()));
+    }
+    Ok(())
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.state.to_le_bytes());
+        b[16..20].copy_from_slice(&self.kind.to_le_bytes());
+        b[20..24].copy_from_slice(&self.creator_pid.to_le_bytes());
+        b[24..32].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[32..40].copy_from_slice(&self.ctime_ns.to_le_bytes());
+        b[40..44].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        let tag = self.tag.as_bytes();
+        let n = tag.len().min(MAX_TAG_BYTES);
+        b[44..48].copy_from_slice(&(n as u32).to_le_bytes());
+        b[64..64 + n].copy_from_slice(&tag[..n]);
+        let sum = fnv1a64(&b[..CHECKSUM_AT]);
+        b[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Header> {
+        let corrupt = |m: &str| Error::Corrupt {
+            message: format!("damaged object file: {m}"),
+        };
+        if b.len() < HEADER_SIZE {
+            return Err(corrupt("shorter than its header"));
+        }
+        if &b[0..8] != MAGIC {
+            return Err(corrupt("wrong magic number"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        if u32_at(8) != FORMAT_VERSION {
+            return Err(corrupt(&format!("unknown format version {}", u32_at(8))));
+        }
+        if u64_at(CHECKSUM_AT) != fnv1a64(&b[..CHECKSUM_AT]) {
+            return Err(corrupt("header checksum mismatch"));
+        }
+        if u32_at(40) as usize != HEADER_SIZE {
+            return Err(corrupt("unexpected payload offset"));
+        }
+        let n = u32_at(44) as usize;
+        if n > MAX_TAG_BYTES {
+            return Err(corrupt("tag length out of range"));
+        }
+        let tag = std::str::from_utf8(&b[64..64 + n])
+            .map_err(|_| corrupt("tag is not UTF-8"))?
+            .to_string();
+        Ok(Header {
+            state: u32_at(12),
+            kind: u32_at(16),
+            creator_pid: u32_at(20),
+            payload_len: u64_at(24),
+            ctime_ns: u64_at(32) as i64,
+            tag,
+        })
+    }
+
+    pub fn file_size(&self) -> u64 {
+        HEADER_SIZE as u64 + self.payload_len
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes one object file. Owns the file until `commit`: if dropped before,
+/// the file is unlinked, so no error path leaves a partial object behind.
+pub struct ObjectWriter {
+    file: File,
+    path: PathBuf,
+    id: String,
+    header: Header,
+    written: u64,
+    reserved: u64,
+    buf: Vec<u8>,
+    committed: bool,
+}
+
+impl ObjectWriter {
+    /// Create a new object file for `tag`. `size_hint` (payload bytes, if
+    /// known) is reserved at once.
+    pub fn create(store: &Store, tag: &str, kind: u32, size_hint: u64) -> Result<ObjectWriter> {
+        check_tag(tag)?;
+        let id = crate::store::new_id();
+        let path = store.object_path(&id);
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                store.prepare()?;
+                open()
+            }
+            r => r,
+        }
+        .map_err(|e| create_error(store, tag, e))?;
+        let header = Header {
+            state: STATE_WRITING,
+            kind,
+            creator_pid: sys::getpid(),
+            payload_len: 0,
+            ctime_ns: now_ns(),
+            tag: tag.to_string(),
+        };
+        let mut w = ObjectWriter {
+            file,
+            path,
+            id,
+            header,
+            written: 0,
+            reserved: 0,
+            buf: Vec::with_capacity(64 << 10),
+            committed: false,
+        };
+        w.reserve(HEADER_SIZE as u64 + size_hint)?;
+        w.file
+            .write_all_at(&w.header.encode(), 0)
+            .map_err(|e| Error::io(format!("writing the header of {}", w.path.display()), e))?;
+        Ok(w)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn reserve(&mut self, upto: u64) -> Result<()> {
+        if upto <= self.reserved {
+            return Ok(());
+        }
+        let step = if self.reserved == 0 {
+            upto
+        } else {
+            (upto - self.reserved).max(RESERVE_STEP).max(self.reserved / 4)
+        };
+        match sys::fallocate(&self.file, self.reserved, step) {
+            Ok(()) => {
+                self.reserved += step;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
+                let dir = self.path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+                let free = self.path.parent().and_then(|p| sys::free_space(p).ok()).unwrap_or(0);
+                Err(Error::NoSpace {
+                    needed: upto,
+                    message: format!(
+                        "not enough space in the store \"{dir}\" for object \"{}\": needs at least {} bytes, {} bytes free; \
+                         remove objects or choose a larger store with options(yaplr.dir = )",
+                        self.header.tag, upto, free
+                    ),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // A filesystem without fallocate: fall back to plain writes,
+                // which still report ENOSPC as an error (no mapping, no SIGBUS).
+                self.reserved = u64::MAX;
+                Ok(())
+            }
+            Err(e) => Err(Error::io(format!("reserving space in {}", self.path.display()), e)),
+        }
+    }
+
+    /// Append payload bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.buf.len() + bytes.len() <= self.buf.capacity() {
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.flush()?;
+        if bytes.len() >= self.buf.capacity() / 2 {
+            self.write_through(bytes)
+        } else {
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn write_through(&mut self, bytes: &[u8]) -> Result<()> {
+        let at = HEADER_SIZE as u64 + self.written;
+        self.reserve(at + bytes.len() as u64)?;
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.write_through(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        r
+    }
+
+    /// Finish the payload and mark the file committed. Returns the id and the
+    /// final header.
+    pub fn commit(mut self) -> Result<(String, Header)> {
+        self.flush()?;
+        let size = HEADER_SIZE as u64 + self.written;
+        if self.reserved != u64::MAX && self.reserved > size {
+            self.file
+                .set_len(size)
+                .map_err(|e| Error::io(format!("truncating {}", self.path.display()), e))?;
+        }
+        self.header.payload_len = self.written;
+        self.header.state = STATE_COMMITTED;
+        self.file
+            .write_all_at(&self.header.encode(), 0)
+            .map_err(|e| Error::io(format!("committing {}", self.path.display()), e))?;
+        self.file.flush().ok();
+        self.committed = true;
+        Ok((self.id.clone(), self.header.clone()))
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn create_error(store: &Store, tag: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace {
+            needed: HEADER_SIZE as u64,
+            message: format!(
+                "no space left in the store \"{}\" for object \"{tag}\"; remove objects or choose a larger store",
+                store.dir().display()
+            ),
+        },
+        Some(libc::ENOENT) => Error::Store {
+            message: format!(
+                "the store directory \"{}\" disappeared; the next call recreates it",
+                store.dir().display()
+            ),
+        },
+        _ => Error::io(format!("creating an object file in {}", store.dir().display()), e),
+    }
+}
+
+/// Read and check the header of an open object file.
+pub fn read_header(file: &File) -> Result<Header> {
+    let mut b = vec![0u8; HEADER_SIZE];
+    let mut got = 0;
+    while got < HEADER_SIZE {
+        match file.read_at(&mut b[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading an object header", e)),
+        }
+    }
+    Header::decode(&b[..got])
+}
+
+/// A read-only mapping of a committed object file.
+pub struct ObjectMap {
+    map: Option<memmap2::Mmap>,
+    pub header: Header,
+}
+
+impl ObjectMap {
+    /// Map an object file and check it is committed and whole.
+    pub fn open(file: &File) -> Result<ObjectMap> {
+        let header = read_header(file)?;
+        if header.state != STATE_COMMITTED {
+            return Err(Error::Corrupt {
+                message: format!("object \"{}\" was never completely written", header.tag),
+            });
+        }
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("inspecting an object file", e))?
+            .len();
+        if len < header.file_size() {
+            return Err(Error::Corrupt {
+                message: format!(
+                    "object \"{}\" is truncated: {len} bytes on disk, {} expected",
+                    header.tag,
+                    header.file_size()
+                ),
+            });
+        }
+        let map = if header.payload_len == 0 {
+            None
+        } else {
+            // SAFETY: object files are written once and never modified after
+            // commit, and the truncation check above guarantees the mapped
+            // range exists; a mapping stays valid after the file is unlinked.
+            Some(unsafe { memmap2::MmapOptions::new().len(header.file_size() as usize).map(file) }
+                .map_err(|e| Error::io("mapping an object file", e))?)
+        };
+        Ok(ObjectMap { map, header })
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => &m[HEADER_SIZE..HEADER_SIZE + self.header.payload_len as usize],
+            None => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("yaplr-of-{name}-{}", sys::getpid()));
+        let s = Store::new(dir);
+        s.prepare().unwrap();
+        s
+    }
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = Header {
+            state: STATE_COMMITTED,
+            kind: KIND_R_SERIALIZED,
+            creator_pid: 42,
+            payload_len: 12345,
+            ctime_ns: 1_700_000_000_000_000_000,
+            tag: "caf\u{e9} / ../x".into(),
+        };
+        let b = h.encode();
+        assert_eq!(Header::decode(&b).unwrap(), h);
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(Header::decode(&bad).unwrap_err().to_string().contains("magic"));
+        let mut bad = b;
+        bad[70] ^= 1;
+        assert!(Header::decode(&bad).unwrap_err().to_string().contains("checksum"));
+        assert!(Header::decode(&b[..100]).is_err());
+    }
+
+    #[test]
+    fn tags_are_checked() {
+        assert!(check_tag("ok").is_ok());
+        assert_eq!(check_tag("").unwrap_err().kind(), "bad_tag");
+        assert_eq!(check_tag("a\0b").unwrap_err().kind(), "bad_tag");
+        assert_eq!(check_tag(&"x".repeat(1025)).unwrap_err().kind(), "bad_tag");
+        assert!(check_tag(&"x".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn write_commit_and_map() {
+        let s = temp_store("wcm");
+        let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 0).unwrap();
+        let big = vec![7u8; 300_000];
+        w.write(b"hello").unwrap();
+        w.write(&big).unwrap();
+        w.write(b"!").unwrap();
+        let (id, h) = w.commit().unwrap();
+        assert_eq!(h.payload_len, 5 + 300_000 + 1);
+        let f = File::open(s.object_path(&id)).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), h.file_size());
+        let m = ObjectMap::open(&f).unwrap();
+        assert_eq!(&m.payload()[..5], b"hello");
+        assert_eq!(m.payload()[5 + 299_999], 7);
+        assert_eq!(*m.payload().last().unwrap(), b'!');
+        std::fs::remove_dir_all(s.dir()).unwrap();
+    }
+
+    #[test]
+    fn dropped_writer_leaves_no_file() {
+        let s = temp_store("drop");
+        {
+            let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 1000).unwrap();
+            w.write(b"partial").unwrap();
+        }
+        assert!(s.object_ids().unwrap().is_empty());
+        std::fs::remove_dir_all(s.dir()).unwrap();
+    }
+
+    #[test]
+    fn uncommitted_and_truncated_files_are_refused() {
+        let s = temp_store("trunc");
+        let w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 10).unwrap();
+        let path = s.object_path(w.id());
+        let f = File::open(&path).unwrap();
+        assert_eq!(ObjectMap::open(&f).err().unwrap().kind(), "corrupt");
+        std::mem::forget(w);
+        std::fs::remove_file(&path).unwrap();
+        let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 0).unwrap();
+        w.write(&[1u8; 5000]).unwrap();
+        let (id, _) = w.commit().unwrap();
+        let f = OpenOptions::new().write(true).read(true).open(s.object_path(&id)).unwrap();
+        f.set_len(3000).unwrap();
+        assert!(ObjectMap::open(&f).err().unwrap().to_string().contains("truncated"));
+        std::fs::remove_dir_all(s.dir()).unwrap();
+    }
+}

@@ -1,0 +1,176 @@
+//! The control protocol between clients and yaplrd: frames of a u32 (little
+//! endian) length followed by a bincode payload. Lengths are bounded before
+//! anything is allocated. A connection starts with a Hello carrying the
+//! protocol version.
+
+use bincode::{Decode, Encode};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Request {
+    Hello { version: u32, pid: u32 },
+    /// Make the committed object file `id` the value of `tag`.
+    Publish { tag: String, id: String },
+    /// Look up a tag; the answer carries the object's open fd.
+    Lookup { tag: String },
+    Remove { tag: String },
+    Exists { tag: String },
+    List,
+    Info,
+    Ping,
+    /// Unlink every object, the socket and lock files, and exit.
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Entry {
+    pub tag: String,
+    pub size: u64,
+    pub ctime_ns: i64,
+    pub kind: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct ServerInfo {
+    pub pid: u32,
+    pub dir: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub started_ns: i64,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Response {
+    Hello { version: u32, pid: u32 },
+    Ok,
+    /// Answer to Lookup; the fd of the object file travels with the frame.
+    Found(Entry),
+    Bool(bool),
+    List(Vec<Entry>),
+    Info(ServerInfo),
+    Pong,
+    Error { kind: String, message: String },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+/// Encode a message as one frame (length prefix included).
+pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    // Writing into a Vec can not fail and our messages are far below the
+    // limit, except for a List of very many tags, which the limit refuses.
+    let n = bincode::encode_into_std_write(msg, &mut out, config()).unwrap_or(0);
+    out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+    out
+}
+
+#[derive(Debug, PartialEq)]
+pub enum DecodeError {
+    /// The length prefix announces more than MAX_FRAME bytes.
+    TooLong(usize),
+    /// The payload is not a valid message.
+    Malformed(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME}"),
+            DecodeError::Malformed(m) => write!(f, "malformed frame: {m}"),
+        }
+    }
+}
+
+/// Read the length prefix, refusing lengths over MAX_FRAME.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, DecodeError> {
+    let n = u32::from_le_bytes(prefix) as usize;
+    if n > MAX_FRAME {
+        return Err(DecodeError::TooLong(n));
+    }
+    Ok(n)
+}
+
+/// Decode a frame payload (without its prefix); trailing bytes are an error.
+pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
+    match bincode::decode_from_slice::<T, _>(payload, config()) {
+        Ok((msg, used)) if used == payload.len() => Ok(msg),
+        Ok((_, used)) => Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            payload.len() - used
+        ))),
+        Err(e) => Err(DecodeError::Malformed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(m: T) {
+        let f = encode(&m);
+        let n = frame_len(f[..4].try_into().unwrap()).unwrap();
+        assert_eq!(n, f.len() - 4);
+        assert_eq!(decode::<T>(&f[4..]).unwrap(), m);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        round_trip(Request::Hello { version: PROTOCOL_VERSION, pid: 7 });
+        round_trip(Request::Publish { tag: "\u{e9}t\u{e9}".into(), id: "0".repeat(32) });
+        round_trip(Request::Lookup { tag: "x".repeat(1024) });
+        round_trip(Request::List);
+        round_trip(Request::Quit);
+        round_trip(Response::List(vec![Entry { tag: "a".into(), size: 1, ctime_ns: -5, kind: 1 }]));
+        round_trip(Response::Error { kind: "not_found".into(), message: "m".into() });
+        round_trip(Response::Info(ServerInfo {
+            pid: 1,
+            dir: "/d".into(),
+            objects: 2,
+            bytes: 3,
+            started_ns: 4,
+            version: "v".into(),
+        }));
+    }
+
+    #[test]
+    fn oversized_lengths_are_refused_before_allocation() {
+        assert_eq!(frame_len(u32::MAX.to_le_bytes()), Err(DecodeError::TooLong(u32::MAX as usize)));
+        assert!(frame_len((MAX_FRAME as u32).to_le_bytes()).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<Request>(&[]).is_err());
+        assert!(decode::<Request>(&[255, 255, 255, 255, 255]).is_err());
+        // A string whose announced length is far beyond the payload.
+        assert!(decode::<Request>(&[1, 0xfc, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        let mut f = encode(&Request::Ping);
+        f.push(0);
+        assert!(decode::<Request>(&f[4..]).is_err());
+        // Every truncation of a valid frame fails cleanly.
+        let f = encode(&Request::Publish { tag: "tag".into(), id: "0".repeat(32) });
+        for cut in 0..f.len() - 4 {
+            assert!(decode::<Request>(&f[4..4 + cut]).is_err());
+        }
+        // Pseudo-random bytes never panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut buf = [0u8; 24];
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let len = (x % 25) as usize;
+            let _ = decode::<Request>(&buf[..len]);
+            let _ = decode::<Response>(&buf[..len]);
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! yaplrd, the helper: owns the catalog (tag -> object file) of one store,
+//! answers clients on a Unix socket, one thread per connection, and cleans
+//! up after writers that died. Exactly one runs per store, guaranteed by an
+//! exclusive flock on the store's helper lock file.
+
+use crate::conn::{Conn, Wait};
+use crate::error::{Error, Result};
+use crate::lock::FileLock;
+use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
+use crate::protocol::{self, Entry, Request, Response, ServerInfo, PROTOCOL_VERSION};
+use crate::store::{self, Store};
+use crate::sys;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the helper looks for files left by dead writers.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// A client that starts a frame must finish it within this time.
+const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+/// Files whose header is unreadable are left alone this long (a writer may
+/// be about to write it).
+const UNREADABLE_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+struct Obj {
+    id: String,
+    size: u64,
+    ctime_ns: i64,
+    kind: u32,
+}
+
+struct State {
+    store: Store,
+    objects: HashMap<String, Obj>,
+    started_ns: i64,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+pub fn log(msg: &str) {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "[{t:.3}] yaplrd[{}]: {msg}", sys::getpid());
+}
+
+fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panicking connection thread must not take the whole helper down.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run the helper for `store` until a Quit request. Returns Ok(false) at
+/// once when another helper already serves this store.
+pub fn serve(store: Store) -> Result<bool> {
+    store.prepare()?;
+    let Some(lock) = FileLock::try_lock(&store.helper_lock_path())? else {
+        log("another helper already serves this store; exiting");
+        return Ok(false);
+    };
+    {
+        let mut f = lock.file();
+        let _ = f.set_len(0);
+        let _ = writeln!(f, "{}", sys::getpid());
+    }
+    let objects = rebuild(&store)?;
+    log(&format!(
+        "serving {} with {} object(s)",
+        store.dir().display(),
+        objects.len()
+    ));
+    let sock = store.socket_path();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| Error::io(format!("binding {}", sock.display()), e))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restricting the socket", e))?;
+    let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
+
+    let shared: Shared = Arc::new(Mutex::new(State {
+        store: store.clone(),
+        objects,
+        started_ns: object_file::now_ns(),
+    }));
+
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(SWEEP_EVERY);
+            let st = lock_state(&shared);
+            // Without its socket nobody can reach this helper: it has been
+            // replaced or its directory removed, so it leaves.
+            let ours = std::fs::metadata(st.store.socket_path())
+                .map(|m| m.ino() == sock_ino)
+                .unwrap_or(false);
+            if !ours {
+                log("the socket was removed; exiting");
+                std::process::exit(0);
+            }
+            sweep(&st);
+        });
+    }
+
+    let uid = sys::getuid();
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        match sys::peer_uid(stream.as_raw_fd()) {
+            Ok(peer) if peer == uid => {}
+            Ok(peer) => {
+                log(&format!("refused a connection from uid {peer}"));
+                continue;
+            }
+            Err(e) => {
+                log(&format!("could not check a peer's uid: {e}"));
+                continue;
+            }
+        }
+        let shared = shared.clone();
+        std::thread::spawn(move || handle(stream, shared));
+    }
+    drop(lock);
+    Ok(true)
+}
+
+/// Build the catalog from committed headers; remove what dead writers left.
+fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
+    let mut objects: HashMap<String, Obj> = HashMap::new();
+    for id in store.object_ids()? {
+        let path = store.object_path(&id);
+        let header = match File::open(&path).map(|f| object_file::read_header(&f)) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                remove_if_stale(&path, &e.to_string());
+                continue;
+            }
+            Err(_) => continue,
+        };
+        match header.state {
+            STATE_COMMITTED => {}
+            STATE_WRITING if !sys::pid_alive(header.creator_pid) => {
+                log(&format!("removing {id}: its writer (pid {}) died", header.creator_pid));
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            _ => continue,
+        }
+        let obj = Obj {
+            id: id.clone(),
+            size: header.payload_len,
+            ctime_ns: header.ctime_ns,
+            kind: header.kind,
+        };
+        match objects.get(&header.tag) {
+            Some(old) if (old.ctime_ns, &old.id) > (obj.ctime_ns, &obj.id) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Some(old) => {
+                let _ = std::fs::remove_file(store.object_path(&old.id));
+                objects.insert(header.tag, obj);
+            }
+            None => {
+                objects.insert(header.tag, obj);
+            }
+        }
+    }
+    Ok(objects)
+}
+
+fn remove_if_stale(path: &std::path::Path, why: &str) {
+    let old = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map(|age| age > UNREADABLE_GRACE)
+        .unwrap_or(false);
+    if old {
+        log(&format!("removing unreadable {}: {why}", path.display()));
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Remove files whose writer died: half-written ones, and committed ones the
+/// writer never published.
+fn sweep(st: &State) {
+    let Ok(ids) = st.store.object_ids() else { return };
+    if ids.len() == st.objects.len() {
+        return;
+    }
+    let known: std::collections::HashSet<&str> = st.objects.values().map(|o| o.id.as_str()).collect();
+    for id in ids {
+        if known.contains(id.as_str()) {
+            continue;
+        }
+        let path = st.store.object_path(&id);
+        match File::open(&path).map(|f| object_file::read_header(&f)) {
+            Ok(Ok(h)) if !sys::pid_alive(h.creator_pid) => {
+                log(&format!("removing {id} (\"{}\"): its writer (pid {}) died before publishing it", h.tag, h.creator_pid));
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(Err(e)) => remove_if_stale(&path, &e.to_string()),
+            _ => {}
+        }
+    }
+}
+
+fn handle(stream: UnixStream, shared: Shared) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let conn = Conn::new(stream);
+    let mut greeted = false;
+    loop {
+        // Wait as long as needed for a request to begin, then bound the rest.
+        if sys::wait_fd_forever(conn.raw_fd(), false).is_err() {
+            return;
+        }
+        let w = Wait {
+            deadline: Some(Instant::now() + FRAME_DEADLINE),
+            what: "a client's request",
+            seconds: FRAME_DEADLINE.as_secs_f64(),
+            interrupted: &|| false,
+        };
+        let payload = match conn.read_frame(&w) {
+            Ok(Some((p, _fds))) => p,
+            Ok(None) => return,
+            Err(e) => {
+                log(&format!("dropping a client: {e}"));
+                return;
+            }
+        };
+        let req = match protocol::decode::<Request>(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply(&conn, &error_response("protocol", &e.to_string()), None);
+                return;
+            }
+        };
+        if !greeted {
+            match req {
+                Request::Hello { version, .. } if version == PROTOCOL_VERSION => {
+                    greeted = true;
+                    let _ = reply(&conn, &Response::Hello { version: PROTOCOL_VERSION, pid: sys::getpid() }, None);
+                    continue;
+                }
+                Request::Hello { version, .. } => {
+                    let msg = format!(
+                        "protocol version {version} is not supported by this helper (version {PROTOCOL_VERSION}); \
+                         restart it with quit_server() after updating yaplr"
+                    );
+                    let _ = reply(&conn, &error_response("protocol", &msg), None);
+                    return;
+                }
+                _ => {
+                    let _ = reply(&conn, &error_response("protocol", "expected a Hello first"), None);
+                    return;
+                }
+            }
+        }
+        if matches!(req, Request::Quit) {
+            quit(&conn, &shared);
+        }
+        let (resp, fd) = dispatch(req, &shared);
+        if reply(&conn, &resp, fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
+            return;
+        }
+    }
+}
+
+fn reply(conn: &Conn, resp: &Response, fd: Option<i32>) -> Result<()> {
+    let frame = protocol::encode(resp);
+    let w = Wait {
+        deadline: Some(Instant::now() + FRAME_DEADLINE),
+        what: "a client to read its answer",
+        seconds: FRAME_DEADLINE.as_secs_f64(),
+        interrupted: &|| false,
+    };
+    conn.write_frame(&frame, fd, &w)
+}
+
+fn error_response(kind: &str, message: &str) -> Response {
+    Response::Error {
+        kind: kind.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn not_found(tag: &str) -> Response {
+    error_response("not_found", &Error::NotFound { tag: tag.to_string() }.to_string())
+}
+
+fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
+    let mut st = lock_state(shared);
+    match req {
+        Request::Hello { .. } => (Response::Hello { version: PROTOCOL_VERSION, pid: sys::getpid() }, None),
+        Request::Ping => (Response::Pong, None),
+        Request::Publish { tag, id } => (publish(&mut st, tag, id), None),
+        Request::Lookup { tag } => {
+            let Some(obj) = st.objects.get(&tag) else {
+                return (not_found(&tag), None);
+            };
+            // Opened under the catalog lock: no overwrite can unlink it first.
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(st.store.object_path(&obj.id))
+            {
+                Ok(f) => (
+                    Response::Found(Entry {
+                        tag: tag.clone(),
+                        size: obj.size,
+                        ctime_ns: obj.ctime_ns,
+                        kind: obj.kind,
+                    }),
+                    Some(f),
+                ),
+                Err(e) => {
+                    log(&format!("object file of \"{tag}\" is gone: {e}"));
+                    st.objects.remove(&tag);
+                    (not_found(&tag), None)
+                }
+            }
+        }
+        Request::Remove { tag } => match st.objects.remove(&tag) {
+            Some(obj) => {
+                let _ = std::fs::remove_file(st.store.object_path(&obj.id));
+                (Response::Ok, None)
+            }
+            None => (not_found(&tag), None),
+        },
+        Request::Exists { tag } => (Response::Bool(st.objects.contains_key(&tag)), None),
+        Request::List => {
+            let mut v: Vec<Entry> = st
+                .objects
+                .iter()
+                .map(|(tag, o)| Entry {
+                    tag: tag.clone(),
+                    size: o.size,
+                    ctime_ns: o.ctime_ns,
+                    kind: o.kind,
+                })
+                .collect();
+            v.sort_by(|a, b| a.tag.cmp(&b.tag));
+            (Response::List(v), None)
+        }
+        Request::Info => (
+            Response::Info(ServerInfo {
+                pid: sys::getpid(),
+                dir: st.store.dir().display().to_string(),
+                objects: st.objects.len() as u64,
+                bytes: st.objects.values().map(|o| o.size).sum(),
+                started_ns: st.started_ns,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            None,
+        ),
+        Request::Quit => unreachable!("handled before dispatch"),
+    }
+}
+
+fn publish(st: &mut State, tag: String, id: String) -> Response {
+    if !store::is_valid_id(&id) {
+        return error_response("protocol", &format!("invalid object id \"{id}\""));
+    }
+    if let Err(e) = object_file::check_tag(&tag) {
+        return error_response(e.kind(), &e.to_string());
+    }
+    let path = st.store.object_path(&id);
+    let header: Header = match File::open(&path).map(|f| object_file::read_header(&f)) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+        Err(e) => {
+            return error_response(
+                "server",
+                &format!("the object file for \"{tag}\" is missing ({e}); was the store quit meanwhile?"),
+            )
+        }
+    };
+    if header.state != STATE_COMMITTED || header.tag != tag {
+        return error_response("corrupt", &format!("object file {id} is not a committed object for \"{tag}\""));
+    }
+    let obj = Obj {
+        id: id.clone(),
+        size: header.payload_len,
+        ctime_ns: header.ctime_ns,
+        kind: header.kind,
+    };
+    if let Some(old) = st.objects.insert(tag, obj) {
+        if old.id != id {
+            let _ = std::fs::remove_file(st.store.object_path(&old.id));
+        }
+    }
+    Response::Ok
+}
+
+/// Unlink everything this helper owns, answer, and exit.
+fn quit(conn: &Conn, shared: &Shared) -> ! {
+    let st = lock_state(shared);
+    let store = &st.store;
+    let _ = std::fs::remove_file(store.socket_path());
+    if let Ok(ids) = store.object_ids() {
+        for id in ids {
+            let _ = std::fs::remove_file(store.object_path(&id));
+        }
+    }
+    log(&format!("quitting; removed {} object(s)", st.objects.len()));
+    let _ = std::fs::remove_file(store.spawn_lock_path());
+    let _ = std::fs::remove_file(store.log_path());
+    let _ = std::fs::remove_file(store.helper_lock_path());
+    let _ = std::fs::remove_dir(store.dir());
+    let _ = reply(conn, &Response::Ok, None);
+    std::process::exit(0);
+}

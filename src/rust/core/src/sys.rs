@@ -1,0 +1,235 @@
+//! Thin, fenced wrappers over the few libc calls yaplr needs beyond std:
+//! process checks, peer credentials, fd passing (SCM_RIGHTS), and socket
+//! I/O that never raises SIGPIPE.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+pub fn getpid() -> u32 {
+    std::process::id()
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: getuid has no preconditions and can not fail.
+    unsafe { libc::getuid() }
+}
+
+/// Whether a process with this pid exists (a zombie counts as dead).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    // A zombie still answers kill(0); its /proc state says Z.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
+            None => true,
+        },
+        Err(_) => r == 0,
+    }
+}
+
+/// The uid of the process at the other end of a Unix socket.
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Wait until `fd` is readable (or writable), at most until `deadline`,
+/// waking every `slice` to let `interrupted` abort the wait.
+/// Returns Ok(true) when ready, Ok(false) on timeout.
+pub fn wait_fd(
+    fd: RawFd,
+    write: bool,
+    deadline: Instant,
+    interrupted: &dyn Fn() -> bool,
+) -> io::Result<WaitOutcome> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(WaitOutcome::TimedOut);
+        }
+        let left = (deadline - now).min(Duration::from_millis(100));
+        let mut pfd = libc::pollfd {
+            fd,
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        };
+        let ms = left.as_millis().max(1) as libc::c_int;
+        // SAFETY: pfd is one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                if interrupted() {
+                    return Ok(WaitOutcome::Interrupted);
+                }
+                continue;
+            }
+            return Err(e);
+        }
+        if r > 0 {
+            return Ok(WaitOutcome::Ready);
+        }
+        if interrupted() {
+            return Ok(WaitOutcome::Interrupted);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Ready,
+    TimedOut,
+    Interrupted,
+}
+
+/// Send bytes (and optionally one fd, attached to the first byte) without
+/// ever raising SIGPIPE. Returns how many bytes were written.
+pub fn send_some(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // Room for one cmsg carrying one int, correctly aligned.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(pfd) = pass {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points at `space` bytes we own, so the first
+        // header fits; we write one int into its data area.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, pfd);
+        }
+    }
+    // SAFETY: msg references live buffers for the duration of the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Receive bytes, collecting any fds passed with them into `fds`.
+/// Returns 0 at end of stream.
+pub fn recv_some(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 16];
+    // SAFETY: zeroed msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg references live buffers; MSG_CMSG_CLOEXEC keeps passed fds
+    // from leaking into children.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: walking the control buffer the kernel filled, with the CMSG
+    // macros; each SCM_RIGHTS entry holds whole ints.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                let header = libc::CMSG_LEN(0) as usize;
+                let count = ((*cmsg).cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(n as usize)
+}
+
+/// Reserve `len` bytes at `offset` in the file, so later writes can not
+/// fail for lack of space.
+pub fn fallocate(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe {
+        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Free bytes available to this user on the filesystem holding `path`.
+pub fn free_space(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: statvfs is plain data; zeroed is valid; c is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Block until `fd` is readable (or writable), with no time limit.
+pub fn wait_fd_forever(fd: RawFd, write: bool) -> io::Result<()> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Integration tests that start a real yaplrd and talk to it as the R
+//! package does.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use yaplr_core::client::{CallOptions, Client};
+use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
+use yaplr_core::store::Store;
+use yaplr_core::{sys, Error};
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_yaplrd"))
+}
+
+fn no() -> bool {
+    false
+}
+
+fn opts(timeout_ms: u64) -> CallOptions<'static> {
+    CallOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        autostart: true,
+        helper_exe: Some(exe()),
+        interrupted: &no,
+    }
+}
+
+struct TempStore {
+    dir: PathBuf,
+}
+
+impl TempStore {
+    fn new(name: &str) -> TempStore {
+        let dir = std::env::temp_dir().join(format!("yaplr-it-{name}-{}", sys::getpid()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempStore { dir }
+    }
+    fn client(&self) -> Client {
+        Client::new(Store::new(&self.dir))
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let mut c = self.client();
+        let _ = c.quit(&CallOptions { autostart: false, ..opts(5000) });
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
+    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
+    w.write(bytes).unwrap();
+    let (id, _) = w.commit().unwrap();
+    c.publish(tag, &id, &opts(5000)).unwrap();
+}
+
+fn get(c: &mut Client, tag: &str) -> Vec<u8> {
+    let (_, f) = c.lookup(tag, &opts(5000)).unwrap();
+    ObjectMap::open(&f).unwrap().payload().to_vec()
+}
+
+#[test]
+fn publish_lookup_list_remove_quit() {
+    let t = TempStore::new("basic");
+    let mut c = t.client();
+    put(&mut c, "a", b"first");
+    put(&mut c, "b", &[9u8; 100_000]);
+    put(&mut c, "a", b"second");
+    assert_eq!(get(&mut c, "a"), b"second");
+    assert_eq!(get(&mut c, "b").len(), 100_000);
+    let list = c.list(&opts(5000)).unwrap();
+    assert_eq!(list.iter().map(|e| e.tag.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    // The overwritten file is gone: two objects, two files.
+    assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 2);
+    assert!(c.exists("b", &opts(5000)).unwrap());
+    c.remove("b", &opts(5000)).unwrap();
+    assert!(!c.exists("b", &opts(5000)).unwrap());
+    assert!(matches!(c.remove("b", &opts(5000)), Err(Error::NotFound { .. })));
+    assert!(matches!(c.lookup("zz", &opts(5000)), Err(Error::NotFound { .. })));
+    let pid = c.helper_pid().unwrap();
+    assert!(c.quit(&opts(5000)).unwrap());
+    assert!(!sys::pid_alive(pid));
+    assert!(!t.dir.exists(), "quit leaves an empty store dir behind");
+}
+
+#[test]
+fn a_reader_keeps_its_object_across_overwrite() {
+    let t = TempStore::new("overwrite");
+    let mut c = t.client();
+    put(&mut c, "x", b"old value");
+    let (_, f) = c.lookup("x", &opts(5000)).unwrap();
+    put(&mut c, "x", b"new value");
+    c.remove("x", &opts(5000)).unwrap();
+    assert_eq!(ObjectMap::open(&f).unwrap().payload(), b"old value");
+}
+
+#[test]
+fn killed_helper_is_replaced_and_loses_nothing() {
+    let t = TempStore::new("kill");
+    let mut c = t.client();
+    put(&mut c, "keep", b"precious");
+    let pid = c.helper_pid().unwrap();
+    // SAFETY: signalling a child helper we started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sys::pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The next call notices, starts a new helper, which rebuilds its catalog.
+    assert_eq!(get(&mut c, "keep"), b"precious");
+    assert_ne!(c.helper_pid().unwrap(), pid);
+    // A fresh client (another process, as far as the helper knows) too.
+    let mut c2 = t.client();
+    assert_eq!(get(&mut c2, "keep"), b"precious");
+}
+
+#[test]
+fn a_stopped_helper_gives_a_timeout_not_a_hang() {
+    let t = TempStore::new("stop");
+    let mut c = t.client();
+    c.ping(&opts(5000)).unwrap();
+    let pid = c.helper_pid().unwrap() as i32;
+    // SAFETY: signalling a helper we started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    let r = c.ping(&opts(300));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    match r {
+        Err(Error::Timeout { waited_for, .. }) => assert!(waited_for.contains("helper"), "{waited_for}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    // After SIGCONT it answers again (on a new connection).
+    c.ping(&opts(5000)).unwrap();
+}
+
+#[test]
+fn concurrent_first_calls_start_one_helper() {
+    let t = TempStore::new("race");
+    let dir = t.dir.clone();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::new(Store::new(dir));
+                c.ping(&opts(10_000)).unwrap();
+                c.helper_pid().unwrap()
+            })
+        })
+        .collect();
+    let pids: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
+}
+
+#[test]
+fn no_autostart_gives_no_server() {
+    let t = TempStore::new("noauto");
+    let mut c = t.client();
+    let o = CallOptions { autostart: false, ..opts(1000) };
+    assert!(matches!(c.ping(&o), Err(Error::NoServer { .. })));
+    assert!(!c.is_running().unwrap());
+}
+
+#[test]
+fn dead_writers_files_are_removed_on_start() {
+    let t = TempStore::new("dead");
+    let store = Store::new(&t.dir);
+    store.prepare().unwrap();
+    // A writer that died mid-write: WRITING state, creator pid that is gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let w = ObjectWriter::create(&store, "half", KIND_R_SERIALIZED, 10).unwrap();
+    let path = store.object_path(w.id());
+    std::mem::forget(w);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut h = yaplr_core::object_file::Header::decode(&bytes).unwrap();
+    h.creator_pid = dead_pid;
+    bytes[..yaplr_core::object_file::HEADER_SIZE].copy_from_slice(&h.encode());
+    std::fs::write(&path, &bytes).unwrap();
+    let mut c = t.client();
+    c.ping(&opts(5000)).unwrap();
+    assert!(!path.exists());
+    assert!(c.list(&opts(5000)).unwrap().is_empty());
+}
