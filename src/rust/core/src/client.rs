@@ -9,6 +9,7 @@ use crate::protocol::{self, Entry, Request, Response, ServerInfo, PROTOCOL_VERSI
 use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -392,6 +393,7 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(store.log_path())
         .map_err(|e| Error::io(format!("opening the helper log {}", store.log_path().display()), e))?;
     let log2 = log

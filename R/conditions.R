@@ -1,0 +1,128 @@
+# Conditions and argument checks, all speaking with one voice.
+
+#' Errors signalled by yaplr
+#'
+#' Every error has class `c("yaplr_<kind>", "yaplr_error", "error",
+#' "condition")` and fields `message`, `tag` (when a tag was involved) and
+#' `store` (the store directory), so it can be caught precisely:
+#'
+#' ```
+#' tryCatch(retrieve_object("x"), yaplr_not_found = function(e) NULL)
+#' ```
+#'
+#' The kinds:
+#' * `bad_tag`: the tag is not a single non-empty string of at most 1024
+#'   bytes.
+#' * `bad_argument`: another argument is invalid (such as a `timeout` that is
+#'   not a positive number).
+#' * `not_found`: no object is stored under the tag.
+#' * `no_space`: the store's filesystem has no room for the object. Nothing
+#'   was stored and the store keeps working.
+#' * `timeout`: the helper did not start or answer within `timeout` seconds
+#'   (see [yaplr-options]).
+#' * `interrupted`: the wait was interrupted by the user.
+#' * `no_server`: no helper is running and automatic start is off.
+#' * `store`: the store directory can not be used (not writable, owned by
+#'   another user, not a directory, path too long).
+#' * `server`, `protocol`: the helper failed or answered something
+#'   unexpected.
+#' * `corrupt`: a stored object file is damaged.
+#' * `io`: another operating system error.
+#'
+#' @name yaplr-conditions
+NULL
+
+abort_yaplr <- function(kind, message, ..., tag = NULL, call = caller_call(),
+                        .envir = parent.frame()) {
+  message <- glue_lite(message, .envir)
+  cnd <- structure(
+    list(message = message, call = call, tag = tag, store = NULL, ...),
+    class = c(paste0("yaplr_", kind), "yaplr_error", "error", "condition")
+  )
+  stop(cnd)
+}
+
+# Signal a condition returned by the Rust layer, or return the value.
+check_result <- function(res, call = caller_call()) {
+  if (inherits(res, "yaplr_error")) {
+    res$call <- call
+    stop(res)
+  }
+  res
+}
+
+# The call of the function that called the function asking (n = 1).
+caller_call <- function(n = 1L) {
+  sys.call(sys.parent(n + 1L))
+}
+
+# A minimal "{expr}" interpolation for messages.
+glue_lite <- function(x, envir) {
+  m <- gregexpr("\\{[^{}]+\\}", x)
+  parts <- regmatches(x, m)[[1L]]
+  for (p in parts) {
+    value <- eval(parse(text = substr(p, 2L, nchar(p) - 1L)), envir)
+    x <- sub(p, paste(value, collapse = ", "), x, fixed = TRUE)
+  }
+  x
+}
+
+describe <- function(x) {
+  if (is.null(x)) {
+    return("NULL")
+  }
+  if (is.atomic(x) && length(x) == 1L) {
+    if (is.na(x)) {
+      return(paste0("`", if (is.character(x)) "NA_character_" else "NA", "`"))
+    }
+    if (is.character(x)) {
+      return(paste0("the string \"", x, "\""))
+    }
+    return(paste0("the ", typeof(x), " ", format(x)))
+  }
+  cls <- if (is.object(x)) class(x)[1L] else typeof(x)
+  kind <- if (is.atomic(x)) "vector" else "object"
+  paste0("a ", cls, " ", kind, " of length ", length(x))
+}
+
+check_tag <- function(tag, arg = "tag", call = caller_call()) {
+  if (missing(tag)) {
+    abort_yaplr("bad_tag", "`{arg}` is missing; give the name of the object.", call = call)
+  }
+  if (!is.character(tag) || length(tag) != 1L || is.na(tag) || !nzchar(tag)) {
+    abort_yaplr("bad_tag",
+      "`{arg}` must be a single non-empty string, not {describe(tag)}.",
+      tag = if (is.character(tag) && length(tag) == 1L) tag, call = call
+    )
+  }
+  tag <- enc2utf8(tag)
+  bytes <- nchar(tag, type = "bytes")
+  if (bytes > 1024L) {
+    abort_yaplr("bad_tag",
+      "`{arg}` must be at most 1024 bytes long, not {bytes} bytes.",
+      tag = tag, call = call
+    )
+  }
+  tag
+}
+
+check_timeout <- function(timeout, call = caller_call()) {
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) ||
+      !is.finite(timeout) || timeout <= 0) {
+    abort_yaplr("bad_argument",
+      "`timeout` must be a single positive number of seconds, not {describe(timeout)}.",
+      call = call
+    )
+  }
+  as.double(timeout)
+}
+
+check_flag <- function(x, arg, call = caller_call()) {
+  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    abort_yaplr("bad_argument",
+      "`{arg}` must be TRUE or FALSE, not {describe(x)}.",
+      call = call
+    )
+  }
+  invisible(x)
+}

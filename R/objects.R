@@ -1,0 +1,124 @@
+# Sending, retrieving, listing and removing objects.
+
+#' Share objects between R sessions
+#'
+#' @description
+#' * `send_object()` stores `obj` under `tag`, replacing any object stored
+#'   under that tag before. The replacement is atomic: another session
+#'   retrieves either the old or the new value, never a mix.
+#' * `retrieve_object()` returns the object stored under `tag`, identical to
+#'   what was sent.
+#' * `does_object_exist()` tells whether an object is stored under `tag`.
+#' * `remove_object()` removes the object stored under `tag`.
+#' * `list_objects()` lists the stored objects.
+#'
+#' The first call of a session starts the `yaplrd` helper if none runs for
+#' the store (see [make_sure_server_is_started()]). Objects stay in the
+#' store after the sending session exits, until they are removed or the
+#' helper is stopped with [quit_server()].
+#'
+#' Any object that [serialize()] accepts can be sent. It is written with R
+#' serialization (format version 3, native byte order) directly into a file
+#' of the store, and read back directly from a mapping of that file.
+#'
+#' @param obj The object to store.
+#' @param tag The name of the object: a single non-empty string of at most
+#'   1024 bytes. Any characters are allowed; the tag is never used as a file
+#'   name.
+#' @param automatic_server_start Whether to start the helper when none
+#'   runs. `NULL` (the default) uses `getOption("yaplr.automatic_server_start",
+#'   TRUE)`.
+#' @param check_server_with_ping Accepted for compatibility with yaplr 0.1
+#'   and ignored: every call checks the helper anyway.
+#' @param force_unserialize_on_server Accepted for compatibility with yaplr
+#'   0.1 and ignored.
+#' @param timeout The most seconds the call may wait for the helper to start
+#'   or answer. Default `getOption("yaplr.timeout", 10)`.
+#' @return `send_object()` and `remove_object()` return `NULL` invisibly;
+#'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
+#'   `FALSE`; `list_objects()` a data frame with one row per object, row
+#'   names the tags (sorted), and columns `size` (bytes stored) and `ctime`
+#'   (when it was sent, a `POSIXct`).
+#'
+#' Errors are classed conditions (see [yaplr-conditions]): a bad tag gives
+#' `yaplr_bad_tag`, a missing object `yaplr_not_found`, a full store
+#' `yaplr_no_space`, a helper that does not answer in time `yaplr_timeout`.
+#'
+#' @name objects
+#' @examples
+#' # Use a private temporary store for this example.
+#' old <- options(yaplr.dir = file.path(tempdir(), "yaplr-example"))
+#' send_object(1:10, "myobject")
+#' does_object_exist("myobject")
+#' list_objects()
+#' retrieve_object("myobject")
+#' remove_object("myobject")
+#' quit_server()
+#' options(old)
+NULL
+
+#' @rdname objects
+#' @export
+send_object <- function(obj, tag, automatic_server_start = NULL,
+                        check_server_with_ping = TRUE,
+                        force_unserialize_on_server = FALSE,
+                        timeout = yaplr_timeout()) {
+  tag <- check_tag(tag)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  check_result(send_object_(obj, tag, store_dir(), helper_path(), timeout, autostart))
+  invisible(NULL)
+}
+
+#' @rdname objects
+#' @export
+retrieve_object <- function(tag, automatic_server_start = NULL,
+                            check_server_with_ping = TRUE,
+                            timeout = yaplr_timeout()) {
+  tag <- check_tag(tag)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  res <- retrieve_object_(tag, store_dir(), helper_path(), timeout, autostart)
+  check_result(res)[[1L]]
+}
+
+#' @rdname objects
+#' @export
+does_object_exist <- function(tag, automatic_server_start = NULL,
+                              check_server_with_ping = TRUE,
+                              timeout = yaplr_timeout()) {
+  tag <- check_tag(tag)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  check_result(does_object_exist_(tag, store_dir(), helper_path(), timeout, autostart))
+}
+
+#' @rdname objects
+#' @export
+remove_object <- function(tag, automatic_server_start = NULL,
+                          check_server_with_ping = TRUE,
+                          timeout = yaplr_timeout()) {
+  tag <- check_tag(tag)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  check_result(remove_object_(tag, store_dir(), helper_path(), timeout, autostart))
+  invisible(NULL)
+}
+
+#' @rdname objects
+#' @export
+list_objects <- function(automatic_server_start = NULL,
+                         check_server_with_ping = TRUE,
+                         timeout = yaplr_timeout()) {
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  res <- check_result(list_objects_(store_dir(), helper_path(), timeout, autostart))
+  tags <- res$tag
+  Encoding(tags) <- "UTF-8"
+  data.frame(
+    size = res$size,
+    ctime = .POSIXct(res$ctime),
+    row.names = tags,
+    stringsAsFactors = FALSE
+  )
+}

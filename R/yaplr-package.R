@@ -1,0 +1,14 @@
+#' yaplr: share R objects between R sessions through shared memory
+#'
+#' `send_object()` stores an object under a tag; any other R session of the
+#' same user on the same machine can then `retrieve_object()` it, even after
+#' the sender has exited. A small helper process, `yaplrd`, is started on
+#' the first call and keeps the catalogue of tags; each object lives in its
+#' own file in the store directory (by default in `/dev/shm`, i.e. in RAM).
+#'
+#' See `vignette("yaplr")` for a walk-through, [yaplr-options] for the
+#' options, and [yaplr-conditions] for the errors.
+#'
+#' @keywords internal
+#' @useDynLib yaplr, .registration = TRUE
+"_PACKAGE"

@@ -1,0 +1,249 @@
+//! yaplr-r: the glue between R and yaplr-core. Arguments arrive checked by
+//! the R layer; every failure comes back as a condition object (never a
+//! longjmp from Rust), which the R layer signals.
+
+mod serialize;
+
+use extendr_api::prelude::*;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use yaplr_core::client::{CallOptions, Client};
+use yaplr_core::object_file::{check_tag, ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
+use yaplr_core::store::{self, Store};
+use yaplr_core::Error;
+
+thread_local! {
+    // R calls us from one thread; the client is per process and is
+    // re-created after fork by Client itself.
+    static CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+}
+
+/// The common arguments of every call, as the R layer passes them.
+struct Ctx<'a> {
+    exe: &'a str,
+    timeout: f64,
+    autostart: bool,
+}
+
+impl Ctx<'_> {
+    fn opts(&self) -> CallOptions<'_> {
+        CallOptions {
+            timeout: Duration::from_secs_f64(self.timeout.clamp(0.0, 1e9)),
+            autostart: self.autostart,
+            helper_exe: if self.exe.is_empty() { None } else { Some(Path::new(self.exe)) },
+            interrupted: &serialize::interrupted,
+        }
+    }
+}
+
+fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) -> Result<T, Error> {
+    CLIENT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let same = slot.as_ref().is_some_and(|c| c.store().dir() == Path::new(dir));
+        if !same {
+            *slot = Some(Client::new(Store::new(PathBuf::from(dir))));
+        }
+        f(slot.as_mut().expect("client"))
+    })
+}
+
+/// An R condition object of class c("yaplr_<kind>", "yaplr_error", "error",
+/// "condition"), carrying the tag and store when known.
+fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
+    let kind = e.kind();
+    let tag_robj: Robj = match tag {
+        Some(t) => t.into(),
+        None => ().into(),
+    };
+    let mut l = List::from_names_and_values(
+        ["message", "call", "tag", "store"],
+        [Robj::from(e.to_string()), ().into(), tag_robj, dir.into()],
+    )
+    .expect("names and values match");
+    let class = [
+        format!("yaplr_{kind}"),
+        "yaplr_error".to_string(),
+        "error".to_string(),
+        "condition".to_string(),
+    ];
+    l.set_class(class).expect("class");
+    l.into()
+}
+
+fn done<T: Into<Robj>>(r: Result<T, Error>, tag: Option<&str>, dir: &str) -> Robj {
+    match r {
+        Ok(v) => v.into(),
+        Err(e) => condition(&e, tag, dir),
+    }
+}
+
+/// @noRd
+#[extendr]
+fn default_store_dir_() -> String {
+    store::default_dir().display().to_string()
+}
+
+/// @noRd
+#[extendr]
+fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = check_tag(tag).and_then(|_| {
+        with_client(dir, |c| {
+            let opts = ctx.opts();
+            // Connect first: no point serializing for a helper we can't reach.
+            c.connect(&opts)?;
+            let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, 0)?;
+            // SAFETY: obj is protected by extendr for the duration of the call.
+            serialize::serialize_into(unsafe { obj.get() }, &mut w)?;
+            let (id, _) = w.commit()?;
+            let published = c.publish(tag, &id, &opts);
+            if published.is_err() {
+                // Ours until published: never leave it behind.
+                let _ = std::fs::remove_file(c.store().object_path(&id));
+            }
+            published
+        })
+    });
+    done(r.map(|_| ()), Some(tag), dir)
+}
+
+/// @noRd
+#[extendr]
+fn retrieve_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = check_tag(tag).and_then(|_| {
+        with_client(dir, |c| {
+            let (_entry, file) = c.lookup(tag, &ctx.opts())?;
+            let map = ObjectMap::open(&file)?;
+            serialize::unserialize_from(map.payload(), tag)
+        })
+    });
+    match r {
+        Ok(sexp) => {
+            // SAFETY: sexp was preserved by unserialize_from; wrapping it in a
+            // list protects it before we release the preservation.
+            let value = unsafe { Robj::from_sexp(sexp) };
+            let out = List::from_values([value]);
+            unsafe { extendr_ffi::R_ReleaseObject(sexp) };
+            out.into()
+        }
+        Err(e) => condition(&e, Some(tag), dir),
+    }
+}
+
+/// @noRd
+#[extendr]
+fn remove_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.remove(tag, &ctx.opts())));
+    done(r.map(|_| ()), Some(tag), dir)
+}
+
+/// @noRd
+#[extendr]
+fn does_object_exist_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.exists(tag, &ctx.opts())));
+    done(r, Some(tag), dir)
+}
+
+/// @noRd
+#[extendr]
+fn list_objects_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = with_client(dir, |c| c.list(&ctx.opts())).map(|entries| {
+        let tags: Vec<String> = entries.iter().map(|e| e.tag.clone()).collect();
+        let sizes: Vec<f64> = entries.iter().map(|e| e.size as f64).collect();
+        let ctimes: Vec<f64> = entries.iter().map(|e| e.ctime_ns as f64 / 1e9).collect();
+        List::from_names_and_values(
+            ["tag", "size", "ctime"],
+            [Robj::from(tags), Robj::from(sizes), Robj::from(ctimes)],
+        )
+        .expect("names and values match")
+    });
+    done(r, None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart };
+    let r = with_client(dir, |c| c.info(&ctx.opts())).map(|i| {
+        List::from_names_and_values(
+            ["pid", "dir", "objects", "bytes", "started", "version"],
+            [
+                Robj::from(i.pid as i32),
+                Robj::from(i.dir),
+                Robj::from(i.objects as f64),
+                Robj::from(i.bytes as f64),
+                Robj::from(i.started_ns as f64 / 1e9),
+                Robj::from(i.version),
+            ],
+        )
+        .expect("names and values match")
+    });
+    done(r, None, dir)
+}
+
+/// Start the helper if needed; returns list(pid, started).
+/// @noRd
+#[extendr]
+fn start_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
+    let ctx = Ctx { exe, timeout, autostart: true };
+    let r = with_client(dir, |c| {
+        let was_running = c.is_running()?;
+        c.ping(&ctx.opts())?;
+        let pid = c.helper_pid().unwrap_or(0) as i32;
+        Ok(List::from_names_and_values(
+            ["pid", "started"],
+            [Robj::from(pid), Robj::from(!was_running)],
+        )
+        .expect("names and values match"))
+    });
+    done(r, None, dir)
+}
+
+/// TRUE when the helper answered, FALSE when none runs, a condition when
+/// it is there but does not answer in time.
+/// @noRd
+#[extendr]
+fn ping_server_(dir: &str, timeout: f64) -> Robj {
+    let ctx = Ctx { exe: "", timeout, autostart: false };
+    let r = with_client(dir, |c| match c.ping(&ctx.opts()) {
+        Ok(()) => Ok(true),
+        Err(Error::NoServer { .. }) => Ok(false),
+        Err(e) => Err(e),
+    });
+    done(r, None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn quit_server_(dir: &str, timeout: f64) -> Robj {
+    let ctx = Ctx { exe: "", timeout, autostart: false };
+    let r = with_client(dir, |c| c.quit(&ctx.opts()));
+    done(r, None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn is_server_running_(dir: &str) -> Robj {
+    let r = with_client(dir, |c| c.is_running());
+    done(r, None, dir)
+}
+
+extendr_module! {
+    mod yaplr;
+    fn default_store_dir_;
+    fn send_object_;
+    fn retrieve_object_;
+    fn remove_object_;
+    fn does_object_exist_;
+    fn list_objects_;
+    fn server_info_;
+    fn start_server_;
+    fn ping_server_;
+    fn quit_server_;
+    fn is_server_running_;
+}

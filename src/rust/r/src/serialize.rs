@@ -1,0 +1,205 @@
+//! R serialization straight into an object file, and back from a mapping,
+//! through custom R_outpstream/R_inpstream callbacks: no intermediate raw
+//! vector on either side.
+
+use extendr_ffi::{
+    R_inpstream_st, R_inpstream_t, R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t,
+    R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, SEXP,
+};
+use std::mem::MaybeUninit;
+use std::os::raw::{c_int, c_void};
+use yaplr_core::object_file::ObjectWriter;
+use yaplr_core::Error;
+
+type OutChar = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
+type OutBytes = Option<unsafe extern "C" fn(R_outpstream_t, *mut c_void, c_int)>;
+type InChar = Option<unsafe extern "C" fn(R_inpstream_t) -> c_int>;
+type InBytes = Option<unsafe extern "C" fn(R_inpstream_t, *mut c_void, c_int)>;
+type Hook = Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>;
+
+// SEXP is an opaque pointer to R; these are declared as in Rinternals.h.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn R_InitOutPStream(
+        stream: R_outpstream_t,
+        data: R_pstream_data_t,
+        type_: R_pstream_format_t,
+        version: c_int,
+        out_char: OutChar,
+        out_bytes: OutBytes,
+        phook: Hook,
+        pdata: SEXP,
+    );
+    fn R_InitInPStream(
+        stream: R_inpstream_t,
+        data: R_pstream_data_t,
+        type_: R_pstream_format_t,
+        in_char: InChar,
+        in_bytes: InBytes,
+        phook: Hook,
+        pdata: SEXP,
+    );
+    fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void) -> c_int;
+    fn R_CheckUserInterrupt();
+}
+
+unsafe extern "C" fn check_interrupt_cb(_: *mut c_void) {
+    R_CheckUserInterrupt();
+}
+
+/// Whether the user pressed Ctrl-C; safe to call between Rust operations
+/// (the R error, if any, is caught by R_ToplevelExec and never unwinds
+/// through Rust frames).
+pub fn interrupted() -> bool {
+    // SAFETY: called on R's main thread; R_ToplevelExec confines the jump.
+    unsafe { R_ToplevelExec(Some(check_interrupt_cb), std::ptr::null_mut()) == 0 }
+}
+
+struct Sink<'a> {
+    writer: &'a mut ObjectWriter,
+    error: Option<Error>,
+}
+
+unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_int) {
+    // SAFETY: `data` is the Sink we installed; R gives `n` readable bytes.
+    let sink = &mut *((*stream).data as *mut Sink);
+    if sink.error.is_some() || n <= 0 {
+        return;
+    }
+    let bytes = std::slice::from_raw_parts(buf as *const u8, n as usize);
+    if let Err(e) = sink.writer.write(bytes) {
+        sink.error = Some(e);
+    }
+}
+
+unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
+    let mut b = c as u8;
+    out_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
+}
+
+struct SerializeCall {
+    obj: SEXP,
+    stream: *mut R_outpstream_st,
+}
+
+unsafe extern "C" fn serialize_cb(data: *mut c_void) {
+    let call = &*(data as *const SerializeCall);
+    R_Serialize(call.obj, call.stream);
+}
+
+/// Serialize `obj` (format version 3, native binary) into `writer`.
+pub fn serialize_into(obj: SEXP, writer: &mut ObjectWriter) -> Result<(), Error> {
+    let mut sink = Sink { writer, error: None };
+    let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
+    // SAFETY: R_InitOutPStream fills every field; the sink outlives the
+    // stream, which lives only for this call. R_ToplevelExec catches any R
+    // error (it is reported on the console) so no jump crosses Rust frames.
+    let ok = unsafe {
+        R_InitOutPStream(
+            stream.as_mut_ptr(),
+            &mut sink as *mut Sink as *mut c_void,
+            R_pstream_format_t::R_pstream_binary_format,
+            3,
+            Some(out_char),
+            Some(out_bytes),
+            None,
+            R_NilValue,
+        );
+        let call = SerializeCall {
+            obj,
+            stream: stream.as_mut_ptr(),
+        };
+        R_ToplevelExec(Some(serialize_cb), &call as *const SerializeCall as *mut c_void)
+    };
+    if let Some(e) = sink.error {
+        return Err(e);
+    }
+    if ok == 0 {
+        return Err(Error::BadArgument(
+            "the object could not be serialized (see the error above); nothing was stored".into(),
+        ));
+    }
+    Ok(())
+}
+
+struct Source<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    short: bool,
+}
+
+unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int) {
+    // SAFETY: `data` is the Source we installed; R gives room for `n` bytes.
+    let src = &mut *((*stream).data as *mut Source);
+    let n = n.max(0) as usize;
+    let out = std::slice::from_raw_parts_mut(buf as *mut u8, n);
+    let avail = src.bytes.len() - src.pos;
+    if n > avail {
+        // Never read past the payload; R gets zeros and we report damage.
+        src.short = true;
+        out.fill(0);
+        out[..avail].copy_from_slice(&src.bytes[src.pos..]);
+        src.pos = src.bytes.len();
+        return;
+    }
+    out.copy_from_slice(&src.bytes[src.pos..src.pos + n]);
+    src.pos += n;
+}
+
+unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
+    let mut b = 0u8;
+    in_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
+    b as c_int
+}
+
+struct UnserializeCall {
+    stream: *mut R_inpstream_st,
+    result: SEXP,
+}
+
+unsafe extern "C" fn unserialize_cb(data: *mut c_void) {
+    let call = &mut *(data as *mut UnserializeCall);
+    let v = R_Unserialize(call.stream);
+    // Kept alive until the caller takes ownership.
+    R_PreserveObject(v);
+    call.result = v;
+}
+
+/// Unserialize an object from `bytes`. The result is preserved with
+/// R_PreserveObject; the caller must release it.
+pub fn unserialize_from(bytes: &[u8], tag: &str) -> Result<SEXP, Error> {
+    let mut src = Source {
+        bytes,
+        pos: 0,
+        short: false,
+    };
+    let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
+    // SAFETY: as in serialize_into; the source outlives the stream.
+    let (ok, result) = unsafe {
+        R_InitInPStream(
+            stream.as_mut_ptr(),
+            &mut src as *mut Source as *mut c_void,
+            R_pstream_format_t::R_pstream_any_format,
+            Some(in_char),
+            Some(in_bytes),
+            None,
+            R_NilValue,
+        );
+        let mut call = UnserializeCall {
+            stream: stream.as_mut_ptr(),
+            result: std::ptr::null_mut(),
+        };
+        let ok = R_ToplevelExec(Some(unserialize_cb), &mut call as *mut UnserializeCall as *mut c_void);
+        (ok, call.result)
+    };
+    if ok == 0 || result.is_null() || src.short {
+        if !result.is_null() {
+            // SAFETY: we preserved it above.
+            unsafe { extendr_ffi::R_ReleaseObject(result) };
+        }
+        return Err(Error::Corrupt {
+            message: format!("the stored object \"{tag}\" could not be read back: its data is damaged"),
+        });
+    }
+    Ok(result)
+}
