@@ -75,6 +75,7 @@ impl Client {
     }
 
     fn try_connect(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connect> {
+        self.store.check_socket_path()?;
         let sock = self.store.socket_path();
         let stream = match UnixStream::connect(&sock) {
             Ok(s) => s,

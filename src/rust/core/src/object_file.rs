@@ -209,17 +209,23 @@ impl ObjectWriter {
         if upto <= self.reserved {
             return Ok(());
         }
-        let step = if self.reserved == 0 {
+        let mut step = if self.reserved == 0 {
             upto
         } else {
             (upto - self.reserved).max(RESERVE_STEP).max(self.reserved / 4)
         };
-        match sys::fallocate(&self.file, self.reserved, step) {
+        let mut result = sys::fallocate(&self.file, self.reserved, step);
+        if is_no_space(&result) && step > upto - self.reserved {
+            // The generous step does not fit; the exact need still may.
+            step = upto - self.reserved;
+            result = sys::fallocate(&self.file, self.reserved, step);
+        }
+        match result {
             Ok(()) => {
                 self.reserved += step;
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
+            Err(_) if is_no_space(&result) => {
                 let dir = self.path.parent().map(|p| p.display().to_string()).unwrap_or_default();
                 let free = self.path.parent().and_then(|p| sys::free_space(p).ok()).unwrap_or(0);
                 Err(Error::NoSpace {
@@ -304,6 +310,10 @@ impl Drop for ObjectWriter {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+fn is_no_space(r: &std::io::Result<()>) -> bool {
+    matches!(r, Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
 }
 
 fn create_error(store: &Store, tag: &str, e: std::io::Error) -> Error {

@@ -116,12 +116,16 @@ impl Store {
                 ),
             });
         }
-        let sock = self.socket_path();
-        if sock.as_os_str().len() > MAX_SOCKET_PATH {
+        self.check_socket_path()
+    }
+
+    /// The socket path must fit in a sockaddr_un.
+    pub fn check_socket_path(&self) -> Result<()> {
+        if self.socket_path().as_os_str().len() > MAX_SOCKET_PATH {
             return Err(Error::Store {
                 message: format!(
-                    "the store directory path \"{}\" is too long for a Unix socket ({} bytes at most); choose a shorter one",
-                    dir.display(),
+                    "the store directory path \"{}\" is too long for a Unix socket ({} bytes at most); choose a shorter one with options(yaplr.dir = )",
+                    self.dir.display(),
                     MAX_SOCKET_PATH - SOCKET_NAME.len() - 1
                 ),
             });

@@ -1,0 +1,4 @@
+library(testthat)
+library(yaplr)
+
+test_check("yaplr")

@@ -1,0 +1,98 @@
+test_that("objects of every kind round-trip identically", {
+  local_store()
+  setClass("YaplrTestPoint", representation(x = "numeric", y = "numeric"))
+  withr::defer(removeClass("YaplrTestPoint"))
+  e <- new.env()
+  assign("a", 1:3, envir = e)
+  latin <- "caf\xe9"
+  Encoding(latin) <- "latin1"
+  objects <- list(
+    int = 1:10,
+    dbl = c(1.5, NA, NaN, Inf, -Inf),
+    lgl = c(TRUE, NA, FALSE),
+    chr = c("a", NA, "\u00e9t\u00e9", ""),
+    latin1 = latin,
+    cplx = complex(real = 1:3, imaginary = -1),
+    raw = as.raw(0:255),
+    null = NULL,
+    empty_int = integer(),
+    empty_chr = character(),
+    list = list(a = 1, b = list(c = "x", d = NULL)),
+    df = data.frame(x = 1:3, f = factor(c("a", "b", "a")), stringsAsFactors = FALSE),
+    factor = factor(c("lo", "hi", "lo"), levels = c("lo", "hi")),
+    matrix = matrix(1:6, 2, dimnames = list(c("r1", "r2"), NULL)),
+    attrs = structure(1:3, myattr = "hello", names = c("a", "b", "c")),
+    fun = function(x) x + 1,
+    s4 = new("YaplrTestPoint", x = 1, y = 2),
+    formula = stats::as.formula("y ~ x + z", env = globalenv()),
+    big = runif(1e5)
+  )
+  for (name in names(objects)) {
+    send_object(objects[[name]], name)
+  }
+  for (name in names(objects)) {
+    got <- retrieve_object(name)
+    if (name == "fun") {
+      expect_equal(got(1), 2)
+      expect_identical(deparse(got), deparse(objects[[name]]))
+    } else {
+      expect_identical(got, objects[[name]], label = name)
+    }
+  }
+  expect_identical(Encoding(retrieve_object("latin1")), "latin1")
+  env <- local({
+    send_object(e, "env")
+    retrieve_object("env")
+  })
+  expect_true(is.environment(env))
+  expect_identical(get("a", envir = env), 1:3)
+})
+
+test_that("a second send replaces the value; list, exists and remove agree", {
+  dir <- local_store()
+  send_object(1, "b")
+  send_object("first", "a")
+  send_object("second", "a")
+  expect_identical(retrieve_object("a"), "second")
+  lst <- list_objects()
+  expect_s3_class(lst, "data.frame")
+  expect_identical(rownames(lst), c("a", "b"))
+  expect_identical(names(lst)[1:2], c("size", "ctime"))
+  expect_s3_class(lst$ctime, "POSIXct")
+  expect_true(all(lst$size > 0))
+  expect_true(all(abs(as.numeric(Sys.time()) - as.numeric(lst$ctime)) < 600))
+  # One file per object: the overwritten one was removed.
+  expect_length(grep("\\.yobj$", store_files(dir)), 2L)
+  expect_true(does_object_exist("a"))
+  expect_null(remove_object("a"))
+  expect_false(does_object_exist("a"))
+  expect_identical(rownames(list_objects()), "b")
+})
+
+test_that("an empty store lists as an empty data frame with the columns", {
+  local_store()
+  lst <- list_objects()
+  expect_identical(nrow(lst), 0L)
+  expect_identical(names(lst)[1:2], c("size", "ctime"))
+  expect_s3_class(lst$ctime, "POSIXct")
+})
+
+test_that("any string is a tag and never a file name", {
+  dir <- local_store()
+  tags <- c("../../etc/passwd", "a/b", "with space", "\u00e9\u00e8\u4e2d", strrep("x", 1024), ".", "-")
+  for (i in seq_along(tags)) send_object(i, tags[i])
+  for (i in seq_along(tags)) expect_identical(retrieve_object(tags[i]), i)
+  expect_setequal(rownames(list_objects()), tags)
+  files <- store_files(dir)
+  expect_false(any(files %in% tags))
+  expect_false(file.exists(file.path(dirname(dir), "etc")))
+})
+
+test_that("send_object and friends accept yaplr 0.1 arguments", {
+  local_store()
+  expect_null(send_object(obj = 1:10, tag = "myobject", automatic_server_start = TRUE,
+                          check_server_with_ping = FALSE))
+  expect_identical(retrieve_object(tag = "myobject", check_server_with_ping = TRUE), 1:10)
+  expect_true(does_object_exist(tag = "myobject", automatic_server_start = NULL))
+  expect_null(remove_object(tag = "myobject", check_server_with_ping = FALSE))
+})

@@ -1,0 +1,104 @@
+test_that("the helper starts lazily, quits, and starts again", {
+  dir <- local_store()
+  expect_false(is_server_running())
+  expect_false(ping_server(quiet = TRUE))
+  expect_warning(ping_server(), "No yaplr helper")
+  send_object(1, "x")
+  expect_true(is_server_running())
+  info <- server_info()
+  expect_s3_class(info, "yaplr_server_info")
+  expect_true(pid_alive(info$pid))
+  expect_identical(normalizePath(info$dir), normalizePath(dir))
+  expect_identical(info$objects, 1)
+  expect_output(print(info), "yaplr helper")
+  expect_true(ping_server())
+  expect_false(make_sure_server_is_started(quiet = TRUE))
+
+  expect_true(quit_server())
+  expect_false(pid_alive(info$pid))
+  expect_false(is_server_running())
+  expect_false(dir.exists(dir) && length(store_files(dir)) > 0L)
+  expect_false(quit_server())
+  expect_false(make_sure_server_is_down())
+
+  expect_message(expect_true(make_sure_server_is_started()), "Started the yaplr helper")
+  expect_false(does_object_exist("x"))
+  pid2 <- server_info()$pid
+  expect_true(make_sure_server_is_down())
+  expect_false(pid_alive(pid2))
+})
+
+test_that("the store directory and its files are private", {
+  dir <- local_store()
+  send_object(1, "x")
+  expect_identical(as.character(file.info(dir)$mode), "700")
+  modes <- as.character(file.info(file.path(dir, store_files(dir)))$mode)
+  expect_true(all(modes %in% c("600")), info = paste(modes, collapse = " "))
+})
+
+test_that("a helper killed with SIGKILL is replaced and loses nothing", {
+  local_store()
+  send_object(mtcars, "cars")
+  send_object(1:3, "small")
+  pid <- server_info()$pid
+  tools::pskill(pid, tools::SIGKILL)
+  wait_until(function() !pid_alive(pid), what = "the helper to die")
+  # The next call, from a new session, starts a new helper at once.
+  got <- in_session(function() {
+    list(cars = yaplr::retrieve_object("cars"), pid = yaplr::server_info()$pid)
+  })
+  expect_identical(got$cars, mtcars)
+  expect_false(got$pid == pid)
+  expect_identical(retrieve_object("small"), 1:3)
+  send_object("after", "new")
+  expect_identical(retrieve_object("new"), "after")
+})
+
+test_that("a stopped helper gives a timeout, not a hang", {
+  local_store()
+  send_object(1, "x")
+  pid <- server_info()$pid
+  tools::pskill(pid, tools::SIGSTOP)
+  withr::defer(tools::pskill(pid, tools::SIGCONT))
+  t0 <- Sys.time()
+  err <- expect_error(retrieve_object("x", timeout = 0.5), class = "yaplr_timeout")
+  expect_match(conditionMessage(err), "helper")
+  expect_match(conditionMessage(err), "yaplr.timeout")
+  expect_lt(as.numeric(Sys.time() - t0, units = "secs"), 15)
+  expect_error(list_objects(timeout = 0.3), class = "yaplr_timeout")
+  tools::pskill(pid, tools::SIGCONT)
+  expect_identical(retrieve_object("x"), 1)
+})
+
+test_that("without automatic start, calls say how to start the helper", {
+  local_store()
+  withr::local_options(yaplr.automatic_server_start = FALSE)
+  err <- expect_error(send_object(1, "x"), class = "yaplr_no_server")
+  expect_match(conditionMessage(err), "make_sure_server_is_started")
+  expect_error(retrieve_object("x", automatic_server_start = FALSE), class = "yaplr_no_server")
+  expect_false(is_server_running())
+  send_object(1, "x", automatic_server_start = TRUE)
+  expect_identical(retrieve_object("x"), 1)
+})
+
+test_that("stores in different directories never see each other", {
+  local_store()
+  send_object("in A", "x")
+  other <- tempfile("yaplr-other-", tmpdir = if (dir.exists("/dev/shm")) "/dev/shm" else tempdir())
+  withr::defer(unlink(other, recursive = TRUE))
+  withr::with_options(list(yaplr.dir = other), {
+    expect_false(does_object_exist("x"))
+    send_object("in B", "x")
+    expect_identical(retrieve_object("x"), "in B")
+    quit_server()
+  })
+  expect_identical(retrieve_object("x"), "in A")
+})
+
+test_that("YAPLR_DIR selects the store when the option is unset", {
+  withr::local_options(yaplr.dir = NULL)
+  withr::local_envvar(YAPLR_DIR = "/tmp/some-yaplr-store")
+  expect_identical(store_dir(), "/tmp/some-yaplr-store")
+  withr::local_envvar(YAPLR_DIR = NA)
+  expect_match(store_dir(), "yaplr-[0-9]+$")
+})
