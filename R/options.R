@@ -60,7 +60,14 @@ autostart_option <- function(automatic_server_start, call = caller_call()) {
   automatic_server_start
 }
 
+# The helper program, looked up once per session.
 helper_path <- function() {
-  path <- system.file("bin", "yaplrd", package = "yaplr")
-  if (!nzchar(path)) "" else path
+  path <- the$helper
+  if (is.null(path)) {
+    path <- system.file("bin", "yaplrd", package = "yaplr")
+    the$helper <- path
+  }
+  path
 }
+
+the <- new.env(parent = emptyenv())

@@ -48,3 +48,12 @@ in_session <- function(fun, args = list(), timeout = 60) {
 store_files <- function(dir) {
   list.files(dir, all.files = TRUE, no.. = TRUE)
 }
+
+# Signals are asynchronous: wait until /proc shows the process state.
+wait_for_state <- function(pid, state) {
+  wait_until(function() {
+    stat <- tryCatch(readLines(sprintf("/proc/%d/stat", as.integer(pid)), warn = FALSE),
+                     error = function(e) "")
+    grepl(paste0("^[0-9]+ \\(.*\\) ", state), stat[1L])
+  }, what = paste("process", pid, "to reach state", state))
+}

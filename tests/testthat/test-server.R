@@ -60,6 +60,7 @@ test_that("a stopped helper gives a timeout, not a hang", {
   pid <- server_info()$pid
   tools::pskill(pid, tools::SIGSTOP)
   withr::defer(tools::pskill(pid, tools::SIGCONT))
+  wait_for_state(pid, "T")
   t0 <- Sys.time()
   err <- expect_error(retrieve_object("x", timeout = 0.5), class = "yaplr_timeout")
   expect_match(conditionMessage(err), "helper")

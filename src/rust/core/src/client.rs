@@ -57,7 +57,10 @@ enum Connect {
 
 impl Client {
     pub fn new(store: Store) -> Client {
-        Client { store, connection: None }
+        Client {
+            store,
+            connection: None,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -93,7 +96,10 @@ impl Client {
             .set_nonblocking(true)
             .map_err(|e| Error::io("configuring the helper's socket", e))?;
         let conn = Conn::new(stream);
-        let what = format!("the yaplr helper of \"{}\" to answer", self.store.dir().display());
+        let what = format!(
+            "the yaplr helper of \"{}\" to answer",
+            self.store.dir().display()
+        );
         let w = opts.wait(deadline, &what);
         let hello = protocol::encode(&Request::Hello {
             version: PROTOCOL_VERSION,
@@ -150,12 +156,16 @@ impl Client {
         let exe = opts.helper_exe.ok_or_else(|| Error::Server {
             message: "the yaplrd helper program was not found; reinstall yaplr".into(),
         })?;
-        let what = format!("the yaplr helper of \"{}\" to start", self.store.dir().display());
+        let what = format!(
+            "the yaplr helper of \"{}\" to start",
+            self.store.dir().display()
+        );
         let mut spawned = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let spawn_lock = FileLock::lock(&self.store.spawn_lock_path(), left, &what, opts.interrupted)
-                .map_err(|e| with_seconds(e, opts.timeout))?;
+            let spawn_lock =
+                FileLock::lock(&self.store.spawn_lock_path(), left, &what, opts.interrupted)
+                    .map_err(|e| with_seconds(e, opts.timeout))?;
             if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
                 return Ok(c);
             }
@@ -184,7 +194,10 @@ impl Client {
                 }
                 if Instant::now() >= deadline {
                     return Err(Error::Timeout {
-                        waited_for: format!("{what} (see its log {})", self.store.log_path().display()),
+                        waited_for: format!(
+                            "{what} (see its log {})",
+                            self.store.log_path().display()
+                        ),
                         seconds: opts.timeout.as_secs_f64(),
                     });
                 }
@@ -211,8 +224,15 @@ impl Client {
     /// Send one request and read its answer. A connection that fails before
     /// any answer arrived is re-established once (the helper may have been
     /// restarted since the last call).
-    pub fn call(&mut self, req: &Request, opts: &CallOptions<'_>) -> Result<(Response, Vec<OwnedFd>)> {
-        let fresh = self.connection.as_ref().is_none_or(|c| c.owner != sys::getpid());
+    pub fn call(
+        &mut self,
+        req: &Request,
+        opts: &CallOptions<'_>,
+    ) -> Result<(Response, Vec<OwnedFd>)> {
+        let fresh = self
+            .connection
+            .as_ref()
+            .is_none_or(|c| c.owner != sys::getpid());
         self.connect(opts)?;
         match self.call_once(req, opts) {
             Err(e) if !fresh && e.breaks_connection() && retryable(&e) => {
@@ -224,7 +244,11 @@ impl Client {
         }
     }
 
-    fn call_once(&mut self, req: &Request, opts: &CallOptions<'_>) -> Result<(Response, Vec<OwnedFd>)> {
+    fn call_once(
+        &mut self,
+        req: &Request,
+        opts: &CallOptions<'_>,
+    ) -> Result<(Response, Vec<OwnedFd>)> {
         let deadline = Instant::now() + opts.timeout;
         let c = self.connection.as_ref().expect("connected");
         let what = format!(
@@ -234,12 +258,16 @@ impl Client {
         );
         let w = opts.wait(deadline, &what);
         let frame = protocol::encode(req);
-        let result = c.conn.write_frame(&frame, None, &w).and_then(|_| match c.conn.read_frame(&w)? {
-            Some((payload, fds)) => Ok((decode_response(&payload)?, fds)),
-            None => Err(Error::Protocol {
-                message: "the yaplr helper closed the connection (it may have exited)".into(),
-            }),
-        });
+        let result =
+            c.conn
+                .write_frame(&frame, None, &w)
+                .and_then(|_| match c.conn.read_frame(&w)? {
+                    Some((payload, fds)) => Ok((decode_response(&payload)?, fds)),
+                    None => Err(Error::Protocol {
+                        message: "the yaplr helper closed the connection (it may have exited)"
+                            .into(),
+                    }),
+                });
         if let Err(e) = &result {
             if e.breaks_connection() {
                 self.connection = None;
@@ -253,8 +281,14 @@ impl Client {
     }
 
     pub fn publish(&mut self, tag: &str, id: &str, opts: &CallOptions<'_>) -> Result<()> {
-        self.call(&Request::Publish { tag: tag.into(), id: id.into() }, opts)
-            .map(|_| ())
+        self.call(
+            &Request::Publish {
+                tag: tag.into(),
+                id: id.into(),
+            },
+            opts,
+        )
+        .map(|_| ())
     }
 
     /// Look up a tag; returns its catalog entry and the open object file.
@@ -267,7 +301,8 @@ impl Client {
     }
 
     pub fn remove(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<()> {
-        self.call(&Request::Remove { tag: tag.into() }, opts).map(|_| ())
+        self.call(&Request::Remove { tag: tag.into() }, opts)
+            .map(|_| ())
     }
 
     pub fn exists(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<bool> {
@@ -377,7 +412,9 @@ fn unexpected(r: Response) -> Error {
 fn server_error(kind: &str, message: String) -> Error {
     match kind {
         "not_found" => match message.split('"').nth(1) {
-            Some(tag) => Error::NotFound { tag: tag.to_string() },
+            Some(tag) => Error::NotFound {
+                tag: tag.to_string(),
+            },
             None => Error::Server { message },
         },
         "protocol" => Error::Protocol { message },
@@ -396,7 +433,12 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
         .append(true)
         .mode(0o600)
         .open(store.log_path())
-        .map_err(|e| Error::io(format!("opening the helper log {}", store.log_path().display()), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("opening the helper log {}", store.log_path().display()),
+                e,
+            )
+        })?;
     let log2 = log
         .try_clone()
         .map_err(|e| Error::io("duplicating the log descriptor", e))?;
@@ -419,7 +461,7 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
     let mut child = cmd.spawn().map_err(|e| Error::Server {
         message: format!("could not start the yaplr helper {}: {e}", exe.display()),
     })?;
-    // The daemonizing parent exits right after forking.
+    // The launcher exits once the helper serves (see yaplrd --daemon).
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),

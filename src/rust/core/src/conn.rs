@@ -68,35 +68,41 @@ impl Conn {
     pub fn write_frame(&self, frame: &[u8], fd: Option<RawFd>, w: &Wait<'_>) -> Result<()> {
         let mut off = 0;
         let mut pass = fd;
+        // Try first, wait only when the socket is full: saves a poll per call.
         while off < frame.len() {
-            self.wait(true, w)?;
             match sys::send_some(self.raw_fd(), &frame[off..], pass) {
                 Ok(n) => {
                     off += n;
                     pass = None;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait(true, w)?,
                 Err(e) => return Err(broken(e)),
             }
         }
         Ok(())
     }
 
-    fn read_exact(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, w: &Wait<'_>, at_start: bool) -> Result<bool> {
+    fn read_exact(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        w: &Wait<'_>,
+        at_start: bool,
+    ) -> Result<bool> {
         let mut off = 0;
         while off < buf.len() {
-            self.wait(false, w)?;
             match sys::recv_some(self.raw_fd(), &mut buf[off..], fds) {
                 Ok(0) if off == 0 && at_start => return Ok(false),
                 Ok(0) => {
                     return Err(Error::Protocol {
-                        message: "the connection to the helper closed in the middle of a message".into(),
+                        message: "the connection to the helper closed in the middle of a message"
+                            .into(),
                     })
                 }
                 Ok(n) => off += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait(false, w)?,
                 Err(e) => return Err(broken(e)),
             }
         }
@@ -111,7 +117,9 @@ impl Conn {
         if !self.read_exact(&mut prefix, &mut fds, w, true)? {
             return Ok(None);
         }
-        let n = protocol::frame_len(prefix).map_err(|e| Error::Protocol { message: e.to_string() })?;
+        let n = protocol::frame_len(prefix).map_err(|e| Error::Protocol {
+            message: e.to_string(),
+        })?;
         debug_assert!(n <= MAX_FRAME);
         let mut payload = vec![0u8; n];
         self.read_exact(&mut payload, &mut fds, w, false)?;

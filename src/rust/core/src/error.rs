@@ -53,7 +53,9 @@ impl Error {
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         let context = context.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+        {
             return Error::NoSpace {
                 needed: 0,
                 message: format!("{context}: {source}"),
@@ -66,7 +68,10 @@ impl Error {
     pub fn breaks_connection(&self) -> bool {
         matches!(
             self,
-            Error::Timeout { .. } | Error::Interrupted { .. } | Error::Protocol { .. } | Error::Io { .. }
+            Error::Timeout { .. }
+                | Error::Interrupted { .. }
+                | Error::Protocol { .. }
+                | Error::Io { .. }
         )
     }
 }
@@ -77,12 +82,17 @@ impl fmt::Display for Error {
             Error::BadTag(m) | Error::BadArgument(m) => write!(f, "{m}"),
             Error::NotFound { tag } => write!(f, "no object is stored under tag \"{tag}\""),
             Error::NoSpace { message, .. } => write!(f, "{message}"),
-            Error::Timeout { waited_for, seconds } => write!(
+            Error::Timeout {
+                waited_for,
+                seconds,
+            } => write!(
                 f,
                 "timed out after {seconds} s waiting for {waited_for}; \
                  raise the limit with the `timeout` argument or options(yaplr.timeout = )"
             ),
-            Error::Interrupted { waited_for } => write!(f, "interrupted while waiting for {waited_for}"),
+            Error::Interrupted { waited_for } => {
+                write!(f, "interrupted while waiting for {waited_for}")
+            }
             Error::Store { message }
             | Error::NoServer { message }
             | Error::Server { message }

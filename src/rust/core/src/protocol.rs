@@ -11,13 +11,25 @@ pub const MAX_FRAME: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Request {
-    Hello { version: u32, pid: u32 },
+    Hello {
+        version: u32,
+        pid: u32,
+    },
     /// Make the committed object file `id` the value of `tag`.
-    Publish { tag: String, id: String },
+    Publish {
+        tag: String,
+        id: String,
+    },
     /// Look up a tag; the answer carries the object's open fd.
-    Lookup { tag: String },
-    Remove { tag: String },
-    Exists { tag: String },
+    Lookup {
+        tag: String,
+    },
+    Remove {
+        tag: String,
+    },
+    Exists {
+        tag: String,
+    },
     List,
     Info,
     Ping,
@@ -45,7 +57,10 @@ pub struct ServerInfo {
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Response {
-    Hello { version: u32, pid: u32 },
+    Hello {
+        version: u32,
+        pid: u32,
+    },
     Ok,
     /// Answer to Lookup; the fd of the object file travels with the frame.
     Found(Entry),
@@ -53,7 +68,10 @@ pub enum Response {
     List(Vec<Entry>),
     Info(ServerInfo),
     Pong,
-    Error { kind: String, message: String },
+    Error {
+        kind: String,
+        message: String,
+    },
 }
 
 fn config() -> impl bincode::config::Config {
@@ -81,7 +99,9 @@ pub enum DecodeError {
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME}"),
+            DecodeError::TooLong(n) => {
+                write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME}")
+            }
             DecodeError::Malformed(m) => write!(f, "malformed frame: {m}"),
         }
     }
@@ -121,13 +141,29 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        round_trip(Request::Hello { version: PROTOCOL_VERSION, pid: 7 });
-        round_trip(Request::Publish { tag: "\u{e9}t\u{e9}".into(), id: "0".repeat(32) });
-        round_trip(Request::Lookup { tag: "x".repeat(1024) });
+        round_trip(Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: 7,
+        });
+        round_trip(Request::Publish {
+            tag: "\u{e9}t\u{e9}".into(),
+            id: "0".repeat(32),
+        });
+        round_trip(Request::Lookup {
+            tag: "x".repeat(1024),
+        });
         round_trip(Request::List);
         round_trip(Request::Quit);
-        round_trip(Response::List(vec![Entry { tag: "a".into(), size: 1, ctime_ns: -5, kind: 1 }]));
-        round_trip(Response::Error { kind: "not_found".into(), message: "m".into() });
+        round_trip(Response::List(vec![Entry {
+            tag: "a".into(),
+            size: 1,
+            ctime_ns: -5,
+            kind: 1,
+        }]));
+        round_trip(Response::Error {
+            kind: "not_found".into(),
+            message: "m".into(),
+        });
         round_trip(Response::Info(ServerInfo {
             pid: 1,
             dir: "/d".into(),
@@ -140,7 +176,10 @@ mod tests {
 
     #[test]
     fn oversized_lengths_are_refused_before_allocation() {
-        assert_eq!(frame_len(u32::MAX.to_le_bytes()), Err(DecodeError::TooLong(u32::MAX as usize)));
+        assert_eq!(
+            frame_len(u32::MAX.to_le_bytes()),
+            Err(DecodeError::TooLong(u32::MAX as usize))
+        );
         assert!(frame_len((MAX_FRAME as u32).to_le_bytes()).is_ok());
     }
 
@@ -154,7 +193,10 @@ mod tests {
         f.push(0);
         assert!(decode::<Request>(&f[4..]).is_err());
         // Every truncation of a valid frame fails cleanly.
-        let f = encode(&Request::Publish { tag: "tag".into(), id: "0".repeat(32) });
+        let f = encode(&Request::Publish {
+            tag: "tag".into(),
+            id: "0".repeat(32),
+        });
         for cut in 0..f.len() - 4 {
             assert!(decode::<Request>(&f[4..4 + cut]).is_err());
         }

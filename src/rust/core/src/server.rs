@@ -59,10 +59,13 @@ fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
 
 /// Run the helper for `store` until a Quit request. Returns Ok(false) at
 /// once when another helper already serves this store.
-pub fn serve(store: Store) -> Result<bool> {
+/// `ready` is called once the socket accepts connections, or when another
+/// helper is found to serve the store, so a launcher can wait for either.
+pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     store.prepare()?;
     let Some(lock) = FileLock::try_lock(&store.helper_lock_path())? else {
         log("another helper already serves this store; exiting");
+        ready();
         return Ok(false);
     };
     {
@@ -83,6 +86,7 @@ pub fn serve(store: Store) -> Result<bool> {
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("restricting the socket", e))?;
     let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
+    ready();
 
     let shared: Shared = Arc::new(Mutex::new(State {
         store: store.clone(),
@@ -152,7 +156,10 @@ fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
         match header.state {
             STATE_COMMITTED => {}
             STATE_WRITING if !sys::pid_alive(header.creator_pid) => {
-                log(&format!("removing {id}: its writer (pid {}) died", header.creator_pid));
+                log(&format!(
+                    "removing {id}: its writer (pid {}) died",
+                    header.creator_pid
+                ));
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
@@ -196,11 +203,14 @@ fn remove_if_stale(path: &std::path::Path, why: &str) {
 /// Remove files whose writer died: half-written ones, and committed ones the
 /// writer never published.
 fn sweep(st: &State) {
-    let Ok(ids) = st.store.object_ids() else { return };
+    let Ok(ids) = st.store.object_ids() else {
+        return;
+    };
     if ids.len() == st.objects.len() {
         return;
     }
-    let known: std::collections::HashSet<&str> = st.objects.values().map(|o| o.id.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        st.objects.values().map(|o| o.id.as_str()).collect();
     for id in ids {
         if known.contains(id.as_str()) {
             continue;
@@ -208,7 +218,10 @@ fn sweep(st: &State) {
         let path = st.store.object_path(&id);
         match File::open(&path).map(|f| object_file::read_header(&f)) {
             Ok(Ok(h)) if !sys::pid_alive(h.creator_pid) => {
-                log(&format!("removing {id} (\"{}\"): its writer (pid {}) died before publishing it", h.tag, h.creator_pid));
+                log(&format!(
+                    "removing {id} (\"{}\"): its writer (pid {}) died before publishing it",
+                    h.tag, h.creator_pid
+                ));
                 let _ = std::fs::remove_file(&path);
             }
             Ok(Err(e)) => remove_if_stale(&path, &e.to_string()),
@@ -253,7 +266,14 @@ fn handle(stream: UnixStream, shared: Shared) {
             match req {
                 Request::Hello { version, .. } if version == PROTOCOL_VERSION => {
                     greeted = true;
-                    let _ = reply(&conn, &Response::Hello { version: PROTOCOL_VERSION, pid: sys::getpid() }, None);
+                    let _ = reply(
+                        &conn,
+                        &Response::Hello {
+                            version: PROTOCOL_VERSION,
+                            pid: sys::getpid(),
+                        },
+                        None,
+                    );
                     continue;
                 }
                 Request::Hello { version, .. } => {
@@ -265,7 +285,11 @@ fn handle(stream: UnixStream, shared: Shared) {
                     return;
                 }
                 _ => {
-                    let _ = reply(&conn, &error_response("protocol", "expected a Hello first"), None);
+                    let _ = reply(
+                        &conn,
+                        &error_response("protocol", "expected a Hello first"),
+                        None,
+                    );
                     return;
                 }
             }
@@ -299,13 +323,25 @@ fn error_response(kind: &str, message: &str) -> Response {
 }
 
 fn not_found(tag: &str) -> Response {
-    error_response("not_found", &Error::NotFound { tag: tag.to_string() }.to_string())
+    error_response(
+        "not_found",
+        &Error::NotFound {
+            tag: tag.to_string(),
+        }
+        .to_string(),
+    )
 }
 
 fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
     let mut st = lock_state(shared);
     match req {
-        Request::Hello { .. } => (Response::Hello { version: PROTOCOL_VERSION, pid: sys::getpid() }, None),
+        Request::Hello { .. } => (
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                pid: sys::getpid(),
+            },
+            None,
+        ),
         Request::Ping => (Response::Pong, None),
         Request::Publish { tag, id } => (publish(&mut st, tag, id), None),
         Request::Lookup { tag } => {
@@ -379,18 +415,22 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
         return error_response(e.kind(), &e.to_string());
     }
     let path = st.store.object_path(&id);
-    let header: Header = match File::open(&path).map(|f| object_file::read_header(&f)) {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
-        Err(e) => {
-            return error_response(
+    let header: Header =
+        match File::open(&path).map(|f| object_file::read_header(&f)) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+            Err(e) => return error_response(
                 "server",
-                &format!("the object file for \"{tag}\" is missing ({e}); was the store quit meanwhile?"),
-            )
-        }
-    };
+                &format!(
+                    "the object file for \"{tag}\" is missing ({e}); was the store quit meanwhile?"
+                ),
+            ),
+        };
     if header.state != STATE_COMMITTED || header.tag != tag {
-        return error_response("corrupt", &format!("object file {id} is not a committed object for \"{tag}\""));
+        return error_response(
+            "corrupt",
+            &format!("object file {id} is not a committed object for \"{tag}\""),
+        );
     }
     let obj = Obj {
         id: id.clone(),

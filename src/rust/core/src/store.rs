@@ -65,15 +65,24 @@ impl Store {
         let dir = &self.dir;
         if dir.as_os_str().is_empty() {
             return Err(Error::Store {
-                message: "the store directory is an empty path; set options(yaplr.dir = ) to a directory".into(),
+                message:
+                    "the store directory is an empty path; set options(yaplr.dir = ) to a directory"
+                        .into(),
             });
         }
         if !dir.is_absolute() {
             return Err(Error::Store {
-                message: format!("the store directory \"{}\" is not an absolute path", dir.display()),
+                message: format!(
+                    "the store directory \"{}\" is not an absolute path",
+                    dir.display()
+                ),
             });
         }
-        if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        if let Err(e) = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
             return Err(Error::Store {
                 message: format!(
                     "can not create the store directory \"{}\": {e}; choose a writable directory with options(yaplr.dir = )",
@@ -82,7 +91,10 @@ impl Store {
             });
         }
         let meta = fs::symlink_metadata(dir).map_err(|e| Error::Store {
-            message: format!("can not inspect the store directory \"{}\": {e}", dir.display()),
+            message: format!(
+                "can not inspect the store directory \"{}\": {e}",
+                dir.display()
+            ),
         })?;
         if !meta.is_dir() {
             return Err(Error::Store {
@@ -104,8 +116,13 @@ impl Store {
             });
         }
         if meta.mode() & 0o777 != 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::Store {
-                message: format!("can not make the store directory \"{}\" private (mode 0700): {e}", dir.display()),
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+                Error::Store {
+                    message: format!(
+                        "can not make the store directory \"{}\" private (mode 0700): {e}",
+                        dir.display()
+                    ),
+                }
             })?;
         }
         if !writable(dir) {
@@ -164,7 +181,10 @@ fn writable(dir: &Path) -> bool {
 
 /// Object ids are 32 lowercase hex digits.
 pub fn is_valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A fresh object id: time, pid and a counter, so ids never repeat on one

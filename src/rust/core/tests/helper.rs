@@ -43,13 +43,32 @@ impl TempStore {
 impl Drop for TempStore {
     fn drop(&mut self) {
         let mut c = self.client();
-        let _ = c.quit(&CallOptions { autostart: false, ..opts(5000) });
+        let _ = c.quit(&CallOptions {
+            autostart: false,
+            ..opts(5000)
+        });
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Wait until /proc says the process is in `state` (signals are async).
+fn wait_for_state(pid: u32, state: char) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let now = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        if now == Some(state) || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
-    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
+    let mut w =
+        ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
     c.publish(tag, &id, &opts(5000)).unwrap();
@@ -70,14 +89,23 @@ fn publish_lookup_list_remove_quit() {
     assert_eq!(get(&mut c, "a"), b"second");
     assert_eq!(get(&mut c, "b").len(), 100_000);
     let list = c.list(&opts(5000)).unwrap();
-    assert_eq!(list.iter().map(|e| e.tag.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        list.iter().map(|e| e.tag.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     // The overwritten file is gone: two objects, two files.
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 2);
     assert!(c.exists("b", &opts(5000)).unwrap());
     c.remove("b", &opts(5000)).unwrap();
     assert!(!c.exists("b", &opts(5000)).unwrap());
-    assert!(matches!(c.remove("b", &opts(5000)), Err(Error::NotFound { .. })));
-    assert!(matches!(c.lookup("zz", &opts(5000)), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        c.remove("b", &opts(5000)),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.lookup("zz", &opts(5000)),
+        Err(Error::NotFound { .. })
+    ));
     let pid = c.helper_pid().unwrap();
     assert!(c.quit(&opts(5000)).unwrap());
     assert!(!sys::pid_alive(pid));
@@ -123,12 +151,15 @@ fn a_stopped_helper_gives_a_timeout_not_a_hang() {
     let pid = c.helper_pid().unwrap() as i32;
     // SAFETY: signalling a helper we started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_for_state(pid as u32, 'T');
     let t0 = Instant::now();
     let r = c.ping(&opts(300));
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     match r {
-        Err(Error::Timeout { waited_for, .. }) => assert!(waited_for.contains("helper"), "{waited_for}"),
+        Err(Error::Timeout { waited_for, .. }) => {
+            assert!(waited_for.contains("helper"), "{waited_for}")
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(t0.elapsed() >= Duration::from_millis(250));
@@ -158,7 +189,10 @@ fn concurrent_first_calls_start_one_helper() {
 fn no_autostart_gives_no_server() {
     let t = TempStore::new("noauto");
     let mut c = t.client();
-    let o = CallOptions { autostart: false, ..opts(1000) };
+    let o = CallOptions {
+        autostart: false,
+        ..opts(1000)
+    };
     assert!(matches!(c.ping(&o), Err(Error::NoServer { .. })));
     assert!(!c.is_running().unwrap());
 }

@@ -31,7 +31,11 @@ impl Ctx<'_> {
         CallOptions {
             timeout: Duration::from_secs_f64(self.timeout.clamp(0.0, 1e9)),
             autostart: self.autostart,
-            helper_exe: if self.exe.is_empty() { None } else { Some(Path::new(self.exe)) },
+            helper_exe: if self.exe.is_empty() {
+                None
+            } else {
+                Some(Path::new(self.exe))
+            },
             interrupted: &serialize::interrupted,
         }
     }
@@ -40,7 +44,9 @@ impl Ctx<'_> {
 fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) -> Result<T, Error> {
     CLIENT.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let same = slot.as_ref().is_some_and(|c| c.store().dir() == Path::new(dir));
+        let same = slot
+            .as_ref()
+            .is_some_and(|c| c.store().dir() == Path::new(dir));
         if !same {
             *slot = Some(Client::new(Store::new(PathBuf::from(dir))));
         }
@@ -87,7 +93,11 @@ fn default_store_dir_() -> String {
 /// @noRd
 #[extendr]
 fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = check_tag(tag).and_then(|_| {
         with_client(dir, |c| {
             let opts = ctx.opts();
@@ -111,7 +121,11 @@ fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autost
 /// @noRd
 #[extendr]
 fn retrieve_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = check_tag(tag).and_then(|_| {
         with_client(dir, |c| {
             let (_entry, file) = c.lookup(tag, &ctx.opts())?;
@@ -135,7 +149,11 @@ fn retrieve_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bo
 /// @noRd
 #[extendr]
 fn remove_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.remove(tag, &ctx.opts())));
     done(r.map(|_| ()), Some(tag), dir)
 }
@@ -143,7 +161,11 @@ fn remove_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool
 /// @noRd
 #[extendr]
 fn does_object_exist_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.exists(tag, &ctx.opts())));
     done(r, Some(tag), dir)
 }
@@ -151,7 +173,11 @@ fn does_object_exist_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: 
 /// @noRd
 #[extendr]
 fn list_objects_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = with_client(dir, |c| c.list(&ctx.opts())).map(|entries| {
         let tags: Vec<String> = entries.iter().map(|e| e.tag.clone()).collect();
         let sizes: Vec<f64> = entries.iter().map(|e| e.size as f64).collect();
@@ -168,7 +194,11 @@ fn list_objects_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
 /// @noRd
 #[extendr]
 fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
     let r = with_client(dir, |c| c.info(&ctx.opts())).map(|i| {
         List::from_names_and_values(
             ["pid", "dir", "objects", "bytes", "started", "version"],
@@ -190,7 +220,11 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
 /// @noRd
 #[extendr]
 fn start_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
-    let ctx = Ctx { exe, timeout, autostart: true };
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart: true,
+    };
     let r = with_client(dir, |c| {
         let was_running = c.is_running()?;
         c.ping(&ctx.opts())?;
@@ -209,7 +243,11 @@ fn start_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
 /// @noRd
 #[extendr]
 fn ping_server_(dir: &str, timeout: f64) -> Robj {
-    let ctx = Ctx { exe: "", timeout, autostart: false };
+    let ctx = Ctx {
+        exe: "",
+        timeout,
+        autostart: false,
+    };
     let r = with_client(dir, |c| match c.ping(&ctx.opts()) {
         Ok(()) => Ok(true),
         Err(Error::NoServer { .. }) => Ok(false),
@@ -221,7 +259,11 @@ fn ping_server_(dir: &str, timeout: f64) -> Robj {
 /// @noRd
 #[extendr]
 fn quit_server_(dir: &str, timeout: f64) -> Robj {
-    let ctx = Ctx { exe: "", timeout, autostart: false };
+    let ctx = Ctx {
+        exe: "",
+        timeout,
+        autostart: false,
+    };
     let r = with_client(dir, |c| c.quit(&ctx.opts()));
     done(r, None, dir)
 }

@@ -3,8 +3,8 @@
 //! vector on either side.
 
 use extendr_ffi::{
-    R_inpstream_st, R_inpstream_t, R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t,
-    R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, SEXP,
+    R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t,
+    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, SEXP,
 };
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
@@ -89,7 +89,10 @@ unsafe extern "C" fn serialize_cb(data: *mut c_void) {
 
 /// Serialize `obj` (format version 3, native binary) into `writer`.
 pub fn serialize_into(obj: SEXP, writer: &mut ObjectWriter) -> Result<(), Error> {
-    let mut sink = Sink { writer, error: None };
+    let mut sink = Sink {
+        writer,
+        error: None,
+    };
     let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
     // SAFETY: R_InitOutPStream fills every field; the sink outlives the
     // stream, which lives only for this call. R_ToplevelExec catches any R
@@ -109,7 +112,10 @@ pub fn serialize_into(obj: SEXP, writer: &mut ObjectWriter) -> Result<(), Error>
             obj,
             stream: stream.as_mut_ptr(),
         };
-        R_ToplevelExec(Some(serialize_cb), &call as *const SerializeCall as *mut c_void)
+        R_ToplevelExec(
+            Some(serialize_cb),
+            &call as *const SerializeCall as *mut c_void,
+        )
     };
     if let Some(e) = sink.error {
         return Err(e);
@@ -189,7 +195,10 @@ pub fn unserialize_from(bytes: &[u8], tag: &str) -> Result<SEXP, Error> {
             stream: stream.as_mut_ptr(),
             result: std::ptr::null_mut(),
         };
-        let ok = R_ToplevelExec(Some(unserialize_cb), &mut call as *mut UnserializeCall as *mut c_void);
+        let ok = R_ToplevelExec(
+            Some(unserialize_cb),
+            &mut call as *mut UnserializeCall as *mut c_void,
+        );
         (ok, call.result)
     };
     if ok == 0 || result.is_null() || src.short {
@@ -198,7 +207,9 @@ pub fn unserialize_from(bytes: &[u8], tag: &str) -> Result<SEXP, Error> {
             unsafe { extendr_ffi::R_ReleaseObject(result) };
         }
         return Err(Error::Corrupt {
-            message: format!("the stored object \"{tag}\" could not be read back: its data is damaged"),
+            message: format!(
+                "the stored object \"{tag}\" could not be read back: its data is damaged"
+            ),
         });
     }
     Ok(result)
