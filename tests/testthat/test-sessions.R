@@ -13,7 +13,7 @@ test_that("concurrent first calls from several sessions start one helper", {
   dir <- local_store()
   go <- tempfile("yaplr-go-")
   withr::defer(unlink(go))
-  n <- 6L
+  n <- 8L
   procs <- lapply(seq_len(n), function(i) {
     callr::r_bg(
       function(dir, go, i) {
@@ -48,4 +48,33 @@ test_that("mclapply workers send and retrieve, and the parent still works", {
   for (i in 1:4) expect_identical(retrieve_object(paste0("w", i)), i * 10)
   send_object("parent again", "p")
   expect_identical(retrieve_object("p"), "parent again")
+})
+
+test_that("Ctrl-C ends a wait on a stopped helper", {
+  dir <- local_store()
+  send_object(1, "x")
+  pid <- server_info()$pid
+  tools::pskill(pid, tools::SIGSTOP)
+  withr::defer(tools::pskill(pid, tools::SIGCONT))
+  wait_for_state(pid, "T")
+  p <- callr::r_bg(function(dir) {
+    options(yaplr.dir = dir)
+    tryCatch(
+      yaplr::retrieve_object("x", timeout = 120),
+      yaplr_interrupted = function(e) "interrupted"
+    )
+  }, list(dir = dir))
+  withr::defer(p$kill())
+  # Interrupt once the session waits in poll() for the helper's answer.
+  wchan <- function() {
+    tryCatch(readLines(sprintf("/proc/%d/wchan", p$get_pid()), warn = FALSE),
+             error = function(e) "")
+  }
+  wait_until(function() any(grepl("poll", wchan())), what = "the session to wait")
+  t0 <- Sys.time()
+  p$interrupt()
+  p$wait(30000)
+  expect_false(p$is_alive())
+  expect_identical(p$get_result(), "interrupted")
+  expect_lt(as.numeric(Sys.time() - t0, units = "secs"), 30)
 })

@@ -415,17 +415,18 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
         return error_response(e.kind(), &e.to_string());
     }
     let path = st.store.object_path(&id);
-    let header: Header =
-        match File::open(&path).map(|f| object_file::read_header(&f)) {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
-            Err(e) => return error_response(
+    let header: Header = match File::open(&path).map(|f| object_file::read_header(&f)) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+        Err(e) => {
+            return error_response(
                 "server",
                 &format!(
                     "the object file for \"{tag}\" is missing ({e}); was the store quit meanwhile?"
                 ),
-            ),
-        };
+            )
+        }
+    };
     if header.state != STATE_COMMITTED || header.tag != tag {
         return error_response(
             "corrupt",

@@ -67,12 +67,12 @@ fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
         [Robj::from(e.to_string()), ().into(), tag_robj, dir.into()],
     )
     .expect("names and values match");
-    let class = [
-        format!("yaplr_{kind}"),
-        "yaplr_error".to_string(),
-        "error".to_string(),
-        "condition".to_string(),
-    ];
+    let mut class = vec![format!("yaplr_{kind}"), "yaplr_error".to_string()];
+    if matches!(e, Error::Interrupted { .. }) {
+        // Lets tryCatch(interrupt = ) see a Ctrl-C that ended a wait.
+        class.push("interrupt".to_string());
+    }
+    class.extend(["error".to_string(), "condition".to_string()]);
     l.set_class(class).expect("class");
     l.into()
 }
