@@ -21,6 +21,22 @@
 #' serialization (format version 3, native byte order) directly into a file
 #' of the store, and read back directly from a mapping of that file.
 #'
+#' @section Zero-copy vectors:
+#' Plain atomic vectors (double, integer, logical, raw and complex, with
+#' any attributes such as names, dim or a class, but not S4 objects) of at
+#' least 64 KiB are stored as their raw elements. `retrieve_object()` then
+#' returns them as a *view* of the read-only shared memory of the stored
+#' object instead of a copy, which takes the same time whatever the size.
+#' A view behaves like an ordinary vector for every R operation. The first
+#' time R asks to modify it, it makes a private copy of the elements (as R
+#' does for any shared value) and lets the shared memory go. A view stays
+#' valid after the object is removed or replaced, or the helper stops.
+#'
+#' Memory: the shared memory of a removed or replaced object is returned to
+#' the system once no view of it remains, that is when R garbage-collects
+#' the last view (see [gc()]) or the view makes its private copy. Use
+#' `copy = TRUE` to get an ordinary vector at once.
+#'
 #' @param obj The object to store.
 #' @param tag The name of the object: a single non-empty string of at most
 #'   1024 bytes. Any characters are allowed; the tag is never used as a file
@@ -34,6 +50,9 @@
 #'   0.1 and ignored.
 #' @param timeout The most seconds the call may wait for the helper to start
 #'   or answer. Default `getOption("yaplr.timeout", 10)`.
+#' @param copy For `retrieve_object()`: `FALSE` (the default) returns large
+#'   plain vectors as zero-copy views of shared memory (see below); `TRUE`
+#'   always returns an ordinary copy.
 #' @return `send_object()` and `remove_object()` return `NULL` invisibly;
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row
@@ -74,11 +93,12 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
 #' @export
 retrieve_object <- function(tag, automatic_server_start = NULL,
                             check_server_with_ping = TRUE,
-                            timeout = yaplr_timeout()) {
+                            timeout = yaplr_timeout(), copy = FALSE) {
   tag <- check_tag(tag)
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  res <- retrieve_object_(tag, store_dir(), helper_path(), timeout, autostart)
+  check_flag(copy, "copy")
+  res <- retrieve_object_(tag, store_dir(), helper_path(), timeout, autostart, copy)
   check_result(res)[[1L]]
 }
 

@@ -29,6 +29,65 @@ pub const STATE_COMMITTED: u32 = 2;
 
 /// Payload kinds.
 pub const KIND_R_SERIALIZED: u32 = 1;
+/// A plain atomic vector: a VectorHeader, the raw elements at a 64-byte
+/// aligned offset, then the R serialization of its attributes (if any).
+pub const KIND_R_VECTOR: u32 = 2;
+/// Size of the VectorHeader at the start of a KIND_R_VECTOR payload.
+pub const VECTOR_HEADER_SIZE: usize = 64;
+
+/// Describes the elements of a KIND_R_VECTOR payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorHeader {
+    /// The R SEXPTYPE (INTSXP, REALSXP, ...).
+    pub sexptype: u32,
+    pub elt_size: u32,
+    pub length: u64,
+    /// Whether the R object bit is set (it has a class attribute).
+    pub object: u32,
+}
+
+impl VectorHeader {
+    pub fn data_len(&self) -> u64 {
+        self.length * self.elt_size as u64
+    }
+
+    pub fn encode(&self) -> [u8; VECTOR_HEADER_SIZE] {
+        let mut b = [0u8; VECTOR_HEADER_SIZE];
+        b[0..4].copy_from_slice(&self.sexptype.to_le_bytes());
+        b[4..8].copy_from_slice(&self.elt_size.to_le_bytes());
+        b[8..16].copy_from_slice(&self.length.to_le_bytes());
+        b[16..20].copy_from_slice(&self.object.to_le_bytes());
+        b
+    }
+
+    /// Decode and check against the payload it starts.
+    pub fn decode(payload: &[u8]) -> Result<VectorHeader> {
+        let corrupt = |m: &str| Error::Corrupt {
+            message: format!("damaged vector object: {m}"),
+        };
+        if payload.len() < VECTOR_HEADER_SIZE {
+            return Err(corrupt("payload shorter than its vector header"));
+        }
+        let h = VectorHeader {
+            sexptype: u32::from_le_bytes(payload[0..4].try_into().unwrap()),
+            elt_size: u32::from_le_bytes(payload[4..8].try_into().unwrap()),
+            length: u64::from_le_bytes(payload[8..16].try_into().unwrap()),
+            object: u32::from_le_bytes(payload[16..20].try_into().unwrap()),
+        };
+        if !matches!(h.elt_size, 1 | 4 | 8 | 16) {
+            return Err(corrupt("bad element size"));
+        }
+        let fits = h
+            .length
+            .checked_mul(h.elt_size as u64)
+            .and_then(|n| n.checked_add(VECTOR_HEADER_SIZE as u64))
+            .is_some_and(|n| n <= payload.len() as u64);
+        if !fits {
+            return Err(corrupt("elements extend past the payload"));
+        }
+        Ok(h)
+    }
+}
 
 /// Reserve disk (or tmpfs) space in steps of at least this many bytes.
 const RESERVE_STEP: u64 = 8 << 20;
@@ -209,6 +268,11 @@ impl ObjectWriter {
         &self.id
     }
 
+    /// Payload bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
     fn reserve(&mut self, upto: u64) -> Result<()> {
         if upto <= self.reserved {
             return Ok(());
@@ -369,15 +433,32 @@ pub fn read_header(file: &File) -> Result<Header> {
     Header::decode(&b[..got])
 }
 
-/// A read-only mapping of a committed object file.
+enum Mapping {
+    ReadOnly(memmap2::Mmap),
+    /// MAP_PRIVATE, writable: a write copies the page for this process only
+    /// and never reaches the file.
+    CopyOnWrite(memmap2::MmapMut),
+}
+
+/// A mapping of a committed object file.
 pub struct ObjectMap {
-    map: Option<memmap2::Mmap>,
+    map: Option<Mapping>,
     pub header: Header,
 }
 
 impl ObjectMap {
-    /// Map an object file and check it is committed and whole.
+    /// Map an object file read-only and check it is committed and whole.
     pub fn open(file: &File) -> Result<ObjectMap> {
+        Self::open_with(file, false)
+    }
+
+    /// Map an object file copy-on-write: its payload may be written through
+    /// `payload_mut_ptr`, privately to this process.
+    pub fn open_copy_on_write(file: &File) -> Result<ObjectMap> {
+        Self::open_with(file, true)
+    }
+
+    fn open_with(file: &File, cow: bool) -> Result<ObjectMap> {
         let header = read_header(file)?;
         if header.state != STATE_COMMITTED {
             return Err(Error::Corrupt {
@@ -397,28 +478,52 @@ impl ObjectMap {
                 ),
             });
         }
-        let map = if header.payload_len == 0 {
-            None
-        } else {
-            // SAFETY: object files are written once and never modified after
-            // commit, and the truncation check above guarantees the mapped
-            // range exists; a mapping stays valid after the file is unlinked.
-            Some(
-                unsafe {
-                    memmap2::MmapOptions::new()
-                        .len(header.file_size() as usize)
-                        .map(file)
-                }
-                .map_err(|e| Error::io("mapping an object file", e))?,
-            )
-        };
-        Ok(ObjectMap { map, header })
+        if header.payload_len == 0 {
+            return Ok(ObjectMap { map: None, header });
+        }
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(header.file_size() as usize);
+        // SAFETY: object files are written once and never modified after
+        // commit, and the truncation check above guarantees the mapped range
+        // exists; a mapping stays valid after the file is unlinked. A
+        // copy-on-write mapping never writes to the file.
+        let map = unsafe {
+            if cow {
+                opts.map_copy(file).map(Mapping::CopyOnWrite)
+            } else {
+                opts.map(file).map(Mapping::ReadOnly)
+            }
+        }
+        .map_err(|e| Error::io("mapping an object file", e))?;
+        Ok(ObjectMap {
+            map: Some(map),
+            header,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.map {
+            Some(Mapping::ReadOnly(m)) => m,
+            Some(Mapping::CopyOnWrite(m)) => m,
+            None => &[],
+        }
     }
 
     pub fn payload(&self) -> &[u8] {
-        match &self.map {
-            Some(m) => &m[HEADER_SIZE..HEADER_SIZE + self.header.payload_len as usize],
-            None => &[],
+        let b = self.bytes();
+        if b.is_empty() {
+            return b;
+        }
+        &b[HEADER_SIZE..HEADER_SIZE + self.header.payload_len as usize]
+    }
+
+    /// Start of the payload, writable when mapped copy-on-write (None
+    /// otherwise). Writes stay private to this process.
+    pub fn payload_mut_ptr(&mut self) -> Option<*mut u8> {
+        match &mut self.map {
+            // SAFETY: HEADER_SIZE is within the mapping (checked at open).
+            Some(Mapping::CopyOnWrite(m)) => Some(unsafe { m.as_mut_ptr().add(HEADER_SIZE) }),
+            _ => None,
         }
     }
 }
@@ -462,6 +567,29 @@ mod tests {
     }
 
     #[test]
+    fn vector_headers_round_trip_and_are_bounded() {
+        let h = VectorHeader {
+            sexptype: 14,
+            elt_size: 8,
+            length: 3,
+            object: 1,
+        };
+        let mut payload = h.encode().to_vec();
+        payload.extend_from_slice(&[0u8; 24]);
+        assert_eq!(VectorHeader::decode(&payload).unwrap(), h);
+        assert!(VectorHeader::decode(&payload[..80]).is_err());
+        let huge = VectorHeader {
+            length: u64::MAX,
+            ..h
+        };
+        let mut p2 = huge.encode().to_vec();
+        p2.extend_from_slice(&[0u8; 24]);
+        assert!(VectorHeader::decode(&p2).is_err());
+        let bad = VectorHeader { elt_size: 3, ..h };
+        assert!(VectorHeader::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
     fn tags_are_checked() {
         assert!(check_tag("ok").is_ok());
         assert_eq!(check_tag("").unwrap_err().kind(), "bad_tag");
@@ -484,6 +612,13 @@ mod tests {
         assert_eq!(f.metadata().unwrap().len(), h.file_size());
         let m = ObjectMap::open(&f).unwrap();
         assert_eq!(&m.payload()[..5], b"hello");
+        // A copy-on-write mapping can be written without touching the file.
+        let mut cow = ObjectMap::open_copy_on_write(&f).unwrap();
+        let p = cow.payload_mut_ptr().unwrap();
+        // SAFETY: the payload has more than one byte.
+        unsafe { *p = b'J' };
+        assert_eq!(&cow.payload()[..5], b"Jello");
+        assert_eq!(&ObjectMap::open(&f).unwrap().payload()[..5], b"hello");
         assert_eq!(m.payload()[5 + 299_999], 7);
         assert_eq!(*m.payload().last().unwrap(), b'!');
         std::fs::remove_dir_all(s.dir()).unwrap();

@@ -3,13 +3,16 @@
 //! longjmp from Rust), which the R layer signals.
 
 mod serialize;
+mod vector;
 
 use extendr_api::prelude::*;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::client::{CallOptions, Client};
-use yaplr_core::object_file::{check_tag, ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
+use yaplr_core::object_file::{
+    check_tag, ObjectMap, ObjectWriter, KIND_R_SERIALIZED, KIND_R_VECTOR,
+};
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
 
@@ -103,9 +106,21 @@ fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autost
             let opts = ctx.opts();
             // Connect first: no point serializing for a helper we can't reach.
             c.connect(&opts)?;
-            let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, 0)?;
             // SAFETY: obj is protected by extendr for the duration of the call.
-            serialize::serialize_into(unsafe { obj.get() }, &mut w)?;
+            let sexp = unsafe { obj.get() };
+            let w = match vector::as_vector(sexp) {
+                Some(h) => {
+                    let size = (yaplr_core::object_file::VECTOR_HEADER_SIZE as u64) + h.data_len();
+                    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_VECTOR, size)?;
+                    vector::write_vector(sexp, &h, &mut w)?;
+                    w
+                }
+                None => {
+                    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, 0)?;
+                    serialize::serialize_into(sexp, &mut w)?;
+                    w
+                }
+            };
             let (id, _) = w.commit()?;
             let published = c.publish(tag, &id, &opts);
             if published.is_err() {
@@ -120,7 +135,14 @@ fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autost
 
 /// @noRd
 #[extendr]
-fn retrieve_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+fn retrieve_object_(
+    tag: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+    copy: bool,
+) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
@@ -129,8 +151,20 @@ fn retrieve_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bo
     let r = check_tag(tag).and_then(|_| {
         with_client(dir, |c| {
             let (_entry, file) = c.lookup(tag, &ctx.opts())?;
-            let map = ObjectMap::open(&file)?;
-            serialize::unserialize_from(map.payload(), tag)
+            let map = if copy {
+                ObjectMap::open(&file)?
+            } else {
+                ObjectMap::open_copy_on_write(&file)?
+            };
+            match map.header.kind {
+                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
+                KIND_R_VECTOR => vector::read_vector(map, tag, copy),
+                other => Err(Error::Corrupt {
+                    message: format!(
+                        "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
+                    ),
+                }),
+            }
         })
     });
     match r {
@@ -275,7 +309,16 @@ fn is_server_running_(dir: &str) -> Robj {
     done(r, None, dir)
 }
 
+/// Whether `x` is a zero-copy view of a stored vector.
+/// @noRd
+#[extendr]
+fn is_shared_view_(x: Robj) -> bool {
+    // SAFETY: x is protected by extendr for the call.
+    vector::is_view(unsafe { x.get() })
+}
+
 extendr_module! {
+    fn is_shared_view_;
     mod yaplr;
     fn default_store_dir_;
     fn send_object_;

@@ -1,0 +1,334 @@
+//! Plain atomic vectors stored as raw elements, and the ALTREP class that
+//! returns them as zero-copy views of a copy-on-write (MAP_PRIVATE) mapping
+//! of their object file. A view behaves as an ordinary vector: a write
+//! copies the touched pages for this process only, never the file. The
+//! mapping is released when R garbage-collects the view; it stays valid
+//! after the tag is removed or overwritten, or the helper quits, because an
+//! unlinked file stays mapped.
+
+use extendr_ffi::{
+    R_ClearExternalPtr, R_ExternalPtrAddr, R_MakeExternalPtr, R_NilValue, R_RegisterCFinalizerEx,
+    R_altrep_class_t, R_altrep_data1, R_make_altcomplex_class, R_make_altinteger_class,
+    R_make_altlogical_class, R_make_altraw_class, R_make_altreal_class, R_new_altrep,
+    R_set_altcomplex_Elt_method, R_set_altinteger_Elt_method, R_set_altlogical_Elt_method,
+    R_set_altraw_Elt_method, R_set_altreal_Elt_method, R_set_altrep_Duplicate_method,
+    R_set_altrep_Inspect_method, R_set_altrep_Length_method, R_set_altvec_Dataptr_method,
+    R_set_altvec_Dataptr_or_null_method, R_xlen_t, Rboolean, Rcomplex, Rf_allocVector, Rf_protect,
+    Rf_unprotect, DATAPTR, DATAPTR_RO, SET_ATTRIB, SET_OBJECT, SEXP, SEXPTYPE, TYPEOF,
+};
+use std::os::raw::{c_char, c_int, c_void};
+use yaplr_core::object_file::{ObjectMap, ObjectWriter, VectorHeader, VECTOR_HEADER_SIZE};
+use yaplr_core::Error;
+
+use crate::serialize;
+
+// Declared here as in Rinternals.h: accessors not bound by extendr-ffi.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn ATTRIB(x: SEXP) -> SEXP;
+    fn OBJECT(x: SEXP) -> c_int;
+    fn IS_S4_OBJECT(x: SEXP) -> c_int;
+    fn Rprintf(fmt: *const c_char, ...);
+}
+
+/// Vectors with fewer data bytes than this travel as R serialization: a
+/// mapping per small object would cost more than it saves.
+pub const MIN_ZERO_COPY_BYTES: usize = 64 << 10;
+
+const LGLSXP: u32 = 10;
+const INTSXP: u32 = 13;
+const REALSXP: u32 = 14;
+const CPLXSXP: u32 = 15;
+const RAWSXP: u32 = 24;
+
+fn sexptype_of(t: u32) -> SEXPTYPE {
+    match t {
+        LGLSXP => SEXPTYPE::LGLSXP,
+        INTSXP => SEXPTYPE::INTSXP,
+        REALSXP => SEXPTYPE::REALSXP,
+        CPLXSXP => SEXPTYPE::CPLXSXP,
+        _ => SEXPTYPE::RAWSXP,
+    }
+}
+
+fn elt_size(sexptype: u32) -> Option<u32> {
+    match sexptype {
+        LGLSXP | INTSXP => Some(4),
+        REALSXP => Some(8),
+        CPLXSXP => Some(16),
+        RAWSXP => Some(1),
+        _ => None,
+    }
+}
+
+/// The vector header for `x` if it is a plain atomic vector worth storing
+/// as raw elements.
+pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
+    // SAFETY: read-only accessors on a live SEXP.
+    unsafe {
+        let sexptype = TYPEOF(x) as u32;
+        let elt = elt_size(sexptype)?;
+        if IS_S4_OBJECT(x) != 0 {
+            return None;
+        }
+        let length = extendr_ffi::Rf_xlength(x) as u64;
+        if (length * elt as u64) < MIN_ZERO_COPY_BYTES as u64 {
+            return None;
+        }
+        Some(VectorHeader {
+            sexptype,
+            elt_size: elt,
+            length,
+            object: (OBJECT(x) != 0) as u32,
+        })
+    }
+}
+
+/// Write `x` (described by `h`) as a KIND_R_VECTOR payload.
+pub fn write_vector(x: SEXP, h: &VectorHeader, w: &mut ObjectWriter) -> Result<(), Error> {
+    w.write(&h.encode())?;
+    // SAFETY: DATAPTR_RO gives `length` elements of `elt_size` bytes; x is
+    // protected by the caller for the whole call.
+    let data =
+        unsafe { std::slice::from_raw_parts(DATAPTR_RO(x) as *const u8, h.data_len() as usize) };
+    w.write(data)?;
+    // SAFETY: ATTRIB is a read-only accessor.
+    let attrib = unsafe { ATTRIB(x) };
+    if attrib != unsafe { R_NilValue } {
+        serialize::serialize_into(attrib, w)?;
+    }
+    Ok(())
+}
+
+/// Attributes stored after the elements, unserialized (R_NilValue when
+/// none). The result is preserved; the caller releases it.
+fn read_attributes(payload: &[u8], h: &VectorHeader, tag: &str) -> Result<Option<SEXP>, Error> {
+    let start = VECTOR_HEADER_SIZE + h.data_len() as usize;
+    if start == payload.len() {
+        return Ok(None);
+    }
+    serialize::unserialize_from(&payload[start..], tag).map(Some)
+}
+
+/// Build the R vector of a KIND_R_VECTOR object: a zero-copy view of the
+/// mapping, or (copy = true) an ordinary vector. The result is preserved;
+/// the caller releases it.
+pub fn read_vector(mut map: ObjectMap, tag: &str, copy: bool) -> Result<SEXP, Error> {
+    let payload = map.payload();
+    let h = VectorHeader::decode(payload)?;
+    if elt_size(h.sexptype) != Some(h.elt_size) {
+        return Err(Error::Corrupt {
+            message: format!("the stored object \"{tag}\" has an unknown vector type"),
+        });
+    }
+    let attrs = read_attributes(payload, &h, tag)?;
+    // SAFETY: all R allocations below are protected until the result is
+    // preserved; pointers into the mapping stay valid while `map` lives,
+    // and `map` moves into the external pointer that the view keeps.
+    unsafe {
+        let result = if copy {
+            let v = Rf_protect(Rf_allocVector(
+                sexptype_of(h.sexptype),
+                h.length as R_xlen_t,
+            ));
+            let src = &payload[VECTOR_HEADER_SIZE..VECTOR_HEADER_SIZE + h.data_len() as usize];
+            std::ptr::copy_nonoverlapping(src.as_ptr(), DATAPTR(v) as *mut u8, src.len());
+            v
+        } else {
+            let Some(base) = map.payload_mut_ptr() else {
+                release(attrs);
+                return Err(Error::Corrupt {
+                    message: format!("the stored object \"{tag}\" is not mapped copy-on-write"),
+                });
+            };
+            let view = Box::new(View {
+                length: h.length as R_xlen_t,
+                data: base.add(VECTOR_HEADER_SIZE),
+                _map: map,
+            });
+            let ptr = Rf_protect(R_MakeExternalPtr(
+                Box::into_raw(view) as *mut c_void,
+                R_NilValue,
+                R_NilValue,
+            ));
+            R_RegisterCFinalizerEx(ptr, Some(finalize_view), Rboolean::TRUE);
+            let class = class_for(h.sexptype).ok_or_else(|| Error::Corrupt {
+                message: "vector class not registered".into(),
+            });
+            let class = match class {
+                Ok(c) => c,
+                Err(e) => {
+                    Rf_unprotect(1);
+                    release(attrs);
+                    return Err(e);
+                }
+            };
+            let v = R_new_altrep(class, ptr, R_NilValue);
+            Rf_unprotect(1);
+            Rf_protect(v)
+        };
+        if let Some(a) = attrs {
+            SET_ATTRIB(result, a);
+            SET_OBJECT(result, h.object as c_int);
+        }
+        release(attrs);
+        extendr_ffi::R_PreserveObject(result);
+        Rf_unprotect(1);
+        Ok(result)
+    }
+}
+
+fn release(attrs: Option<SEXP>) {
+    if let Some(a) = attrs {
+        // SAFETY: preserved by unserialize_from.
+        unsafe { extendr_ffi::R_ReleaseObject(a) };
+    }
+}
+
+/// What a view's external pointer owns.
+struct View {
+    length: R_xlen_t,
+    /// First element, inside the copy-on-write mapping owned by `_map`.
+    data: *mut u8,
+    _map: ObjectMap,
+}
+
+unsafe extern "C" fn finalize_view(ptr: SEXP) {
+    let p = R_ExternalPtrAddr(ptr) as *mut View;
+    if !p.is_null() {
+        R_ClearExternalPtr(ptr);
+        drop(Box::from_raw(p));
+    }
+}
+
+unsafe fn view(x: SEXP) -> &'static View {
+    // SAFETY (caller): x is one of our views, whose data1 is the external
+    // pointer made in read_vector and cleared only by the finalizer, which
+    // runs once x is unreachable.
+    &*(R_ExternalPtrAddr(R_altrep_data1(x)) as *const View)
+}
+
+unsafe extern "C" fn length_method(x: SEXP) -> R_xlen_t {
+    view(x).length
+}
+
+// Readable and writable alike: writes land in private copy-on-write pages.
+unsafe extern "C" fn dataptr_method(x: SEXP, _writeable: Rboolean) -> *mut c_void {
+    view(x).data as *mut c_void
+}
+
+unsafe extern "C" fn dataptr_or_null_method(x: SEXP) -> *const c_void {
+    view(x).data as *const c_void
+}
+
+unsafe extern "C" fn duplicate_method(x: SEXP, _deep: Rboolean) -> SEXP {
+    // An ordinary vector; R copies the attributes.
+    let v = view(x);
+    let t = TYPEOF(x) as u32;
+    let bytes = v.length as usize * elt_size(t).unwrap_or(1) as usize;
+    let out = Rf_protect(Rf_allocVector(sexptype_of(t), v.length));
+    std::ptr::copy_nonoverlapping(v.data as *const u8, DATAPTR(out) as *mut u8, bytes);
+    Rf_unprotect(1);
+    out
+}
+
+unsafe extern "C" fn inspect_method(
+    _x: SEXP,
+    _pre: c_int,
+    _deep: c_int,
+    _pvec: c_int,
+    _inspect_subtree: Option<unsafe extern "C" fn(SEXP, c_int, c_int, c_int)>,
+) -> Rboolean {
+    Rprintf(
+        c"%s".as_ptr(),
+        c"yaplr shared vector (copy-on-write mapping)\n".as_ptr(),
+    );
+    Rboolean::TRUE
+}
+
+unsafe extern "C" fn real_elt(x: SEXP, i: R_xlen_t) -> f64 {
+    *(view(x).data as *const f64).offset(i)
+}
+unsafe extern "C" fn int_elt(x: SEXP, i: R_xlen_t) -> c_int {
+    *(view(x).data as *const c_int).offset(i)
+}
+unsafe extern "C" fn raw_elt(x: SEXP, i: R_xlen_t) -> u8 {
+    *view(x).data.offset(i)
+}
+unsafe extern "C" fn complex_elt(x: SEXP, i: R_xlen_t) -> Rcomplex {
+    *(view(x).data as *const Rcomplex).offset(i)
+}
+
+struct Classes {
+    real: R_altrep_class_t,
+    integer: R_altrep_class_t,
+    logical: R_altrep_class_t,
+    raw: R_altrep_class_t,
+    complex: R_altrep_class_t,
+}
+
+// Written once at package load on R's main thread, read only there.
+static mut CLASSES: Option<Classes> = None;
+
+fn class_for(sexptype: u32) -> Option<R_altrep_class_t> {
+    // SAFETY: see CLASSES.
+    let classes = unsafe { (*std::ptr::addr_of!(CLASSES)).as_ref()? };
+    Some(match sexptype {
+        REALSXP => classes.real,
+        INTSXP => classes.integer,
+        LGLSXP => classes.logical,
+        RAWSXP => classes.raw,
+        CPLXSXP => classes.complex,
+        _ => return None,
+    })
+}
+
+/// Whether `x` is a view made by this module.
+pub fn is_view(x: SEXP) -> bool {
+    // SAFETY: read-only checks on a live SEXP.
+    unsafe {
+        if extendr_ffi::ALTREP(x) == 0 {
+            return false;
+        }
+        class_for(TYPEOF(x) as u32).is_some_and(|cls| extendr_ffi::ALTREP_CLASS(x) == cls.ptr)
+    }
+}
+
+unsafe fn common(cls: R_altrep_class_t) {
+    R_set_altrep_Length_method(cls, Some(length_method));
+    R_set_altrep_Duplicate_method(cls, Some(duplicate_method));
+    R_set_altrep_Inspect_method(cls, Some(inspect_method));
+    R_set_altvec_Dataptr_method(cls, Some(dataptr_method));
+    R_set_altvec_Dataptr_or_null_method(cls, Some(dataptr_or_null_method));
+}
+
+/// Register the ALTREP classes; called from R_init_yaplr.
+///
+/// # Safety
+/// Must be called once, from R's main thread, with the package's DllInfo.
+#[no_mangle]
+pub unsafe extern "C" fn yaplr_register_altrep(dll: *mut extendr_ffi::DllInfo) {
+    let pkg = c"yaplr".as_ptr();
+    let real = R_make_altreal_class(c"yaplr_real".as_ptr(), pkg, dll);
+    common(real);
+    R_set_altreal_Elt_method(real, Some(real_elt));
+    let integer = R_make_altinteger_class(c"yaplr_integer".as_ptr(), pkg, dll);
+    common(integer);
+    R_set_altinteger_Elt_method(integer, Some(int_elt));
+    let logical = R_make_altlogical_class(c"yaplr_logical".as_ptr(), pkg, dll);
+    common(logical);
+    R_set_altlogical_Elt_method(logical, Some(int_elt));
+    let raw = R_make_altraw_class(c"yaplr_raw".as_ptr(), pkg, dll);
+    common(raw);
+    R_set_altraw_Elt_method(raw, Some(raw_elt));
+    let complex = R_make_altcomplex_class(c"yaplr_complex".as_ptr(), pkg, dll);
+    common(complex);
+    R_set_altcomplex_Elt_method(complex, Some(complex_elt));
+    CLASSES = Some(Classes {
+        real,
+        integer,
+        logical,
+        raw,
+        complex,
+    });
+}

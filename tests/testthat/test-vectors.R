@@ -1,0 +1,84 @@
+is_view <- function(x) yaplr:::is_shared_view_(x)
+
+test_that("large plain vectors come back as zero-copy views, identical to the original", {
+  local_store()
+  n <- 1e5
+  vecs <- list(
+    dbl = runif(n),
+    int = sample.int(1000L, n, replace = TRUE),
+    lgl = sample(c(TRUE, FALSE, NA), n, replace = TRUE),
+    raw = as.raw(sample(0:255, n, replace = TRUE)),
+    cplx = complex(real = runif(n / 10), imaginary = runif(n / 10)),
+    named = structure(runif(20000), names = paste0("n", 1:20000)),
+    mat = matrix(runif(n), 1000, dimnames = list(NULL, paste0("c", 1:100))),
+    date = structure(as.double(1:20000), class = "Date"),
+    fac = factor(sample(letters, n, replace = TRUE)),
+    special = c(NA, NaN, Inf, -Inf, -0, runif(n))
+  )
+  for (nm in names(vecs)) send_object(vecs[[nm]], nm)
+  for (nm in names(vecs)) {
+    got <- retrieve_object(nm)
+    expect_identical(got, vecs[[nm]], label = nm)
+    expect_true(is_view(got), label = nm)
+    copy <- retrieve_object(nm, copy = TRUE)
+    expect_identical(copy, vecs[[nm]], label = nm)
+    expect_false(is_view(copy), label = nm)
+  }
+  # Small vectors travel as R serialization.
+  send_object(1:10, "small")
+  expect_false(is_view(retrieve_object("small")))
+})
+
+test_that("a view behaves like an ordinary vector and copies on first write", {
+  local_store()
+  x <- runif(2e5)
+  send_object(x, "x")
+  v <- retrieve_object("x")
+  expect_identical(v[10:20], x[10:20])
+  expect_identical(sum(v), sum(x))
+  expect_identical(v * 2 + 1, x * 2 + 1)
+  expect_identical(sort(v), sort(x))
+  expect_identical(unserialize(serialize(v, NULL)), x)
+  expect_identical(rev(v), rev(x))
+  w <- v
+  w[1] <- -1
+  expect_identical(w[1], -1)
+  expect_identical(v[1], x[1])
+  expect_true(is_view(v))
+  # Writing to a view changes this vector only (copy-on-write pages).
+  v[2] <- 42
+  expect_identical(v[2], 42)
+  expect_identical(v[-2], x[-2])
+  expect_identical(retrieve_object("x"), x)
+  # An in-place write through R's C API stays private too.
+  u <- retrieve_object("x")
+  u[] <- 0
+  expect_true(all(u == 0))
+  expect_identical(retrieve_object("x"), x)
+})
+
+test_that("views stay valid after remove, overwrite and quit", {
+  dir <- local_store()
+  x <- runif(1e5)
+  send_object(x, "x")
+  a <- retrieve_object("x")
+  send_object(runif(1e5), "x")
+  b <- retrieve_object("x")
+  remove_object("x")
+  quit_server()
+  expect_false(dir.exists(dir) && length(store_files(dir)) > 0L)
+  expect_identical(a, x)
+  expect_identical(length(b), 1e5L)
+  expect_identical(sum(a), sum(x))
+  rm(a, b)
+  invisible(gc())
+})
+
+test_that("views of another session's object survive that session and its helper", {
+  local_store()
+  in_session(function() yaplr::send_object(seq(0, 1, length.out = 3e5), "seq"))
+  v <- retrieve_object("seq")
+  expect_true(is_view(v))
+  quit_server()
+  expect_identical(v, seq(0, 1, length.out = 3e5))
+})
