@@ -11,7 +11,7 @@ export YAPLR_CARGO_TARGET_DIR ?= $(CURDIR)/$(RUST)/target
 export PATH := $(PATH):$(HOME)/.cargo/bin
 export NOT_CRAN := true
 
-.PHONY: all deps install demo check rcheck cargo-test lint test document wrappers clean
+.PHONY: all deps install demo check rcheck cargo-test lint test document wrappers clean bench
 
 all: install
 
@@ -56,6 +56,10 @@ check: rcheck cargo-test lint
 # testthat against the installed package, without R CMD check.
 test: install
 	Rscript -e 'testthat::test_local(".", load_package = "installed")'
+
+# Benchmark: writes bench/results.md and bench/results.png.
+bench: install
+	Rscript bench/bench.R
 
 clean:
 	rm -rf $(PKG).Rcheck $(PKG)_*.tar.gz src/*.o src/*.so src/yaplrd $(RUST)/target

@@ -61,8 +61,15 @@ test_that("a second send replaces the value; list, exists and remove agree", {
   expect_s3_class(lst$ctime, "POSIXct")
   expect_true(all(lst$size > 0))
   expect_true(all(abs(as.numeric(Sys.time()) - as.numeric(lst$ctime)) < 600))
-  # One file per object: the overwritten one was removed.
-  expect_length(grep("\\.yobj$", store_files(dir)), 2L)
+  # Small objects live in the helper's journal: no file each.
+  expect_length(grep("\\.yobj$", store_files(dir)), 0L)
+  # A large object has one file; overwriting it removes the old one.
+  send_object(runif(1e5), "big")
+  send_object(runif(1e5), "big")
+  expect_length(grep("\\.yobj$", store_files(dir)), 1L)
+  send_object("small now", "big")
+  expect_length(grep("\\.yobj$", store_files(dir)), 0L)
+  remove_object("big")
   expect_true(does_object_exist("a"))
   expect_null(remove_object("a"))
   expect_false(does_object_exist("a"))

@@ -37,6 +37,12 @@ impl CallOptions<'_> {
     }
 }
 
+/// Where a looked-up object's payload is.
+pub enum Found {
+    File(Entry, std::fs::File),
+    Inline(Entry, Vec<u8>),
+}
+
 struct Connection {
     conn: Conn,
     /// The process that opened it: a forked child must not reuse it.
@@ -291,11 +297,30 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Look up a tag; returns its catalog entry and the open object file.
-    pub fn lookup(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<(Entry, std::fs::File)> {
+    /// Store a small payload inline (see protocol::INLINE_MAX).
+    pub fn put_inline(
+        &mut self,
+        tag: &str,
+        kind: u32,
+        bytes: Vec<u8>,
+        opts: &CallOptions<'_>,
+    ) -> Result<()> {
+        let req = Request::PutInline {
+            tag: tag.into(),
+            kind,
+            ctime_ns: crate::object_file::now_ns(),
+            bytes,
+        };
+        self.call(&req, opts).map(|_| ())
+    }
+
+    /// Look up a tag: its catalog entry and either its open object file or
+    /// its inline payload.
+    pub fn lookup(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<Found> {
         let (resp, mut fds) = self.call(&Request::Lookup { tag: tag.into() }, opts)?;
         match (resp, fds.pop()) {
-            (Response::Found(entry), Some(fd)) => Ok((entry, std::fs::File::from(fd))),
+            (Response::Found(entry), Some(fd)) => Ok(Found::File(entry, std::fs::File::from(fd))),
+            (Response::FoundInline { entry, bytes }, _) => Ok(Found::Inline(entry, bytes)),
             (other, _) => Err(unexpected(other)),
         }
     }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod journal;
 pub mod lock;
 pub mod object_file;
 pub mod protocol;

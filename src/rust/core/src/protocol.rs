@@ -5,7 +5,10 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Payloads up to this size travel inline in frames and live in the
+/// helper's journal instead of a file of their own.
+pub const INLINE_MAX: usize = 64 << 10;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -19,6 +22,13 @@ pub enum Request {
     Publish {
         tag: String,
         id: String,
+    },
+    /// Store a small object inline, without a file of its own.
+    PutInline {
+        tag: String,
+        kind: u32,
+        ctime_ns: i64,
+        bytes: Vec<u8>,
     },
     /// Look up a tag; the answer carries the object's open fd.
     Lookup {
@@ -64,6 +74,11 @@ pub enum Response {
     Ok,
     /// Answer to Lookup; the fd of the object file travels with the frame.
     Found(Entry),
+    /// Answer to Lookup for an object stored inline.
+    FoundInline {
+        entry: Entry,
+        bytes: Vec<u8>,
+    },
     Bool(bool),
     List(Vec<Entry>),
     Info(ServerInfo),
@@ -153,6 +168,21 @@ mod tests {
             tag: "x".repeat(1024),
         });
         round_trip(Request::List);
+        round_trip(Request::PutInline {
+            tag: "t".into(),
+            kind: 1,
+            ctime_ns: 3,
+            bytes: vec![1, 2, 3],
+        });
+        round_trip(Response::FoundInline {
+            entry: Entry {
+                tag: "t".into(),
+                size: 3,
+                ctime_ns: 3,
+                kind: 1,
+            },
+            bytes: vec![1, 2, 3],
+        });
         round_trip(Request::Quit);
         round_trip(Response::List(vec![Entry {
             tag: "a".into(),

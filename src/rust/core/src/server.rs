@@ -1,13 +1,16 @@
-//! yaplrd, the helper: owns the catalog (tag -> object file) of one store,
+//! yaplrd, the helper: owns the catalog (tag -> object) of one store,
 //! answers clients on a Unix socket, one thread per connection, and cleans
-//! up after writers that died. Exactly one runs per store, guaranteed by an
+//! up after writers that died. Small objects live inline in its journal,
+//! large ones in their own files; every change is journaled before it is
+//! acknowledged. Exactly one runs per store, guaranteed by an
 //! exclusive flock on the store's helper lock file.
 
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
+use crate::journal::{Journal, Record, JOURNAL_NAME};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
-use crate::protocol::{self, Entry, Request, Response, ServerInfo, PROTOCOL_VERSION};
+use crate::protocol::{self, Entry, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION};
 use crate::store::{self, Store};
 use crate::sys;
 use std::collections::HashMap;
@@ -28,17 +31,127 @@ const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 const UNREADABLE_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
+enum Data {
+    /// In its own object file, by id.
+    File(String),
+    /// Inline (in memory and in the journal).
+    Inline(Arc<Vec<u8>>),
+}
+
+#[derive(Debug, Clone)]
 struct Obj {
-    id: String,
+    data: Data,
     size: u64,
     ctime_ns: i64,
     kind: u32,
 }
 
+impl Obj {
+    fn file_id(&self) -> Option<&str> {
+        match &self.data {
+            Data::File(id) => Some(id),
+            Data::Inline(_) => None,
+        }
+    }
+
+    fn record(&self, tag: &str) -> Record {
+        match &self.data {
+            Data::File(id) => Record::Link {
+                tag: tag.to_string(),
+                id: id.clone(),
+                ctime_ns: self.ctime_ns,
+                kind: self.kind,
+                size: self.size,
+            },
+            Data::Inline(b) => Record::Put {
+                tag: tag.to_string(),
+                ctime_ns: self.ctime_ns,
+                kind: self.kind,
+                bytes: b.to_vec(),
+            },
+        }
+    }
+}
+
 struct State {
     store: Store,
     objects: HashMap<String, Obj>,
+    journal: Journal,
     started_ns: i64,
+}
+
+impl State {
+    /// Journal a change, then apply it; the file of a replaced object is
+    /// unlinked (readers that have it open or mapped keep it).
+    fn apply(&mut self, rec: Record) -> Result<()> {
+        self.journal.append(&rec)?;
+        let old = apply_record(&mut self.objects, rec);
+        if let Some(Obj {
+            data: Data::File(id),
+            ..
+        }) = &old
+        {
+            let still_linked = self
+                .objects
+                .values()
+                .any(|o| o.file_id() == Some(id.as_str()));
+            if !still_linked {
+                let _ = std::fs::remove_file(self.store.object_path(id));
+            }
+        }
+        self.maybe_compact();
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) {
+        let live: u64 = self
+            .objects
+            .iter()
+            .map(|(t, o)| t.len() as u64 + 96 + if o.file_id().is_some() { 32 } else { o.size })
+            .sum();
+        if self.journal.wants_compaction(live) {
+            let recs: Vec<Record> = self.objects.iter().map(|(t, o)| o.record(t)).collect();
+            if let Err(e) = self.journal.rewrite(&recs) {
+                log(&format!("could not compact the journal: {e}"));
+            }
+        }
+    }
+}
+
+/// Apply one journal record to a catalog; returns the object it replaced.
+fn apply_record(objects: &mut HashMap<String, Obj>, rec: Record) -> Option<Obj> {
+    match rec {
+        Record::Put {
+            tag,
+            ctime_ns,
+            kind,
+            bytes,
+        } => objects.insert(
+            tag,
+            Obj {
+                size: bytes.len() as u64,
+                data: Data::Inline(Arc::new(bytes)),
+                ctime_ns,
+                kind,
+            },
+        ),
+        Record::Link {
+            tag,
+            id,
+            ctime_ns,
+            kind,
+            size,
+        } => objects.insert(
+            tag,
+            Obj {
+                data: Data::File(id),
+                size,
+                ctime_ns,
+                kind,
+            },
+        ),
+        Record::Remove { tag } => objects.remove(&tag),
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -73,7 +186,16 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", sys::getpid());
     }
-    let objects = rebuild(&store)?;
+    let (mut journal, records) = Journal::open(store.dir())?;
+    let replayed = records.is_some();
+    let objects = match records {
+        Some(recs) => replay(&store, recs)?,
+        None => rebuild(&store)?,
+    };
+    if !replayed {
+        let recs: Vec<Record> = objects.iter().map(|(t, o)| o.record(t)).collect();
+        journal.rewrite(&recs)?;
+    }
     log(&format!(
         "serving {} with {} object(s)",
         store.dir().display(),
@@ -91,6 +213,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     let shared: Shared = Arc::new(Mutex::new(State {
         store: store.clone(),
         objects,
+        journal,
         started_ns: object_file::now_ns(),
     }));
 
@@ -166,22 +289,75 @@ fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
             _ => continue,
         }
         let obj = Obj {
-            id: id.clone(),
+            data: Data::File(id.clone()),
             size: header.payload_len,
             ctime_ns: header.ctime_ns,
             kind: header.kind,
         };
         match objects.get(&header.tag) {
-            Some(old) if (old.ctime_ns, &old.id) > (obj.ctime_ns, &obj.id) => {
+            Some(old) if (old.ctime_ns, old.file_id()) > (obj.ctime_ns, obj.file_id()) => {
                 let _ = std::fs::remove_file(&path);
             }
             Some(old) => {
-                let _ = std::fs::remove_file(store.object_path(&old.id));
+                if let Some(old_id) = old.file_id() {
+                    let _ = std::fs::remove_file(store.object_path(old_id));
+                }
                 objects.insert(header.tag, obj);
             }
             None => {
                 objects.insert(header.tag, obj);
             }
+        }
+    }
+    Ok(objects)
+}
+
+/// Rebuild the catalog from the journal, then check it against the files:
+/// links to missing or damaged files are dropped, files nobody links to are
+/// removed once their writer is gone (or a newer value superseded them).
+fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<String, Obj>> {
+    let mut objects = HashMap::new();
+    for rec in records {
+        apply_record(&mut objects, rec);
+    }
+    objects.retain(|tag, obj| {
+        let Some(id) = obj.file_id() else { return true };
+        let ok = File::open(store.object_path(id))
+            .map_err(|e| Error::io("opening", e))
+            .and_then(|f| object_file::read_header(&f))
+            .map(|h| h.state == STATE_COMMITTED && &h.tag == tag)
+            .unwrap_or(false);
+        if !ok {
+            log(&format!(
+                "dropping \"{tag}\": its object file {id} is missing or damaged"
+            ));
+        }
+        ok
+    });
+    let linked: std::collections::HashSet<String> = objects
+        .values()
+        .filter_map(|o| o.file_id().map(String::from))
+        .collect();
+    for id in store.object_ids()? {
+        if linked.contains(&id) {
+            continue;
+        }
+        let path = store.object_path(&id);
+        match File::open(&path).map(|f| object_file::read_header(&f)) {
+            Ok(Ok(h)) => {
+                let superseded = objects
+                    .get(&h.tag)
+                    .is_some_and(|o| o.ctime_ns >= h.ctime_ns);
+                if !sys::pid_alive(h.creator_pid) || superseded {
+                    log(&format!(
+                        "removing unpublished object file {id} (\"{}\")",
+                        h.tag
+                    ));
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            Ok(Err(e)) => remove_if_stale(&path, &e.to_string()),
+            Err(_) => {}
         }
     }
     Ok(objects)
@@ -206,11 +382,16 @@ fn sweep(st: &State) {
     let Ok(ids) = st.store.object_ids() else {
         return;
     };
-    if ids.len() == st.objects.len() {
+    let files = st
+        .objects
+        .values()
+        .filter(|o| o.file_id().is_some())
+        .count();
+    if ids.len() == files {
         return;
     }
     let known: std::collections::HashSet<&str> =
-        st.objects.values().map(|o| o.id.as_str()).collect();
+        st.objects.values().filter_map(|o| o.file_id()).collect();
     for id in ids {
         if known.contains(id.as_str()) {
             continue;
@@ -332,6 +513,19 @@ fn not_found(tag: &str) -> Response {
     )
 }
 
+fn entry(tag: &str, o: &Obj) -> Entry {
+    Entry {
+        tag: tag.to_string(),
+        size: o.size,
+        ctime_ns: o.ctime_ns,
+        kind: o.kind,
+    }
+}
+
+fn failed(e: &Error) -> Response {
+    error_response(e.kind(), &e.to_string())
+}
+
 fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
     let mut st = lock_state(shared);
     match req {
@@ -344,51 +538,83 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
         ),
         Request::Ping => (Response::Pong, None),
         Request::Publish { tag, id } => (publish(&mut st, tag, id), None),
+        Request::PutInline {
+            tag,
+            kind,
+            ctime_ns,
+            bytes,
+        } => {
+            if let Err(e) = object_file::check_tag(&tag) {
+                return (failed(&e), None);
+            }
+            if bytes.len() > INLINE_MAX {
+                return (
+                    error_response(
+                        "protocol",
+                        &format!("an inline object may hold at most {INLINE_MAX} bytes"),
+                    ),
+                    None,
+                );
+            }
+            let rec = Record::Put {
+                tag: tag.clone(),
+                ctime_ns,
+                kind,
+                bytes,
+            };
+            match st.apply(rec) {
+                Ok(()) => (Response::Ok, None),
+                Err(Error::NoSpace { .. }) => {
+                    let msg = format!(
+                        "not enough space in the store \"{}\" for object \"{tag}\"; \
+                         remove objects or choose a larger store with options(yaplr.dir = )",
+                        st.store.dir().display()
+                    );
+                    (error_response("no_space", &msg), None)
+                }
+                Err(e) => (failed(&e), None),
+            }
+        }
         Request::Lookup { tag } => {
             let Some(obj) = st.objects.get(&tag) else {
                 return (not_found(&tag), None);
+            };
+            let id = match &obj.data {
+                Data::Inline(bytes) => {
+                    let resp = Response::FoundInline {
+                        entry: entry(&tag, obj),
+                        bytes: bytes.to_vec(),
+                    };
+                    return (resp, None);
+                }
+                Data::File(id) => id.clone(),
             };
             // Opened under the catalog lock: no overwrite can unlink it first.
             match std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_CLOEXEC)
-                .open(st.store.object_path(&obj.id))
+                .open(st.store.object_path(&id))
             {
-                Ok(f) => (
-                    Response::Found(Entry {
-                        tag: tag.clone(),
-                        size: obj.size,
-                        ctime_ns: obj.ctime_ns,
-                        kind: obj.kind,
-                    }),
-                    Some(f),
-                ),
+                Ok(f) => (Response::Found(entry(&tag, obj)), Some(f)),
                 Err(e) => {
                     log(&format!("object file of \"{tag}\" is gone: {e}"));
-                    st.objects.remove(&tag);
+                    let _ = st.apply(Record::Remove { tag: tag.clone() });
                     (not_found(&tag), None)
                 }
             }
         }
-        Request::Remove { tag } => match st.objects.remove(&tag) {
-            Some(obj) => {
-                let _ = std::fs::remove_file(st.store.object_path(&obj.id));
-                (Response::Ok, None)
+        Request::Remove { tag } => {
+            if !st.objects.contains_key(&tag) {
+                return (not_found(&tag), None);
             }
-            None => (not_found(&tag), None),
-        },
+            match st.apply(Record::Remove { tag }) {
+                Ok(()) => (Response::Ok, None),
+                Err(e) => (failed(&e), None),
+            }
+        }
         Request::Exists { tag } => (Response::Bool(st.objects.contains_key(&tag)), None),
         Request::List => {
-            let mut v: Vec<Entry> = st
-                .objects
-                .iter()
-                .map(|(tag, o)| Entry {
-                    tag: tag.clone(),
-                    size: o.size,
-                    ctime_ns: o.ctime_ns,
-                    kind: o.kind,
-                })
-                .collect();
+            let mut v: Vec<Entry> = st.objects.iter().map(|(tag, o)| entry(tag, o)).collect();
             v.sort_by(|a, b| a.tag.cmp(&b.tag));
             (Response::List(v), None)
         }
@@ -412,7 +638,7 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
         return error_response("protocol", &format!("invalid object id \"{id}\""));
     }
     if let Err(e) = object_file::check_tag(&tag) {
-        return error_response(e.kind(), &e.to_string());
+        return failed(&e);
     }
     let path = st.store.object_path(&id);
     let header: Header = match File::open(&path).map(|f| object_file::read_header(&f)) {
@@ -433,18 +659,21 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
             &format!("object file {id} is not a committed object for \"{tag}\""),
         );
     }
-    let obj = Obj {
-        id: id.clone(),
-        size: header.payload_len,
+    if st.objects.get(&tag).and_then(|o| o.file_id()) == Some(id.as_str()) {
+        // A retry of a publish that already took effect.
+        return Response::Ok;
+    }
+    let rec = Record::Link {
+        tag,
+        id,
         ctime_ns: header.ctime_ns,
         kind: header.kind,
+        size: header.payload_len,
     };
-    if let Some(old) = st.objects.insert(tag, obj) {
-        if old.id != id {
-            let _ = std::fs::remove_file(st.store.object_path(&old.id));
-        }
+    match st.apply(rec) {
+        Ok(()) => Response::Ok,
+        Err(e) => failed(&e),
     }
-    Response::Ok
 }
 
 /// Unlink everything this helper owns, answer, and exit.
@@ -458,6 +687,8 @@ fn quit(conn: &Conn, shared: &Shared) -> ! {
         }
     }
     log(&format!("quitting; removed {} object(s)", st.objects.len()));
+    let _ = std::fs::remove_file(store.dir().join(JOURNAL_NAME));
+    let _ = std::fs::remove_file(store.dir().join(JOURNAL_NAME).with_extension("tmp"));
     let _ = std::fs::remove_file(store.spawn_lock_path());
     let _ = std::fs::remove_file(store.log_path());
     let _ = std::fs::remove_file(store.helper_lock_path());

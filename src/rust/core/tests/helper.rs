@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use yaplr_core::client::{CallOptions, Client};
+use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::store::Store;
 use yaplr_core::{sys, Error};
@@ -75,8 +75,17 @@ fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
 }
 
 fn get(c: &mut Client, tag: &str) -> Vec<u8> {
-    let (_, f) = c.lookup(tag, &opts(5000)).unwrap();
-    ObjectMap::open(&f).unwrap().payload().to_vec()
+    match c.lookup(tag, &opts(5000)).unwrap() {
+        Found::File(_, f) => ObjectMap::open(&f).unwrap().payload().to_vec(),
+        Found::Inline(_, b) => b,
+    }
+}
+
+fn file_of(c: &mut Client, tag: &str) -> std::fs::File {
+    match c.lookup(tag, &opts(5000)).unwrap() {
+        Found::File(_, f) => f,
+        Found::Inline(..) => panic!("\"{tag}\" is inline"),
+    }
 }
 
 #[test]
@@ -117,7 +126,7 @@ fn a_reader_keeps_its_object_across_overwrite() {
     let t = TempStore::new("overwrite");
     let mut c = t.client();
     put(&mut c, "x", b"old value");
-    let (_, f) = c.lookup("x", &opts(5000)).unwrap();
+    let f = file_of(&mut c, "x");
     put(&mut c, "x", b"new value");
     c.remove("x", &opts(5000)).unwrap();
     assert_eq!(ObjectMap::open(&f).unwrap().payload(), b"old value");
@@ -218,4 +227,61 @@ fn dead_writers_files_are_removed_on_start() {
     c.ping(&opts(5000)).unwrap();
     assert!(!path.exists());
     assert!(c.list(&opts(5000)).unwrap().is_empty());
+}
+
+#[test]
+fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
+    let t = TempStore::new("inline");
+    let mut c = t.client();
+    c.put_inline("small", 1, b"tiny".to_vec(), &opts(5000))
+        .unwrap();
+    put(&mut c, "big", &[3u8; 200_000]);
+    c.put_inline("gone", 1, b"x".to_vec(), &opts(5000)).unwrap();
+    c.remove("gone", &opts(5000)).unwrap();
+    // A file object replaced by an inline one loses its file.
+    put(&mut c, "swap", b"file");
+    c.put_inline("swap", 1, b"inline".to_vec(), &opts(5000))
+        .unwrap();
+    assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 1);
+    // No file per small object.
+    assert!(matches!(
+        c.lookup("small", &opts(5000)).unwrap(),
+        Found::Inline(..)
+    ));
+    let pid = c.helper_pid().unwrap();
+    // SAFETY: signalling a helper we started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sys::pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(get(&mut c, "small"), b"tiny");
+    assert_eq!(get(&mut c, "swap"), b"inline");
+    assert_eq!(get(&mut c, "big").len(), 200_000);
+    assert!(matches!(
+        c.lookup("gone", &opts(5000)),
+        Err(Error::NotFound { .. })
+    ));
+    let tags: Vec<String> = c
+        .list(&opts(5000))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.tag)
+        .collect();
+    assert_eq!(tags, ["big", "small", "swap"]);
+}
+
+#[test]
+fn many_inline_overwrites_compact_the_journal() {
+    let t = TempStore::new("compact");
+    let mut c = t.client();
+    for i in 0..3000u32 {
+        c.put_inline("k", 1, vec![(i % 251) as u8; 2000], &opts(5000))
+            .unwrap();
+    }
+    let len = std::fs::metadata(t.dir.join(yaplr_core::journal::JOURNAL_NAME))
+        .unwrap()
+        .len();
+    assert!(len < 4 << 20, "journal of {len} bytes was not compacted");
+    assert_eq!(get(&mut c, "k"), vec![(2999 % 251) as u8; 2000]);
 }

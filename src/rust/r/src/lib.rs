@@ -6,13 +6,16 @@ mod serialize;
 mod vector;
 
 use extendr_api::prelude::*;
+use extendr_ffi::SEXP;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use yaplr_core::client::{CallOptions, Client};
+use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{
-    check_tag, ObjectMap, ObjectWriter, KIND_R_SERIALIZED, KIND_R_VECTOR,
+    check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED, KIND_R_VECTOR,
+    VECTOR_HEADER_SIZE,
 };
+use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
 
@@ -93,6 +96,78 @@ fn default_store_dir_() -> String {
     store::default_dir().display().to_string()
 }
 
+/// Collects a payload in memory while it is small, and moves it to an
+/// object file as soon as it outgrows INLINE_MAX: one serialization pass
+/// either way.
+enum Payload {
+    Inline(Vec<u8>),
+    File(ObjectWriter),
+}
+
+struct PayloadWriter<'a> {
+    store: &'a Store,
+    tag: &'a str,
+    kind: u32,
+    payload: Payload,
+}
+
+impl PayloadSink for PayloadWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        match &mut self.payload {
+            Payload::File(w) => w.write(bytes),
+            Payload::Inline(buf) if buf.len() + bytes.len() <= INLINE_MAX => {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Payload::Inline(buf) => {
+                let mut w = ObjectWriter::create(self.store, self.tag, self.kind, 0)?;
+                w.write(buf)?;
+                w.write(bytes)?;
+                self.payload = Payload::File(w);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Write `sexp` for `tag` and make it the tag's value.
+fn store_object(
+    c: &mut Client,
+    sexp: SEXP,
+    tag: &str,
+    opts: &CallOptions<'_>,
+) -> Result<(), Error> {
+    let store = c.store().clone();
+    let writer = match vector::as_vector(sexp) {
+        Some(h) => {
+            let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
+            let mut w = ObjectWriter::create(&store, tag, KIND_R_VECTOR, size)?;
+            vector::write_vector(sexp, &h, &mut w)?;
+            w
+        }
+        None => {
+            let mut pw = PayloadWriter {
+                store: &store,
+                tag,
+                kind: KIND_R_SERIALIZED,
+                payload: Payload::Inline(Vec::with_capacity(256)),
+            };
+            serialize::serialize_into(sexp, &mut pw)?;
+            match pw.payload {
+                Payload::Inline(bytes) => return c.put_inline(tag, KIND_R_SERIALIZED, bytes, opts),
+                Payload::File(w) => w,
+            }
+        }
+    };
+    let (id, _) = writer.commit()?;
+    let published = c.publish(tag, &id, opts);
+    if published.is_err() {
+        // Ours until published: never leave it behind.
+        let _ = std::fs::remove_file(store.object_path(&id));
+    }
+    published
+}
+
 /// @noRd
 #[extendr]
 fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
@@ -107,30 +182,10 @@ fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autost
             // Connect first: no point serializing for a helper we can't reach.
             c.connect(&opts)?;
             // SAFETY: obj is protected by extendr for the duration of the call.
-            let sexp = unsafe { obj.get() };
-            let w = match vector::as_vector(sexp) {
-                Some(h) => {
-                    let size = (yaplr_core::object_file::VECTOR_HEADER_SIZE as u64) + h.data_len();
-                    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_VECTOR, size)?;
-                    vector::write_vector(sexp, &h, &mut w)?;
-                    w
-                }
-                None => {
-                    let mut w = ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, 0)?;
-                    serialize::serialize_into(sexp, &mut w)?;
-                    w
-                }
-            };
-            let (id, _) = w.commit()?;
-            let published = c.publish(tag, &id, &opts);
-            if published.is_err() {
-                // Ours until published: never leave it behind.
-                let _ = std::fs::remove_file(c.store().object_path(&id));
-            }
-            published
+            store_object(c, unsafe { obj.get() }, tag, &opts)
         })
     });
-    done(r.map(|_| ()), Some(tag), dir)
+    done(r, Some(tag), dir)
 }
 
 /// @noRd
@@ -149,27 +204,29 @@ fn retrieve_object_(
         autostart,
     };
     let r = check_tag(tag).and_then(|_| {
-        with_client(dir, |c| {
-            let (_entry, file) = c.lookup(tag, &ctx.opts())?;
-            let map = if copy {
-                ObjectMap::open(&file)?
-            } else {
-                ObjectMap::open_copy_on_write(&file)?
-            };
-            match map.header.kind {
-                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
-                KIND_R_VECTOR => vector::read_vector(map, tag, copy),
-                other => Err(Error::Corrupt {
-                    message: format!(
-                        "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
-                    ),
-                }),
+        with_client(dir, |c| match c.lookup(tag, &ctx.opts())? {
+            Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
+            Found::File(_, file) => {
+                let map = if copy {
+                    ObjectMap::open(&file)?
+                } else {
+                    ObjectMap::open_copy_on_write(&file)?
+                };
+                match map.header.kind {
+                    KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
+                    KIND_R_VECTOR => vector::read_vector(map, tag, copy),
+                    other => Err(Error::Corrupt {
+                        message: format!(
+                            "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
+                        ),
+                    }),
+                }
             }
         })
     });
     match r {
         Ok(sexp) => {
-            // SAFETY: sexp was preserved by unserialize_from; wrapping it in a
+            // SAFETY: sexp was preserved when it was made; wrapping it in a
             // list protects it before we release the preservation.
             let value = unsafe { Robj::from_sexp(sexp) };
             let out = List::from_values([value]);

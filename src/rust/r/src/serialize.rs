@@ -8,7 +8,7 @@ use extendr_ffi::{
 };
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
-use yaplr_core::object_file::ObjectWriter;
+use yaplr_core::object_file::PayloadSink;
 use yaplr_core::Error;
 
 type OutChar = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
@@ -56,13 +56,13 @@ pub fn interrupted() -> bool {
 }
 
 struct Sink<'a> {
-    writer: &'a mut ObjectWriter,
+    writer: &'a mut dyn PayloadSink,
     error: Option<Error>,
 }
 
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_int) {
     // SAFETY: `data` is the Sink we installed; R gives `n` readable bytes.
-    let sink = &mut *((*stream).data as *mut Sink);
+    let sink = &mut *((*stream).data as *mut Sink<'_>);
     if sink.error.is_some() || n <= 0 {
         return;
     }
@@ -88,7 +88,7 @@ unsafe extern "C" fn serialize_cb(data: *mut c_void) {
 }
 
 /// Serialize `obj` (format version 3, native binary) into `writer`.
-pub fn serialize_into(obj: SEXP, writer: &mut ObjectWriter) -> Result<(), Error> {
+pub fn serialize_into(obj: SEXP, writer: &mut dyn PayloadSink) -> Result<(), Error> {
     let mut sink = Sink {
         writer,
         error: None,

@@ -1,0 +1,280 @@
+//! The helper's journal: an append-only log of catalog changes in the store
+//! directory. Small objects live in it inline (no file per object); large
+//! ones are referenced by their object file id. Every record is appended
+//! before the change is acknowledged, so a killed helper loses nothing: the
+//! next one replays the journal. Records carry a checksum; a torn record at
+//! the end (the helper died mid-append) is cut off on replay.
+
+use crate::error::{Error, Result};
+use crate::object_file::fnv1a64;
+use bincode::{Decode, Encode};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const JOURNAL_NAME: &str = "catalog.journal";
+const MAGIC: &[u8; 8] = b"YAPLRJN1";
+/// Journals smaller than this are never compacted.
+const COMPACT_MIN: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Record {
+    /// A small object, stored inline.
+    Put {
+        tag: String,
+        ctime_ns: i64,
+        kind: u32,
+        bytes: Vec<u8>,
+    },
+    /// An object stored in its own file.
+    Link {
+        tag: String,
+        id: String,
+        ctime_ns: i64,
+        kind: u32,
+        size: u64,
+    },
+    Remove {
+        tag: String,
+    },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 64 << 20 }>()
+}
+
+fn encode_record(rec: &Record) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    let n = bincode::encode_into_std_write(rec, &mut out, config()).unwrap_or(0);
+    let sum = fnv1a64(&out[12..]);
+    out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+    out[4..12].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Parse records until the end or the first damaged one; returns them and
+/// the length of the valid prefix.
+fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut recs = Vec::new();
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return (recs, 0);
+    }
+    let mut at = MAGIC.len();
+    while at + 12 <= bytes.len() {
+        let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let sum = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+        let Some(body) = bytes.get(at + 12..at + 12 + n) else {
+            break;
+        };
+        if fnv1a64(body) != sum {
+            break;
+        }
+        match bincode::decode_from_slice::<Record, _>(body, config()) {
+            Ok((rec, used)) if used == n => recs.push(rec),
+            _ => break,
+        }
+        at += 12 + n;
+    }
+    (recs, at)
+}
+
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Journal {
+    /// Open the journal of the store in `dir`. Returns the records of an
+    /// existing journal (None when there was none, or it was unreadable),
+    /// with a torn tail cut off.
+    pub fn open(dir: &Path) -> Result<(Journal, Option<Vec<Record>>)> {
+        let path = dir.join(JOURNAL_NAME);
+        let existing = match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let (records, valid) = match &existing {
+            Some(b) => {
+                let (r, valid) = parse(b);
+                if valid == 0 {
+                    (None, 0)
+                } else {
+                    (Some(r), valid)
+                }
+            }
+            None => (None, 0),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let mut j = Journal { file, path, len: 0 };
+        if valid == 0 {
+            j.file
+                .set_len(0)
+                .map_err(|e| Error::io("resetting the journal", e))?;
+            j.write_at_end(MAGIC)?;
+        } else {
+            j.file
+                .set_len(valid as u64)
+                .map_err(|e| Error::io("trimming the journal", e))?;
+            j.len = valid as u64;
+        }
+        Ok((j, records))
+    }
+
+    fn write_at_end(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Err(e) = self.file.write_all_at(bytes, self.len) {
+            // Leave no partial record behind: the next append overwrites it.
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(format!("writing {}", self.path.display()), e));
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Append one record (durable against a crash of the helper: it is in
+    /// the page cache as soon as this returns).
+    pub fn append(&mut self, rec: &Record) -> Result<()> {
+        self.write_at_end(&encode_record(rec))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len <= MAGIC.len() as u64
+    }
+
+    /// Whether the journal has grown well past what its live records need.
+    pub fn wants_compaction(&self, live_bytes: u64) -> bool {
+        self.len > COMPACT_MIN && self.len > 2 * live_bytes + COMPACT_MIN
+    }
+
+    /// Replace the journal by one holding just `live`, atomically (write a
+    /// new file, then rename it over the old one).
+    pub fn rewrite(&mut self, live: &[Record]) -> Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut out = Vec::with_capacity(1 << 16);
+        out.extend_from_slice(MAGIC);
+        for r in live {
+            out.extend_from_slice(&encode_record(r));
+        }
+        let write = || -> std::io::Result<File> {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .read(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&tmp)?;
+            f.write_all(&out)?;
+            std::fs::rename(&tmp, &self.path)?;
+            Ok(f)
+        };
+        match write() {
+            Ok(f) => {
+                self.file = f;
+                self.len = out.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(Error::io(format!("compacting {}", self.path.display()), e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("yaplr-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn put(tag: &str, b: &[u8]) -> Record {
+        Record::Put {
+            tag: tag.into(),
+            ctime_ns: 1,
+            kind: 1,
+            bytes: b.to_vec(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen_and_torn_tails_are_cut() {
+        let d = temp_dir("reopen");
+        {
+            let (mut j, recs) = Journal::open(&d).unwrap();
+            assert!(recs.is_none());
+            j.append(&put("a", b"one")).unwrap();
+            j.append(&Record::Remove { tag: "a".into() }).unwrap();
+            j.append(&put("b", b"two")).unwrap();
+        }
+        let path = d.join(JOURNAL_NAME);
+        let full = std::fs::read(&path).unwrap();
+        let (_, recs) = Journal::open(&d).unwrap();
+        assert_eq!(recs.unwrap().len(), 3);
+        // Cut the last record in half, as a helper killed mid-append would.
+        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
+        let (mut j, recs) = Journal::open(&d).unwrap();
+        assert_eq!(
+            recs.unwrap(),
+            vec![put("a", b"one"), Record::Remove { tag: "a".into() }]
+        );
+        j.append(&put("c", b"three")).unwrap();
+        let (_, recs) = Journal::open(&d).unwrap();
+        assert_eq!(recs.unwrap().last().unwrap(), &put("c", b"three"));
+        // A flipped bit stops the replay at that record.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, recs) = Journal::open(&d).unwrap();
+        assert_eq!(recs.unwrap().len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rewrite_keeps_only_live_records() {
+        let d = temp_dir("rewrite");
+        let (mut j, _) = Journal::open(&d).unwrap();
+        for i in 0..100 {
+            j.append(&put("x", &vec![i as u8; 1000])).unwrap();
+        }
+        let before = j.len();
+        j.rewrite(&[put("x", b"last")]).unwrap();
+        assert!(j.len() < before / 10);
+        j.append(&put("y", b"after")).unwrap();
+        let (_, recs) = Journal::open(&d).unwrap();
+        assert_eq!(recs.unwrap(), vec![put("x", b"last"), put("y", b"after")]);
+        assert!(!d.join("catalog.tmp").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn garbage_journal_is_treated_as_absent() {
+        let d = temp_dir("garbage");
+        std::fs::write(d.join(JOURNAL_NAME), b"not a journal at all").unwrap();
+        let (j, recs) = Journal::open(&d).unwrap();
+        assert!(recs.is_none());
+        assert!(j.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
