@@ -32,6 +32,19 @@ store_dir <- function() {
   if (is.null(dir)) {
     dir <- Sys.getenv("YAPLR_DIR", "")
   }
+  # Every call resolves the store: remember the last answer.
+  if (identical(dir, the$dir_in)) {
+    return(the$dir_out)
+  }
+  out <- resolve_store_dir(dir)
+  if (!nzchar(dir) || startsWith(dir, "/") || startsWith(dir, "~")) {
+    the$dir_in <- dir
+    the$dir_out <- out
+  }
+  out
+}
+
+resolve_store_dir <- function(dir) {
   if (!is.character(dir) || length(dir) != 1L || is.na(dir)) {
     abort_yaplr(
       "bad_argument",

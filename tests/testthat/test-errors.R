@@ -92,4 +92,21 @@ test_that("an object larger than the free space gives yaplr_no_space and keeps t
   send_object(runif(1e5), "fits")
   expect_true(does_object_exist("fits"))
   expect_length(grep("\\.yobj$", store_files(file.path(mnt, "store"))), 1L)
+  # Fill the store; then even a small object (kept in the journal) gets a
+  # clean yaplr_no_space and nothing stored before is lost.
+  i <- 0
+  repeat {
+    i <- i + 1
+    res <- tryCatch(send_object(runif(5e4), paste0("fill", i)), yaplr_no_space = function(e) e)
+    if (inherits(res, "yaplr_no_space") || i > 200) break
+  }
+  expect_s3_class(res, "yaplr_no_space")
+  small <- tryCatch(send_object(strrep("x", 3e4), "small"), yaplr_no_space = function(e) e)
+  if (inherits(small, "yaplr_no_space")) {
+    expect_match(conditionMessage(small), "small")
+  }
+  expect_identical(retrieve_object("a"), "small")
+  for (j in seq_len(i - 1)) remove_object(paste0("fill", j))
+  send_object(strrep("y", 3e4), "small")
+  expect_identical(retrieve_object("small"), strrep("y", 3e4))
 })

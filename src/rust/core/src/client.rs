@@ -101,7 +101,7 @@ impl Client {
         stream
             .set_nonblocking(true)
             .map_err(|e| Error::io("configuring the helper's socket", e))?;
-        let conn = Conn::new(stream);
+        let conn = Conn::new_spinning(stream);
         let what = format!(
             "the yaplr helper of \"{}\" to answer",
             self.store.dir().display()

@@ -10,7 +10,12 @@ use std::time::Instant;
 
 pub struct Conn {
     stream: UnixStream,
+    /// Spin briefly before blocking on reads (clients, whose answer is
+    /// imminent; never the helper, whose clients may be idle for hours).
+    spin: bool,
 }
+
+const SPIN_LIMIT: u32 = 2000;
 
 /// What a wait is for, used in timeout messages.
 pub struct Wait<'a> {
@@ -38,7 +43,15 @@ impl Wait<'static> {
 
 impl Conn {
     pub fn new(stream: UnixStream) -> Conn {
-        Conn { stream }
+        Conn {
+            stream,
+            spin: false,
+        }
+    }
+
+    /// A connection whose reads spin briefly before blocking.
+    pub fn new_spinning(stream: UnixStream) -> Conn {
+        Conn { stream, spin: true }
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -90,6 +103,7 @@ impl Conn {
         w: &Wait<'_>,
         at_start: bool,
     ) -> Result<bool> {
+        let mut spins = if self.spin { 0 } else { SPIN_LIMIT };
         let mut off = 0;
         while off < buf.len() {
             match sys::recv_some(self.raw_fd(), &mut buf[off..], fds) {
@@ -102,7 +116,20 @@ impl Conn {
                 }
                 Ok(n) => off += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait(false, w)?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // An answer usually arrives within microseconds: spin
+                    // briefly before sleeping in poll(), which saves a
+                    // wake-up of this thread on every round trip.
+                    if spins < SPIN_LIMIT {
+                        spins += 1;
+                        std::hint::spin_loop();
+                        if spins % 16 == 0 {
+                            std::thread::yield_now();
+                        }
+                    } else {
+                        self.wait(false, w)?;
+                    }
+                }
                 Err(e) => return Err(broken(e)),
             }
         }
