@@ -18,6 +18,8 @@ suppressPackageStartupMessages(library(yaplr))
 stopifnot(requireNamespace("callr", quietly = TRUE))
 
 wall_start <- Sys.time()
+loadavg <- function() paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = ", ")
+load_start <- loadavg()
 
 script_dir <- local({
   arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
@@ -35,8 +37,8 @@ sizes <- data.frame(
   id = c("100B", "10KB", "1MB", "80MB", "800MB"),
   label = c("100 B", "10 KB", "1 MB", "80 MB", "800 MB"),
   len = c(9, 1250, 125000, 1e7, 1e8),
-  reps = c(31L, 31L, 21L, 11L, 5L),
-  single = c(FALSE, FALSE, FALSE, TRUE, TRUE),
+  reps = c(51L, 51L, 31L, 11L, 5L),
+  max_n = c(2000L, 2000L, 200L, 20L, 10L), # largest batch (calls timed together)
   stringsAsFactors = FALSE
 )
 sizes$bytes <- 8 * sizes$len
@@ -65,7 +67,7 @@ run_role <- function(role, size, extra = list()) {
   out <- file.path(log_dir, paste0(role, "-", size$id, ".out"))
   args <- c(list(harness = harness, role = role, store = store, rds_dir = rds_dir,
                  size_id = size$id, len = size$len, seed = size$seed,
-                 reps = size$reps, single = size$single), extra)
+                 reps = size$reps, max_n = size$max_n), extra)
   p <- callr::r_bg(
     function(harness, role, ...) {
       source(harness, local = TRUE)
@@ -104,6 +106,7 @@ tryCatch({
 }, finally = cleanup())
 
 wall <- as.numeric(difftime(Sys.time(), wall_start, units = "secs"))
+load_end <- loadavg()
 
 # Summaries ---------------------------------------------------------------
 
@@ -204,7 +207,10 @@ md <- c(
           mem_gb, Sys.info()[["sysname"]], Sys.info()[["release"]]),
   sprintf("- %s, yaplr %s; `retrieve_object()` %s a `copy` argument", R.version.string,
           as.character(utils::packageVersion("yaplr")), if (has_copy) "has" else "has no"),
-  sprintf("- Whole run (all sizes, all processes): %.0f s", wall),
+  sprintf("- Whole run (all sizes, all processes): %.0f s; load average (1, 5, 15 min) %s at the start, %s at the end",
+          wall, load_start, load_end),
+  "  (the machine may be shared: other processes compete for the cores and add noise, mostly to yaplr,",
+  "  whose calls wait for its helper process to be scheduled).",
   "",
   "## What is measured",
   "",
@@ -224,10 +230,13 @@ md <- c(
   sprintf("  %d s deadline. The store is a private directory under `/dev/shm`, stopped with `quit_server()` at the end.", deadline),
   "- Every timed send / saveRDS writes a new tag / a new file; what the previous batch wrote is removed",
   "  outside the timed region. The receiver reads the tags and files the sender left, in turn.",
-  "- Timing: `Sys.time()` (µs resolution). Fast calls are timed in batches of n calls (n chosen per method",
-  "  so that a batch takes at least 10 ms, at most 2000 calls; 80 MB and 800 MB: n = 1); the time of a",
-  "  call is batch time / n. A full `gc()` precedes every batch; batches of the methods are interleaved.",
-  "  Median, interquartile range (p25-p75) and min-max are over the repetitions (batches).",
+  "- Timing: `Sys.time()` (µs resolution). Calls are timed in batches of n calls, n chosen per method",
+  "  (from the best of 3 warm-up calls) so that a batch takes at least 10 ms, capped at 2000 calls",
+  sprintf("  (%s); calls slower than 10 ms are timed one by one. The time of a call is batch time / n.",
+          paste(sprintf("%s: %d", sizes$label, sizes$max_n), collapse = ", ")),
+  "  A full `gc()` precedes every batch (outside the timed region); batches of the methods are interleaved.",
+  "  Median, interquartile range (p25-p75) and min-max are over the repetitions (batches); the column",
+  "  \"Reps x batch\" gives both counts.",
   "  Times include R's function call overhead (about 0.1-0.5 µs, which matters only for `x + 0` at 100 B).",
   "- Note: `saveRDS()` / `readRDS()` always use XDR (big-endian) serialization, which byte-swaps every",
   "  double on this little-endian machine; yaplr and the `serialize`/`unserialize` bound use native order.",

@@ -19,11 +19,11 @@ time_batch <- function(f, n) {
 # batch wrote).
 #
 # Batch size: for each method, the smallest n whose batch takes at least
-# `target` seconds (from the best of 3 warm-up calls), between 1 and max_n;
-# always 1 when `single` (large objects). The repetitions interleave the
+# `target` seconds (from the best of 3 warm-up calls), between 1 and max_n
+# (so calls slower than `target` are timed one by one). The repetitions interleave the
 # methods (rep 1 of every method, then rep 2, ...) so that a drift of the
 # machine affects all methods alike. A full gc() precedes every batch.
-measure <- function(methods, reps, single, target = 0.01, max_n = 2000L) {
+measure <- function(methods, reps, max_n, target = 0.01) {
   n <- integer(length(methods))
   for (i in seq_along(methods)) {
     m <- methods[[i]]
@@ -33,7 +33,7 @@ measure <- function(methods, reps, single, target = 0.01, max_n = 2000L) {
       invisible(gc(FALSE))
       warm[w] <- time_batch(m$run, 1L)
     }
-    n[i] <- if (single) 1L else as.integer(min(max_n, max(1, ceiling(target / max(min(warm), 1e-9)))))
+    n[i] <- as.integer(min(max_n, max(1, ceiling(target / max(min(warm), 1e-9)))))
   }
   res <- matrix(NA_real_, reps, length(methods),
                 dimnames = list(NULL, vapply(methods, `[[`, "", "name")))
@@ -62,7 +62,7 @@ rds_of <- function(rds_dir, size_id, k) file.path(rds_dir, sprintf("bench-%s-%d.
 # writes a new tag / a new file; what the previous batch wrote is removed
 # before the next batch, outside the timed region), serialize() and x + 0.
 # Leaves the objects and files of the last batch for the receiver.
-run_sender <- function(store, rds_dir, size_id, len, seed, reps, single) {
+run_sender <- function(store, rds_dir, size_id, len, seed, reps, max_n) {
   library(yaplr)
   options(yaplr.dir = store, yaplr.timeout = 120)
   x <- make_object(len, seed)
@@ -98,7 +98,7 @@ run_sender <- function(store, rds_dir, size_id, len, seed, reps, single) {
       run = function(k) x + 0
     )
   )
-  res <- measure(methods, reps, single)
+  res <- measure(methods, reps, max_n)
   res$n_objects <- sent
   res$n_files <- saved
   res$serialized_bytes <- length(serialize(x, NULL, xdr = FALSE))
@@ -114,7 +114,7 @@ run_sender <- function(store, rds_dir, size_id, len, seed, reps, single) {
 # unserialize() of what the sender left, cycling over its n_objects tags /
 # n_files files. Checks that what comes back is identical to the object,
 # then removes the objects and files.
-run_receiver <- function(store, rds_dir, size_id, len, seed, reps, single,
+run_receiver <- function(store, rds_dir, size_id, len, seed, reps, max_n,
                          n_objects, n_files) {
   library(yaplr)
   options(yaplr.dir = store, yaplr.timeout = 120)
@@ -154,7 +154,7 @@ run_receiver <- function(store, rds_dir, size_id, len, seed, reps, single,
     list(name = "readRDS", before = none, run = function(k) readRDS(file(k))),
     list(name = "unserialize", before = none, run = function(k) unserialize(ser))
   ))
-  res <- measure(methods, reps, single)
+  res <- measure(methods, reps, max_n)
   res$has_copy <- has_copy
   res$pid <- Sys.getpid()
 

@@ -4,14 +4,26 @@ local_store <- function(env = parent.frame()) {
   base <- if (dir.exists("/dev/shm")) "/dev/shm" else tempdir()
   dir <- tempfile("yaplr-test-", tmpdir = base)
   withr::local_options(yaplr.dir = dir, yaplr.timeout = 20, .local_envir = env)
-  withr::defer(
-    {
-      try(quit_server(timeout = 20), silent = TRUE)
-      unlink(dir, recursive = TRUE, force = TRUE)
-    },
-    envir = env
-  )
+  withr::defer(remove_store(dir), envir = env)
   dir
+}
+
+# Stop the store's helper (by signal if it does not answer) and remove the
+# directory. unlink() can not remove sockets, hence file.remove().
+remove_store <- function(dir) {
+  withr::with_options(list(yaplr.dir = dir), {
+    try(quit_server(timeout = 20), silent = TRUE)
+  })
+  lock <- file.path(dir, "yaplrd.lock")
+  pid <- suppressWarnings(as.integer(tryCatch(readLines(lock, warn = FALSE)[1L],
+                                              error = function(e) NA)))
+  if (!is.na(pid) && pid_alive(pid)) {
+    tools::pskill(pid, tools::SIGCONT)
+    tools::pskill(pid, tools::SIGKILL)
+  }
+  files <- list.files(dir, all.files = TRUE, no.. = TRUE, full.names = TRUE)
+  suppressWarnings(file.remove(files))
+  unlink(dir, recursive = TRUE, force = TRUE)
 }
 
 # Whether a process runs (a zombie does not count).

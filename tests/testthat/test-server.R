@@ -86,7 +86,7 @@ test_that("stores in different directories never see each other", {
   local_store()
   send_object("in A", "x")
   other <- tempfile("yaplr-other-", tmpdir = if (dir.exists("/dev/shm")) "/dev/shm" else tempdir())
-  withr::defer(unlink(other, recursive = TRUE))
+  withr::defer(remove_store(other))
   withr::with_options(list(yaplr.dir = other), {
     expect_false(does_object_exist("x"))
     send_object("in B", "x")

@@ -369,6 +369,9 @@ impl Client {
         };
         match self.connect(&no_start) {
             Err(Error::NoServer { .. }) => return Ok(false),
+            // A helper we can not talk to (another version of yaplr):
+            // stop it by signal and clean up after it.
+            Err(Error::Protocol { .. }) => return self.force_stop(opts),
             Err(e) => return Err(e),
             Ok(()) => {}
         }
@@ -397,6 +400,50 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        Ok(true)
+    }
+
+    /// Stop the helper by SIGTERM (SIGKILL if it does not go), then remove
+    /// the store's files as the helper would have.
+    fn force_stop(&mut self, opts: &CallOptions<'_>) -> Result<bool> {
+        self.connection = None;
+        let lock = self.store.helper_lock_path();
+        let pid = match self.store.helper_pid_from_lock() {
+            Some(pid) if FileLock::is_held(&lock)? && sys::pid_alive(pid) => pid,
+            _ => {
+                return Err(Error::Protocol {
+                    message: format!(
+                        "the helper of \"{}\" does not answer in a way this version of yaplr understands, \
+                         and its process could not be identified; see {}",
+                        self.store.dir().display(),
+                        self.store.log_path().display()
+                    ),
+                })
+            }
+        };
+        let deadline = Instant::now() + opts.timeout;
+        for signal in [libc::SIGTERM, libc::SIGKILL] {
+            // SAFETY: plain kill(2) on the pid that holds the helper lock.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            let until = if signal == libc::SIGTERM {
+                Instant::now() + Duration::from_secs(2).min(opts.timeout)
+            } else {
+                deadline.max(Instant::now() + Duration::from_secs(1))
+            };
+            while sys::pid_alive(pid) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if !sys::pid_alive(pid) {
+                break;
+            }
+        }
+        if sys::pid_alive(pid) {
+            return Err(Error::Timeout {
+                waited_for: format!("the yaplr helper (pid {pid}) to exit"),
+                seconds: opts.timeout.as_secs_f64(),
+            });
+        }
+        self.store.remove_all();
         Ok(true)
     }
 

@@ -7,7 +7,7 @@
 
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Record, JOURNAL_NAME};
+use crate::journal::{Journal, Record};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
 use crate::protocol::{self, Entry, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION};
@@ -459,8 +459,10 @@ fn handle(stream: UnixStream, shared: Shared) {
                 }
                 Request::Hello { version, .. } => {
                     let msg = format!(
-                        "protocol version {version} is not supported by this helper (version {PROTOCOL_VERSION}); \
-                         restart it with quit_server() after updating yaplr"
+                        "the yaplr helper (pid {}) of this store speaks protocol version {PROTOCOL_VERSION}, \
+                         this session version {version}: it belongs to another version of yaplr; \
+                         stop it with quit_server() (its objects are removed)",
+                        sys::getpid()
                     );
                     let _ = reply(&conn, &error_response("protocol", &msg), None);
                     return;
@@ -679,20 +681,11 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
 /// Unlink everything this helper owns, answer, and exit.
 fn quit(conn: &Conn, shared: &Shared) -> ! {
     let st = lock_state(shared);
-    let store = &st.store;
-    let _ = std::fs::remove_file(store.socket_path());
-    if let Ok(ids) = store.object_ids() {
-        for id in ids {
-            let _ = std::fs::remove_file(store.object_path(&id));
-        }
-    }
-    log(&format!("quitting; removed {} object(s)", st.objects.len()));
-    let _ = std::fs::remove_file(store.dir().join(JOURNAL_NAME));
-    let _ = std::fs::remove_file(store.dir().join(JOURNAL_NAME).with_extension("tmp"));
-    let _ = std::fs::remove_file(store.spawn_lock_path());
-    let _ = std::fs::remove_file(store.log_path());
-    let _ = std::fs::remove_file(store.helper_lock_path());
-    let _ = std::fs::remove_dir(store.dir());
+    log(&format!(
+        "quitting; removing {} object(s)",
+        st.objects.len()
+    ));
+    st.store.remove_all();
     let _ = reply(conn, &Response::Ok, None);
     std::process::exit(0);
 }

@@ -150,6 +150,31 @@ impl Store {
         Ok(())
     }
 
+    /// Remove every file the store holds (objects, journal, socket, lock
+    /// files, log), then the directory itself if nothing else is in it.
+    pub fn remove_all(&self) {
+        let _ = fs::remove_file(self.socket_path());
+        if let Ok(ids) = self.object_ids() {
+            for id in ids {
+                let _ = fs::remove_file(self.object_path(&id));
+            }
+        }
+        let journal = self.dir.join(crate::journal::JOURNAL_NAME);
+        let _ = fs::remove_file(journal.with_extension("tmp"));
+        let _ = fs::remove_file(&journal);
+        let _ = fs::remove_file(self.spawn_lock_path());
+        let _ = fs::remove_file(self.log_path());
+        let _ = fs::remove_file(self.helper_lock_path());
+        let _ = fs::remove_dir(&self.dir);
+    }
+
+    /// The pid the helper wrote into its lock file, if any.
+    pub fn helper_pid_from_lock(&self) -> Option<u32> {
+        fs::read_to_string(self.helper_lock_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
     /// Ids of the object files in the directory (in no particular order).
     pub fn object_ids(&self) -> Result<Vec<String>> {
         let rd = match fs::read_dir(&self.dir) {

@@ -285,3 +285,61 @@ fn many_inline_overwrites_compact_the_journal() {
     assert!(len < 4 << 20, "journal of {len} bytes was not compacted");
     assert_eq!(get(&mut c, "k"), vec![(2999 % 251) as u8; 2000]);
 }
+
+/// A stand-in for a helper of another yaplr version: holds the helper
+/// lock, writes its pid, and answers every Hello with a protocol error.
+const FAKE_OLD_HELPER: &str = r#"
+import fcntl, os, socket, struct, sys
+d = sys.argv[1]
+os.makedirs(d, mode=0o700, exist_ok=True)
+lock = open(os.path.join(d, "yaplrd.lock"), "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.write(str(os.getpid())); lock.flush()
+for name in ("a" * 32 + ".yobj", "catalog.journal"):
+    open(os.path.join(d, name), "w").write("old")
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(d, "yaplrd.sock")); s.listen(8)
+print("ready", flush=True)
+def bstr(x):
+    b = x.encode(); return bytes([len(b)]) + b
+while True:
+    c, _ = s.accept()
+    c.recv(4096)
+    body = bytes([8]) + bstr("protocol") + bstr("old helper speaks version 1")
+    c.sendall(struct.pack("<I", len(body)) + body)
+    c.close()
+"#;
+
+#[test]
+fn quit_stops_a_helper_of_another_version() {
+    let t = TempStore::new("oldver");
+    let Ok(mut child) = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(FAKE_OLD_HELPER)
+        .arg(&t.dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("python3 not available; skipping");
+        return;
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut c = t.client();
+    match c.ping(&opts(2000)) {
+        Err(Error::Protocol { message }) => assert!(message.contains("version"), "{message}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert!(c.quit(&opts(5000)).unwrap());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the stand-in was stopped by a signal");
+    assert!(!t.dir.exists(), "its files are removed");
+    // The store works again with a helper of this version.
+    put(&mut c, "new", b"works");
+    assert_eq!(get(&mut c, "new"), b"works");
+}
