@@ -82,3 +82,23 @@ test_that("views of another session's object survive that session and its helper
   quit_server()
   expect_identical(v, seq(0, 1, length.out = 3e5))
 })
+
+test_that("sending a large vector needs no intermediate copy", {
+  local_store()
+  grew <- in_session(function() {
+    peak <- function() {
+      s <- readLines("/proc/self/status")
+      as.numeric(sub("[^0-9]*([0-9]+).*", "\\1", s[startsWith(s, "VmHWM")])) * 1024
+    }
+    x <- runif(1e7)
+    l <- list(a = runif(1e7), b = letters)
+    invisible(gc())
+    yaplr::send_object(1, "warm-up")
+    before <- peak()
+    yaplr::send_object(x, "vector")
+    yaplr::send_object(l, "list")
+    peak() - before
+  })
+  # Each object is 80 MB; a copy through serialize(x, NULL) would add that.
+  expect_lt(grew, 8e6)
+})
