@@ -19,7 +19,7 @@ time_batch <- function(f, n) {
 # batch wrote).
 #
 # Batch size: for each method, the smallest n whose batch takes at least
-# `target` seconds (from the best of 3 warm-up calls), between 1 and max_n
+# `target` seconds (from the best of up to 3 warm-up calls), between 1 and max_n
 # (so calls slower than `target` are timed one by one). The repetitions interleave the
 # methods (rep 1 of every method, then rep 2, ...) so that a drift of the
 # machine affects all methods alike. A full gc() precedes every batch.
@@ -27,11 +27,12 @@ measure <- function(methods, reps, max_n, target = 0.01) {
   n <- integer(length(methods))
   for (i in seq_along(methods)) {
     m <- methods[[i]]
-    warm <- numeric(3)
+    warm <- numeric()
     for (w in 1:3) {
       m$before(1L)
       invisible(gc(FALSE))
       warm[w] <- time_batch(m$run, 1L)
+      if (warm[w] >= 10 * target) break # slow: timed one by one anyway
     }
     n[i] <- as.integer(min(max_n, max(1, ceiling(target / max(min(warm), 1e-9)))))
   }
@@ -120,7 +121,8 @@ run_receiver <- function(store, rds_dir, size_id, len, seed, reps, max_n,
   options(yaplr.dir = store, yaplr.timeout = 120)
   x <- make_object(len, seed)
   ser <- serialize(x, NULL, xdr = FALSE)
-  has_copy <- "copy" %in% names(formals(yaplr::retrieve_object))
+  has_copy <- "copy" %in% names(formals(yaplr::retrieve_object)) &&
+    !nzchar(Sys.getenv("YAPLR_BENCH_NO_COPY"))
   tag <- function(k) tag_of(size_id, (k - 1L) %% n_objects + 1L)
   file <- function(k) rds_of(rds_dir, size_id, (k - 1L) %% n_files + 1L)
   none <- function(n) NULL

@@ -2,6 +2,7 @@
 //! locks, the control protocol, the helper (`yaplrd`) and its client.
 //! Nothing here depends on R.
 
+pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod error;

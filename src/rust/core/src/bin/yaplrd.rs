@@ -1,10 +1,28 @@
-//! yaplrd: the helper process of a yaplr store. Started by the R package
-//! (`yaplrd serve --dir DIR --daemon`); it can also be run by hand.
+//! yaplrd: the helper process of a yaplr store, started by the R package
+//! (`yaplrd serve --dir DIR --daemon`), and a command-line tool to look
+//! into a store (`yaplrd list`, `status`, `info TAG`, `rm TAG`, `stop`).
 
+use std::time::Duration;
+use yaplr_core::cli::Cli;
 use yaplr_core::server;
 use yaplr_core::store::{self, Store};
 
-const USAGE: &str = "usage: yaplrd serve [--dir DIR] [--daemon]\n       yaplrd --version";
+const USAGE: &str = "\
+usage: yaplrd COMMAND [--dir DIR] [--json]
+
+Commands on a yaplr store (default: $YAPLR_DIR, else /dev/shm/yaplr-<uid>):
+  status      is a helper running? its pid, number of objects, bytes
+  list        the stored objects: tag, size, when sent, kind
+  info TAG    one object
+  rm TAG      remove one object
+  stop        stop the helper; it removes every object of the store
+  serve       run the helper (the R package starts it with --daemon)
+
+Options:
+  --dir DIR      the store directory
+  --json         machine-readable output
+  --timeout SEC  how long to wait for the helper (default 10)
+  --version, --help";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,7 +30,10 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(store::default_dir);
     let mut daemon = false;
-    let mut cmd = None;
+    let mut json = false;
+    let mut timeout = 10.0;
+    let mut cmd: Option<&str> = None;
+    let mut arg: Option<&str> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -21,6 +42,11 @@ fn main() {
                 None => fail("--dir needs a directory"),
             },
             "--daemon" => daemon = true,
+            "--json" => json = true,
+            "--timeout" => match it.next().and_then(|t| t.parse::<f64>().ok()) {
+                Some(t) if t > 0.0 && t.is_finite() => timeout = t,
+                _ => fail("--timeout needs a positive number of seconds"),
+            },
             "--version" | "-V" => {
                 println!("yaplrd {}", env!("CARGO_PKG_VERSION"));
                 return;
@@ -29,12 +55,46 @@ fn main() {
                 println!("{USAGE}");
                 return;
             }
-            "serve" if cmd.is_none() => cmd = Some("serve"),
+            c @ ("serve" | "status" | "list" | "info" | "rm" | "stop") if cmd.is_none() => {
+                cmd = Some(c)
+            }
+            other if cmd.is_some() && arg.is_none() && !other.starts_with("--") => {
+                arg = Some(other)
+            }
             other => fail(&format!("unknown argument {other:?}")),
         }
     }
-    if cmd != Some("serve") {
-        fail("no command given");
+    let Some(cmd) = cmd else {
+        fail("no command given")
+    };
+    if cmd != "serve" {
+        if matches!(cmd, "info" | "rm") != arg.is_some() {
+            fail(&format!(
+                "`{cmd}` takes {}",
+                if arg.is_some() {
+                    "no argument"
+                } else {
+                    "a TAG"
+                }
+            ));
+        }
+        let exe = std::env::current_exe().ok();
+        let cli = Cli {
+            dir: &dir,
+            json,
+            timeout: Duration::from_secs_f64(timeout),
+            exe: exe.as_deref(),
+        };
+        match cli.run(cmd, arg) {
+            Ok(out) => {
+                print!("{out}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("yaplrd {cmd}: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     // With --daemon the launcher's child exits only once the helper serves
     // (or found another helper serving), so whoever started it can connect

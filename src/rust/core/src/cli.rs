@@ -1,0 +1,273 @@
+//! The command-line side of yaplrd, for people who find a yaplr store in
+//! /dev/shm or in htop and want to know what it holds:
+//! `yaplrd status|list|info TAG|rm TAG|stop [--dir DIR] [--json]`.
+
+use crate::client::{CallOptions, Client, Found};
+use crate::error::{Error, Result};
+use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
+use crate::protocol::Entry;
+use crate::store::Store;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Cli<'a> {
+    pub dir: &'a Path,
+    pub json: bool,
+    pub timeout: Duration,
+    /// This program, to start a helper when a store has no running one.
+    pub exe: Option<&'a Path>,
+}
+
+fn never() -> bool {
+    false
+}
+
+/// Sizes for people: 1 decimal, powers of 1000 as in `ls -h --si`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// "YYYY-MM-DD HH:MM:SS UTC" for nanoseconds since the epoch.
+pub fn utc_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        KIND_R_SERIALIZED => "R serialization",
+        KIND_R_VECTOR => "R vector (zero-copy)",
+        _ => "unknown",
+    }
+}
+
+fn entry_json(e: &Entry, storage: Option<&str>) -> String {
+    let mut s = format!(
+        "{{\"tag\":{},\"size\":{},\"ctime\":{},\"kind\":{}",
+        json_string(&e.tag),
+        e.size,
+        json_string(&utc_time(e.ctime_ns)),
+        json_string(kind_name(e.kind))
+    );
+    if let Some(st) = storage {
+        let _ = write!(s, ",\"storage\":{}", json_string(st));
+    }
+    s.push('}');
+    s
+}
+
+impl Cli<'_> {
+    fn opts(&self, autostart: bool) -> CallOptions<'_> {
+        CallOptions {
+            timeout: self.timeout,
+            autostart: autostart && self.exe.is_some(),
+            helper_exe: self.exe,
+            interrupted: &never,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(Store::new(self.dir))
+    }
+
+    /// Start a helper only for a store that exists: its objects may be
+    /// waiting for one after a crash. An absent store is reported as such.
+    fn connect(&self, c: &mut Client) -> Result<()> {
+        if !self.dir.is_dir() {
+            return Err(Error::Store {
+                message: format!("there is no yaplr store at \"{}\"", self.dir.display()),
+            });
+        }
+        c.connect(&self.opts(true))
+    }
+
+    /// Run one command; returns what to print on standard output.
+    pub fn run(&self, cmd: &str, arg: Option<&str>) -> Result<String> {
+        let mut c = self.client();
+        let dir = self.dir.display().to_string();
+        match (cmd, arg) {
+            ("status", None) => {
+                if !c.is_running()? {
+                    return Ok(if self.json {
+                        format!("{{\"running\":false,\"dir\":{}}}\n", json_string(&dir))
+                    } else {
+                        format!("no yaplr helper is running for {dir}\n")
+                    });
+                }
+                let i = c.info(&self.opts(false))?;
+                Ok(if self.json {
+                    format!(
+                        "{{\"running\":true,\"dir\":{},\"pid\":{},\"objects\":{},\"bytes\":{},\"started\":{},\"version\":{}}}\n",
+                        json_string(&i.dir),
+                        i.pid,
+                        i.objects,
+                        i.bytes,
+                        json_string(&utc_time(i.started_ns)),
+                        json_string(&i.version)
+                    )
+                } else {
+                    format!(
+                        "yaplrd {} (pid {}) serves {}\n  objects: {} ({})\n  started: {}\n",
+                        i.version,
+                        i.pid,
+                        i.dir,
+                        i.objects,
+                        human_size(i.bytes),
+                        utc_time(i.started_ns)
+                    )
+                })
+            }
+            ("list", None) => {
+                self.connect(&mut c)?;
+                let entries = c.list(&self.opts(true))?;
+                if self.json {
+                    let items: Vec<String> = entries.iter().map(|e| entry_json(e, None)).collect();
+                    return Ok(format!("[{}]\n", items.join(",")));
+                }
+                if entries.is_empty() {
+                    return Ok(format!("no objects in {dir}\n"));
+                }
+                let width = entries
+                    .iter()
+                    .map(|e| e.tag.chars().count())
+                    .max()
+                    .unwrap_or(3)
+                    .clamp(3, 40);
+                let mut out = format!("{:<width$}  {:>9}  {:<23}  KIND\n", "TAG", "SIZE", "SENT");
+                for e in &entries {
+                    let _ = writeln!(
+                        out,
+                        "{:<width$}  {:>9}  {:<23}  {}",
+                        e.tag,
+                        human_size(e.size),
+                        utc_time(e.ctime_ns),
+                        kind_name(e.kind)
+                    );
+                }
+                Ok(out)
+            }
+            ("info", Some(tag)) => {
+                self.connect(&mut c)?;
+                let (entry, storage) = match c.lookup(tag, &self.opts(true))? {
+                    Found::File(e, _) => (e, "own file"),
+                    Found::Inline(e, _) => (e, "inline in the journal"),
+                };
+                Ok(if self.json {
+                    format!("{}\n", entry_json(&entry, Some(storage)))
+                } else {
+                    format!(
+                        "tag:     {}\nsize:    {} ({} bytes)\nsent:    {}\nkind:    {}\nstorage: {}\nstore:   {dir}\n",
+                        entry.tag,
+                        human_size(entry.size),
+                        entry.size,
+                        utc_time(entry.ctime_ns),
+                        kind_name(entry.kind),
+                        storage
+                    )
+                })
+            }
+            ("rm", Some(tag)) => {
+                self.connect(&mut c)?;
+                c.remove(tag, &self.opts(true))?;
+                Ok(if self.json {
+                    format!("{{\"removed\":{}}}\n", json_string(tag))
+                } else {
+                    format!("removed \"{tag}\" from {dir}\n")
+                })
+            }
+            ("stop", None) => {
+                let pid = if c.is_running()? {
+                    c.info(&self.opts(false)).ok().map(|i| i.pid)
+                } else {
+                    None
+                };
+                let stopped = c.quit(&self.opts(false))?;
+                Ok(match (self.json, stopped) {
+                    (true, s) => format!("{{\"stopped\":{s}}}\n"),
+                    (false, true) => format!(
+                        "stopped the yaplr helper{} of {dir}; its objects were removed\n",
+                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                    ),
+                    (false, false) => format!("no yaplr helper was running for {dir}\n"),
+                })
+            }
+            (other, _) => Err(Error::BadArgument(format!(
+                "unknown command or missing argument: {other}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_times_read_well() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1500), "1.5 kB");
+        assert_eq!(human_size(80_000_000), "80.0 MB");
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc_time(1_795_000_000_000_000_000),
+            "2026-11-18 11:06:40 UTC"
+        );
+        assert_eq!(utc_time(951_782_400_000_000_000), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(json_string("\u{e9}"), "\"\u{e9}\"");
+    }
+}
