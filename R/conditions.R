@@ -106,6 +106,25 @@ check_tag <- function(tag, arg = "tag", call = caller_call()) {
   tag
 }
 
+check_namespace <- function(namespace, call = caller_call()) {
+  if (!is.character(namespace) || length(namespace) != 1L || is.na(namespace) ||
+      !nzchar(namespace)) {
+    abort_yaplr("bad_argument",
+      "`namespace` must be a single non-empty string, not {describe(namespace)}.",
+      call = call
+    )
+  }
+  namespace <- enc2utf8(namespace)
+  bytes <- nchar(namespace, type = "bytes")
+  if (bytes > 256L) {
+    abort_yaplr("bad_argument",
+      "`namespace` must be at most 256 bytes long, not {bytes} bytes.",
+      call = call
+    )
+  }
+  namespace
+}
+
 check_timeout <- function(timeout, call = caller_call()) {
   if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) ||
       !is.finite(timeout) || timeout <= 0) {

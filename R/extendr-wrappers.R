@@ -8,19 +8,20 @@ is_shared_view_ <- function(x) .Call(wrap__is_shared_view_, x)
 default_store_dir_ <- function() .Call(wrap__default_store_dir_)
 
 #' @noRd
-send_object_ <- function(obj, tag, dir, exe, timeout, autostart) .Call(wrap__send_object_, obj, tag, dir, exe, timeout, autostart)
+send_object_ <- function(obj, tag, ns, dir, exe, timeout, autostart) .Call(wrap__send_object_, obj, tag, ns, dir, exe, timeout, autostart)
 
 #' @noRd
-retrieve_object_ <- function(tag, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_object_, tag, dir, exe, timeout, autostart, copy)
+retrieve_object_ <- function(tag, ns, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_object_, tag, ns, dir, exe, timeout, autostart, copy)
 
 #' @noRd
-remove_object_ <- function(tag, dir, exe, timeout, autostart) .Call(wrap__remove_object_, tag, dir, exe, timeout, autostart)
+remove_object_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__remove_object_, tag, ns, dir, exe, timeout, autostart)
 
 #' @noRd
-does_object_exist_ <- function(tag, dir, exe, timeout, autostart) .Call(wrap__does_object_exist_, tag, dir, exe, timeout, autostart)
+does_object_exist_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__does_object_exist_, tag, ns, dir, exe, timeout, autostart)
 
+#' `ns` empty: every namespace.
 #' @noRd
-list_objects_ <- function(dir, exe, timeout, autostart) .Call(wrap__list_objects_, dir, exe, timeout, autostart)
+list_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__list_objects_, ns, dir, exe, timeout, autostart)
 
 #' @noRd
 server_info_ <- function(dir, exe, timeout, autostart) .Call(wrap__server_info_, dir, exe, timeout, autostart)
@@ -39,5 +40,8 @@ quit_server_ <- function(dir, timeout) .Call(wrap__quit_server_, dir, timeout)
 
 #' @noRd
 is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
+
+#' @noRd
+remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
 
 

@@ -11,6 +11,12 @@
 #' * `does_object_exist()` tells whether an object is stored under `tag`.
 #' * `remove_object()` removes the object stored under `tag`.
 #' * `list_objects()` lists the stored objects.
+#' * `remove_objects()` removes every object of a namespace.
+#'
+#' Every object lives in a *namespace* (default `"default"`, or
+#' `getOption("yaplr.namespace")`): the same tag in two namespaces names two
+#' objects, so separate applications or pipelines sharing one store do not
+#' collide.
 #'
 #' The first call of a session starts the `yaplrd` helper if none runs for
 #' the store (see [make_sure_server_is_started()]). Objects stay in the
@@ -50,6 +56,9 @@
 #'   0.1 and ignored.
 #' @param timeout The most seconds the call may wait for the helper to start
 #'   or answer. Default `getOption("yaplr.timeout", 10)`.
+#' @param namespace The namespace of the object: a single non-empty string
+#'   of at most 256 bytes. Default `getOption("yaplr.namespace", "default")`.
+#'   For `list_objects()`, `NULL` lists the objects of every namespace.
 #' @param copy For `retrieve_object()`: `FALSE` (the default) returns large
 #'   plain vectors as zero-copy views of shared memory (see below); `TRUE`
 #'   always returns an ordinary copy.
@@ -57,7 +66,9 @@
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row
 #'   names the tags (sorted), and columns `size` (bytes stored) and `ctime`
-#'   (when it was sent, a `POSIXct`).
+#'   (when it was sent, a `POSIXct`); with `namespace = NULL`, it has plain
+#'   row names and two more columns, `namespace` and `tag`, sorted by both.
+#'   `remove_objects()` returns the number of objects removed, invisibly.
 #'
 #' Errors are classed conditions (see [yaplr-conditions]): a bad tag gives
 #' `yaplr_bad_tag`, a missing object `yaplr_not_found`, a full store
@@ -81,11 +92,13 @@ NULL
 send_object <- function(obj, tag, automatic_server_start = NULL,
                         check_server_with_ping = TRUE,
                         force_unserialize_on_server = FALSE,
-                        timeout = yaplr_timeout()) {
+                        timeout = yaplr_timeout(),
+                        namespace = yaplr_namespace()) {
   tag <- check_tag(tag)
+  namespace <- check_namespace(namespace)
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(send_object_(obj, tag, store_dir(), helper_path(), timeout, autostart))
+  check_result(send_object_(obj, tag, namespace, store_dir(), helper_path(), timeout, autostart))
   invisible(NULL)
 }
 
@@ -93,12 +106,14 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
 #' @export
 retrieve_object <- function(tag, automatic_server_start = NULL,
                             check_server_with_ping = TRUE,
-                            timeout = yaplr_timeout(), copy = FALSE) {
+                            timeout = yaplr_timeout(), copy = FALSE,
+                            namespace = yaplr_namespace()) {
   tag <- check_tag(tag)
+  namespace <- check_namespace(namespace)
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   check_flag(copy, "copy")
-  res <- retrieve_object_(tag, store_dir(), helper_path(), timeout, autostart, copy)
+  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy)
   check_result(res)[[1L]]
 }
 
@@ -106,22 +121,26 @@ retrieve_object <- function(tag, automatic_server_start = NULL,
 #' @export
 does_object_exist <- function(tag, automatic_server_start = NULL,
                               check_server_with_ping = TRUE,
-                              timeout = yaplr_timeout()) {
+                              timeout = yaplr_timeout(),
+                              namespace = yaplr_namespace()) {
   tag <- check_tag(tag)
+  namespace <- check_namespace(namespace)
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(does_object_exist_(tag, store_dir(), helper_path(), timeout, autostart))
+  check_result(does_object_exist_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
 }
 
 #' @rdname objects
 #' @export
 remove_object <- function(tag, automatic_server_start = NULL,
                           check_server_with_ping = TRUE,
-                          timeout = yaplr_timeout()) {
+                          timeout = yaplr_timeout(),
+                          namespace = yaplr_namespace()) {
   tag <- check_tag(tag)
+  namespace <- check_namespace(namespace)
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(remove_object_(tag, store_dir(), helper_path(), timeout, autostart))
+  check_result(remove_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
   invisible(NULL)
 }
 
@@ -129,16 +148,43 @@ remove_object <- function(tag, automatic_server_start = NULL,
 #' @export
 list_objects <- function(automatic_server_start = NULL,
                          check_server_with_ping = TRUE,
-                         timeout = yaplr_timeout()) {
+                         timeout = yaplr_timeout(),
+                         namespace = yaplr_namespace()) {
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  res <- check_result(list_objects_(store_dir(), helper_path(), timeout, autostart))
+  all <- is.null(namespace)
+  if (!all) namespace <- check_namespace(namespace)
+  res <- check_result(list_objects_(if (all) "" else namespace, store_dir(),
+                                    helper_path(), timeout, autostart))
   tags <- res$tag
   Encoding(tags) <- "UTF-8"
+  if (all) {
+    namespaces <- res$namespace
+    Encoding(namespaces) <- "UTF-8"
+    return(data.frame(
+      size = res$size,
+      ctime = .POSIXct(res$ctime),
+      namespace = namespaces,
+      tag = tags,
+      stringsAsFactors = FALSE
+    ))
+  }
   data.frame(
     size = res$size,
     ctime = .POSIXct(res$ctime),
     row.names = tags,
     stringsAsFactors = FALSE
   )
+}
+
+#' @rdname objects
+#' @export
+remove_objects <- function(namespace = yaplr_namespace(),
+                           automatic_server_start = NULL,
+                           timeout = yaplr_timeout()) {
+  namespace <- check_namespace(namespace)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  n <- check_result(remove_objects_(namespace, store_dir(), helper_path(), timeout, autostart))
+  invisible(n)
 }

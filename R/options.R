@@ -10,6 +10,8 @@
 #' * `yaplr.timeout`: how many seconds any call may wait (for the helper to
 #'   start or to answer) before it fails with a `yaplr_timeout` error.
 #'   Default 10. Every function also takes a `timeout` argument.
+#' * `yaplr.namespace`: the namespace of objects when a function is not given
+#'   one. Default `"default"`.
 #' * `yaplr.automatic_server_start`: whether a call that finds no helper
 #'   starts one. Default `TRUE`. With `FALSE`, such a call fails with a
 #'   `yaplr_no_server` error until [make_sure_server_is_started()] is called.
@@ -59,6 +61,10 @@ resolve_store_dir <- function(dir) {
     dir <- file.path(normalizePath(".", mustWork = TRUE), dir)
   }
   sub("/+$", "", dir)
+}
+
+yaplr_namespace <- function() {
+  getOption("yaplr.namespace", "default")
 }
 
 yaplr_timeout <- function() {

@@ -103,3 +103,33 @@ test_that("send_object and friends accept yaplr 0.1 arguments", {
   expect_true(does_object_exist(tag = "myobject", automatic_server_start = NULL))
   expect_null(remove_object(tag = "myobject", check_server_with_ping = FALSE))
 })
+
+test_that("namespaces keep the same tag apart", {
+  local_store()
+  send_object("A", "x", namespace = "app1")
+  send_object("B", "x", namespace = "app2")
+  send_object("D", "x")
+  expect_identical(retrieve_object("x", namespace = "app1"), "A")
+  expect_identical(retrieve_object("x", namespace = "app2"), "B")
+  expect_identical(retrieve_object("x"), "D")
+  withr::with_options(list(yaplr.namespace = "app2"), {
+    expect_identical(retrieve_object("x"), "B")
+    expect_identical(rownames(list_objects()), "x")
+  })
+  expect_false(does_object_exist("x", namespace = "app3"))
+  err <- expect_error(retrieve_object("x", namespace = "app3"), class = "yaplr_not_found")
+  expect_match(conditionMessage(err), "app3")
+  all <- list_objects(namespace = NULL)
+  expect_identical(all$namespace, c("app1", "app2", "default"))
+  expect_identical(all$tag, c("x", "x", "x"))
+  expect_identical(names(all)[1:2], c("size", "ctime"))
+  send_object(runif(1e5), "big", namespace = "app1")
+  expect_identical(remove_objects("app1"), 2)
+  expect_false(does_object_exist("big", namespace = "app1"))
+  expect_identical(retrieve_object("x", namespace = "app2"), "B")
+  expect_identical(remove_objects("nothing-here"), 0)
+  for (bad in list(NA_character_, "", c("a", "b"), 1, strrep("n", 257))) {
+    expect_error(send_object(1, "x", namespace = bad), class = "yaplr_bad_argument")
+    expect_error(remove_objects(bad), class = "yaplr_bad_argument")
+  }
+})

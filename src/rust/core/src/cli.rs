@@ -13,6 +13,9 @@ use std::time::Duration;
 
 pub struct Cli<'a> {
     pub dir: &'a Path,
+    /// The namespace of `info` and `rm` (default "default"); `list` shows
+    /// every namespace unless one is given.
+    pub namespace: Option<&'a str>,
     pub json: bool,
     pub timeout: Duration,
     /// This program, to start a helper when a store has no running one.
@@ -92,7 +95,8 @@ fn kind_name(kind: u32) -> &'static str {
 
 fn entry_json(e: &Entry, storage: Option<&str>) -> String {
     let mut s = format!(
-        "{{\"tag\":{},\"size\":{},\"ctime\":{},\"kind\":{}",
+        "{{\"namespace\":{},\"tag\":{},\"size\":{},\"ctime\":{},\"kind\":{}",
+        json_string(&e.namespace),
         json_string(&e.tag),
         e.size,
         json_string(&utc_time(e.ctime_ns)),
@@ -113,6 +117,11 @@ impl Cli<'_> {
             helper_exe: self.exe,
             interrupted: &never,
         }
+    }
+
+    fn ns(&self) -> &str {
+        self.namespace
+            .unwrap_or(crate::object_file::DEFAULT_NAMESPACE)
     }
 
     fn client(&self) -> Client {
@@ -168,7 +177,7 @@ impl Cli<'_> {
             }
             ("list", None) => {
                 self.connect(&mut c)?;
-                let entries = c.list(&self.opts(true))?;
+                let entries = c.list(self.namespace, &self.opts(true))?;
                 if self.json {
                     let items: Vec<String> = entries.iter().map(|e| entry_json(e, None)).collect();
                     return Ok(format!("[{}]\n", items.join(",")));
@@ -176,17 +185,20 @@ impl Cli<'_> {
                 if entries.is_empty() {
                     return Ok(format!("no objects in {dir}\n"));
                 }
-                let width = entries
-                    .iter()
-                    .map(|e| e.tag.chars().count())
-                    .max()
-                    .unwrap_or(3)
-                    .clamp(3, 40);
-                let mut out = format!("{:<width$}  {:>9}  {:<23}  KIND\n", "TAG", "SIZE", "SENT");
+                let width = |f: &dyn Fn(&Entry) -> usize, min: usize| {
+                    entries.iter().map(f).max().unwrap_or(min).clamp(min, 40)
+                };
+                let nw = width(&|e| e.namespace.chars().count(), 9);
+                let tw = width(&|e| e.tag.chars().count(), 3);
+                let mut out = format!(
+                    "{:<nw$}  {:<tw$}  {:>9}  {:<23}  KIND\n",
+                    "NAMESPACE", "TAG", "SIZE", "SENT"
+                );
                 for e in &entries {
                     let _ = writeln!(
                         out,
-                        "{:<width$}  {:>9}  {:<23}  {}",
+                        "{:<nw$}  {:<tw$}  {:>9}  {:<23}  {}",
+                        e.namespace,
                         e.tag,
                         human_size(e.size),
                         utc_time(e.ctime_ns),
@@ -197,7 +209,7 @@ impl Cli<'_> {
             }
             ("info", Some(tag)) => {
                 self.connect(&mut c)?;
-                let (entry, storage) = match c.lookup(tag, &self.opts(true))? {
+                let (entry, storage) = match c.lookup(self.ns(), tag, &self.opts(true))? {
                     Found::File(e, _) => (e, "own file"),
                     Found::Inline(e, _) => (e, "inline in the journal"),
                 };
@@ -205,7 +217,9 @@ impl Cli<'_> {
                     format!("{}\n", entry_json(&entry, Some(storage)))
                 } else {
                     format!(
-                        "tag:     {}\nsize:    {} ({} bytes)\nsent:    {}\nkind:    {}\nstorage: {}\nstore:   {dir}\n",
+                        "namespace: {}\ntag:       {}\nsize:      {} ({} bytes)\nsent:      {}\nkind:      {}\n\
+                         storage:   {}\nstore:     {dir}\n",
+                        entry.namespace,
                         entry.tag,
                         human_size(entry.size),
                         entry.size,
@@ -217,7 +231,7 @@ impl Cli<'_> {
             }
             ("rm", Some(tag)) => {
                 self.connect(&mut c)?;
-                c.remove(tag, &self.opts(true))?;
+                c.remove(self.ns(), tag, &self.opts(true))?;
                 Ok(if self.json {
                     format!("{{\"removed\":{}}}\n", json_string(tag))
                 } else {

@@ -286,26 +286,26 @@ impl Client {
         Ok((resp, fds))
     }
 
-    pub fn publish(&mut self, tag: &str, id: &str, opts: &CallOptions<'_>) -> Result<()> {
-        self.call(
-            &Request::Publish {
-                tag: tag.into(),
-                id: id.into(),
-            },
-            opts,
-        )
-        .map(|_| ())
+    pub fn publish(&mut self, ns: &str, tag: &str, id: &str, opts: &CallOptions<'_>) -> Result<()> {
+        let req = Request::Publish {
+            namespace: ns.into(),
+            tag: tag.into(),
+            id: id.into(),
+        };
+        self.call(&req, opts).map(|_| ())
     }
 
     /// Store a small payload inline (see protocol::INLINE_MAX).
     pub fn put_inline(
         &mut self,
+        ns: &str,
         tag: &str,
         kind: u32,
         bytes: Vec<u8>,
         opts: &CallOptions<'_>,
     ) -> Result<()> {
         let req = Request::PutInline {
+            namespace: ns.into(),
             tag: tag.into(),
             kind,
             ctime_ns: crate::object_file::now_ns(),
@@ -316,8 +316,12 @@ impl Client {
 
     /// Look up a tag: its catalog entry and either its open object file or
     /// its inline payload.
-    pub fn lookup(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<Found> {
-        let (resp, mut fds) = self.call(&Request::Lookup { tag: tag.into() }, opts)?;
+    pub fn lookup(&mut self, ns: &str, tag: &str, opts: &CallOptions<'_>) -> Result<Found> {
+        let req = Request::Lookup {
+            namespace: ns.into(),
+            tag: tag.into(),
+        };
+        let (resp, mut fds) = self.call(&req, opts).map_err(|e| not_found(e, ns, tag))?;
         match (resp, fds.pop()) {
             (Response::Found(entry), Some(fd)) => Ok(Found::File(entry, std::fs::File::from(fd))),
             (Response::FoundInline { entry, bytes }, _) => Ok(Found::Inline(entry, bytes)),
@@ -325,20 +329,45 @@ impl Client {
         }
     }
 
-    pub fn remove(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<()> {
-        self.call(&Request::Remove { tag: tag.into() }, opts)
+    pub fn remove(&mut self, ns: &str, tag: &str, opts: &CallOptions<'_>) -> Result<()> {
+        let req = Request::Remove {
+            namespace: ns.into(),
+            tag: tag.into(),
+        };
+        self.call(&req, opts)
             .map(|_| ())
+            .map_err(|e| not_found(e, ns, tag))
     }
 
-    pub fn exists(&mut self, tag: &str, opts: &CallOptions<'_>) -> Result<bool> {
-        match self.call(&Request::Exists { tag: tag.into() }, opts)?.0 {
+    /// Remove every object of a namespace; returns how many there were.
+    pub fn remove_namespace(&mut self, ns: &str, opts: &CallOptions<'_>) -> Result<u64> {
+        let req = Request::RemoveNamespace {
+            namespace: ns.into(),
+        };
+        match self.call(&req, opts)?.0 {
+            Response::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn exists(&mut self, ns: &str, tag: &str, opts: &CallOptions<'_>) -> Result<bool> {
+        let req = Request::Exists {
+            namespace: ns.into(),
+            tag: tag.into(),
+        };
+        match self.call(&req, opts)?.0 {
             Response::Bool(b) => Ok(b),
             other => Err(unexpected(other)),
         }
     }
 
-    pub fn list(&mut self, opts: &CallOptions<'_>) -> Result<Vec<Entry>> {
-        match self.call(&Request::List, opts)?.0 {
+    /// The objects of namespace `ns`, or of every namespace (None), sorted
+    /// by namespace and tag.
+    pub fn list(&mut self, ns: Option<&str>, opts: &CallOptions<'_>) -> Result<Vec<Entry>> {
+        let req = Request::List {
+            namespace: ns.map(String::from),
+        };
+        match self.call(&req, opts)?.0 {
             Response::List(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -469,6 +498,19 @@ fn with_seconds(e: Error, timeout: Duration) -> Error {
     }
 }
 
+/// The helper's not_found answer, as a NotFound naming the key.
+fn not_found(e: Error, ns: &str, tag: &str) -> Error {
+    match e {
+        Error::Server { message } if message.starts_with("no object is stored under tag") => {
+            Error::NotFound {
+                tag: tag.to_string(),
+                namespace: ns.to_string(),
+            }
+        }
+        e => e,
+    }
+}
+
 fn decode_response(payload: &[u8]) -> Result<Response> {
     protocol::decode::<Response>(payload).map_err(|e| Error::Protocol {
         message: format!("bad answer from the helper: {e}"),
@@ -483,12 +525,8 @@ fn unexpected(r: Response) -> Error {
 
 fn server_error(kind: &str, message: String) -> Error {
     match kind {
-        "not_found" => match message.split('"').nth(1) {
-            Some(tag) => Error::NotFound {
-                tag: tag.to_string(),
-            },
-            None => Error::Server { message },
-        },
+        // Callers that know the key replace this with a precise NotFound.
+        "not_found" => Error::Server { message },
         "protocol" => Error::Protocol { message },
         "corrupt" => Error::Corrupt { message },
         "bad_tag" => Error::BadTag(message),

@@ -11,7 +11,7 @@ pub enum Error {
     /// An argument other than a tag is invalid.
     BadArgument(String),
     /// No object under this tag.
-    NotFound { tag: String },
+    NotFound { tag: String, namespace: String },
     /// The store's filesystem (or capacity) has no room for the object.
     NoSpace { needed: u64, message: String },
     /// A bounded wait ran out.
@@ -80,7 +80,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadTag(m) | Error::BadArgument(m) => write!(f, "{m}"),
-            Error::NotFound { tag } => write!(f, "no object is stored under tag \"{tag}\""),
+            Error::NotFound { tag, namespace } => {
+                write!(f, "no object is stored under tag \"{tag}\"")?;
+                if namespace != crate::object_file::DEFAULT_NAMESPACE {
+                    write!(f, " in namespace \"{namespace}\"")?;
+                }
+                Ok(())
+            }
             Error::NoSpace { message, .. } => write!(f, "{message}"),
             Error::Timeout {
                 waited_for,

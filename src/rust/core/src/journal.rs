@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const JOURNAL_NAME: &str = "catalog.journal";
-const MAGIC: &[u8; 8] = b"YAPLRJN1";
+const MAGIC: &[u8; 8] = b"YAPLRJN2";
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
 
@@ -22,6 +22,7 @@ const COMPACT_MIN: u64 = 1 << 20;
 pub enum Record {
     /// A small object, stored inline.
     Put {
+        namespace: String,
         tag: String,
         ctime_ns: i64,
         kind: u32,
@@ -29,6 +30,7 @@ pub enum Record {
     },
     /// An object stored in its own file.
     Link {
+        namespace: String,
         tag: String,
         id: String,
         ctime_ns: i64,
@@ -36,6 +38,7 @@ pub enum Record {
         size: u64,
     },
     Remove {
+        namespace: String,
         tag: String,
     },
 }
@@ -210,6 +213,7 @@ mod tests {
 
     fn put(tag: &str, b: &[u8]) -> Record {
         Record::Put {
+            namespace: "default".into(),
             tag: tag.into(),
             ctime_ns: 1,
             kind: 1,
@@ -224,7 +228,11 @@ mod tests {
             let (mut j, recs) = Journal::open(&d).unwrap();
             assert!(recs.is_none());
             j.append(&put("a", b"one")).unwrap();
-            j.append(&Record::Remove { tag: "a".into() }).unwrap();
+            j.append(&Record::Remove {
+                namespace: "default".into(),
+                tag: "a".into(),
+            })
+            .unwrap();
             j.append(&put("b", b"two")).unwrap();
         }
         let path = d.join(JOURNAL_NAME);
@@ -236,7 +244,13 @@ mod tests {
         let (mut j, recs) = Journal::open(&d).unwrap();
         assert_eq!(
             recs.unwrap(),
-            vec![put("a", b"one"), Record::Remove { tag: "a".into() }]
+            vec![
+                put("a", b"one"),
+                Record::Remove {
+                    namespace: "default".into(),
+                    tag: "a".into()
+                }
+            ]
         );
         j.append(&put("c", b"three")).unwrap();
         let (_, recs) = Journal::open(&d).unwrap();

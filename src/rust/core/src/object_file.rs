@@ -7,8 +7,10 @@
 //!   0  magic  b"YAPLROBJ"          8  format version u32   12 state u32
 //!   16 payload kind u32            20 creator pid u32      24 payload length u64
 //!   32 ctime (ns since epoch) i64  40 payload offset u32   44 tag length u32
-//!   48 reserved [u8; 16]           64 tag bytes [u8; MAX_TAG_BYTES]
-//!   1088 FNV-1a 64 checksum of bytes 0..1088
+//!   48 namespace length u32        52 reserved [u8; 12]
+//!   64 tag bytes [u8; MAX_TAG_BYTES]
+//!   1088 namespace bytes [u8; MAX_NAMESPACE_BYTES]
+//!   2040 FNV-1a 64 checksum of bytes 0..2040
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -19,10 +21,13 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 pub const MAGIC: &[u8; 8] = b"YAPLROBJ";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const MAX_TAG_BYTES: usize = 1024;
+pub const MAX_NAMESPACE_BYTES: usize = 256;
+pub const DEFAULT_NAMESPACE: &str = "default";
 pub const HEADER_SIZE: usize = 2048;
-const CHECKSUM_AT: usize = 64 + MAX_TAG_BYTES;
+const NAMESPACE_AT: usize = 64 + MAX_TAG_BYTES;
+const CHECKSUM_AT: usize = HEADER_SIZE - 8;
 
 pub const STATE_WRITING: u32 = 1;
 pub const STATE_COMMITTED: u32 = 2;
@@ -99,6 +104,7 @@ pub struct Header {
     pub creator_pid: u32,
     pub payload_len: u64,
     pub ctime_ns: i64,
+    pub namespace: String,
     pub tag: String,
 }
 
@@ -133,6 +139,18 @@ pub fn check_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Check a namespace: a non-empty UTF-8 string of at most
+/// MAX_NAMESPACE_BYTES bytes without NUL.
+pub fn check_namespace(ns: &str) -> Result<()> {
+    if ns.is_empty() || ns.len() > MAX_NAMESPACE_BYTES || ns.as_bytes().contains(&0) {
+        return Err(Error::BadArgument(format!(
+            "`namespace` must be a non-empty string of at most {MAX_NAMESPACE_BYTES} bytes, not {} bytes",
+            ns.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
@@ -148,6 +166,10 @@ impl Header {
         let n = tag.len().min(MAX_TAG_BYTES);
         b[44..48].copy_from_slice(&(n as u32).to_le_bytes());
         b[64..64 + n].copy_from_slice(&tag[..n]);
+        let ns = self.namespace.as_bytes();
+        let m = ns.len().min(MAX_NAMESPACE_BYTES);
+        b[48..52].copy_from_slice(&(m as u32).to_le_bytes());
+        b[NAMESPACE_AT..NAMESPACE_AT + m].copy_from_slice(&ns[..m]);
         let sum = fnv1a64(&b[..CHECKSUM_AT]);
         b[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
         b
@@ -181,12 +203,20 @@ impl Header {
         let tag = std::str::from_utf8(&b[64..64 + n])
             .map_err(|_| corrupt("tag is not UTF-8"))?
             .to_string();
+        let m = u32_at(48) as usize;
+        if m > MAX_NAMESPACE_BYTES {
+            return Err(corrupt("namespace length out of range"));
+        }
+        let namespace = std::str::from_utf8(&b[NAMESPACE_AT..NAMESPACE_AT + m])
+            .map_err(|_| corrupt("namespace is not UTF-8"))?
+            .to_string();
         Ok(Header {
             state: u32_at(12),
             kind: u32_at(16),
             creator_pid: u32_at(20),
             payload_len: u64_at(24),
             ctime_ns: u64_at(32) as i64,
+            namespace,
             tag,
         })
     }
@@ -230,8 +260,15 @@ pub struct ObjectWriter {
 impl ObjectWriter {
     /// Create a new object file for `tag`. `size_hint` (payload bytes, if
     /// known) is reserved at once.
-    pub fn create(store: &Store, tag: &str, kind: u32, size_hint: u64) -> Result<ObjectWriter> {
+    pub fn create(
+        store: &Store,
+        namespace: &str,
+        tag: &str,
+        kind: u32,
+        size_hint: u64,
+    ) -> Result<ObjectWriter> {
         check_tag(tag)?;
+        check_namespace(namespace)?;
         let id = crate::store::new_id();
         let path = store.object_path(&id);
         let open = || {
@@ -256,6 +293,7 @@ impl ObjectWriter {
             creator_pid: sys::getpid(),
             payload_len: 0,
             ctime_ns: now_ns(),
+            namespace: namespace.to_string(),
             tag: tag.to_string(),
         };
         let mut w = ObjectWriter {
@@ -558,6 +596,7 @@ mod tests {
             creator_pid: 42,
             payload_len: 12345,
             ctime_ns: 1_700_000_000_000_000_000,
+            namespace: "ns \u{e9}".into(),
             tag: "caf\u{e9} / ../x".into(),
         };
         let b = h.encode();
@@ -612,7 +651,7 @@ mod tests {
     #[test]
     fn write_commit_and_map() {
         let s = temp_store("wcm");
-        let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 0).unwrap();
+        let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 0).unwrap();
         let big = vec![7u8; 300_000];
         w.write(b"hello").unwrap();
         w.write(&big).unwrap();
@@ -639,7 +678,7 @@ mod tests {
     fn dropped_writer_leaves_no_file() {
         let s = temp_store("drop");
         {
-            let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 1000).unwrap();
+            let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 1000).unwrap();
             w.write(b"partial").unwrap();
         }
         assert!(s.object_ids().unwrap().is_empty());
@@ -649,13 +688,13 @@ mod tests {
     #[test]
     fn uncommitted_and_truncated_files_are_refused() {
         let s = temp_store("trunc");
-        let w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 10).unwrap();
+        let w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 10).unwrap();
         let path = s.object_path(w.id());
         let f = File::open(&path).unwrap();
         assert_eq!(ObjectMap::open(&f).err().unwrap().kind(), "corrupt");
         std::mem::forget(w);
         std::fs::remove_file(&path).unwrap();
-        let mut w = ObjectWriter::create(&s, "t", KIND_R_SERIALIZED, 0).unwrap();
+        let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 0).unwrap();
         w.write(&[1u8; 5000]).unwrap();
         let (id, _) = w.commit().unwrap();
         let f = OpenOptions::new()

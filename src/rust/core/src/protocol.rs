@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -20,11 +20,13 @@ pub enum Request {
     },
     /// Make the committed object file `id` the value of `tag`.
     Publish {
+        namespace: String,
         tag: String,
         id: String,
     },
     /// Store a small object inline, without a file of its own.
     PutInline {
+        namespace: String,
         tag: String,
         kind: u32,
         ctime_ns: i64,
@@ -32,15 +34,25 @@ pub enum Request {
     },
     /// Look up a tag; the answer carries the object's open fd.
     Lookup {
+        namespace: String,
         tag: String,
     },
     Remove {
+        namespace: String,
         tag: String,
     },
     Exists {
+        namespace: String,
         tag: String,
     },
-    List,
+    /// The objects of one namespace, or of all (None).
+    List {
+        namespace: Option<String>,
+    },
+    /// Remove every object of a namespace; answers Count.
+    RemoveNamespace {
+        namespace: String,
+    },
     Info,
     Ping,
     /// Unlink every object, the socket and lock files, and exit.
@@ -49,6 +61,7 @@ pub enum Request {
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct Entry {
+    pub namespace: String,
     pub tag: String,
     pub size: u64,
     pub ctime_ns: i64,
@@ -80,6 +93,7 @@ pub enum Response {
         bytes: Vec<u8>,
     },
     Bool(bool),
+    Count(u64),
     List(Vec<Entry>),
     Info(ServerInfo),
     Pong,
@@ -161,14 +175,24 @@ mod tests {
             pid: 7,
         });
         round_trip(Request::Publish {
+            namespace: "ns".into(),
             tag: "\u{e9}t\u{e9}".into(),
             id: "0".repeat(32),
         });
         round_trip(Request::Lookup {
+            namespace: "default".into(),
             tag: "x".repeat(1024),
         });
-        round_trip(Request::List);
+        round_trip(Request::List { namespace: None });
+        round_trip(Request::List {
+            namespace: Some("a".into()),
+        });
+        round_trip(Request::RemoveNamespace {
+            namespace: "a".into(),
+        });
+        round_trip(Response::Count(7));
         round_trip(Request::PutInline {
+            namespace: "n".into(),
             tag: "t".into(),
             kind: 1,
             ctime_ns: 3,
@@ -176,6 +200,7 @@ mod tests {
         });
         round_trip(Response::FoundInline {
             entry: Entry {
+                namespace: "n".into(),
                 tag: "t".into(),
                 size: 3,
                 ctime_ns: 3,
@@ -185,6 +210,7 @@ mod tests {
         });
         round_trip(Request::Quit);
         round_trip(Response::List(vec![Entry {
+            namespace: "default".into(),
             tag: "a".into(),
             size: 1,
             ctime_ns: -5,
@@ -224,6 +250,7 @@ mod tests {
         assert!(decode::<Request>(&f[4..]).is_err());
         // Every truncation of a valid frame fails cleanly.
         let f = encode(&Request::Publish {
+            namespace: "default".into(),
             tag: "tag".into(),
             id: "0".repeat(32),
         });

@@ -1,4 +1,4 @@
-//! yaplrd, the helper: owns the catalog (tag -> object) of one store,
+//! yaplrd, the helper: owns the catalog ((namespace, tag) -> object) of one store,
 //! answers clients on a Unix socket, one thread per connection, and cleans
 //! up after writers that died. Small objects live inline in its journal,
 //! large ones in their own files; every change is journaled before it is
@@ -54,17 +54,19 @@ impl Obj {
         }
     }
 
-    fn record(&self, tag: &str) -> Record {
+    fn record(&self, key: &Key) -> Record {
         match &self.data {
             Data::File(id) => Record::Link {
-                tag: tag.to_string(),
+                namespace: key.0.clone(),
+                tag: key.1.clone(),
                 id: id.clone(),
                 ctime_ns: self.ctime_ns,
                 kind: self.kind,
                 size: self.size,
             },
             Data::Inline(b) => Record::Put {
-                tag: tag.to_string(),
+                namespace: key.0.clone(),
+                tag: key.1.clone(),
                 ctime_ns: self.ctime_ns,
                 kind: self.kind,
                 bytes: b.to_vec(),
@@ -75,7 +77,7 @@ impl Obj {
 
 struct State {
     store: Store,
-    objects: HashMap<String, Obj>,
+    objects: HashMap<Key, Obj>,
     journal: Journal,
     started_ns: i64,
 }
@@ -107,10 +109,14 @@ impl State {
         let live: u64 = self
             .objects
             .iter()
-            .map(|(t, o)| t.len() as u64 + 96 + if o.file_id().is_some() { 32 } else { o.size })
+            .map(|(k, o)| {
+                (k.0.len() + k.1.len()) as u64
+                    + 96
+                    + if o.file_id().is_some() { 32 } else { o.size }
+            })
             .sum();
         if self.journal.wants_compaction(live) {
-            let recs: Vec<Record> = self.objects.iter().map(|(t, o)| o.record(t)).collect();
+            let recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
             if let Err(e) = self.journal.rewrite(&recs) {
                 log(&format!("could not compact the journal: {e}"));
             }
@@ -119,15 +125,16 @@ impl State {
 }
 
 /// Apply one journal record to a catalog; returns the object it replaced.
-fn apply_record(objects: &mut HashMap<String, Obj>, rec: Record) -> Option<Obj> {
+fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
     match rec {
         Record::Put {
+            namespace,
             tag,
             ctime_ns,
             kind,
             bytes,
         } => objects.insert(
-            tag,
+            (namespace, tag),
             Obj {
                 size: bytes.len() as u64,
                 data: Data::Inline(Arc::new(bytes)),
@@ -136,13 +143,14 @@ fn apply_record(objects: &mut HashMap<String, Obj>, rec: Record) -> Option<Obj> 
             },
         ),
         Record::Link {
+            namespace,
             tag,
             id,
             ctime_ns,
             kind,
             size,
         } => objects.insert(
-            tag,
+            (namespace, tag),
             Obj {
                 data: Data::File(id),
                 size,
@@ -150,11 +158,13 @@ fn apply_record(objects: &mut HashMap<String, Obj>, rec: Record) -> Option<Obj> 
                 kind,
             },
         ),
-        Record::Remove { tag } => objects.remove(&tag),
+        Record::Remove { namespace, tag } => objects.remove(&(namespace, tag)),
     }
 }
 
 type Shared = Arc<Mutex<State>>;
+/// Catalog key: (namespace, tag).
+type Key = (String, String);
 
 pub fn log(msg: &str) {
     let t = SystemTime::now()
@@ -193,7 +203,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         None => rebuild(&store)?,
     };
     if !replayed {
-        let recs: Vec<Record> = objects.iter().map(|(t, o)| o.record(t)).collect();
+        let recs: Vec<Record> = objects.iter().map(|(k, o)| o.record(k)).collect();
         journal.rewrite(&recs)?;
     }
     log(&format!(
@@ -264,8 +274,8 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
 }
 
 /// Build the catalog from committed headers; remove what dead writers left.
-fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
-    let mut objects: HashMap<String, Obj> = HashMap::new();
+fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
+    let mut objects: HashMap<Key, Obj> = HashMap::new();
     for id in store.object_ids()? {
         let path = store.object_path(&id);
         let header = match File::open(&path).map(|f| object_file::read_header(&f)) {
@@ -294,7 +304,8 @@ fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
             ctime_ns: header.ctime_ns,
             kind: header.kind,
         };
-        match objects.get(&header.tag) {
+        let key = (header.namespace, header.tag);
+        match objects.get(&key) {
             Some(old) if (old.ctime_ns, old.file_id()) > (obj.ctime_ns, obj.file_id()) => {
                 let _ = std::fs::remove_file(&path);
             }
@@ -302,10 +313,10 @@ fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
                 if let Some(old_id) = old.file_id() {
                     let _ = std::fs::remove_file(store.object_path(old_id));
                 }
-                objects.insert(header.tag, obj);
+                objects.insert(key, obj);
             }
             None => {
-                objects.insert(header.tag, obj);
+                objects.insert(key, obj);
             }
         }
     }
@@ -315,21 +326,21 @@ fn rebuild(store: &Store) -> Result<HashMap<String, Obj>> {
 /// Rebuild the catalog from the journal, then check it against the files:
 /// links to missing or damaged files are dropped, files nobody links to are
 /// removed once their writer is gone (or a newer value superseded them).
-fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<String, Obj>> {
+fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<Key, Obj>> {
     let mut objects = HashMap::new();
     for rec in records {
         apply_record(&mut objects, rec);
     }
-    objects.retain(|tag, obj| {
+    objects.retain(|(ns, tag), obj| {
         let Some(id) = obj.file_id() else { return true };
         let ok = File::open(store.object_path(id))
             .map_err(|e| Error::io("opening", e))
             .and_then(|f| object_file::read_header(&f))
-            .map(|h| h.state == STATE_COMMITTED && &h.tag == tag)
+            .map(|h| h.state == STATE_COMMITTED && &h.tag == tag && &h.namespace == ns)
             .unwrap_or(false);
         if !ok {
             log(&format!(
-                "dropping \"{tag}\": its object file {id} is missing or damaged"
+                "dropping \"{tag}\" ({ns}): its object file {id} is missing or damaged"
             ));
         }
         ok
@@ -346,7 +357,7 @@ fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<String, Obj>> {
         match File::open(&path).map(|f| object_file::read_header(&f)) {
             Ok(Ok(h)) => {
                 let superseded = objects
-                    .get(&h.tag)
+                    .get(&(h.namespace.clone(), h.tag.clone()))
                     .is_some_and(|o| o.ctime_ns >= h.ctime_ns);
                 if !sys::pid_alive(h.creator_pid) || superseded {
                     log(&format!(
@@ -505,19 +516,18 @@ fn error_response(kind: &str, message: &str) -> Response {
     }
 }
 
-fn not_found(tag: &str) -> Response {
-    error_response(
-        "not_found",
-        &Error::NotFound {
-            tag: tag.to_string(),
-        }
-        .to_string(),
-    )
+fn not_found(ns: &str, tag: &str) -> Response {
+    let e = Error::NotFound {
+        tag: tag.to_string(),
+        namespace: ns.to_string(),
+    };
+    error_response("not_found", &e.to_string())
 }
 
-fn entry(tag: &str, o: &Obj) -> Entry {
+fn entry(key: &Key, o: &Obj) -> Entry {
     Entry {
-        tag: tag.to_string(),
+        namespace: key.0.clone(),
+        tag: key.1.clone(),
         size: o.size,
         ctime_ns: o.ctime_ns,
         kind: o.kind,
@@ -526,6 +536,11 @@ fn entry(tag: &str, o: &Obj) -> Entry {
 
 fn failed(e: &Error) -> Response {
     error_response(e.kind(), &e.to_string())
+}
+
+fn check_key(ns: &str, tag: &str) -> Result<()> {
+    object_file::check_tag(tag)?;
+    object_file::check_namespace(ns)
 }
 
 fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
@@ -539,14 +554,15 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             None,
         ),
         Request::Ping => (Response::Pong, None),
-        Request::Publish { tag, id } => (publish(&mut st, tag, id), None),
+        Request::Publish { namespace, tag, id } => (publish(&mut st, namespace, tag, id), None),
         Request::PutInline {
+            namespace,
             tag,
             kind,
             ctime_ns,
             bytes,
         } => {
-            if let Err(e) = object_file::check_tag(&tag) {
+            if let Err(e) = check_key(&namespace, &tag) {
                 return (failed(&e), None);
             }
             if bytes.len() > INLINE_MAX {
@@ -559,6 +575,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 );
             }
             let rec = Record::Put {
+                namespace,
                 tag: tag.clone(),
                 ctime_ns,
                 kind,
@@ -577,14 +594,15 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 Err(e) => (failed(&e), None),
             }
         }
-        Request::Lookup { tag } => {
-            let Some(obj) = st.objects.get(&tag) else {
-                return (not_found(&tag), None);
+        Request::Lookup { namespace, tag } => {
+            let key = (namespace, tag);
+            let Some(obj) = st.objects.get(&key) else {
+                return (not_found(&key.0, &key.1), None);
             };
             let id = match &obj.data {
                 Data::Inline(bytes) => {
                     let resp = Response::FoundInline {
-                        entry: entry(&tag, obj),
+                        entry: entry(&key, obj),
                         bytes: bytes.to_vec(),
                     };
                     return (resp, None);
@@ -597,27 +615,56 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(st.store.object_path(&id))
             {
-                Ok(f) => (Response::Found(entry(&tag, obj)), Some(f)),
+                Ok(f) => (Response::Found(entry(&key, obj)), Some(f)),
                 Err(e) => {
-                    log(&format!("object file of \"{tag}\" is gone: {e}"));
-                    let _ = st.apply(Record::Remove { tag: tag.clone() });
-                    (not_found(&tag), None)
+                    log(&format!("object file of \"{}\" is gone: {e}", key.1));
+                    let (namespace, tag) = key;
+                    let resp = not_found(&namespace, &tag);
+                    let _ = st.apply(Record::Remove { namespace, tag });
+                    (resp, None)
                 }
             }
         }
-        Request::Remove { tag } => {
-            if !st.objects.contains_key(&tag) {
-                return (not_found(&tag), None);
+        Request::Remove { namespace, tag } => {
+            if !st.objects.contains_key(&(namespace.clone(), tag.clone())) {
+                return (not_found(&namespace, &tag), None);
             }
-            match st.apply(Record::Remove { tag }) {
+            match st.apply(Record::Remove { namespace, tag }) {
                 Ok(()) => (Response::Ok, None),
                 Err(e) => (failed(&e), None),
             }
         }
-        Request::Exists { tag } => (Response::Bool(st.objects.contains_key(&tag)), None),
-        Request::List => {
-            let mut v: Vec<Entry> = st.objects.iter().map(|(tag, o)| entry(tag, o)).collect();
-            v.sort_by(|a, b| a.tag.cmp(&b.tag));
+        Request::RemoveNamespace { namespace } => {
+            let tags: Vec<String> = st
+                .objects
+                .keys()
+                .filter(|k| k.0 == namespace)
+                .map(|k| k.1.clone())
+                .collect();
+            let mut n = 0;
+            for tag in tags {
+                if let Err(e) = st.apply(Record::Remove {
+                    namespace: namespace.clone(),
+                    tag,
+                }) {
+                    return (failed(&e), None);
+                }
+                n += 1;
+            }
+            (Response::Count(n), None)
+        }
+        Request::Exists { namespace, tag } => (
+            Response::Bool(st.objects.contains_key(&(namespace, tag))),
+            None,
+        ),
+        Request::List { namespace } => {
+            let mut v: Vec<Entry> = st
+                .objects
+                .iter()
+                .filter(|(k, _)| namespace.as_ref().is_none_or(|ns| &k.0 == ns))
+                .map(|(k, o)| entry(k, o))
+                .collect();
+            v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));
             (Response::List(v), None)
         }
         Request::Info => (
@@ -635,11 +682,11 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
     }
 }
 
-fn publish(st: &mut State, tag: String, id: String) -> Response {
+fn publish(st: &mut State, namespace: String, tag: String, id: String) -> Response {
     if !store::is_valid_id(&id) {
         return error_response("protocol", &format!("invalid object id \"{id}\""));
     }
-    if let Err(e) = object_file::check_tag(&tag) {
+    if let Err(e) = check_key(&namespace, &tag) {
         return failed(&e);
     }
     let path = st.store.object_path(&id);
@@ -655,17 +702,20 @@ fn publish(st: &mut State, tag: String, id: String) -> Response {
             )
         }
     };
-    if header.state != STATE_COMMITTED || header.tag != tag {
+    if header.state != STATE_COMMITTED || header.tag != tag || header.namespace != namespace {
         return error_response(
             "corrupt",
             &format!("object file {id} is not a committed object for \"{tag}\""),
         );
     }
-    if st.objects.get(&tag).and_then(|o| o.file_id()) == Some(id.as_str()) {
+    let key = (namespace, tag);
+    if st.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str()) {
         // A retry of a publish that already took effect.
         return Response::Ok;
     }
+    let (namespace, tag) = key;
     let rec = Record::Link {
+        namespace,
         tag,
         id,
         ctime_ns: header.ctime_ns,

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+
 fn yaplrd(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_yaplrd"))
         .args(args)
@@ -44,23 +46,26 @@ fn status_list_info_rm_stop() {
         interrupted: &no,
     };
     let mut c = Client::new(yaplr_core::store::Store::new(&dir));
-    c.put_inline("small \"one\"", 1, vec![1, 2, 3], &opts)
+    c.put_inline(D, "small \"one\"", 1, vec![1, 2, 3], &opts)
         .unwrap();
-    c.put_inline("two", 1, vec![0; 1500], &opts).unwrap();
+    c.put_inline(D, "two", 1, vec![0; 1500], &opts).unwrap();
 
     let (code, out, _) = yaplrd(&dir, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("objects: 2 (1.5 kB)"), "{out}");
     let (_, out, _) = yaplrd(&dir, &["list"]);
-    assert!(out.starts_with("TAG"), "{out}");
+    assert!(out.starts_with("NAMESPACE"), "{out}");
     assert!(
         out.contains("small \"one\"") && out.contains("two"),
         "{out}"
     );
     let (_, out, _) = yaplrd(&dir, &["list", "--json"]);
-    assert!(out.starts_with("[{\"tag\":\"small \\\"one\\\"\""), "{out}");
+    assert!(
+        out.starts_with("[{\"namespace\":\"default\",\"tag\":\"small \\\"one\\\"\""),
+        "{out}"
+    );
     let (_, out, _) = yaplrd(&dir, &["info", "two"]);
-    assert!(out.contains("size:    1.5 kB (1500 bytes)"), "{out}");
+    assert!(out.contains("size:      1.5 kB (1500 bytes)"), "{out}");
     assert!(out.contains("inline"), "{out}");
     let (code, _, err) = yaplrd(&dir, &["info", "nope"]);
     assert_eq!(code, 1);
@@ -68,6 +73,14 @@ fn status_list_info_rm_stop() {
         err.contains("no object is stored under tag \"nope\""),
         "{err}"
     );
+    // Namespaces: list one or all; info and rm use "default" unless told.
+    c.put_inline("other", "two", 1, vec![7; 10], &opts).unwrap();
+    let (_, out, _) = yaplrd(&dir, &["list", "--namespace", "other"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (_, out, _) = yaplrd(&dir, &["info", "two", "--namespace", "other"]);
+    assert!(out.contains("10 B"), "{out}");
+    let (_, out, _) = yaplrd(&dir, &["list"]);
+    assert_eq!(out.lines().count(), 4, "{out}");
     let (code, out, _) = yaplrd(&dir, &["rm", "two"]);
     assert_eq!(code, 0);
     assert!(out.contains("removed \"two\""), "{out}");

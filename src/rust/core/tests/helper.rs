@@ -8,6 +8,8 @@ use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::store::Store;
 use yaplr_core::{sys, Error};
 
+const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_yaplrd"))
 }
@@ -68,21 +70,21 @@ fn wait_for_state(pid: u32, state: char) {
 
 fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
     let mut w =
-        ObjectWriter::create(c.store(), tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
+        ObjectWriter::create(c.store(), D, tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish(tag, &id, &opts(5000)).unwrap();
+    c.publish(D, tag, &id, &opts(5000)).unwrap();
 }
 
 fn get(c: &mut Client, tag: &str) -> Vec<u8> {
-    match c.lookup(tag, &opts(5000)).unwrap() {
+    match c.lookup(D, tag, &opts(5000)).unwrap() {
         Found::File(_, f) => ObjectMap::open(&f).unwrap().payload().to_vec(),
         Found::Inline(_, b) => b,
     }
 }
 
 fn file_of(c: &mut Client, tag: &str) -> std::fs::File {
-    match c.lookup(tag, &opts(5000)).unwrap() {
+    match c.lookup(D, tag, &opts(5000)).unwrap() {
         Found::File(_, f) => f,
         Found::Inline(..) => panic!("\"{tag}\" is inline"),
     }
@@ -97,22 +99,22 @@ fn publish_lookup_list_remove_quit() {
     put(&mut c, "a", b"second");
     assert_eq!(get(&mut c, "a"), b"second");
     assert_eq!(get(&mut c, "b").len(), 100_000);
-    let list = c.list(&opts(5000)).unwrap();
+    let list = c.list(None, &opts(5000)).unwrap();
     assert_eq!(
         list.iter().map(|e| e.tag.as_str()).collect::<Vec<_>>(),
         ["a", "b"]
     );
     // The overwritten file is gone: two objects, two files.
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 2);
-    assert!(c.exists("b", &opts(5000)).unwrap());
-    c.remove("b", &opts(5000)).unwrap();
-    assert!(!c.exists("b", &opts(5000)).unwrap());
+    assert!(c.exists(D, "b", &opts(5000)).unwrap());
+    c.remove(D, "b", &opts(5000)).unwrap();
+    assert!(!c.exists(D, "b", &opts(5000)).unwrap());
     assert!(matches!(
-        c.remove("b", &opts(5000)),
+        c.remove(D, "b", &opts(5000)),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        c.lookup("zz", &opts(5000)),
+        c.lookup(D, "zz", &opts(5000)),
         Err(Error::NotFound { .. })
     ));
     let pid = c.helper_pid().unwrap();
@@ -128,7 +130,7 @@ fn a_reader_keeps_its_object_across_overwrite() {
     put(&mut c, "x", b"old value");
     let f = file_of(&mut c, "x");
     put(&mut c, "x", b"new value");
-    c.remove("x", &opts(5000)).unwrap();
+    c.remove(D, "x", &opts(5000)).unwrap();
     assert_eq!(ObjectMap::open(&f).unwrap().payload(), b"old value");
 }
 
@@ -215,7 +217,7 @@ fn dead_writers_files_are_removed_on_start() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = child.id();
     child.wait().unwrap();
-    let w = ObjectWriter::create(&store, "half", KIND_R_SERIALIZED, 10).unwrap();
+    let w = ObjectWriter::create(&store, D, "half", KIND_R_SERIALIZED, 10).unwrap();
     let path = store.object_path(w.id());
     std::mem::forget(w);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -226,26 +228,27 @@ fn dead_writers_files_are_removed_on_start() {
     let mut c = t.client();
     c.ping(&opts(5000)).unwrap();
     assert!(!path.exists());
-    assert!(c.list(&opts(5000)).unwrap().is_empty());
+    assert!(c.list(None, &opts(5000)).unwrap().is_empty());
 }
 
 #[test]
 fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
     let t = TempStore::new("inline");
     let mut c = t.client();
-    c.put_inline("small", 1, b"tiny".to_vec(), &opts(5000))
+    c.put_inline(D, "small", 1, b"tiny".to_vec(), &opts(5000))
         .unwrap();
     put(&mut c, "big", &[3u8; 200_000]);
-    c.put_inline("gone", 1, b"x".to_vec(), &opts(5000)).unwrap();
-    c.remove("gone", &opts(5000)).unwrap();
+    c.put_inline(D, "gone", 1, b"x".to_vec(), &opts(5000))
+        .unwrap();
+    c.remove(D, "gone", &opts(5000)).unwrap();
     // A file object replaced by an inline one loses its file.
     put(&mut c, "swap", b"file");
-    c.put_inline("swap", 1, b"inline".to_vec(), &opts(5000))
+    c.put_inline(D, "swap", 1, b"inline".to_vec(), &opts(5000))
         .unwrap();
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 1);
     // No file per small object.
     assert!(matches!(
-        c.lookup("small", &opts(5000)).unwrap(),
+        c.lookup(D, "small", &opts(5000)).unwrap(),
         Found::Inline(..)
     ));
     let pid = c.helper_pid().unwrap();
@@ -259,11 +262,11 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
     assert_eq!(get(&mut c, "swap"), b"inline");
     assert_eq!(get(&mut c, "big").len(), 200_000);
     assert!(matches!(
-        c.lookup("gone", &opts(5000)),
+        c.lookup(D, "gone", &opts(5000)),
         Err(Error::NotFound { .. })
     ));
     let tags: Vec<String> = c
-        .list(&opts(5000))
+        .list(None, &opts(5000))
         .unwrap()
         .into_iter()
         .map(|e| e.tag)
@@ -276,7 +279,7 @@ fn many_inline_overwrites_compact_the_journal() {
     let t = TempStore::new("compact");
     let mut c = t.client();
     for i in 0..3000u32 {
-        c.put_inline("k", 1, vec![(i % 251) as u8; 2000], &opts(5000))
+        c.put_inline(D, "k", 1, vec![(i % 251) as u8; 2000], &opts(5000))
             .unwrap();
     }
     let len = std::fs::metadata(t.dir.join(yaplr_core::journal::JOURNAL_NAME))
@@ -305,7 +308,7 @@ def bstr(x):
 while True:
     c, _ = s.accept()
     c.recv(4096)
-    body = bytes([8]) + bstr("protocol") + bstr("old helper speaks version 1")
+    body = bytes([9]) + bstr("protocol") + bstr("old helper speaks version 1")
     c.sendall(struct.pack("<I", len(body)) + body)
     c.close()
 "#;
@@ -342,4 +345,65 @@ fn quit_stops_a_helper_of_another_version() {
     // The store works again with a helper of this version.
     put(&mut c, "new", b"works");
     assert_eq!(get(&mut c, "new"), b"works");
+}
+
+#[test]
+fn namespaces_keep_same_tags_apart_and_survive_restarts() {
+    let t = TempStore::new("ns");
+    let mut c = t.client();
+    let o = opts(5000);
+    c.put_inline("a", "x", 1, b"in a".to_vec(), &o).unwrap();
+    c.put_inline("b", "x", 1, b"in b".to_vec(), &o).unwrap();
+    let mut w = ObjectWriter::create(c.store(), "b", "big", KIND_R_SERIALIZED, 0).unwrap();
+    w.write(&[5u8; 100_000]).unwrap();
+    let (id, _) = w.commit().unwrap();
+    c.publish("b", "big", &id, &o).unwrap();
+    // A file published under another namespace than its header says is refused.
+    let mut w = ObjectWriter::create(c.store(), "a", "y", KIND_R_SERIALIZED, 0).unwrap();
+    w.write(b"z").unwrap();
+    let (wrong, _) = w.commit().unwrap();
+    assert!(matches!(
+        c.publish("b", "y", &wrong, &o),
+        Err(Error::Corrupt { .. })
+    ));
+    std::fs::remove_file(c.store().object_path(&wrong)).unwrap();
+
+    let in_ns = |c: &mut Client, ns: &str, tag: &str| match c.lookup(ns, tag, &opts(5000)).unwrap()
+    {
+        Found::Inline(_, b) => b,
+        Found::File(_, f) => ObjectMap::open(&f).unwrap().payload().to_vec(),
+    };
+    assert_eq!(in_ns(&mut c, "a", "x"), b"in a");
+    assert_eq!(in_ns(&mut c, "b", "x"), b"in b");
+    assert!(matches!(c.lookup(D, "x", &o), Err(Error::NotFound { .. })));
+    assert_eq!(c.list(Some("a"), &o).unwrap().len(), 1);
+    let all = c.list(None, &o).unwrap();
+    let keys: Vec<(String, String)> = all.into_iter().map(|e| (e.namespace, e.tag)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("a".into(), "x".into()),
+            ("b".into(), "big".into()),
+            ("b".into(), "x".into())
+        ]
+    );
+    // Both rebuild paths keep namespaces: the journal, then file headers.
+    for drop_journal in [false, true] {
+        let pid = c.helper_pid().unwrap();
+        // SAFETY: signalling a helper we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        while sys::pid_alive(pid) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if drop_journal {
+            std::fs::remove_file(t.dir.join(yaplr_core::journal::JOURNAL_NAME)).unwrap();
+        }
+        assert_eq!(in_ns(&mut c, "b", "big").len(), 100_000);
+        assert!(c.exists("b", "big", &o).unwrap());
+        assert!(!c.exists("a", "big", &o).unwrap());
+    }
+    assert_eq!(c.remove_namespace("b", &o).unwrap(), 1);
+    assert_eq!(c.remove_namespace("nothing", &o).unwrap(), 0);
+    assert!(c.list(Some("b"), &o).unwrap().is_empty());
+    assert!(Store::new(&t.dir).object_ids().unwrap().is_empty());
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{
-    check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED, KIND_R_VECTOR,
-    VECTOR_HEADER_SIZE,
+    check_namespace, check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
+    KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
 use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::store::{self, Store};
@@ -106,6 +106,7 @@ enum Payload {
 
 struct PayloadWriter<'a> {
     store: &'a Store,
+    ns: &'a str,
     tag: &'a str,
     kind: u32,
     payload: Payload,
@@ -120,7 +121,7 @@ impl PayloadSink for PayloadWriter<'_> {
                 Ok(())
             }
             Payload::Inline(buf) => {
-                let mut w = ObjectWriter::create(self.store, self.tag, self.kind, 0)?;
+                let mut w = ObjectWriter::create(self.store, self.ns, self.tag, self.kind, 0)?;
                 w.write(buf)?;
                 w.write(bytes)?;
                 self.payload = Payload::File(w);
@@ -134,6 +135,7 @@ impl PayloadSink for PayloadWriter<'_> {
 fn store_object(
     c: &mut Client,
     sexp: SEXP,
+    ns: &str,
     tag: &str,
     opts: &CallOptions<'_>,
 ) -> Result<(), Error> {
@@ -141,26 +143,29 @@ fn store_object(
     let writer = match vector::as_vector(sexp) {
         Some(h) => {
             let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
-            let mut w = ObjectWriter::create(&store, tag, KIND_R_VECTOR, size)?;
+            let mut w = ObjectWriter::create(&store, ns, tag, KIND_R_VECTOR, size)?;
             vector::write_vector(sexp, &h, &mut w)?;
             w
         }
         None => {
             let mut pw = PayloadWriter {
                 store: &store,
+                ns,
                 tag,
                 kind: KIND_R_SERIALIZED,
                 payload: Payload::Inline(Vec::with_capacity(256)),
             };
             serialize::serialize_into(sexp, &mut pw)?;
             match pw.payload {
-                Payload::Inline(bytes) => return c.put_inline(tag, KIND_R_SERIALIZED, bytes, opts),
+                Payload::Inline(bytes) => {
+                    return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, opts)
+                }
                 Payload::File(w) => w,
             }
         }
     };
     let (id, _) = writer.commit()?;
-    let published = c.publish(tag, &id, opts);
+    let published = c.publish(ns, tag, &id, opts);
     if published.is_err() {
         // Ours until published: never leave it behind.
         let _ = std::fs::remove_file(store.object_path(&id));
@@ -170,19 +175,27 @@ fn store_object(
 
 /// @noRd
 #[extendr]
-fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+fn send_object_(
+    obj: Robj,
+    tag: &str,
+    ns: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
         autostart,
     };
-    let r = check_tag(tag).and_then(|_| {
+    let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| {
             let opts = ctx.opts();
             // Connect first: no point serializing for a helper we can't reach.
             c.connect(&opts)?;
             // SAFETY: obj is protected by extendr for the duration of the call.
-            store_object(c, unsafe { obj.get() }, tag, &opts)
+            store_object(c, unsafe { obj.get() }, ns, tag, &opts)
         })
     });
     done(r, Some(tag), dir)
@@ -192,6 +205,7 @@ fn send_object_(obj: Robj, tag: &str, dir: &str, exe: &str, timeout: f64, autost
 #[extendr]
 fn retrieve_object_(
     tag: &str,
+    ns: &str,
     dir: &str,
     exe: &str,
     timeout: f64,
@@ -203,8 +217,8 @@ fn retrieve_object_(
         timeout,
         autostart,
     };
-    let r = check_tag(tag).and_then(|_| {
-        with_client(dir, |c| match c.lookup(tag, &ctx.opts())? {
+    let r = check_key(ns, tag).and_then(|_| {
+        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts())? {
             Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
             Found::File(_, file) => {
                 let map = if copy {
@@ -239,47 +253,87 @@ fn retrieve_object_(
 
 /// @noRd
 #[extendr]
-fn remove_object_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+fn remove_object_(
+    tag: &str,
+    ns: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
         autostart,
     };
-    let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.remove(tag, &ctx.opts())));
+    let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.remove(ns, tag, &ctx.opts())));
     done(r.map(|_| ()), Some(tag), dir)
 }
 
 /// @noRd
 #[extendr]
-fn does_object_exist_(tag: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+fn does_object_exist_(
+    tag: &str,
+    ns: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
         autostart,
     };
-    let r = check_tag(tag).and_then(|_| with_client(dir, |c| c.exists(tag, &ctx.opts())));
+    let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.exists(ns, tag, &ctx.opts())));
     done(r, Some(tag), dir)
 }
 
+/// `ns` empty: every namespace.
 /// @noRd
 #[extendr]
-fn list_objects_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+fn list_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
         autostart,
     };
-    let r = with_client(dir, |c| c.list(&ctx.opts())).map(|entries| {
+    let which = if ns.is_empty() { None } else { Some(ns) };
+    let r = with_client(dir, |c| c.list(which, &ctx.opts())).map(|entries| {
+        let namespaces: Vec<String> = entries.iter().map(|e| e.namespace.clone()).collect();
         let tags: Vec<String> = entries.iter().map(|e| e.tag.clone()).collect();
         let sizes: Vec<f64> = entries.iter().map(|e| e.size as f64).collect();
         let ctimes: Vec<f64> = entries.iter().map(|e| e.ctime_ns as f64 / 1e9).collect();
         List::from_names_and_values(
-            ["tag", "size", "ctime"],
-            [Robj::from(tags), Robj::from(sizes), Robj::from(ctimes)],
+            ["namespace", "tag", "size", "ctime"],
+            [
+                Robj::from(namespaces),
+                Robj::from(tags),
+                Robj::from(sizes),
+                Robj::from(ctimes),
+            ],
         )
         .expect("names and values match")
     });
     done(r, None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let r =
+        check_namespace(ns).and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
+    done(r.map(|n| n as f64), None, dir)
+}
+
+fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
+    check_tag(tag)?;
+    check_namespace(ns)
 }
 
 /// @noRd
@@ -388,4 +442,5 @@ extendr_module! {
     fn ping_server_;
     fn quit_server_;
     fn is_server_running_;
+    fn remove_objects_;
 }

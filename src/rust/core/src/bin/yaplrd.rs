@@ -12,14 +12,15 @@ usage: yaplrd COMMAND [--dir DIR] [--json]
 
 Commands on a yaplr store (default: $YAPLR_DIR, else /dev/shm/yaplr-<uid>):
   status      is a helper running? its pid, number of objects, bytes
-  list        the stored objects: tag, size, when sent, kind
-  info TAG    one object
-  rm TAG      remove one object
+  list        the stored objects: namespace, tag, size, when sent, kind
+  info TAG    one object (of namespace \"default\" unless --namespace)
+  rm TAG      remove one object (idem)
   stop        stop the helper; it removes every object of the store
   serve       run the helper (the R package starts it with --daemon)
 
 Options:
   --dir DIR      the store directory
+  --namespace NS the namespace (for list: only this one; default: all)
   --json         machine-readable output
   --timeout SEC  how long to wait for the helper (default 10)
   --version, --help";
@@ -31,6 +32,7 @@ fn main() {
         .unwrap_or_else(store::default_dir);
     let mut daemon = false;
     let mut json = false;
+    let mut namespace: Option<String> = None;
     let mut timeout = 10.0;
     let mut cmd: Option<&str> = None;
     let mut arg: Option<&str> = None;
@@ -43,6 +45,10 @@ fn main() {
             },
             "--daemon" => daemon = true,
             "--json" => json = true,
+            "--namespace" | "-n" => match it.next() {
+                Some(n) if !n.is_empty() => namespace = Some(n.clone()),
+                _ => fail("--namespace needs a name"),
+            },
             "--timeout" => match it.next().and_then(|t| t.parse::<f64>().ok()) {
                 Some(t) if t > 0.0 && t.is_finite() => timeout = t,
                 _ => fail("--timeout needs a positive number of seconds"),
@@ -81,6 +87,7 @@ fn main() {
         let exe = std::env::current_exe().ok();
         let cli = Cli {
             dir: &dir,
+            namespace: namespace.as_deref(),
             json,
             timeout: Duration::from_secs_f64(timeout),
             exe: exe.as_deref(),
