@@ -125,6 +125,19 @@ check_namespace <- function(namespace, call = caller_call()) {
   namespace
 }
 
+check_description <- function(description, call = caller_call()) {
+  if (is.null(description)) {
+    return(NULL)
+  }
+  if (!is.character(description) || length(description) != 1L || is.na(description)) {
+    abort_yaplr("bad_argument",
+      "`description` must be NULL or a single string, not {describe(description)}.",
+      call = call
+    )
+  }
+  enc2utf8(description)
+}
+
 check_timeout <- function(timeout, call = caller_call()) {
   if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) ||
       !is.finite(timeout) || timeout <= 0) {

@@ -8,7 +8,7 @@ is_shared_view_ <- function(x) .Call(wrap__is_shared_view_, x)
 default_store_dir_ <- function() .Call(wrap__default_store_dir_)
 
 #' @noRd
-send_object_ <- function(obj, tag, ns, dir, exe, timeout, autostart) .Call(wrap__send_object_, obj, tag, ns, dir, exe, timeout, autostart)
+send_object_ <- function(obj, tag, ns, meta, dir, exe, timeout, autostart) .Call(wrap__send_object_, obj, tag, ns, meta, dir, exe, timeout, autostart)
 
 #' @noRd
 retrieve_object_ <- function(tag, ns, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_object_, tag, ns, dir, exe, timeout, autostart, copy)
@@ -43,5 +43,8 @@ is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
 
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
+
+#' @noRd
+object_info_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__object_info_, tag, ns, dir, exe, timeout, autostart)
 
 

@@ -12,6 +12,7 @@
 #' * `remove_object()` removes the object stored under `tag`.
 #' * `list_objects()` lists the stored objects.
 #' * `remove_objects()` removes every object of a namespace.
+#' * `object_info()` describes one object without retrieving it.
 #'
 #' Every object lives in a *namespace* (default `"default"`, or
 #' `getOption("yaplr.namespace")`): the same tag in two namespaces names two
@@ -59,6 +60,9 @@
 #' @param namespace The namespace of the object: a single non-empty string
 #'   of at most 256 bytes. Default `getOption("yaplr.namespace", "default")`.
 #'   For `list_objects()`, `NULL` lists the objects of every namespace.
+#' @param description For `send_object()`: `NULL` (the default) or a single
+#'   string describing the object, shown by `list_objects()` and
+#'   `object_info()`.
 #' @param copy For `retrieve_object()`: `FALSE` (the default) returns large
 #'   plain vectors as zero-copy views of shared memory (see below); `TRUE`
 #'   always returns an ordinary copy.
@@ -66,9 +70,17 @@
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row
 #'   names the tags (sorted), and columns `size` (bytes stored) and `ctime`
-#'   (when it was sent, a `POSIXct`); with `namespace = NULL`, it has plain
+#'   (when it was sent, a `POSIXct`), then `class` (its first class) and
+#'   `description` (`NA` when none was given); with `namespace = NULL`, it has plain
 #'   row names and two more columns, `namespace` and `tag`, sorted by both.
 #'   `remove_objects()` returns the number of objects removed, invisibly.
+#'   `object_info()` returns a list: `tag`, `namespace`, `size` (bytes
+#'   stored), `ctime`, `class`, `type` (as [typeof()]), `length`, `dim`
+#'   (`NULL` if none), `description` (`NULL` if none), `zero_copy` (whether
+#'   [retrieve_object()] returns it as a zero-copy view), `version` (a number
+#'   that increases with every value stored in the store, so an overwrite
+#'   always has a larger version than the value it replaced) and `storage`
+#'   (`"inline"` in the helper's journal, or `"file"`).
 #'
 #' Errors are classed conditions (see [yaplr-conditions]): a bad tag gives
 #' `yaplr_bad_tag`, a missing object `yaplr_not_found`, a full store
@@ -93,12 +105,16 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         check_server_with_ping = TRUE,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
-                        namespace = yaplr_namespace()) {
+                        namespace = yaplr_namespace(), description = NULL) {
   tag <- check_tag(tag)
   namespace <- check_namespace(namespace)
+  meta <- list(
+    class = class(obj), type = typeof(obj), length = length(obj), dim = dim(obj),
+    description = check_description(description)
+  )
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(send_object_(obj, tag, namespace, store_dir(), helper_path(), timeout, autostart))
+  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart))
   invisible(NULL)
 }
 
@@ -158,23 +174,25 @@ list_objects <- function(automatic_server_start = NULL,
                                     helper_path(), timeout, autostart))
   tags <- res$tag
   Encoding(tags) <- "UTF-8"
+  description <- res$description
+  Encoding(description) <- "UTF-8"
+  description[!nzchar(description)] <- NA_character_
+  out <- data.frame(
+    size = res$size,
+    ctime = .POSIXct(res$ctime),
+    class = res$class,
+    description = description,
+    stringsAsFactors = FALSE
+  )
   if (all) {
     namespaces <- res$namespace
     Encoding(namespaces) <- "UTF-8"
-    return(data.frame(
-      size = res$size,
-      ctime = .POSIXct(res$ctime),
-      namespace = namespaces,
-      tag = tags,
-      stringsAsFactors = FALSE
-    ))
+    out$namespace <- namespaces
+    out$tag <- tags
+    return(out)
   }
-  data.frame(
-    size = res$size,
-    ctime = .POSIXct(res$ctime),
-    row.names = tags,
-    stringsAsFactors = FALSE
-  )
+  rownames(out) <- tags
+  out
 }
 
 #' @rdname objects
@@ -187,4 +205,19 @@ remove_objects <- function(namespace = yaplr_namespace(),
   autostart <- autostart_option(automatic_server_start)
   n <- check_result(remove_objects_(namespace, store_dir(), helper_path(), timeout, autostart))
   invisible(n)
+}
+
+#' @rdname objects
+#' @export
+object_info <- function(tag, namespace = yaplr_namespace(),
+                        automatic_server_start = NULL,
+                        timeout = yaplr_timeout()) {
+  tag <- check_tag(tag)
+  namespace <- check_namespace(namespace)
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  res <- check_result(object_info_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
+  res$ctime <- .POSIXct(res$ctime)
+  if (!is.null(res$dim)) res$dim <- as.integer(res$dim)
+  res
 }

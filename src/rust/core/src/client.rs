@@ -5,7 +5,7 @@
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
 use crate::lock::FileLock;
-use crate::protocol::{self, Entry, Request, Response, ServerInfo, PROTOCOL_VERSION};
+use crate::protocol::{self, Entry, Meta, Request, Response, ServerInfo, PROTOCOL_VERSION};
 use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
@@ -85,6 +85,8 @@ impl Client {
 
     fn try_connect(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connect> {
         self.store.check_socket_path()?;
+        // Never talk to a socket in a directory another user controls.
+        self.store.check_owner()?;
         let sock = self.store.socket_path();
         let stream = match UnixStream::connect(&sock) {
             Ok(s) => s,
@@ -98,6 +100,19 @@ impl Client {
             }
             Err(e) => return Err(Error::io(format!("connecting to {}", sock.display()), e)),
         };
+        match sys::peer_uid(std::os::fd::AsRawFd::as_raw_fd(&stream)) {
+            Ok(uid) if uid == sys::getuid() => {}
+            Ok(uid) => {
+                return Err(Error::Store {
+                    message: format!(
+                        "the process serving \"{}\" runs as uid {uid}, not as this user; \
+                         choose another store with options(yaplr.dir = )",
+                        sock.display()
+                    ),
+                })
+            }
+            Err(e) => return Err(Error::io("checking who serves the store", e)),
+        }
         stream
             .set_nonblocking(true)
             .map_err(|e| Error::io("configuring the helper's socket", e))?;
@@ -286,11 +301,19 @@ impl Client {
         Ok((resp, fds))
     }
 
-    pub fn publish(&mut self, ns: &str, tag: &str, id: &str, opts: &CallOptions<'_>) -> Result<()> {
+    pub fn publish(
+        &mut self,
+        ns: &str,
+        tag: &str,
+        id: &str,
+        meta: Meta,
+        opts: &CallOptions<'_>,
+    ) -> Result<()> {
         let req = Request::Publish {
             namespace: ns.into(),
             tag: tag.into(),
             id: id.into(),
+            meta,
         };
         self.call(&req, opts).map(|_| ())
     }
@@ -302,6 +325,7 @@ impl Client {
         tag: &str,
         kind: u32,
         bytes: Vec<u8>,
+        meta: Meta,
         opts: &CallOptions<'_>,
     ) -> Result<()> {
         let req = Request::PutInline {
@@ -310,6 +334,7 @@ impl Client {
             kind,
             ctime_ns: crate::object_file::now_ns(),
             bytes,
+            meta,
         };
         self.call(&req, opts).map(|_| ())
     }

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::object_file::fnv1a64;
+use crate::protocol::Meta;
 use bincode::{Decode, Encode};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const JOURNAL_NAME: &str = "catalog.journal";
-const MAGIC: &[u8; 8] = b"YAPLRJN2";
+const MAGIC: &[u8; 8] = b"YAPLRJN3";
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
 
@@ -27,6 +28,9 @@ pub enum Record {
         ctime_ns: i64,
         kind: u32,
         bytes: Vec<u8>,
+        meta: Meta,
+        /// Store-wide sequence number: the object's version.
+        seq: u64,
     },
     /// An object stored in its own file.
     Link {
@@ -36,6 +40,8 @@ pub enum Record {
         ctime_ns: i64,
         kind: u32,
         size: u64,
+        meta: Meta,
+        seq: u64,
     },
     Remove {
         namespace: String,
@@ -218,6 +224,8 @@ mod tests {
             ctime_ns: 1,
             kind: 1,
             bytes: b.to_vec(),
+            meta: Meta::default(),
+            seq: 1,
         }
     }
 

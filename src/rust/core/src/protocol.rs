@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -23,6 +23,7 @@ pub enum Request {
         namespace: String,
         tag: String,
         id: String,
+        meta: Meta,
     },
     /// Store a small object inline, without a file of its own.
     PutInline {
@@ -31,6 +32,7 @@ pub enum Request {
         kind: u32,
         ctime_ns: i64,
         bytes: Vec<u8>,
+        meta: Meta,
     },
     /// Look up a tag; the answer carries the object's open fd.
     Lookup {
@@ -66,6 +68,24 @@ pub struct Entry {
     pub size: u64,
     pub ctime_ns: i64,
     pub kind: u32,
+    pub meta: Meta,
+    /// Increases with every value stored in the store, so an overwrite
+    /// always gets a larger version than the value it replaced.
+    pub version: u64,
+    /// Kept inline in the journal rather than in a file of its own.
+    pub inline: bool,
+}
+
+/// What the sender said about an object, for listings.
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct Meta {
+    /// The R class vector.
+    pub class: Vec<String>,
+    /// The R type (typeof).
+    pub rtype: String,
+    pub length: u64,
+    pub dim: Vec<u64>,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -178,6 +198,7 @@ mod tests {
             namespace: "ns".into(),
             tag: "\u{e9}t\u{e9}".into(),
             id: "0".repeat(32),
+            meta: Meta::default(),
         });
         round_trip(Request::Lookup {
             namespace: "default".into(),
@@ -197,6 +218,13 @@ mod tests {
             kind: 1,
             ctime_ns: 3,
             bytes: vec![1, 2, 3],
+            meta: Meta {
+                class: vec!["data.frame".into()],
+                rtype: "list".into(),
+                length: 3,
+                dim: vec![10, 3],
+                description: Some("d".into()),
+            },
         });
         round_trip(Response::FoundInline {
             entry: Entry {
@@ -205,6 +233,9 @@ mod tests {
                 size: 3,
                 ctime_ns: 3,
                 kind: 1,
+                meta: Meta::default(),
+                version: 1,
+                inline: true,
             },
             bytes: vec![1, 2, 3],
         });
@@ -215,6 +246,9 @@ mod tests {
             size: 1,
             ctime_ns: -5,
             kind: 1,
+            meta: Meta::default(),
+            version: 1,
+            inline: true,
         }]));
         round_trip(Response::Error {
             kind: "not_found".into(),
@@ -253,6 +287,7 @@ mod tests {
             namespace: "default".into(),
             tag: "tag".into(),
             id: "0".repeat(32),
+            meta: Meta::default(),
         });
         for cut in 0..f.len() - 4 {
             assert!(decode::<Request>(&f[4..4 + cut]).is_err());

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::journal::{Journal, Record};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
-use crate::protocol::{self, Entry, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION};
+use crate::protocol::{
+    self, Entry, Meta, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION,
+};
 use crate::store::{self, Store};
 use crate::sys;
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ struct Obj {
     size: u64,
     ctime_ns: i64,
     kind: u32,
+    meta: Meta,
+    seq: u64,
 }
 
 impl Obj {
@@ -63,6 +67,8 @@ impl Obj {
                 ctime_ns: self.ctime_ns,
                 kind: self.kind,
                 size: self.size,
+                meta: self.meta.clone(),
+                seq: self.seq,
             },
             Data::Inline(b) => Record::Put {
                 namespace: key.0.clone(),
@@ -70,6 +76,8 @@ impl Obj {
                 ctime_ns: self.ctime_ns,
                 kind: self.kind,
                 bytes: b.to_vec(),
+                meta: self.meta.clone(),
+                seq: self.seq,
             },
         }
     }
@@ -78,6 +86,8 @@ impl Obj {
 struct State {
     store: Store,
     objects: HashMap<Key, Obj>,
+    /// The last sequence number given to a stored value.
+    seq: u64,
     journal: Journal,
     started_ns: i64,
 }
@@ -133,6 +143,8 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
             ctime_ns,
             kind,
             bytes,
+            meta,
+            seq,
         } => objects.insert(
             (namespace, tag),
             Obj {
@@ -140,6 +152,8 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
                 data: Data::Inline(Arc::new(bytes)),
                 ctime_ns,
                 kind,
+                meta,
+                seq,
             },
         ),
         Record::Link {
@@ -149,6 +163,8 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
             ctime_ns,
             kind,
             size,
+            meta,
+            seq,
         } => objects.insert(
             (namespace, tag),
             Obj {
@@ -156,6 +172,8 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
                 size,
                 ctime_ns,
                 kind,
+                meta,
+                seq,
             },
         ),
         Record::Remove { namespace, tag } => objects.remove(&(namespace, tag)),
@@ -222,6 +240,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
 
     let shared: Shared = Arc::new(Mutex::new(State {
         store: store.clone(),
+        seq: objects.values().map(|o| o.seq).max().unwrap_or(0),
         objects,
         journal,
         started_ns: object_file::now_ns(),
@@ -303,6 +322,9 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
             size: header.payload_len,
             ctime_ns: header.ctime_ns,
             kind: header.kind,
+            meta: Meta::default(),
+            // Renumbered below, in order of creation.
+            seq: 0,
         };
         let key = (header.namespace, header.tag);
         match objects.get(&key) {
@@ -318,6 +340,16 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
             None => {
                 objects.insert(key, obj);
             }
+        }
+    }
+    let mut order: Vec<(i64, Key)> = objects
+        .iter()
+        .map(|(k, o)| (o.ctime_ns, k.clone()))
+        .collect();
+    order.sort();
+    for (i, (_, k)) in order.into_iter().enumerate() {
+        if let Some(o) = objects.get_mut(&k) {
+            o.seq = i as u64 + 1;
         }
     }
     Ok(objects)
@@ -531,6 +563,9 @@ fn entry(key: &Key, o: &Obj) -> Entry {
         size: o.size,
         ctime_ns: o.ctime_ns,
         kind: o.kind,
+        meta: o.meta.clone(),
+        version: o.seq,
+        inline: o.file_id().is_none(),
     }
 }
 
@@ -554,13 +589,19 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             None,
         ),
         Request::Ping => (Response::Pong, None),
-        Request::Publish { namespace, tag, id } => (publish(&mut st, namespace, tag, id), None),
+        Request::Publish {
+            namespace,
+            tag,
+            id,
+            meta,
+        } => (publish(&mut st, namespace, tag, id, meta), None),
         Request::PutInline {
             namespace,
             tag,
             kind,
             ctime_ns,
             bytes,
+            meta,
         } => {
             if let Err(e) = check_key(&namespace, &tag) {
                 return (failed(&e), None);
@@ -574,12 +615,15 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                     None,
                 );
             }
+            st.seq += 1;
             let rec = Record::Put {
                 namespace,
                 tag: tag.clone(),
                 ctime_ns,
                 kind,
                 bytes,
+                meta,
+                seq: st.seq,
             };
             match st.apply(rec) {
                 Ok(()) => (Response::Ok, None),
@@ -682,7 +726,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
     }
 }
 
-fn publish(st: &mut State, namespace: String, tag: String, id: String) -> Response {
+fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Meta) -> Response {
     if !store::is_valid_id(&id) {
         return error_response("protocol", &format!("invalid object id \"{id}\""));
     }
@@ -714,6 +758,7 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String) -> Respon
         return Response::Ok;
     }
     let (namespace, tag) = key;
+    st.seq += 1;
     let rec = Record::Link {
         namespace,
         tag,
@@ -721,6 +766,8 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String) -> Respon
         ctime_ns: header.ctime_ns,
         kind: header.kind,
         size: header.payload_len,
+        meta,
+        seq: st.seq,
     };
     match st.apply(rec) {
         Ok(()) => Response::Ok,

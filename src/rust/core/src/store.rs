@@ -59,6 +59,44 @@ impl Store {
         self.dir.join(format!("{id}{OBJECT_SUFFIX}"))
     }
 
+    /// If the directory exists, check it is a real directory of this user
+    /// (before trusting a socket found in it). A missing one is fine.
+    pub fn check_owner(&self) -> Result<()> {
+        let meta = match fs::symlink_metadata(&self.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Error::Store {
+                    message: format!(
+                        "can not inspect the store directory \"{}\": {e}",
+                        self.dir.display()
+                    ),
+                })
+            }
+        };
+        if !meta.is_dir() {
+            return Err(Error::Store {
+                message: format!(
+                    "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
+                     choose another with options(yaplr.dir = )",
+                    self.dir.display()
+                ),
+            });
+        }
+        let uid = sys::getuid();
+        if meta.uid() != uid {
+            return Err(Error::Store {
+                message: format!(
+                    "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
+                     remove it or choose another with options(yaplr.dir = )",
+                    self.dir.display(),
+                    meta.uid()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Create the directory (mode 0700) if needed and check that it is a
     /// directory owned by this user, private, and writable.
     pub fn prepare(&self) -> Result<()> {

@@ -46,9 +46,17 @@ fn status_list_info_rm_stop() {
         interrupted: &no,
     };
     let mut c = Client::new(yaplr_core::store::Store::new(&dir));
-    c.put_inline(D, "small \"one\"", 1, vec![1, 2, 3], &opts)
+    c.put_inline(
+        D,
+        "small \"one\"",
+        1,
+        vec![1, 2, 3],
+        Default::default(),
+        &opts,
+    )
+    .unwrap();
+    c.put_inline(D, "two", 1, vec![0; 1500], Default::default(), &opts)
         .unwrap();
-    c.put_inline(D, "two", 1, vec![0; 1500], &opts).unwrap();
 
     let (code, out, _) = yaplrd(&dir, &["status"]);
     assert_eq!(code, 0);
@@ -74,7 +82,8 @@ fn status_list_info_rm_stop() {
         "{err}"
     );
     // Namespaces: list one or all; info and rm use "default" unless told.
-    c.put_inline("other", "two", 1, vec![7; 10], &opts).unwrap();
+    c.put_inline("other", "two", 1, vec![7; 10], Default::default(), &opts)
+        .unwrap();
     let (_, out, _) = yaplrd(&dir, &["list", "--namespace", "other"]);
     assert_eq!(out.lines().count(), 2, "{out}");
     let (_, out, _) = yaplrd(&dir, &["info", "two", "--namespace", "other"]);

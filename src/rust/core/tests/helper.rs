@@ -73,7 +73,8 @@ fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
         ObjectWriter::create(c.store(), D, tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish(D, tag, &id, &opts(5000)).unwrap();
+    c.publish(D, tag, &id, Default::default(), &opts(5000))
+        .unwrap();
 }
 
 fn get(c: &mut Client, tag: &str) -> Vec<u8> {
@@ -235,16 +236,30 @@ fn dead_writers_files_are_removed_on_start() {
 fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
     let t = TempStore::new("inline");
     let mut c = t.client();
-    c.put_inline(D, "small", 1, b"tiny".to_vec(), &opts(5000))
-        .unwrap();
+    c.put_inline(
+        D,
+        "small",
+        1,
+        b"tiny".to_vec(),
+        Default::default(),
+        &opts(5000),
+    )
+    .unwrap();
     put(&mut c, "big", &[3u8; 200_000]);
-    c.put_inline(D, "gone", 1, b"x".to_vec(), &opts(5000))
+    c.put_inline(D, "gone", 1, b"x".to_vec(), Default::default(), &opts(5000))
         .unwrap();
     c.remove(D, "gone", &opts(5000)).unwrap();
     // A file object replaced by an inline one loses its file.
     put(&mut c, "swap", b"file");
-    c.put_inline(D, "swap", 1, b"inline".to_vec(), &opts(5000))
-        .unwrap();
+    c.put_inline(
+        D,
+        "swap",
+        1,
+        b"inline".to_vec(),
+        Default::default(),
+        &opts(5000),
+    )
+    .unwrap();
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 1);
     // No file per small object.
     assert!(matches!(
@@ -279,8 +294,15 @@ fn many_inline_overwrites_compact_the_journal() {
     let t = TempStore::new("compact");
     let mut c = t.client();
     for i in 0..3000u32 {
-        c.put_inline(D, "k", 1, vec![(i % 251) as u8; 2000], &opts(5000))
-            .unwrap();
+        c.put_inline(
+            D,
+            "k",
+            1,
+            vec![(i % 251) as u8; 2000],
+            Default::default(),
+            &opts(5000),
+        )
+        .unwrap();
     }
     let len = std::fs::metadata(t.dir.join(yaplr_core::journal::JOURNAL_NAME))
         .unwrap()
@@ -352,18 +374,20 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     let t = TempStore::new("ns");
     let mut c = t.client();
     let o = opts(5000);
-    c.put_inline("a", "x", 1, b"in a".to_vec(), &o).unwrap();
-    c.put_inline("b", "x", 1, b"in b".to_vec(), &o).unwrap();
+    c.put_inline("a", "x", 1, b"in a".to_vec(), Default::default(), &o)
+        .unwrap();
+    c.put_inline("b", "x", 1, b"in b".to_vec(), Default::default(), &o)
+        .unwrap();
     let mut w = ObjectWriter::create(c.store(), "b", "big", KIND_R_SERIALIZED, 0).unwrap();
     w.write(&[5u8; 100_000]).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish("b", "big", &id, &o).unwrap();
+    c.publish("b", "big", &id, Default::default(), &o).unwrap();
     // A file published under another namespace than its header says is refused.
     let mut w = ObjectWriter::create(c.store(), "a", "y", KIND_R_SERIALIZED, 0).unwrap();
     w.write(b"z").unwrap();
     let (wrong, _) = w.commit().unwrap();
     assert!(matches!(
-        c.publish("b", "y", &wrong, &o),
+        c.publish("b", "y", &wrong, Default::default(), &o),
         Err(Error::Corrupt { .. })
     ));
     std::fs::remove_file(c.store().object_path(&wrong)).unwrap();

@@ -15,7 +15,7 @@ use yaplr_core::object_file::{
     check_namespace, check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
     KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
-use yaplr_core::protocol::INLINE_MAX;
+use yaplr_core::protocol::{Entry, Meta, INLINE_MAX};
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
 
@@ -137,6 +137,7 @@ fn store_object(
     sexp: SEXP,
     ns: &str,
     tag: &str,
+    meta: Meta,
     opts: &CallOptions<'_>,
 ) -> Result<(), Error> {
     let store = c.store().clone();
@@ -158,14 +159,14 @@ fn store_object(
             serialize::serialize_into(sexp, &mut pw)?;
             match pw.payload {
                 Payload::Inline(bytes) => {
-                    return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, opts)
+                    return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
                 }
                 Payload::File(w) => w,
             }
         }
     };
     let (id, _) = writer.commit()?;
-    let published = c.publish(ns, tag, &id, opts);
+    let published = c.publish(ns, tag, &id, meta, opts);
     if published.is_err() {
         // Ours until published: never leave it behind.
         let _ = std::fs::remove_file(store.object_path(&id));
@@ -175,10 +176,12 @@ fn store_object(
 
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn send_object_(
     obj: Robj,
     tag: &str,
     ns: &str,
+    meta: List,
     dir: &str,
     exe: &str,
     timeout: f64,
@@ -195,7 +198,7 @@ fn send_object_(
             // Connect first: no point serializing for a helper we can't reach.
             c.connect(&opts)?;
             // SAFETY: obj is protected by extendr for the duration of the call.
-            store_object(c, unsafe { obj.get() }, ns, tag, &opts)
+            store_object(c, unsafe { obj.get() }, ns, tag, parse_meta(&meta), &opts)
         })
     });
     done(r, Some(tag), dir)
@@ -300,22 +303,87 @@ fn list_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) 
     };
     let which = if ns.is_empty() { None } else { Some(ns) };
     let r = with_client(dir, |c| c.list(which, &ctx.opts())).map(|entries| {
-        let namespaces: Vec<String> = entries.iter().map(|e| e.namespace.clone()).collect();
-        let tags: Vec<String> = entries.iter().map(|e| e.tag.clone()).collect();
-        let sizes: Vec<f64> = entries.iter().map(|e| e.size as f64).collect();
-        let ctimes: Vec<f64> = entries.iter().map(|e| e.ctime_ns as f64 / 1e9).collect();
+        let col = |f: &dyn Fn(&Entry) -> String| -> Robj {
+            entries.iter().map(f).collect::<Vec<String>>().into()
+        };
+        let num = |f: &dyn Fn(&Entry) -> f64| -> Robj {
+            entries.iter().map(f).collect::<Vec<f64>>().into()
+        };
         List::from_names_and_values(
-            ["namespace", "tag", "size", "ctime"],
+            ["namespace", "tag", "size", "ctime", "class", "description"],
             [
-                Robj::from(namespaces),
-                Robj::from(tags),
-                Robj::from(sizes),
-                Robj::from(ctimes),
+                col(&|e| e.namespace.clone()),
+                col(&|e| e.tag.clone()),
+                num(&|e| e.size as f64),
+                num(&|e| e.ctime_ns as f64 / 1e9),
+                col(&|e| e.meta.class.first().cloned().unwrap_or_default()),
+                col(&|e| e.meta.description.clone().unwrap_or_default()),
             ],
         )
         .expect("names and values match")
     });
     done(r, None, dir)
+}
+
+fn entry_info(e: &Entry) -> Robj {
+    let m = &e.meta;
+    let description: Robj = match &m.description {
+        Some(d) => d.as_str().into(),
+        None => ().into(),
+    };
+    let dim: Robj = if m.dim.is_empty() {
+        ().into()
+    } else {
+        m.dim.iter().map(|d| *d as f64).collect::<Vec<f64>>().into()
+    };
+    List::from_names_and_values(
+        [
+            "tag",
+            "namespace",
+            "size",
+            "ctime",
+            "class",
+            "type",
+            "length",
+            "dim",
+            "description",
+            "zero_copy",
+            "version",
+            "storage",
+        ],
+        [
+            Robj::from(e.tag.as_str()),
+            Robj::from(e.namespace.as_str()),
+            Robj::from(e.size as f64),
+            Robj::from(e.ctime_ns as f64 / 1e9),
+            Robj::from(m.class.clone()),
+            Robj::from(m.rtype.as_str()),
+            Robj::from(m.length as f64),
+            dim,
+            description,
+            Robj::from(e.kind == KIND_R_VECTOR),
+            Robj::from(e.version as f64),
+            Robj::from(if e.inline { "inline" } else { "file" }),
+        ],
+    )
+    .expect("names and values match")
+    .into()
+}
+
+/// @noRd
+#[extendr]
+fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let r = check_key(ns, tag).and_then(|_| {
+        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts())? {
+            Found::File(e, _) | Found::Inline(e, _) => Ok(entry_info(&e)),
+        })
+    });
+    done(r, Some(tag), dir)
 }
 
 /// @noRd
@@ -329,6 +397,41 @@ fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool
     let r =
         check_namespace(ns).and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
     done(r.map(|n| n as f64), None, dir)
+}
+
+/// The sender's description of an object, from
+/// list(class, type, length, dim, description) built by the R layer.
+fn parse_meta(l: &List) -> Meta {
+    let get = |name: &str| l.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+    let strings = |v: Option<Robj>| -> Vec<String> {
+        v.and_then(|v| {
+            v.as_str_vector()
+                .map(|s| s.into_iter().map(String::from).collect())
+        })
+        .unwrap_or_default()
+    };
+    let numbers = |v: Option<Robj>| -> Vec<f64> {
+        match v {
+            Some(v) if v.is_real() => v.as_real_vector().unwrap_or_default(),
+            Some(v) if v.is_integer() => v
+                .as_integer_vector()
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    Meta {
+        class: strings(get("class")),
+        rtype: strings(get("type")).into_iter().next().unwrap_or_default(),
+        length: numbers(get("length"))
+            .first()
+            .map(|x| *x as u64)
+            .unwrap_or(0),
+        dim: numbers(get("dim")).into_iter().map(|x| x as u64).collect(),
+        description: strings(get("description")).into_iter().next(),
+    }
 }
 
 fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
@@ -443,4 +546,5 @@ extendr_module! {
     fn quit_server_;
     fn is_server_running_;
     fn remove_objects_;
+    fn object_info_;
 }
