@@ -36,7 +36,7 @@ start_server_ <- function(dir, exe, timeout) .Call(wrap__start_server_, dir, exe
 ping_server_ <- function(dir, timeout) .Call(wrap__ping_server_, dir, timeout)
 
 #' @noRd
-quit_server_ <- function(dir, timeout) .Call(wrap__quit_server_, dir, timeout)
+quit_server_ <- function(dir, timeout, keep) .Call(wrap__quit_server_, dir, timeout, keep)
 
 #' @noRd
 is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)

@@ -28,7 +28,7 @@
 #' @param name,i The tag.
 #' @param value The object to store; `NULL` removes the tag.
 #' @param ... Ignored.
-#' @return `yaplr_store()`: a handle of class `yaplr_store`. `names()`: the
+#' @return `yaplr_store()`: a handle of class `yaplr_handle`. `names()`: the
 #'   tags, sorted. `length()`: the number of objects. `as.list()`: a named
 #'   list of every object of the namespace.
 #' @export
@@ -49,7 +49,7 @@ yaplr_store <- function(namespace = yaplr_namespace(), dir = store_dir()) {
   if (!is.character(dir) || length(dir) != 1L || is.na(dir) || !nzchar(dir)) {
     abort_yaplr("bad_argument", "`dir` must be a single directory path, not {describe(dir)}.")
   }
-  structure(list(), namespace = namespace, dir = dir, class = "yaplr_store")
+  structure(list(), namespace = namespace, dir = dir, class = "yaplr_handle")
 }
 
 handle_call <- function(x, f, ...) {
@@ -60,25 +60,25 @@ handle_call <- function(x, f, ...) {
 
 #' @rdname yaplr_store
 #' @export
-`$.yaplr_store` <- function(x, name) {
+`$.yaplr_handle` <- function(x, name) {
   handle_call(x, retrieve_object, tag = name)
 }
 
 #' @rdname yaplr_store
 #' @export
-`[[.yaplr_store` <- function(x, i, ...) {
+`[[.yaplr_handle` <- function(x, i, ...) {
   handle_call(x, retrieve_object, tag = i)
 }
 
 #' @rdname yaplr_store
 #' @export
-`$<-.yaplr_store` <- function(x, name, value) {
+`$<-.yaplr_handle` <- function(x, name, value) {
   store_value(x, name, value)
 }
 
 #' @rdname yaplr_store
 #' @export
-`[[<-.yaplr_store` <- function(x, i, ..., value) {
+`[[<-.yaplr_handle` <- function(x, i, ..., value) {
   store_value(x, i, value)
 }
 
@@ -93,19 +93,19 @@ store_value <- function(x, tag, value) {
 
 #' @rdname yaplr_store
 #' @export
-names.yaplr_store <- function(x) {
+names.yaplr_handle <- function(x) {
   rownames(handle_call(x, list_objects))
 }
 
 #' @rdname yaplr_store
 #' @export
-length.yaplr_store <- function(x) {
+length.yaplr_handle <- function(x) {
   nrow(handle_call(x, list_objects))
 }
 
 #' @rdname yaplr_store
 #' @export
-as.list.yaplr_store <- function(x, ...) {
+as.list.yaplr_handle <- function(x, ...) {
   tags <- names(x)
   out <- lapply(tags, function(tag) handle_call(x, retrieve_object, tag = tag))
   names(out) <- tags
@@ -114,7 +114,7 @@ as.list.yaplr_store <- function(x, ...) {
 
 #' @rdname yaplr_store
 #' @export
-print.yaplr_store <- function(x, ...) {
+print.yaplr_handle <- function(x, ...) {
   lst <- handle_call(x, list_objects)
   cat("<yaplr store> namespace \"", attr(x, "namespace"), "\" of ", attr(x, "dir"), "\n", sep = "")
   if (nrow(lst) == 0L) {

@@ -15,7 +15,8 @@
 #' * `server_info()` describes the running helper.
 #' * `quit_server()` (and its alias `make_sure_server_is_down()`) stops the
 #'   helper: it removes every stored object, its socket, lock files and log,
-#'   and exits; the call returns once the process is gone.
+#'   and exits; the call returns once the process is gone. With
+#'   `keep = TRUE` the objects stay for the next helper.
 #'
 #' If the helper is killed, the next call starts a new one, which finds
 #' every object that was stored before.
@@ -26,6 +27,13 @@
 #'   `ping_server()` warn when no helper runs.
 #' @param timeout The most seconds to wait. Default
 #'   `getOption("yaplr.timeout", 10)`.
+#' @param keep For `quit_server()`: `FALSE` (the default) removes every
+#'   object; `TRUE` stops the helper but keeps the objects and its journal,
+#'   so the next helper (started by the next call, in any session, or after
+#'   a reboot for a store on a disk) serves them again. A store on a disk
+#'   (see [yaplr-options]) syncs every object and catalog change to the disk,
+#'   so it also survives a crash of the machine; a store in `/dev/shm` lives
+#'   in RAM and does not survive a reboot.
 #' @return `make_sure_server_is_started()`: invisibly, `TRUE` if it started
 #'   a helper, `FALSE` if one was running. `quit_server()` and
 #'   `make_sure_server_is_down()`: invisibly, `TRUE` if a helper was stopped,
@@ -101,14 +109,16 @@ print.yaplr_server_info <- function(x, ...) {
 
 #' @rdname server
 #' @export
-quit_server <- function(timeout = yaplr_timeout()) {
+quit_server <- function(timeout = yaplr_timeout(), keep = FALSE) {
   timeout <- check_timeout(timeout)
-  invisible(check_result(quit_server_(store_dir(), timeout)))
+  check_flag(keep, "keep")
+  invisible(check_result(quit_server_(store_dir(), timeout, keep)))
 }
 
 #' @rdname server
 #' @export
-make_sure_server_is_down <- function(timeout = yaplr_timeout()) {
+make_sure_server_is_down <- function(timeout = yaplr_timeout(), keep = FALSE) {
   timeout <- check_timeout(timeout)
-  invisible(check_result(quit_server_(store_dir(), timeout)))
+  check_flag(keep, "keep")
+  invisible(check_result(quit_server_(store_dir(), timeout, keep)))
 }

@@ -1,7 +1,7 @@
 test_that("a store handle reads, writes, removes and lists with R's verbs", {
   dir <- local_store()
   s <- yaplr_store(namespace = "app1")
-  expect_s3_class(s, "yaplr_store")
+  expect_s3_class(s, "yaplr_handle")
   expect_identical(length(s), 0L)
   s$x <- 1:10
   s[["y"]] <- list(a = "b")

@@ -103,3 +103,29 @@ test_that("YAPLR_DIR selects the store when the option is unset", {
   withr::local_envvar(YAPLR_DIR = NA)
   expect_match(store_dir(), "yaplr-[0-9]+$")
 })
+
+test_that("quit_server(keep = TRUE) keeps objects for the next helper, on a disk too", {
+  for (base in c("shm", "disk")) {
+    dir <- if (base == "shm") local_store() else {
+      d <- tempfile("yaplr-disk-", tmpdir = tempdir())
+      withr::local_options(yaplr.dir = d)
+      withr::defer(remove_store(d))
+      d
+    }
+    send_object(mtcars, "cars")
+    send_object(runif(1e5), "big", description = "kept")
+    pid <- server_info()$pid
+    expect_true(quit_server(keep = TRUE))
+    expect_false(pid_alive(pid))
+    expect_false(is_server_running())
+    expect_true(any(grepl("\\.yobj$", store_files(dir))))
+    # The next session starts a helper that serves them again.
+    got <- in_session(function() {
+      list(cars = yaplr::retrieve_object("cars"), info = yaplr::object_info("big"))
+    })
+    expect_identical(got$cars, mtcars)
+    expect_identical(got$info$description, "kept")
+    expect_true(quit_server())
+    expect_false(dir.exists(dir) && length(store_files(dir)) > 0L)
+  }
+})

@@ -244,7 +244,7 @@ impl Cli<'_> {
                 } else {
                     None
                 };
-                let stopped = c.quit(&self.opts(false))?;
+                let stopped = c.quit(false, &self.opts(false))?;
                 Ok(match (self.json, stopped) {
                     (true, s) => format!("{{\"stopped\":{s}}}\n"),
                     (false, true) => format!(

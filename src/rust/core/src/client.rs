@@ -412,9 +412,10 @@ impl Client {
         }
     }
 
-    /// Ask the helper to remove everything and exit, and wait until its
-    /// process is gone. Ok(false) when no helper was running.
-    pub fn quit(&mut self, opts: &CallOptions<'_>) -> Result<bool> {
+    /// Ask the helper to remove everything (with `keep`: nothing but its
+    /// socket and locks) and exit, and wait until its process is gone.
+    /// Ok(false) when no helper was running.
+    pub fn quit(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {
         let no_start = CallOptions {
             timeout: opts.timeout,
             autostart: false,
@@ -425,12 +426,12 @@ impl Client {
             Err(Error::NoServer { .. }) => return Ok(false),
             // A helper we can not talk to (another version of yaplr):
             // stop it by signal and clean up after it.
-            Err(Error::Protocol { .. }) => return self.force_stop(opts),
+            Err(Error::Protocol { .. }) => return self.force_stop(keep, opts),
             Err(e) => return Err(e),
             Ok(()) => {}
         }
         let pid = self.helper_pid().unwrap_or(0);
-        let r = self.call_once(&Request::Quit, &no_start);
+        let r = self.call_once(&Request::Quit { keep }, &no_start);
         self.connection = None;
         match r {
             Ok(_) => {}
@@ -459,7 +460,7 @@ impl Client {
 
     /// Stop the helper by SIGTERM (SIGKILL if it does not go), then remove
     /// the store's files as the helper would have.
-    fn force_stop(&mut self, opts: &CallOptions<'_>) -> Result<bool> {
+    fn force_stop(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {
         self.connection = None;
         let lock = self.store.helper_lock_path();
         let pid = match self.store.helper_pid_from_lock() {
@@ -497,7 +498,11 @@ impl Client {
                 seconds: opts.timeout.as_secs_f64(),
             });
         }
-        self.store.remove_all();
+        if keep {
+            self.store.remove_runtime_files();
+        } else {
+            self.store.remove_all();
+        }
         Ok(true)
     }
 

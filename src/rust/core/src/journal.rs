@@ -92,13 +92,15 @@ pub struct Journal {
     file: File,
     path: PathBuf,
     len: u64,
+    /// fdatasync after each append (stores on a disk).
+    durable: bool,
 }
 
 impl Journal {
     /// Open the journal of the store in `dir`. Returns the records of an
     /// existing journal (None when there was none, or it was unreadable),
     /// with a torn tail cut off.
-    pub fn open(dir: &Path) -> Result<(Journal, Option<Vec<Record>>)> {
+    pub fn open(dir: &Path, durable: bool) -> Result<(Journal, Option<Vec<Record>>)> {
         let path = dir.join(JOURNAL_NAME);
         let existing = match std::fs::read(&path) {
             Ok(b) => Some(b),
@@ -125,7 +127,12 @@ impl Journal {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let mut j = Journal { file, path, len: 0 };
+        let mut j = Journal {
+            file,
+            path,
+            len: 0,
+            durable,
+        };
         if valid == 0 {
             j.file
                 .set_len(0)
@@ -148,6 +155,11 @@ impl Journal {
             return Err(Error::io(format!("writing {}", self.path.display()), e));
         }
         self.len += bytes.len() as u64;
+        if self.durable {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
+        }
         Ok(())
     }
 
@@ -189,6 +201,9 @@ impl Journal {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&tmp)?;
             f.write_all(&out)?;
+            if self.durable {
+                f.sync_data()?;
+            }
             std::fs::rename(&tmp, &self.path)?;
             Ok(f)
         };
@@ -233,7 +248,7 @@ mod tests {
     fn records_survive_reopen_and_torn_tails_are_cut() {
         let d = temp_dir("reopen");
         {
-            let (mut j, recs) = Journal::open(&d).unwrap();
+            let (mut j, recs) = Journal::open(&d, false).unwrap();
             assert!(recs.is_none());
             j.append(&put("a", b"one")).unwrap();
             j.append(&Record::Remove {
@@ -245,11 +260,11 @@ mod tests {
         }
         let path = d.join(JOURNAL_NAME);
         let full = std::fs::read(&path).unwrap();
-        let (_, recs) = Journal::open(&d).unwrap();
+        let (_, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(recs.unwrap().len(), 3);
         // Cut the last record in half, as a helper killed mid-append would.
         std::fs::write(&path, &full[..full.len() - 3]).unwrap();
-        let (mut j, recs) = Journal::open(&d).unwrap();
+        let (mut j, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(
             recs.unwrap(),
             vec![
@@ -261,14 +276,14 @@ mod tests {
             ]
         );
         j.append(&put("c", b"three")).unwrap();
-        let (_, recs) = Journal::open(&d).unwrap();
+        let (_, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(recs.unwrap().last().unwrap(), &put("c", b"three"));
         // A flipped bit stops the replay at that record.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, recs) = Journal::open(&d).unwrap();
+        let (_, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(recs.unwrap().len(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -276,7 +291,7 @@ mod tests {
     #[test]
     fn rewrite_keeps_only_live_records() {
         let d = temp_dir("rewrite");
-        let (mut j, _) = Journal::open(&d).unwrap();
+        let (mut j, _) = Journal::open(&d, false).unwrap();
         for i in 0..100 {
             j.append(&put("x", &vec![i as u8; 1000])).unwrap();
         }
@@ -284,7 +299,7 @@ mod tests {
         j.rewrite(&[put("x", b"last")]).unwrap();
         assert!(j.len() < before / 10);
         j.append(&put("y", b"after")).unwrap();
-        let (_, recs) = Journal::open(&d).unwrap();
+        let (_, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(recs.unwrap(), vec![put("x", b"last"), put("y", b"after")]);
         assert!(!d.join("catalog.tmp").exists());
         std::fs::remove_dir_all(&d).unwrap();
@@ -294,7 +309,7 @@ mod tests {
     fn garbage_journal_is_treated_as_absent() {
         let d = temp_dir("garbage");
         std::fs::write(d.join(JOURNAL_NAME), b"not a journal at all").unwrap();
-        let (j, recs) = Journal::open(&d).unwrap();
+        let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(recs.is_none());
         assert!(j.is_empty());
         std::fs::remove_dir_all(&d).unwrap();

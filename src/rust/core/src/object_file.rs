@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::sys;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
@@ -255,6 +254,8 @@ pub struct ObjectWriter {
     reserved: u64,
     buf: Vec<u8>,
     committed: bool,
+    /// Sync to the device on commit (stores on a disk).
+    durable: bool,
 }
 
 impl ObjectWriter {
@@ -305,6 +306,7 @@ impl ObjectWriter {
             reserved: 0,
             buf: Vec::with_capacity(64 << 10),
             committed: false,
+            durable: !store.is_volatile(),
         };
         w.reserve(HEADER_SIZE as u64 + size_hint)?;
         w.file
@@ -427,10 +429,20 @@ impl ObjectWriter {
         }
         self.header.payload_len = self.written;
         self.header.state = STATE_COMMITTED;
+        let sync = |f: &File| {
+            f.sync_data()
+                .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+        };
+        // On a disk: the payload is durable before the header says so.
+        if self.durable {
+            sync(&self.file)?;
+        }
         self.file
             .write_all_at(&self.header.encode(), 0)
             .map_err(|e| Error::io(format!("committing {}", self.path.display()), e))?;
-        self.file.flush().ok();
+        if self.durable {
+            sync(&self.file)?;
+        }
         self.committed = true;
         Ok((self.id.clone(), self.header.clone()))
     }

@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -58,7 +58,10 @@ pub enum Request {
     Info,
     Ping,
     /// Unlink every object, the socket and lock files, and exit.
-    Quit,
+    Quit {
+        /// Keep the objects and the journal for the next helper.
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -239,7 +242,7 @@ mod tests {
             },
             bytes: vec![1, 2, 3],
         });
-        round_trip(Request::Quit);
+        round_trip(Request::Quit { keep: true });
         round_trip(Response::List(vec![Entry {
             namespace: "default".into(),
             tag: "a".into(),

@@ -214,7 +214,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", sys::getpid());
     }
-    let (mut journal, records) = Journal::open(store.dir())?;
+    let (mut journal, records) = Journal::open(store.dir(), !store.is_volatile())?;
     let replayed = records.is_some();
     let objects = match records {
         Some(recs) => replay(&store, recs)?,
@@ -520,8 +520,8 @@ fn handle(stream: UnixStream, shared: Shared) {
                 }
             }
         }
-        if matches!(req, Request::Quit) {
-            quit(&conn, &shared);
+        if let Request::Quit { keep } = req {
+            quit(&conn, &shared, keep);
         }
         let (resp, fd) = dispatch(req, &shared);
         if reply(&conn, &resp, fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
@@ -722,7 +722,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             }),
             None,
         ),
-        Request::Quit => unreachable!("handled before dispatch"),
+        Request::Quit { .. } => unreachable!("handled before dispatch"),
     }
 }
 
@@ -775,9 +775,16 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
     }
 }
 
-/// Unlink everything this helper owns, answer, and exit.
-fn quit(conn: &Conn, shared: &Shared) -> ! {
+/// Unlink everything this helper owns (or, with `keep`, only its socket
+/// and locks), answer, and exit.
+fn quit(conn: &Conn, shared: &Shared, keep: bool) -> ! {
     let st = lock_state(shared);
+    if keep {
+        log(&format!("quitting; keeping {} object(s)", st.objects.len()));
+        st.store.remove_runtime_files();
+        let _ = reply(conn, &Response::Ok, None);
+        std::process::exit(0);
+    }
     log(&format!(
         "quitting; removing {} object(s)",
         st.objects.len()

@@ -206,6 +206,33 @@ impl Store {
         let _ = fs::remove_dir(&self.dir);
     }
 
+    /// Whether the store lives in memory (tmpfs or ramfs): then nothing
+    /// survives a reboot anyway and writes need no fsync. A store on a disk
+    /// syncs object files and the journal so it survives a crash.
+    pub fn is_volatile(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        let Ok(c) = std::ffi::CString::new(self.dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs is plain data; c is a valid C string.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+            return false;
+        }
+        let t = st.f_type as i64;
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC
+    }
+
+    /// Remove the helper's socket and lock files but keep the objects and
+    /// the journal (a persistent store between helpers).
+    pub fn remove_runtime_files(&self) {
+        let _ = fs::remove_file(self.socket_path());
+        let _ = fs::remove_file(self.spawn_lock_path());
+        let _ = fs::remove_file(self.helper_lock_path());
+    }
+
     /// The pid the helper wrote into its lock file, if any.
     pub fn helper_pid_from_lock(&self) -> Option<u32> {
         fs::read_to_string(self.helper_lock_path())

@@ -45,10 +45,13 @@ impl TempStore {
 impl Drop for TempStore {
     fn drop(&mut self) {
         let mut c = self.client();
-        let _ = c.quit(&CallOptions {
-            autostart: false,
-            ..opts(5000)
-        });
+        let _ = c.quit(
+            false,
+            &CallOptions {
+                autostart: false,
+                ..opts(5000)
+            },
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -119,7 +122,7 @@ fn publish_lookup_list_remove_quit() {
         Err(Error::NotFound { .. })
     ));
     let pid = c.helper_pid().unwrap();
-    assert!(c.quit(&opts(5000)).unwrap());
+    assert!(c.quit(false, &opts(5000)).unwrap());
     assert!(!sys::pid_alive(pid));
     assert!(!t.dir.exists(), "quit leaves an empty store dir behind");
 }
@@ -360,7 +363,7 @@ fn quit_stops_a_helper_of_another_version() {
         Err(Error::Protocol { message }) => assert!(message.contains("version"), "{message}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }
-    assert!(c.quit(&opts(5000)).unwrap());
+    assert!(c.quit(false, &opts(5000)).unwrap());
     let status = child.wait().unwrap();
     assert!(!status.success(), "the stand-in was stopped by a signal");
     assert!(!t.dir.exists(), "its files are removed");
@@ -430,4 +433,51 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     assert_eq!(c.remove_namespace("nothing", &o).unwrap(), 0);
     assert!(c.list(Some("b"), &o).unwrap().is_empty());
     assert!(Store::new(&t.dir).object_ids().unwrap().is_empty());
+}
+
+#[test]
+fn quit_keep_leaves_objects_for_the_next_helper() {
+    let t = TempStore::new("keep");
+    let mut c = t.client();
+    c.put_inline(
+        D,
+        "small",
+        1,
+        b"kept".to_vec(),
+        Default::default(),
+        &opts(5000),
+    )
+    .unwrap();
+    put(&mut c, "big", &[4u8; 100_000]);
+    let pid = c.helper_pid().unwrap();
+    assert!(c.quit(true, &opts(5000)).unwrap());
+    assert!(!sys::pid_alive(pid));
+    assert!(!t.dir.join("yaplrd.sock").exists());
+    assert!(!c.is_running().unwrap());
+    // A new helper (a new session, or after a reboot for a store on disk)
+    // finds everything.
+    let mut c2 = t.client();
+    assert_eq!(get(&mut c2, "small"), b"kept");
+    assert_eq!(get(&mut c2, "big").len(), 100_000);
+    assert!(c2.quit(false, &opts(5000)).unwrap());
+    assert!(!t.dir.exists());
+}
+
+#[test]
+fn a_store_on_disk_is_durable_and_not_volatile() {
+    // The target directory is on a disk, unlike /dev/shm.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("yaplr-disk-{}", sys::getpid()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::new(&dir);
+    store.prepare().unwrap();
+    assert!(!store.is_volatile());
+    assert!(Store::new("/dev/shm").is_volatile() || !Path::new("/dev/shm").is_dir());
+    let mut c = Client::new(store);
+    put(&mut c, "on disk", b"value");
+    assert_eq!(get(&mut c, "on disk"), b"value");
+    assert!(c.quit(true, &opts(5000)).unwrap());
+    let mut c = Client::new(Store::new(&dir));
+    assert_eq!(get(&mut c, "on disk"), b"value");
+    assert!(c.quit(false, &opts(5000)).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
 }

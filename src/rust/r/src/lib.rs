@@ -506,13 +506,13 @@ fn ping_server_(dir: &str, timeout: f64) -> Robj {
 
 /// @noRd
 #[extendr]
-fn quit_server_(dir: &str, timeout: f64) -> Robj {
+fn quit_server_(dir: &str, timeout: f64, keep: bool) -> Robj {
     let ctx = Ctx {
         exe: "",
         timeout,
         autostart: false,
     };
-    let r = with_client(dir, |c| c.quit(&ctx.opts()));
+    let r = with_client(dir, |c| c.quit(keep, &ctx.opts()));
     done(r, None, dir)
 }
 
