@@ -28,7 +28,7 @@ server_info_ <- function(dir, exe, timeout, autostart) .Call(wrap__server_info_,
 
 #' Start the helper if needed; returns list(pid, started).
 #' @noRd
-start_server_ <- function(dir, exe, timeout) .Call(wrap__start_server_, dir, exe, timeout)
+start_server_ <- function(dir, exe, timeout, capacity) .Call(wrap__start_server_, dir, exe, timeout, capacity)
 
 #' TRUE when the helper answered, FALSE when none runs, a condition when
 #' it is there but does not answer in time.
@@ -43,6 +43,10 @@ is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
 
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
+
+#' `bytes` NA: no capacity.
+#' @noRd
+resize_store_ <- function(bytes, dir, exe, timeout, autostart) .Call(wrap__resize_store_, bytes, dir, exe, timeout, autostart)
 
 #' @noRd
 object_info_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__object_info_, tag, ns, dir, exe, timeout, autostart)

@@ -12,6 +12,9 @@
 #'   Default 10. Every function also takes a `timeout` argument.
 #' * `yaplr.namespace`: the namespace of objects when a function is not given
 #'   one. Default `"default"`.
+#' * `yaplr.capacity`: the capacity given to a helper when a call starts
+#'   one, as bytes or a string like `"2 GB"` (see [resize_store()]). Default
+#'   none: the store may fill its filesystem.
 #' * `yaplr.automatic_server_start`: whether a call that finds no helper
 #'   starts one. Default `TRUE`. With `FALSE`, such a call fails with a
 #'   `yaplr_no_server` error until [make_sure_server_is_started()] is called.
@@ -90,3 +93,32 @@ helper_path <- function() {
 }
 
 the <- new.env(parent = emptyenv())
+
+# Sizes as bytes: a number, or a string such as "2 GB", "512 MiB", "100kB".
+parse_size <- function(x, arg, call = caller_call()) {
+  bad <- function() {
+    abort_yaplr("bad_argument",
+      "`{arg}` must be a number of bytes or a size such as \"2 GB\", not {describe(x)}.",
+      call = call
+    )
+  }
+  if (is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x) && x >= 0) {
+    return(as.double(x))
+  }
+  if (!is.character(x) || length(x) != 1L || is.na(x)) bad()
+  m <- regmatches(x, regexec("^\\s*([0-9]+(\\.[0-9]+)?)\\s*([a-zA-Z]*)\\s*$", x))[[1L]]
+  if (length(m) == 0L) bad()
+  units <- c(b = 1, kb = 1e3, mb = 1e6, gb = 1e9, tb = 1e12,
+             kib = 2^10, mib = 2^20, gib = 2^30, tib = 2^40, k = 1e3, m = 1e6, g = 1e9, t = 1e12)
+  unit <- tolower(m[4L])
+  if (!nzchar(unit)) unit <- "b"
+  if (!unit %in% names(units)) bad()
+  floor(as.numeric(m[2L]) * units[[unit]])
+}
+
+# getOption("yaplr.capacity") in bytes, NA when unset (read by the Rust
+# layer when a call starts a helper).
+capacity_option <- function() {
+  cap <- getOption("yaplr.capacity")
+  if (is.null(cap)) NA_real_ else parse_size(cap, "options(yaplr.capacity = )")
+}

@@ -13,6 +13,7 @@
 #'   contacting it.
 #' * `ping_server()` checks that the helper answers.
 #' * `server_info()` describes the running helper.
+#' * `resize_store()` changes the store's capacity.
 #' * `quit_server()` (and its alias `make_sure_server_is_down()`) stops the
 #'   helper: it removes every stored object, its socket, lock files and log,
 #'   and exits; the call returns once the process is gone. With
@@ -27,6 +28,15 @@
 #'   `ping_server()` warn when no helper runs.
 #' @param timeout The most seconds to wait. Default
 #'   `getOption("yaplr.timeout", 10)`.
+#' @param capacity For `make_sure_server_is_started()` and `resize_store()`:
+#'   the most bytes the store's objects may use in all, as a number of bytes
+#'   or a string such as `"2 GB"` or `"512 MiB"`; `NULL` (the default of
+#'   `make_sure_server_is_started()`) leaves it as it is, and for
+#'   `resize_store()` means no limit but the filesystem's. A helper started
+#'   by any call takes `getOption("yaplr.capacity")` when set. A send that
+#'   would exceed the capacity fails with `yaplr_no_space`, saying how much
+#'   is needed and free; nothing is ever evicted. `resize_store()` grows or
+#'   shrinks the capacity and refuses to go below what is used.
 #' @param keep For `quit_server()`: `FALSE` (the default) removes every
 #'   object; `TRUE` stops the helper but keeps the objects and its journal,
 #'   so the next helper (started by the next call, in any session, or after
@@ -40,7 +50,9 @@
 #'   `FALSE` if none ran. `is_server_running()` and `ping_server()`: `TRUE`
 #'   or `FALSE` (`ping_server()` fails with `yaplr_timeout` when a helper
 #'   runs but does not answer in time). `server_info()`: a list with `pid`,
-#'   `dir`, `objects` (number stored), `bytes` (payload bytes stored),
+#'   `dir`, `objects` (number stored), `bytes` and `used` (payload bytes
+#'   stored), `capacity` (`NA` when unlimited), `free` (bytes left under the
+#'   capacity, or free on the filesystem),
 #'   `started` (`POSIXct`) and `version`.
 #' @name server
 #' @examples
@@ -57,11 +69,13 @@ NULL
 #' @rdname server
 #' @export
 make_sure_server_is_started <- function(server_type = NULL, quiet = FALSE,
-                                        timeout = yaplr_timeout()) {
+                                        timeout = yaplr_timeout(),
+                                        capacity = NULL) {
   timeout <- check_timeout(timeout)
   check_flag(quiet, "quiet")
+  capacity <- if (is.null(capacity)) -1 else parse_size(capacity, "capacity")
   dir <- store_dir()
-  res <- check_result(start_server_(dir, helper_path(), timeout))
+  res <- check_result(start_server_(dir, helper_path(), timeout, capacity))
   if (res$started && !quiet) {
     message("Started the yaplr helper (pid ", res$pid, ") for the store ", dir, ".")
   }
@@ -92,6 +106,8 @@ server_info <- function(timeout = yaplr_timeout()) {
   timeout <- check_timeout(timeout)
   res <- check_result(server_info_(store_dir(), helper_path(), timeout, FALSE))
   res$started <- .POSIXct(res$started)
+  if (is.nan(res$capacity)) res$capacity <- NA_real_
+  res$used <- res$bytes
   structure(res, class = "yaplr_server_info")
 }
 
@@ -102,9 +118,22 @@ print.yaplr_server_info <- function(x, ...) {
   cat("  store:   ", x$dir, "\n", sep = "")
   cat("  objects: ", format(x$objects, big.mark = ","), " (",
       format(x$bytes, big.mark = ","), " bytes)\n", sep = "")
+  cap <- if (is.na(x$capacity)) "unlimited" else paste(format(x$capacity, big.mark = ","), "bytes")
+  cat("  capacity:", cap, "\n")
+  cat("  free:    ", format(x$free, big.mark = ","), " bytes\n", sep = "")
   cat("  started: ", format(x$started), "\n", sep = "")
   cat("  version: ", x$version, "\n", sep = "")
   invisible(x)
+}
+
+#' @rdname server
+#' @export
+resize_store <- function(capacity, timeout = yaplr_timeout()) {
+  timeout <- check_timeout(timeout)
+  bytes <- if (is.null(capacity)) -1 else parse_size(capacity, "capacity")
+  check_result(resize_store_(bytes, store_dir(), helper_path(), timeout,
+                             autostart_option(NULL)))
+  invisible(server_info(timeout = timeout))
 }
 
 #' @rdname server

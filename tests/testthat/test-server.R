@@ -129,3 +129,43 @@ test_that("quit_server(keep = TRUE) keeps objects for the next helper, on a disk
     expect_false(dir.exists(dir) && length(store_files(dir)) > 0L)
   }
 })
+
+test_that("a capacity bounds the store, is reported, resized, and never evicts", {
+  local_store()
+  expect_true(make_sure_server_is_started(quiet = TRUE, capacity = "1 MB"))
+  info <- server_info()
+  expect_identical(info$capacity, 1e6)
+  expect_identical(info$free, 1e6)
+  send_object(runif(5e4), "a")            # 400 kB
+  send_object(runif(5e4), "b")            # 800 kB in all
+  err <- expect_error(send_object(runif(5e4), "c"), class = "yaplr_no_space")
+  expect_match(conditionMessage(err), "capacity")
+  expect_match(conditionMessage(err), "\"c\"")
+  expect_match(conditionMessage(err), "resize_store")
+  # Nothing was evicted and no file was left behind.
+  expect_true(does_object_exist("a") && does_object_exist("b"))
+  expect_false(does_object_exist("c"))
+  # Overwriting a tag counts the value it replaces as freed.
+  send_object(runif(5e4), "b")
+  expect_error(resize_store("100 kB"), class = "yaplr_no_space")
+  expect_identical(server_info()$capacity, 1e6)
+  expect_identical(resize_store("2 MB")$capacity, 2e6)
+  send_object(runif(5e4), "c")
+  expect_lt(server_info()$free, 2e6 - 1.2e6 + 1)
+  expect_true(is.na(resize_store(NULL)$capacity))
+  expect_error(resize_store("lots"), class = "yaplr_bad_argument")
+  expect_error(make_sure_server_is_started(capacity = -1), class = "yaplr_bad_argument")
+  expect_output(print(server_info()), "capacity: unlimited")
+})
+
+test_that("options(yaplr.capacity) applies to a helper a call starts", {
+  local_store()
+  withr::local_options(yaplr.capacity = "300 KiB")
+  send_object(1, "x")
+  expect_identical(server_info()$capacity, 300 * 1024)
+  expect_error(send_object(runif(5e4), "big"), class = "yaplr_no_space")
+  # The capacity survives a restart of the helper.
+  tools::pskill(server_info()$pid, tools::SIGKILL)
+  withr::local_options(yaplr.capacity = NULL)
+  expect_error(send_object(runif(5e4), "big"), class = "yaplr_no_space")
+})

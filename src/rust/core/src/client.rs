@@ -53,6 +53,8 @@ struct Connection {
 pub struct Client {
     store: Store,
     connection: Option<Connection>,
+    /// Set when this client started a helper (see take_spawned).
+    spawned: bool,
 }
 
 enum Connect {
@@ -66,6 +68,7 @@ impl Client {
         Client {
             store,
             connection: None,
+            spawned: false,
         }
     }
 
@@ -76,6 +79,12 @@ impl Client {
     /// The pid of the helper of the current connection, if any.
     pub fn helper_pid(&self) -> Option<u32> {
         self.connection.as_ref().map(|c| c.helper_pid)
+    }
+
+    /// Whether this client started a helper since the last call of this
+    /// function (a caller may then configure it, e.g. its capacity).
+    pub fn take_spawned(&mut self) -> bool {
+        std::mem::take(&mut self.spawned)
     }
 
     /// Forget the connection (the helper is left alone).
@@ -173,7 +182,7 @@ impl Client {
         Ok(())
     }
 
-    fn start_helper(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connection> {
+    fn start_helper(&mut self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connection> {
         let exe = opts.helper_exe.ok_or_else(|| Error::Server {
             message: "the yaplrd helper program was not found; reinstall yaplr".into(),
         })?;
@@ -202,6 +211,7 @@ impl Client {
                 }
                 spawn(exe, &self.store, deadline)?;
                 spawned += 1;
+                self.spawned = true;
             }
             // Wait for the helper (ours or one that was already starting).
             let mut pause = Duration::from_millis(1);
@@ -403,6 +413,11 @@ impl Client {
             Response::Info(i) => Ok(i),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Set the store's capacity in bytes (None: unlimited).
+    pub fn set_capacity(&mut self, bytes: Option<u64>, opts: &CallOptions<'_>) -> Result<()> {
+        self.call(&Request::SetCapacity { bytes }, opts).map(|_| ())
     }
 
     pub fn ping(&mut self, opts: &CallOptions<'_>) -> Result<()> {

@@ -47,6 +47,10 @@ pub enum Record {
         namespace: String,
         tag: String,
     },
+    /// The store's capacity (None: unlimited).
+    Capacity {
+        bytes: Option<u64>,
+    },
 }
 
 fn config() -> impl bincode::config::Config {

@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -57,6 +57,10 @@ pub enum Request {
     },
     Info,
     Ping,
+    /// Set (or with None, lift) the store's capacity in bytes.
+    SetCapacity {
+        bytes: Option<u64>,
+    },
     /// Unlink every object, the socket and lock files, and exit.
     Quit {
         /// Keep the objects and the journal for the next helper.
@@ -97,6 +101,10 @@ pub struct ServerInfo {
     pub dir: String,
     pub objects: u64,
     pub bytes: u64,
+    /// The store's capacity in bytes, if one was set.
+    pub capacity: Option<u64>,
+    /// Free bytes: capacity minus used, or the filesystem's free space.
+    pub free: u64,
     pub started_ns: i64,
     pub version: String,
 }
@@ -262,6 +270,8 @@ mod tests {
             dir: "/d".into(),
             objects: 2,
             bytes: 3,
+            capacity: Some(9),
+            free: 6,
             started_ns: 4,
             version: "v".into(),
         }));

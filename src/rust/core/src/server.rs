@@ -88,6 +88,8 @@ struct State {
     objects: HashMap<Key, Obj>,
     /// The last sequence number given to a stored value.
     seq: u64,
+    /// Bytes the objects may use in all (None: up to the filesystem).
+    capacity: Option<u64>,
     journal: Journal,
     started_ns: i64,
 }
@@ -97,6 +99,10 @@ impl State {
     /// unlinked (readers that have it open or mapped keep it).
     fn apply(&mut self, rec: Record) -> Result<()> {
         self.journal.append(&rec)?;
+        if let Record::Capacity { bytes } = rec {
+            self.capacity = bytes;
+            return Ok(());
+        }
         let old = apply_record(&mut self.objects, rec);
         if let Some(Obj {
             data: Data::File(id),
@@ -115,6 +121,41 @@ impl State {
         Ok(())
     }
 
+    /// Payload bytes of every object.
+    fn used(&self) -> u64 {
+        self.objects.values().map(|o| o.size).sum()
+    }
+
+    fn free(&self) -> u64 {
+        match self.capacity {
+            Some(c) => c.saturating_sub(self.used()),
+            None => sys::free_space(self.store.dir()).unwrap_or(0),
+        }
+    }
+
+    /// Refuse a value of `size` bytes for `key` that would take the store
+    /// past its capacity (the value it replaces is counted as freed).
+    fn check_capacity(&self, key: &Key, size: u64) -> Result<()> {
+        let Some(cap) = self.capacity else {
+            return Ok(());
+        };
+        let replaced = self.objects.get(key).map_or(0, |o| o.size);
+        let used = self.used() - replaced;
+        if used + size > cap {
+            return Err(Error::NoSpace {
+                needed: size,
+                message: format!(
+                    "the store \"{}\" has a capacity of {cap} bytes: object \"{}\" needs {size} bytes \
+                     but only {} are free; remove objects or raise the capacity with resize_store()",
+                    self.store.dir().display(),
+                    key.1,
+                    cap.saturating_sub(used)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn maybe_compact(&mut self) {
         let live: u64 = self
             .objects
@@ -126,7 +167,10 @@ impl State {
             })
             .sum();
         if self.journal.wants_compaction(live) {
-            let recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
+            let mut recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
+            recs.push(Record::Capacity {
+                bytes: self.capacity,
+            });
             if let Err(e) = self.journal.rewrite(&recs) {
                 log(&format!("could not compact the journal: {e}"));
             }
@@ -177,6 +221,8 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
             },
         ),
         Record::Remove { namespace, tag } => objects.remove(&(namespace, tag)),
+        // Handled by State::apply and replay.
+        Record::Capacity { .. } => None,
     }
 }
 
@@ -216,6 +262,15 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     }
     let (mut journal, records) = Journal::open(store.dir(), !store.is_volatile())?;
     let replayed = records.is_some();
+    let capacity = records
+        .iter()
+        .flatten()
+        .filter_map(|r| match r {
+            Record::Capacity { bytes } => Some(*bytes),
+            _ => None,
+        })
+        .last()
+        .flatten();
     let objects = match records {
         Some(recs) => replay(&store, recs)?,
         None => rebuild(&store)?,
@@ -241,6 +296,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     let shared: Shared = Arc::new(Mutex::new(State {
         store: store.clone(),
         seq: objects.values().map(|o| o.seq).max().unwrap_or(0),
+        capacity,
         objects,
         journal,
         started_ns: object_file::now_ns(),
@@ -615,6 +671,11 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                     None,
                 );
             }
+            let key = (namespace, tag);
+            if let Err(e) = st.check_capacity(&key, bytes.len() as u64) {
+                return (failed(&e), None);
+            }
+            let (namespace, tag) = key;
             st.seq += 1;
             let rec = Record::Put {
                 namespace,
@@ -711,12 +772,31 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));
             (Response::List(v), None)
         }
+        Request::SetCapacity { bytes } => {
+            let used = st.used();
+            if let Some(b) = bytes {
+                if b < used {
+                    let msg = format!(
+                        "the store \"{}\" holds {used} bytes of objects: its capacity can not go below that \
+                         (asked for {b}); remove objects first",
+                        st.store.dir().display()
+                    );
+                    return (error_response("no_space", &msg), None);
+                }
+            }
+            match st.apply(Record::Capacity { bytes }) {
+                Ok(()) => (Response::Ok, None),
+                Err(e) => (failed(&e), None),
+            }
+        }
         Request::Info => (
             Response::Info(ServerInfo {
                 pid: sys::getpid(),
                 dir: st.store.dir().display().to_string(),
                 objects: st.objects.len() as u64,
-                bytes: st.objects.values().map(|o| o.size).sum(),
+                bytes: st.used(),
+                capacity: st.capacity,
+                free: st.free(),
                 started_ns: st.started_ns,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             }),
@@ -756,6 +836,9 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
     if st.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str()) {
         // A retry of a publish that already took effect.
         return Response::Ok;
+    }
+    if let Err(e) = st.check_capacity(&key, header.payload_len) {
+        return failed(&e);
     }
     let (namespace, tag) = key;
     st.seq += 1;

@@ -56,8 +56,44 @@ fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) ->
         if !same {
             *slot = Some(Client::new(Store::new(PathBuf::from(dir))));
         }
-        f(slot.as_mut().expect("client"))
+        let c = slot.as_mut().expect("client");
+        let r = f(c);
+        if c.take_spawned() {
+            // A helper this call started gets the session's capacity.
+            let configured = capacity_option().and_then(|cap| match cap {
+                Some(bytes) => c.set_capacity(Some(bytes), &spawn_opts()),
+                None => Ok(()),
+            });
+            if let Err(e) = configured {
+                return r.and(Err(e));
+            }
+        }
+        r
     })
+}
+
+/// getOption("yaplr.capacity"), parsed by the R layer (None: unset).
+fn capacity_option() -> Result<Option<u64>, Error> {
+    match eval_string("yaplr:::capacity_option()") {
+        Ok(v) => match v.as_real() {
+            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x as u64)),
+            _ => Ok(None),
+        },
+        Err(e) => Err(Error::BadArgument(format!("{e}"))),
+    }
+}
+
+fn no_interrupt() -> bool {
+    false
+}
+
+fn spawn_opts() -> CallOptions<'static> {
+    CallOptions {
+        timeout: Duration::from_secs(10),
+        autostart: false,
+        helper_exe: None,
+        interrupted: &no_interrupt,
+    }
 }
 
 /// An R condition object of class c("yaplr_<kind>", "yaplr_error", "error",
@@ -386,6 +422,24 @@ fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autosta
     done(r, Some(tag), dir)
 }
 
+/// `bytes` negative: no capacity.
+/// @noRd
+#[extendr]
+fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let cap = if bytes >= 0.0 {
+        Some(bytes as u64)
+    } else {
+        None
+    };
+    let r = with_client(dir, |c| c.set_capacity(cap, &ctx.opts()));
+    done(r, None, dir)
+}
+
 /// @noRd
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
@@ -449,12 +503,16 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     };
     let r = with_client(dir, |c| c.info(&ctx.opts())).map(|i| {
         List::from_names_and_values(
-            ["pid", "dir", "objects", "bytes", "started", "version"],
+            [
+                "pid", "dir", "objects", "bytes", "capacity", "free", "started", "version",
+            ],
             [
                 Robj::from(i.pid as i32),
                 Robj::from(i.dir),
                 Robj::from(i.objects as f64),
                 Robj::from(i.bytes as f64),
+                Robj::from(i.capacity.map_or(f64::NAN, |c| c as f64)),
+                Robj::from(i.free as f64),
                 Robj::from(i.started_ns as f64 / 1e9),
                 Robj::from(i.version),
             ],
@@ -467,7 +525,7 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
 /// Start the helper if needed; returns list(pid, started).
 /// @noRd
 #[extendr]
-fn start_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
+fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
     let ctx = Ctx {
         exe,
         timeout,
@@ -476,6 +534,11 @@ fn start_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
     let r = with_client(dir, |c| {
         let was_running = c.is_running()?;
         c.ping(&ctx.opts())?;
+        if capacity >= 0.0 {
+            // An explicit capacity wins over options(yaplr.capacity = ).
+            c.take_spawned();
+            c.set_capacity(Some(capacity as u64), &ctx.opts())?;
+        }
         let pid = c.helper_pid().unwrap_or(0) as i32;
         Ok(List::from_names_and_values(
             ["pid", "started"],
@@ -546,5 +609,6 @@ extendr_module! {
     fn quit_server_;
     fn is_server_running_;
     fn remove_objects_;
+    fn resize_store_;
     fn object_info_;
 }
