@@ -265,11 +265,11 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     let capacity = records
         .iter()
         .flatten()
-        .filter_map(|r| match r {
+        .rev()
+        .find_map(|r| match r {
             Record::Capacity { bytes } => Some(*bytes),
             _ => None,
         })
-        .last()
         .flatten();
     let objects = match records {
         Some(recs) => replay(&store, recs)?,
