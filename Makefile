@@ -11,7 +11,7 @@ export YAPLR_CARGO_TARGET_DIR ?= $(CURDIR)/$(RUST)/target
 export PATH := $(PATH):$(HOME)/.cargo/bin
 export NOT_CRAN := true
 
-.PHONY: all deps install demo check rcheck cargo-test lint test document wrappers clean bench
+.PHONY: all deps install demo check rcheck cargo-test lint test document wrappers clean bench soak
 
 all: install
 
@@ -60,6 +60,10 @@ test: install
 # Benchmark: writes bench/results.md and bench/results.png.
 bench: install
 	Rscript bench/bench.R
+
+# The long soak (4 sessions, 120 s) against the installed package.
+soak: install
+	Rscript tools/soak.R 120
 
 clean:
 	rm -rf $(PKG).Rcheck $(PKG)_*.tar.gz src/*.o src/*.so src/yaplrd $(RUST)/target

@@ -10,7 +10,6 @@ use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,17 +96,38 @@ impl Client {
         // Never talk to a socket in a directory another user controls.
         self.store.check_owner()?;
         let sock = self.store.socket_path();
-        let stream = match UnixStream::connect(&sock) {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR)
-                ) =>
-            {
-                return Ok(Connect::NoHelper)
+        let stream = loop {
+            match sys::connect_unix(&sock) {
+                Ok(s) => break s,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR)
+                    ) =>
+                {
+                    return Ok(Connect::NoHelper)
+                }
+                // The helper's queue is full: it does not accept (stopped or
+                // swamped). Wait for room, within the deadline.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout {
+                            waited_for: format!(
+                                "the yaplr helper of \"{}\" to accept a connection",
+                                self.store.dir().display()
+                            ),
+                            seconds: opts.timeout.as_secs_f64(),
+                        });
+                    }
+                    if (opts.interrupted)() {
+                        return Err(Error::Interrupted {
+                            waited_for: "the yaplr helper to accept a connection".into(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(Error::io(format!("connecting to {}", sock.display()), e)),
             }
-            Err(e) => return Err(Error::io(format!("connecting to {}", sock.display()), e)),
         };
         match sys::peer_uid(std::os::fd::AsRawFd::as_raw_fd(&stream)) {
             Ok(uid) if uid == sys::getuid() => {}
@@ -415,6 +435,15 @@ impl Client {
         }
     }
 
+    /// Remove object file `id` unless the catalog links to it; Ok(true)
+    /// when it is linked (and so kept).
+    pub fn discard(&mut self, id: &str, opts: &CallOptions<'_>) -> Result<bool> {
+        match self.call(&Request::Discard { id: id.into() }, opts)?.0 {
+            Response::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Set the store's capacity in bytes (None: unlimited).
     pub fn set_capacity(&mut self, bytes: Option<u64>, opts: &CallOptions<'_>) -> Result<()> {
         self.call(&Request::SetCapacity { bytes }, opts).map(|_| ())
@@ -557,7 +586,7 @@ fn not_found(e: Error, ns: &str, tag: &str) -> Error {
 }
 
 fn decode_response(payload: &[u8]) -> Result<Response> {
-    protocol::decode::<Response>(payload).map_err(|e| Error::Protocol {
+    protocol::decode_response(payload).map_err(|e| Error::Protocol {
         message: format!("bad answer from the helper: {e}"),
     })
 }
@@ -605,11 +634,19 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
-    // SAFETY: setsid is async-signal-safe; it detaches the helper from the
-    // session's terminal and process group (Ctrl-C in R must not reach it).
+    // SAFETY: only async-signal-safe calls. setsid detaches the helper from
+    // the session's terminal and process group (Ctrl-C in R must not reach
+    // it); the helper must not keep R's other descriptors (an open pipe()
+    // connection would never see EOF) nor its working directory.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                for fd in 3..1024 {
+                    libc::close(fd);
+                }
+            }
+            libc::chdir(c"/".as_ptr());
             Ok(())
         });
     }

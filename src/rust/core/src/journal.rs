@@ -98,6 +98,8 @@ pub struct Journal {
     len: u64,
     /// fdatasync after each append (stores on a disk).
     durable: bool,
+    /// Whether open() had to cut damaged records off.
+    damaged: bool,
 }
 
 impl Journal {
@@ -136,6 +138,7 @@ impl Journal {
             path,
             len: 0,
             durable,
+            damaged: existing.as_ref().is_some_and(|b| valid < b.len()),
         };
         if valid == 0 {
             j.file
@@ -171,6 +174,12 @@ impl Journal {
     /// the page cache as soon as this returns).
     pub fn append(&mut self, rec: &Record) -> Result<()> {
         self.write_at_end(&encode_record(rec))
+    }
+
+    /// True when records were lost to damage (not just a torn last append
+    /// can look like this, so callers should then trust file headers more).
+    pub fn was_damaged(&self) -> bool {
+        self.damaged
     }
 
     pub fn len(&self) -> u64 {

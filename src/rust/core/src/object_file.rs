@@ -498,7 +498,48 @@ enum Mapping {
     ReadOnly(memmap2::Mmap),
     /// MAP_PRIVATE, writable: a write copies the page for this process only
     /// and never reaches the file.
-    CopyOnWrite(memmap2::MmapMut),
+    CopyOnWrite(CowMap),
+}
+
+/// A private, writable, unreserved mapping of a whole file. MAP_NORESERVE
+/// keeps the kernel from charging its full size against the commit limit
+/// up front: only pages actually written cost memory, so a view of an object
+/// larger than RAM works.
+struct CowMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl CowMap {
+    fn new(file: &File, len: usize) -> std::io::Result<CowMap> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh mapping of `len` bytes of an fd we hold; the
+        // kernel picks the address. Checked for MAP_FAILED below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(CowMap {
+            ptr: p as *mut u8,
+            len,
+        })
+    }
+}
+
+impl Drop for CowMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in new().
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
 }
 
 /// A mapping of a committed object file.
@@ -517,6 +558,13 @@ impl ObjectMap {
     /// `payload_mut_ptr`, privately to this process.
     pub fn open_copy_on_write(file: &File) -> Result<ObjectMap> {
         Self::open_with(file, true)
+    }
+
+    /// Map copy-on-write the objects served as zero-copy views (raw
+    /// vectors), read-only the others.
+    pub fn open_for_view(file: &File) -> Result<ObjectMap> {
+        let kind = read_header(file)?.kind;
+        Self::open_with(file, kind == KIND_R_VECTOR)
     }
 
     fn open_with(file: &File, cow: bool) -> Result<ObjectMap> {
@@ -548,12 +596,10 @@ impl ObjectMap {
         // commit, and the truncation check above guarantees the mapped range
         // exists; a mapping stays valid after the file is unlinked. A
         // copy-on-write mapping never writes to the file.
-        let map = unsafe {
-            if cow {
-                opts.map_copy(file).map(Mapping::CopyOnWrite)
-            } else {
-                opts.map(file).map(Mapping::ReadOnly)
-            }
+        let map = if cow {
+            CowMap::new(file, header.file_size() as usize).map(Mapping::CopyOnWrite)
+        } else {
+            unsafe { opts.map(file) }.map(Mapping::ReadOnly)
         }
         .map_err(|e| Error::io("mapping an object file", e))?;
         Ok(ObjectMap {
@@ -565,7 +611,8 @@ impl ObjectMap {
     fn bytes(&self) -> &[u8] {
         match &self.map {
             Some(Mapping::ReadOnly(m)) => m,
-            Some(Mapping::CopyOnWrite(m)) => m,
+            // SAFETY: the mapping is `len` readable bytes for as long as self.
+            Some(Mapping::CopyOnWrite(m)) => unsafe { std::slice::from_raw_parts(m.ptr, m.len) },
             None => &[],
         }
     }
@@ -583,7 +630,7 @@ impl ObjectMap {
     pub fn payload_mut_ptr(&mut self) -> Option<*mut u8> {
         match &mut self.map {
             // SAFETY: HEADER_SIZE is within the mapping (checked at open).
-            Some(Mapping::CopyOnWrite(m)) => Some(unsafe { m.as_mut_ptr().add(HEADER_SIZE) }),
+            Some(Mapping::CopyOnWrite(m)) => Some(unsafe { m.ptr.add(HEADER_SIZE) }),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -57,6 +57,11 @@ pub enum Request {
     },
     Info,
     Ping,
+    /// Remove object file `id` unless the catalog links to it (a writer
+    /// whose Publish had an unknown outcome cleans up with this).
+    Discard {
+        id: String,
+    },
     /// Set (or with None, lift) the store's capacity in bytes.
     SetCapacity {
         bytes: Option<u64>,
@@ -140,12 +145,20 @@ fn config() -> impl bincode::config::Config {
 
 /// Encode a message as one frame (length prefix included).
 pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
+    try_encode(msg).expect("a message within MAX_FRAME")
+}
+
+/// Encode a message as one frame, or None when it exceeds MAX_FRAME (a
+/// List of very many objects).
+pub fn try_encode<T: Encode>(msg: &T) -> Option<Vec<u8>> {
     let mut out = vec![0u8; 4];
-    // Writing into a Vec can not fail and our messages are far below the
-    // limit, except for a List of very many tags, which the limit refuses.
-    let n = bincode::encode_into_std_write(msg, &mut out, config()).unwrap_or(0);
+    // bincode's limit applies to decoding only: check the size here.
+    let n = bincode::encode_into_std_write(msg, &mut out, config()).ok()?;
+    if n > MAX_FRAME {
+        return None;
+    }
     out[..4].copy_from_slice(&(n as u32).to_le_bytes());
-    out
+    Some(out)
 }
 
 #[derive(Debug, PartialEq)]
@@ -178,11 +191,33 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, DecodeError> {
 
 /// Decode a frame payload (without its prefix); trailing bytes are an error.
 pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
-    match bincode::decode_from_slice::<T, _>(payload, config()) {
-        Ok((msg, used)) if used == payload.len() => Ok(msg),
+    finish(
+        bincode::decode_from_slice::<T, _>(payload, config()),
+        payload.len(),
+    )
+}
+
+/// Decode an answer of the helper. bincode charges each element's in-memory
+/// size against the limit before allocating; a List of many entries needs
+/// more room than its frame, and the helper (same user) is trusted not to
+/// send a small frame that claims a huge list.
+pub fn decode_response(payload: &[u8]) -> Result<Response, DecodeError> {
+    let config = bincode::config::standard().with_limit::<{ 256 << 20 }>();
+    finish(
+        bincode::decode_from_slice::<Response, _>(payload, config),
+        payload.len(),
+    )
+}
+
+fn finish<T>(
+    r: Result<(T, usize), bincode::error::DecodeError>,
+    len: usize,
+) -> Result<T, DecodeError> {
+    match r {
+        Ok((msg, used)) if used == len => Ok(msg),
         Ok((_, used)) => Err(DecodeError::Malformed(format!(
             "{} trailing bytes",
-            payload.len() - used
+            len - used
         ))),
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
     }

@@ -272,10 +272,10 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         })
         .flatten();
     let objects = match records {
-        Some(recs) => replay(&store, recs)?,
+        Some(recs) => replay(&store, recs, journal.was_damaged())?,
         None => rebuild(&store)?,
     };
-    if !replayed {
+    if !replayed || journal.was_damaged() {
         let recs: Vec<Record> = objects.iter().map(|(k, o)| o.record(k)).collect();
         journal.rewrite(&recs)?;
     }
@@ -342,7 +342,14 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
             }
         }
         let shared = shared.clone();
-        std::thread::spawn(move || handle(stream, shared));
+        // Out of threads (memory, limits): refuse this connection, keep
+        // serving the others.
+        let spawned = std::thread::Builder::new()
+            .name("yaplrd-conn".into())
+            .spawn(move || handle(stream, shared));
+        if let Err(e) = spawned {
+            log(&format!("could not start a thread for a connection: {e}"));
+        }
     }
     drop(lock);
     Ok(true)
@@ -414,7 +421,7 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
 /// Rebuild the catalog from the journal, then check it against the files:
 /// links to missing or damaged files are dropped, files nobody links to are
 /// removed once their writer is gone (or a newer value superseded them).
-fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<Key, Obj>> {
+fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<Key, Obj>> {
     let mut objects = HashMap::new();
     for rec in records {
         apply_record(&mut objects, rec);
@@ -447,7 +454,23 @@ fn replay(store: &Store, records: Vec<Record>) -> Result<HashMap<Key, Obj>> {
                 let superseded = objects
                     .get(&(h.namespace.clone(), h.tag.clone()))
                     .is_some_and(|o| o.ctime_ns >= h.ctime_ns);
-                if !sys::pid_alive(h.creator_pid) || superseded {
+                if damaged && !superseded && h.state == STATE_COMMITTED {
+                    // The journal lost records: this may be a published
+                    // object whose record was among them. Keep it.
+                    log(&format!(
+                        "adopting object file {id} (\"{}\") after journal damage",
+                        h.tag
+                    ));
+                    let obj = Obj {
+                        data: Data::File(id.clone()),
+                        size: h.payload_len,
+                        ctime_ns: h.ctime_ns,
+                        kind: h.kind,
+                        meta: Meta::default(),
+                        seq: 0,
+                    };
+                    objects.insert((h.namespace, h.tag), obj);
+                } else if !sys::pid_alive(h.creator_pid) || superseded {
                     log(&format!(
                         "removing unpublished object file {id} (\"{}\")",
                         h.tag
@@ -587,7 +610,16 @@ fn handle(stream: UnixStream, shared: Shared) {
 }
 
 fn reply(conn: &Conn, resp: &Response, fd: Option<i32>) -> Result<()> {
-    let frame = protocol::encode(resp);
+    let frame = match protocol::try_encode(resp) {
+        Some(f) => f,
+        None => protocol::encode(&error_response(
+            "server",
+            &format!(
+                "the answer is larger than {} bytes; list one namespace at a time",
+                protocol::MAX_FRAME
+            ),
+        )),
+    };
     let w = Wait {
         deadline: Some(Instant::now() + FRAME_DEADLINE),
         what: "a client to read its answer",
@@ -721,6 +753,21 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 .open(st.store.object_path(&id))
             {
                 Ok(f) => (Response::Found(entry(&key, obj)), Some(f)),
+                // Out of descriptors, an I/O error...: the object is still
+                // there; only a file that is gone drops its tag.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log(&format!(
+                        "could not open the object file of \"{}\": {e}",
+                        key.1
+                    ));
+                    (
+                        failed(&Error::io(
+                            format!("opening the object file of \"{}\"", key.1),
+                            e,
+                        )),
+                        None,
+                    )
+                }
                 Err(e) => {
                     log(&format!("object file of \"{}\" is gone: {e}", key.1));
                     let (namespace, tag) = key;
@@ -771,6 +818,22 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 .collect();
             v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));
             (Response::List(v), None)
+        }
+        Request::Discard { id } => {
+            if !store::is_valid_id(&id) {
+                return (
+                    error_response("protocol", &format!("invalid object id \"{id}\"")),
+                    None,
+                );
+            }
+            let linked = st
+                .objects
+                .values()
+                .any(|o| o.file_id() == Some(id.as_str()));
+            if !linked {
+                let _ = std::fs::remove_file(st.store.object_path(&id));
+            }
+            (Response::Bool(linked), None)
         }
         Request::SetCapacity { bytes } => {
             let used = st.used();

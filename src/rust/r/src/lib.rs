@@ -48,28 +48,28 @@ impl Ctx<'_> {
 }
 
 fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) -> Result<T, Error> {
-    CLIENT.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let same = slot
-            .as_ref()
-            .is_some_and(|c| c.store().dir() == Path::new(dir));
-        if !same {
-            *slot = Some(Client::new(Store::new(PathBuf::from(dir))));
+    // The client is taken out of its cell for the call: R may raise an error
+    // (a failed allocation) in the middle, and a jump over a live RefCell
+    // borrow would leave it borrowed for ever. The worst outcome is then a
+    // new connection on the next call.
+    let taken = CLIENT.with(|cell| cell.borrow_mut().take());
+    let mut c = match taken {
+        Some(c) if c.store().dir() == Path::new(dir) => c,
+        _ => Client::new(Store::new(PathBuf::from(dir))),
+    };
+    let mut r = f(&mut c);
+    if c.take_spawned() {
+        // A helper this call started gets the session's capacity.
+        let configured = capacity_option().and_then(|cap| match cap {
+            Some(bytes) => c.set_capacity(Some(bytes), &spawn_opts()),
+            None => Ok(()),
+        });
+        if let Err(e) = configured {
+            r = r.and(Err(e));
         }
-        let c = slot.as_mut().expect("client");
-        let r = f(c);
-        if c.take_spawned() {
-            // A helper this call started gets the session's capacity.
-            let configured = capacity_option().and_then(|cap| match cap {
-                Some(bytes) => c.set_capacity(Some(bytes), &spawn_opts()),
-                None => Ok(()),
-            });
-            if let Err(e) = configured {
-                return r.and(Err(e));
-            }
-        }
-        r
-    })
+    }
+    CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
+    r
 }
 
 /// getOption("yaplr.capacity"), parsed by the R layer (None: unset).
@@ -203,9 +203,22 @@ fn store_object(
     };
     let (id, _) = writer.commit()?;
     let published = c.publish(ns, tag, &id, meta, opts);
-    if published.is_err() {
-        // Ours until published: never leave it behind.
-        let _ = std::fs::remove_file(store.object_path(&id));
+    match &published {
+        Ok(()) => {}
+        // The helper answered no: the file is ours to remove.
+        Err(e) if !e.breaks_connection() => {
+            let _ = std::fs::remove_file(store.object_path(&id));
+        }
+        // No answer (timeout, interrupt, lost connection): the publish may
+        // have taken effect, so only the helper may decide. If it can not be
+        // asked now, its sweep removes the file once this process is gone.
+        Err(_) => {
+            let quick = CallOptions {
+                timeout: Duration::from_secs(1),
+                ..spawn_opts()
+            };
+            let _ = c.discard(&id, &quick);
+        }
     }
     published
 }
@@ -263,7 +276,7 @@ fn retrieve_object_(
                 let map = if copy {
                     ObjectMap::open(&file)?
                 } else {
-                    ObjectMap::open_copy_on_write(&file)?
+                    ObjectMap::open_for_view(&file)?
                 };
                 match map.header.kind {
                     KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),

@@ -14,7 +14,9 @@ use extendr_ffi::{
     R_set_altraw_Elt_method, R_set_altreal_Elt_method, R_set_altrep_Duplicate_method,
     R_set_altrep_Inspect_method, R_set_altrep_Length_method, R_set_altvec_Dataptr_method,
     R_set_altvec_Dataptr_or_null_method, R_xlen_t, Rboolean, Rcomplex, Rf_allocVector, Rf_protect,
-    Rf_unprotect, DATAPTR, DATAPTR_RO, SET_ATTRIB, SET_OBJECT, SEXP, SEXPTYPE, TYPEOF,
+    Rf_unprotect, COMPLEX_GET_REGION, DATAPTR, DATAPTR_OR_NULL, INTEGER_GET_REGION,
+    LOGICAL_GET_REGION, RAW_GET_REGION, REAL_GET_REGION, SET_ATTRIB, SET_OBJECT, SEXP, SEXPTYPE,
+    TYPEOF,
 };
 use std::os::raw::{c_char, c_int, c_void};
 use yaplr_core::object_file::{ObjectMap, ObjectWriter, VectorHeader, VECTOR_HEADER_SIZE};
@@ -87,11 +89,40 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
 /// Write `x` (described by `h`) as a KIND_R_VECTOR payload.
 pub fn write_vector(x: SEXP, h: &VectorHeader, w: &mut ObjectWriter) -> Result<(), Error> {
     w.write(&h.encode())?;
-    // SAFETY: DATAPTR_RO gives `length` elements of `elt_size` bytes; x is
-    // protected by the caller for the whole call.
-    let data =
-        unsafe { std::slice::from_raw_parts(DATAPTR_RO(x) as *const u8, h.data_len() as usize) };
-    w.write(data)?;
+    // SAFETY: x is protected by the caller for the whole call. A plain
+    // vector gives its buffer; an ALTREP one without a buffer (a compact
+    // sequence such as 1:n) is copied by regions, so sending it neither
+    // expands it in this session nor allocates in R.
+    let ptr = unsafe { DATAPTR_OR_NULL(x) };
+    if !ptr.is_null() {
+        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, h.data_len() as usize) };
+        w.write(data)?;
+    } else {
+        let mut buf = vec![0u8; 1 << 20];
+        let per = buf.len() / h.elt_size as usize;
+        let mut at: R_xlen_t = 0;
+        while (at as u64) < h.length {
+            let n = per.min((h.length - at as u64) as usize) as R_xlen_t;
+            // SAFETY: buf holds at least n elements of the vector's type.
+            let got = unsafe {
+                let b = buf.as_mut_ptr();
+                match h.sexptype {
+                    REALSXP => REAL_GET_REGION(x, at, n, b as *mut f64),
+                    INTSXP => INTEGER_GET_REGION(x, at, n, b as *mut c_int),
+                    LGLSXP => LOGICAL_GET_REGION(x, at, n, b as *mut c_int),
+                    RAWSXP => RAW_GET_REGION(x, at, n, b),
+                    _ => COMPLEX_GET_REGION(x, at, n, b as *mut Rcomplex),
+                }
+            };
+            if got <= 0 {
+                return Err(Error::BadArgument(
+                    "the vector could not be read; nothing was stored".into(),
+                ));
+            }
+            w.write(&buf[..got as usize * h.elt_size as usize])?;
+            at += got;
+        }
+    }
     // SAFETY: ATTRIB is a read-only accessor.
     let attrib = unsafe { ATTRIB(x) };
     if attrib != unsafe { R_NilValue } {
@@ -151,7 +182,9 @@ pub fn read_vector(mut map: ObjectMap, tag: &str, copy: bool) -> Result<SEXP, Er
                 R_NilValue,
                 R_NilValue,
             ));
-            R_RegisterCFinalizerEx(ptr, Some(finalize_view), Rboolean::TRUE);
+            // Not at exit: a finalizer running later could still read the view,
+            // and the process unmaps everything when it ends anyway.
+            R_RegisterCFinalizerEx(ptr, Some(finalize_view), Rboolean::FALSE);
             let class = class_for(h.sexptype).ok_or_else(|| Error::Corrupt {
                 message: "vector class not registered".into(),
             });

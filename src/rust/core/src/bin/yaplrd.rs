@@ -153,11 +153,25 @@ fn main() {
             }
         }
     };
+    raise_fd_limit();
     match server::serve(Store::new(dir), ready) {
         Ok(_) => {}
         Err(e) => {
             server::log(&format!("error: {e}"));
             std::process::exit(1);
+        }
+    }
+}
+
+/// One descriptor per client connection and per looked-up object: take the
+/// hard limit rather than the usual soft 1024.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a plain struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
