@@ -25,9 +25,20 @@ fn temp_dir() -> PathBuf {
     d
 }
 
+/// Stops the store's helper and removes it even when an assertion fails.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = yaplrd(&self.0, &["stop"]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn status_list_info_rm_stop() {
     let dir = temp_dir();
+    let _cleanup = Cleanup(dir.clone());
     let (code, out, _) = yaplrd(&dir, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("no yaplr helper is running"), "{out}");
