@@ -95,6 +95,12 @@ check_tag <- function(tag, arg = "tag", call = caller_call()) {
       tag = if (is.character(tag) && length(tag) == 1L) tag, call = call
     )
   }
+  if (!is_valid_text(tag)) {
+    abort_yaplr("bad_tag",
+      "`{arg}` must be valid text in UTF-8, latin1 or the session's encoding, not bytes that are none of these.",
+      tag = NULL, call = call
+    )
+  }
   tag <- enc2utf8(tag)
   bytes <- nchar(tag, type = "bytes")
   if (bytes > 1024L) {
@@ -110,7 +116,13 @@ check_namespace <- function(namespace, call = caller_call()) {
   if (!is.character(namespace) || length(namespace) != 1L || is.na(namespace) ||
       !nzchar(namespace)) {
     abort_yaplr("bad_argument",
-      "`namespace` must be a single non-empty string, not {describe(namespace)}.",
+      "`namespace` must be a single non-empty string (default: options(yaplr.namespace = )), not {describe(namespace)}.",
+      call = call
+    )
+  }
+  if (!is_valid_text(namespace)) {
+    abort_yaplr("bad_argument",
+      "`namespace` must be valid text in UTF-8, latin1 or the session's encoding.",
       call = call
     )
   }
@@ -142,19 +154,46 @@ check_timeout <- function(timeout, call = caller_call()) {
   if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) ||
       !is.finite(timeout) || timeout <= 0) {
     abort_yaplr("bad_argument",
-      "`timeout` must be a single positive number of seconds, not {describe(timeout)}.",
+      "`timeout` must be a single positive number of seconds (default: options(yaplr.timeout = )), not {describe(timeout)}.",
       call = call
     )
   }
   as.double(timeout)
 }
 
-check_flag <- function(x, arg, call = caller_call()) {
+check_flag <- function(x, arg, call = caller_call(), option = NULL) {
   if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    hint <- if (is.null(option)) "" else paste0(" (default: options(", option, " = ))")
     abort_yaplr("bad_argument",
-      "`{arg}` must be TRUE or FALSE, not {describe(x)}.",
+      "`{arg}` must be TRUE or FALSE{hint}, not {describe(x)}.",
       call = call
     )
   }
   invisible(x)
+}
+
+# Whether a string can be turned into UTF-8 faithfully: not "bytes", valid
+# in its declared encoding, and (in a locale that is neither UTF-8 nor
+# latin1) ASCII when its encoding is unknown, as R would otherwise escape
+# bytes as "<ff>".
+is_valid_text <- function(x) {
+  enc <- Encoding(x)
+  if (enc == "bytes") {
+    return(FALSE)
+  }
+  if (enc == "UTF-8") {
+    return(validUTF8(x))
+  }
+  if (enc == "latin1") {
+    return(TRUE)
+  }
+  if (is.null(the$locale)) {
+    info <- l10n_info()
+    the$locale <- if (isTRUE(info[["UTF-8"]])) "utf8" else if (isTRUE(info[["Latin-1"]])) "latin1" else "other"
+  }
+  switch(the$locale,
+    utf8 = validUTF8(x),
+    latin1 = TRUE,
+    !grepl("[^\\x01-\\x7f]", x, useBytes = TRUE)
+  )
 }

@@ -108,10 +108,7 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         namespace = yaplr_namespace(), description = NULL) {
   tag <- check_tag(tag)
   namespace <- check_namespace(namespace)
-  meta <- list(
-    class = class(obj), type = typeof(obj), length = length(obj), dim = dim(obj),
-    description = check_description(description)
-  )
+  meta <- object_meta(obj, check_description(description))
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart))
@@ -220,4 +217,17 @@ object_info <- function(tag, namespace = yaplr_namespace(),
   res$ctime <- .POSIXct(res$ctime)
   if (!is.null(res$dim)) res$dim <- as.integer(res$dim)
   res
+}
+
+# What send_object() records about an object. length() and dim() may be S3
+# methods of the object's class; one that fails must not stop the send.
+object_meta <- function(obj, description) {
+  len <- function() length(obj)
+  dm <- function() dim(obj)
+  if (is.object(obj)) {
+    len <- function() tryCatch(length(obj), error = function(e) NA_real_)
+    dm <- function() tryCatch(dim(obj), error = function(e) NULL)
+  }
+  list(class = class(obj), type = typeof(obj), length = len(), dim = dm(),
+       description = description)
 }

@@ -78,7 +78,8 @@ autostart_option <- function(automatic_server_start, call = caller_call()) {
   if (is.null(automatic_server_start)) {
     automatic_server_start <- getOption("yaplr.automatic_server_start", TRUE)
   }
-  check_flag(automatic_server_start, "automatic_server_start", call = call)
+  check_flag(automatic_server_start, "automatic_server_start", call = call,
+             option = "yaplr.automatic_server_start")
   automatic_server_start
 }
 
@@ -120,5 +121,9 @@ parse_size <- function(x, arg, call = caller_call()) {
 # layer when a call starts a helper).
 capacity_option <- function() {
   cap <- getOption("yaplr.capacity")
-  if (is.null(cap)) NA_real_ else parse_size(cap, "options(yaplr.capacity = )")
+  if (is.null(cap)) {
+    return(NaN)
+  }
+  # A bad value comes back as its message, for the Rust layer to raise.
+  tryCatch(parse_size(cap, "options(yaplr.capacity = )"), error = conditionMessage)
 }

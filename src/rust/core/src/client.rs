@@ -54,6 +54,8 @@ pub struct Client {
     connection: Option<Connection>,
     /// Set when this client started a helper (see take_spawned).
     spawned: bool,
+    /// Capacity given to a helper this client starts, before any request.
+    spawn_capacity: Option<u64>,
 }
 
 enum Connect {
@@ -68,6 +70,7 @@ impl Client {
             store,
             connection: None,
             spawned: false,
+            spawn_capacity: None,
         }
     }
 
@@ -78,6 +81,18 @@ impl Client {
     /// The pid of the helper of the current connection, if any.
     pub fn helper_pid(&self) -> Option<u32> {
         self.connection.as_ref().map(|c| c.helper_pid)
+    }
+
+    /// Whether a connection is open (a call may then not start a helper).
+    pub fn is_connected(&self) -> bool {
+        self.connection
+            .as_ref()
+            .is_some_and(|c| c.owner == sys::getpid())
+    }
+
+    /// The capacity a helper started by this client gets at once.
+    pub fn set_spawn_capacity(&mut self, bytes: Option<u64>) {
+        self.spawn_capacity = bytes;
     }
 
     /// Whether this client started a helper since the last call of this
@@ -155,7 +170,7 @@ impl Client {
             version: PROTOCOL_VERSION,
             pid: sys::getpid(),
         });
-        conn.write_frame(&hello, None, &w)?;
+        conn.write_frame(&hello, &[], &w)?;
         let Some((payload, _)) = conn.read_frame(&w)? else {
             // The helper closed at once: it is exiting (quit or shutdown).
             return Ok(Connect::NoHelper);
@@ -197,8 +212,15 @@ impl Client {
             });
         }
         self.store.prepare()?;
+        let was_spawned = std::mem::take(&mut self.spawned);
         let c = self.start_helper(opts, deadline)?;
         self.connection = Some(c);
+        if self.spawned {
+            if let Some(bytes) = self.spawn_capacity {
+                self.call_once(&Request::SetCapacity { bytes: Some(bytes) }, opts)?;
+            }
+        }
+        self.spawned |= was_spawned;
         Ok(())
     }
 
@@ -229,7 +251,7 @@ impl Client {
                         ),
                     });
                 }
-                spawn(exe, &self.store, deadline)?;
+                spawn(exe, &self.store, deadline).map_err(|e| with_seconds(e, opts.timeout))?;
                 spawned += 1;
                 self.spawned = true;
             }
@@ -311,7 +333,7 @@ impl Client {
         let frame = protocol::encode(req);
         let result =
             c.conn
-                .write_frame(&frame, None, &w)
+                .write_frame(&frame, &[], &w)
                 .and_then(|_| match c.conn.read_frame(&w)? {
                     Some((payload, fds)) => Ok((decode_response(&payload)?, fds)),
                     None => Err(Error::Protocol {
@@ -669,8 +691,12 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Server {
-                    message: "the yaplr helper did not detach in time".into(),
+                return Err(Error::Timeout {
+                    waited_for: format!(
+                        "the yaplr helper of \"{}\" to start",
+                        store.dir().display()
+                    ),
+                    seconds: 0.0,
                 });
             }
             Err(e) => return Err(Error::io("waiting for the helper to detach", e)),

@@ -78,15 +78,15 @@ impl Conn {
     }
 
     /// Write one whole frame, passing `fd` with it if given.
-    pub fn write_frame(&self, frame: &[u8], fd: Option<RawFd>, w: &Wait<'_>) -> Result<()> {
+    pub fn write_frame(&self, frame: &[u8], fds: &[RawFd], w: &Wait<'_>) -> Result<()> {
         let mut off = 0;
-        let mut pass = fd;
+        let mut pass = fds;
         // Try first, wait only when the socket is full: saves a poll per call.
         while off < frame.len() {
             match sys::send_some(self.raw_fd(), &frame[off..], pass) {
                 Ok(n) => {
                     off += n;
-                    pass = None;
+                    pass = &[];
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait(true, w)?,

@@ -66,12 +66,16 @@ fn encode_record(rec: &Record) -> Vec<u8> {
     out
 }
 
-/// Parse records until the end or the first damaged one; returns them and
-/// the length of the valid prefix.
-fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
+/// Parse records. A record whose body is damaged but whose length is
+/// intact is skipped (later records survive); parsing stops at a record
+/// that runs past the end (a torn last append) or can not be framed.
+/// Returns the records, the length of the parsable prefix, and whether any
+/// record was skipped.
+fn parse(bytes: &[u8]) -> (Vec<Record>, usize, bool) {
     let mut recs = Vec::new();
+    let mut skipped = false;
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return (recs, 0);
+        return (recs, 0, false);
     }
     let mut at = MAGIC.len();
     while at + 12 <= bytes.len() {
@@ -80,16 +84,21 @@ fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
         let Some(body) = bytes.get(at + 12..at + 12 + n) else {
             break;
         };
-        if fnv1a64(body) != sum {
-            break;
-        }
-        match bincode::decode_from_slice::<Record, _>(body, config()) {
-            Ok((rec, used)) if used == n => recs.push(rec),
-            _ => break,
+        let decoded = if fnv1a64(body) == sum {
+            match bincode::decode_from_slice::<Record, _>(body, config()) {
+                Ok((rec, used)) if used == n => Some(rec),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match decoded {
+            Some(rec) => recs.push(rec),
+            None => skipped = true,
         }
         at += 12 + n;
     }
-    (recs, at)
+    (recs, at, skipped)
 }
 
 pub struct Journal {
@@ -113,16 +122,16 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
-        let (records, valid) = match &existing {
+        let (records, valid, skipped) = match &existing {
             Some(b) => {
-                let (r, valid) = parse(b);
+                let (r, valid, skipped) = parse(b);
                 if valid == 0 {
-                    (None, 0)
+                    (None, 0, false)
                 } else {
-                    (Some(r), valid)
+                    (Some(r), valid, skipped)
                 }
             }
-            None => (None, 0),
+            None => (None, 0, false),
         };
         let file = OpenOptions::new()
             .create(true)
@@ -138,7 +147,7 @@ impl Journal {
             path,
             len: 0,
             durable,
-            damaged: existing.as_ref().is_some_and(|b| valid < b.len()),
+            damaged: skipped || existing.as_ref().is_some_and(|b| valid < b.len()),
         };
         if valid == 0 {
             j.file
@@ -291,13 +300,18 @@ mod tests {
         j.append(&put("c", b"three")).unwrap();
         let (_, recs) = Journal::open(&d, false).unwrap();
         assert_eq!(recs.unwrap().last().unwrap(), &put("c", b"three"));
-        // A flipped bit stops the replay at that record.
+        // A flipped bit in a body loses that record only.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0x40;
+        let first_body = 8 + 12 + 3;
+        bytes[first_body] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(recs.unwrap().len(), 2);
+        let (j, recs) = Journal::open(&d, false).unwrap();
+        assert!(j.was_damaged());
+        let recs = recs.unwrap();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert!(matches!(&recs[0], Record::Remove { .. }));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

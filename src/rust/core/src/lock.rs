@@ -71,7 +71,7 @@ fn names_same_file(file: &File, path: &Path) -> Result<bool> {
         .map_err(|e| Error::io(format!("checking lock file {}", path.display()), e))?;
     match std::fs::metadata(path) {
         Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(false),
         Err(e) => Err(Error::io(
             format!("checking lock file {}", path.display()),
             e,
@@ -177,7 +177,9 @@ impl FileLock {
             .open(path)
         {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok(false)
+            }
             Err(e) => return Err(Error::io(context(), e)),
         };
         let free =

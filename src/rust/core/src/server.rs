@@ -561,7 +561,7 @@ fn handle(stream: UnixStream, shared: Shared) {
         let req = match protocol::decode::<Request>(&payload) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply(&conn, &error_response("protocol", &e.to_string()), None);
+                let _ = reply(&conn, &error_response("protocol", &e.to_string()), &[]);
                 return;
             }
         };
@@ -575,7 +575,7 @@ fn handle(stream: UnixStream, shared: Shared) {
                             version: PROTOCOL_VERSION,
                             pid: sys::getpid(),
                         },
-                        None,
+                        &[],
                     );
                     continue;
                 }
@@ -586,14 +586,14 @@ fn handle(stream: UnixStream, shared: Shared) {
                          stop it with quit_server() (its objects are removed)",
                         sys::getpid()
                     );
-                    let _ = reply(&conn, &error_response("protocol", &msg), None);
+                    let _ = reply(&conn, &error_response("protocol", &msg), &[]);
                     return;
                 }
                 _ => {
                     let _ = reply(
                         &conn,
                         &error_response("protocol", "expected a Hello first"),
-                        None,
+                        &[],
                     );
                     return;
                 }
@@ -602,14 +602,15 @@ fn handle(stream: UnixStream, shared: Shared) {
         if let Request::Quit { keep } = req {
             quit(&conn, &shared, keep);
         }
-        let (resp, fd) = dispatch(req, &shared);
-        if reply(&conn, &resp, fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
+        let (resp, files) = dispatch(req, &shared);
+        let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+        if reply(&conn, &resp, &fds).is_err() {
             return;
         }
     }
 }
 
-fn reply(conn: &Conn, resp: &Response, fd: Option<i32>) -> Result<()> {
+fn reply(conn: &Conn, resp: &Response, fds: &[i32]) -> Result<()> {
     let frame = match protocol::try_encode(resp) {
         Some(f) => f,
         None => protocol::encode(&error_response(
@@ -626,7 +627,7 @@ fn reply(conn: &Conn, resp: &Response, fd: Option<i32>) -> Result<()> {
         seconds: FRAME_DEADLINE.as_secs_f64(),
         interrupted: &|| false,
     };
-    conn.write_frame(&frame, fd, &w)
+    conn.write_frame(&frame, fds, &w)
 }
 
 fn error_response(kind: &str, message: &str) -> Response {
@@ -666,7 +667,7 @@ fn check_key(ns: &str, tag: &str) -> Result<()> {
     object_file::check_namespace(ns)
 }
 
-fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
+fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
     let mut st = lock_state(shared);
     match req {
         Request::Hello { .. } => (
@@ -674,15 +675,15 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 version: PROTOCOL_VERSION,
                 pid: sys::getpid(),
             },
-            None,
+            Vec::new(),
         ),
-        Request::Ping => (Response::Pong, None),
+        Request::Ping => (Response::Pong, Vec::new()),
         Request::Publish {
             namespace,
             tag,
             id,
             meta,
-        } => (publish(&mut st, namespace, tag, id, meta), None),
+        } => (publish(&mut st, namespace, tag, id, meta), Vec::new()),
         Request::PutInline {
             namespace,
             tag,
@@ -692,7 +693,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             meta,
         } => {
             if let Err(e) = check_key(&namespace, &tag) {
-                return (failed(&e), None);
+                return (failed(&e), Vec::new());
             }
             if bytes.len() > INLINE_MAX {
                 return (
@@ -700,12 +701,12 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                         "protocol",
                         &format!("an inline object may hold at most {INLINE_MAX} bytes"),
                     ),
-                    None,
+                    Vec::new(),
                 );
             }
             let key = (namespace, tag);
             if let Err(e) = st.check_capacity(&key, bytes.len() as u64) {
-                return (failed(&e), None);
+                return (failed(&e), Vec::new());
             }
             let (namespace, tag) = key;
             st.seq += 1;
@@ -719,22 +720,22 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 seq: st.seq,
             };
             match st.apply(rec) {
-                Ok(()) => (Response::Ok, None),
+                Ok(()) => (Response::Ok, Vec::new()),
                 Err(Error::NoSpace { .. }) => {
                     let msg = format!(
                         "not enough space in the store \"{}\" for object \"{tag}\"; \
                          remove objects or choose a larger store with options(yaplr.dir = )",
                         st.store.dir().display()
                     );
-                    (error_response("no_space", &msg), None)
+                    (error_response("no_space", &msg), Vec::new())
                 }
-                Err(e) => (failed(&e), None),
+                Err(e) => (failed(&e), Vec::new()),
             }
         }
         Request::Lookup { namespace, tag } => {
             let key = (namespace, tag);
             let Some(obj) = st.objects.get(&key) else {
-                return (not_found(&key.0, &key.1), None);
+                return (not_found(&key.0, &key.1), Vec::new());
             };
             let id = match &obj.data {
                 Data::Inline(bytes) => {
@@ -742,7 +743,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                         entry: entry(&key, obj),
                         bytes: bytes.to_vec(),
                     };
-                    return (resp, None);
+                    return (resp, Vec::new());
                 }
                 Data::File(id) => id.clone(),
             };
@@ -752,7 +753,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(st.store.object_path(&id))
             {
-                Ok(f) => (Response::Found(entry(&key, obj)), Some(f)),
+                Ok(f) => (Response::Found(entry(&key, obj)), vec![f]),
                 // Out of descriptors, an I/O error...: the object is still
                 // there; only a file that is gone drops its tag.
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -765,7 +766,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                             format!("opening the object file of \"{}\"", key.1),
                             e,
                         )),
-                        None,
+                        Vec::new(),
                     )
                 }
                 Err(e) => {
@@ -773,17 +774,17 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                     let (namespace, tag) = key;
                     let resp = not_found(&namespace, &tag);
                     let _ = st.apply(Record::Remove { namespace, tag });
-                    (resp, None)
+                    (resp, Vec::new())
                 }
             }
         }
         Request::Remove { namespace, tag } => {
             if !st.objects.contains_key(&(namespace.clone(), tag.clone())) {
-                return (not_found(&namespace, &tag), None);
+                return (not_found(&namespace, &tag), Vec::new());
             }
             match st.apply(Record::Remove { namespace, tag }) {
-                Ok(()) => (Response::Ok, None),
-                Err(e) => (failed(&e), None),
+                Ok(()) => (Response::Ok, Vec::new()),
+                Err(e) => (failed(&e), Vec::new()),
             }
         }
         Request::RemoveNamespace { namespace } => {
@@ -799,15 +800,15 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                     namespace: namespace.clone(),
                     tag,
                 }) {
-                    return (failed(&e), None);
+                    return (failed(&e), Vec::new());
                 }
                 n += 1;
             }
-            (Response::Count(n), None)
+            (Response::Count(n), Vec::new())
         }
         Request::Exists { namespace, tag } => (
             Response::Bool(st.objects.contains_key(&(namespace, tag))),
-            None,
+            Vec::new(),
         ),
         Request::List { namespace } => {
             let mut v: Vec<Entry> = st
@@ -817,13 +818,13 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 .map(|(k, o)| entry(k, o))
                 .collect();
             v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));
-            (Response::List(v), None)
+            (Response::List(v), Vec::new())
         }
         Request::Discard { id } => {
             if !store::is_valid_id(&id) {
                 return (
                     error_response("protocol", &format!("invalid object id \"{id}\"")),
-                    None,
+                    Vec::new(),
                 );
             }
             let linked = st
@@ -833,7 +834,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
             if !linked {
                 let _ = std::fs::remove_file(st.store.object_path(&id));
             }
-            (Response::Bool(linked), None)
+            (Response::Bool(linked), Vec::new())
         }
         Request::SetCapacity { bytes } => {
             let used = st.used();
@@ -844,12 +845,12 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                          (asked for {b}); remove objects first",
                         st.store.dir().display()
                     );
-                    return (error_response("no_space", &msg), None);
+                    return (error_response("no_space", &msg), Vec::new());
                 }
             }
             match st.apply(Record::Capacity { bytes }) {
-                Ok(()) => (Response::Ok, None),
-                Err(e) => (failed(&e), None),
+                Ok(()) => (Response::Ok, Vec::new()),
+                Err(e) => (failed(&e), Vec::new()),
             }
         }
         Request::Info => (
@@ -863,7 +864,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Option<File>) {
                 started_ns: st.started_ns,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             }),
-            None,
+            Vec::new(),
         ),
         Request::Quit { .. } => unreachable!("handled before dispatch"),
     }
@@ -928,7 +929,7 @@ fn quit(conn: &Conn, shared: &Shared, keep: bool) -> ! {
     if keep {
         log(&format!("quitting; keeping {} object(s)", st.objects.len()));
         st.store.remove_runtime_files();
-        let _ = reply(conn, &Response::Ok, None);
+        let _ = reply(conn, &Response::Ok, &[]);
         std::process::exit(0);
     }
     log(&format!(
@@ -936,6 +937,6 @@ fn quit(conn: &Conn, shared: &Shared, keep: bool) -> ! {
         st.objects.len()
     ));
     st.store.remove_all();
-    let _ = reply(conn, &Response::Ok, None);
+    let _ = reply(conn, &Response::Ok, &[]);
     std::process::exit(0);
 }

@@ -68,7 +68,7 @@ impl Store {
             Err(e) => {
                 return Err(Error::Store {
                     message: format!(
-                        "can not inspect the store directory \"{}\": {e}",
+                        "can not inspect the store directory \"{}\": {e}; choose another with options(yaplr.dir = )",
                         self.dir.display()
                     ),
                 })
@@ -130,7 +130,7 @@ impl Store {
         }
         let meta = fs::symlink_metadata(dir).map_err(|e| Error::Store {
             message: format!(
-                "can not inspect the store directory \"{}\": {e}",
+                "can not inspect the store directory \"{}\": {e}; choose another with options(yaplr.dir = )",
                 dir.display()
             ),
         })?;

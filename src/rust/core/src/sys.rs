@@ -110,30 +110,43 @@ pub enum WaitOutcome {
 
 /// Send bytes (and optionally one fd, attached to the first byte) without
 /// ever raising SIGPIPE. Returns how many bytes were written.
-pub fn send_some(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Result<usize> {
+/// The most descriptors one message may carry (the kernel's SCM_MAX_FD).
+pub const MAX_PASSED_FDS: usize = 253;
+
+pub fn send_some(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    // Room for one cmsg carrying one int, correctly aligned.
-    let mut cbuf = [0u64; 8];
+    // Room for one cmsg carrying MAX_PASSED_FDS ints, correctly aligned.
+    let mut cbuf = [0u64; 136];
+    if pass.len() > MAX_PASSED_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
+    }
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(pfd) = pass {
+    if !pass.is_empty() {
+        let bytes = std::mem::size_of_val(pass) as u32;
         // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
-        // SAFETY: msg_control points at `space` bytes we own, so the first
-        // header fits; we write one int into its data area.
+        // SAFETY: msg_control points at `space` bytes we own (at most
+        // sizeof cbuf for MAX_PASSED_FDS), so the header and the ints fit.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, pfd);
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            let data = libc::CMSG_DATA(cmsg) as *mut RawFd;
+            for (i, pfd) in pass.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *pfd);
+            }
         }
     }
     // SAFETY: msg references live buffers for the duration of the call.
@@ -151,7 +164,7 @@ pub fn recv_some(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut cbuf = [0u64; 16];
+    let mut cbuf = [0u64; 136];
     // SAFETY: zeroed msghdr is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

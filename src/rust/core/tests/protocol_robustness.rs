@@ -1363,7 +1363,7 @@ fn passed_descriptors_are_not_leaked() {
         let mut s = if greet { h.greeted() } else { h.raw() };
         let (mine, theirs) = UnixStream::pair().unwrap();
         mine.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let n = sys::send_some(s.as_raw_fd(), &frame, Some(theirs.as_raw_fd())).unwrap();
+        let n = sys::send_some(s.as_raw_fd(), &frame, &[theirs.as_raw_fd()]).unwrap();
         assert_eq!(n, frame.len());
         drop(theirs);
         let answers = if greet && frame == encode(&Request::Ping) {

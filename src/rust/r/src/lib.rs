@@ -57,29 +57,39 @@ fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) ->
         Some(c) if c.store().dir() == Path::new(dir) => c,
         _ => Client::new(Store::new(PathBuf::from(dir))),
     };
-    let mut r = f(&mut c);
-    if c.take_spawned() {
-        // A helper this call started gets the session's capacity.
-        let configured = capacity_option().and_then(|cap| match cap {
-            Some(bytes) => c.set_capacity(Some(bytes), &spawn_opts()),
-            None => Ok(()),
-        });
-        if let Err(e) = configured {
-            r = r.and(Err(e));
+    if !c.is_connected() {
+        // This call may start a helper: it gets the session's capacity
+        // before any request (options(yaplr.capacity = )).
+        match capacity_option() {
+            Ok(cap) => c.set_spawn_capacity(cap),
+            Err(e) => {
+                CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
+                return Err(e);
+            }
         }
     }
+    let r = f(&mut c);
+    c.take_spawned();
     CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
     r
 }
 
 /// getOption("yaplr.capacity"), parsed by the R layer (None: unset).
 fn capacity_option() -> Result<Option<u64>, Error> {
+    let bad = || {
+        Error::BadArgument(
+            "options(yaplr.capacity = ) must be a number of bytes or a size such as \"2 GB\""
+                .into(),
+        )
+    };
     match eval_string("yaplr:::capacity_option()") {
-        Ok(v) => match v.as_real() {
-            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x as u64)),
-            _ => Ok(None),
+        Ok(v) => match (v.as_real(), v.as_str()) {
+            (Some(x), _) if x.is_finite() && x >= 0.0 => Ok(Some(x as u64)),
+            (Some(x), _) if x.is_nan() => Ok(None),
+            (_, Some(message)) => Err(Error::BadArgument(message.to_string())),
+            _ => Err(bad()),
         },
-        Err(e) => Err(Error::BadArgument(format!("{e}"))),
+        Err(_) => Err(bad()),
     }
 }
 
@@ -270,14 +280,15 @@ fn retrieve_object_(
         autostart,
     };
     let r = check_key(ns, tag).and_then(|_| {
-        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts())? {
+        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts()).map_err(|e| damaged(e, tag))? {
             Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
             Found::File(_, file) => {
                 let map = if copy {
-                    ObjectMap::open(&file)?
+                    ObjectMap::open(&file)
                 } else {
-                    ObjectMap::open_for_view(&file)?
-                };
+                    ObjectMap::open_for_view(&file)
+                }
+                .map_err(|e| damaged(e, tag))?;
                 match map.header.kind {
                     KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
                     KIND_R_VECTOR => vector::read_vector(map, tag, copy),
@@ -498,6 +509,18 @@ fn parse_meta(l: &List) -> Meta {
             .unwrap_or(0),
         dim: numbers(get("dim")).into_iter().map(|x| x as u64).collect(),
         description: strings(get("description")).into_iter().next(),
+    }
+}
+
+/// A damaged object file, explained with its tag and what to do.
+fn damaged(e: Error, tag: &str) -> Error {
+    match e {
+        Error::Corrupt { message } => Error::Corrupt {
+            message: format!(
+                "the stored object \"{tag}\" is damaged ({message}); remove it with remove_object() and send it again"
+            ),
+        },
+        e => e,
     }
 }
 
