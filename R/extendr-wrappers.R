@@ -44,7 +44,13 @@ is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
 
-#' `bytes` NA: no capacity.
+#' @noRd
+send_objects_ <- function(objs, tags, ns, metas, dir, exe, timeout, autostart) .Call(wrap__send_objects_, objs, tags, ns, metas, dir, exe, timeout, autostart)
+
+#' @noRd
+retrieve_objects_ <- function(tags, ns, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_objects_, tags, ns, dir, exe, timeout, autostart, copy)
+
+#' `bytes` negative: no capacity.
 #' @noRd
 resize_store_ <- function(bytes, dir, exe, timeout, autostart) .Call(wrap__resize_store_, bytes, dir, exe, timeout, autostart)
 

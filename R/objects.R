@@ -231,3 +231,77 @@ object_meta <- function(obj, description) {
   list(class = class(obj), type = typeof(obj), length = len(), dim = dm(),
        description = description)
 }
+
+#' Send or retrieve several objects at once
+#'
+#' `send_objects()` stores every element of a named list under its name, all
+#' or none: another session sees either all the new values or all the old
+#' ones, never a mix, and if any object can not be stored, none is.
+#' `retrieve_objects()` returns several objects as they were at one moment
+#' (no send in between can make some of them newer than others).
+#'
+#' @param objects A named list; the names are the tags (each a valid tag,
+#'   no name twice).
+#' @param tags A character vector of tags.
+#' @inheritParams objects
+#' @param description `NULL`, or a character vector of descriptions, one per
+#'   object (or one for all).
+#' @return `send_objects()`: `NULL`, invisibly. `retrieve_objects()`: a named
+#'   list of the objects, in the order of `tags`. A missing tag is an error of
+#'   class `yaplr_not_found` (nothing is returned then). At most 253 of the
+#'   objects may be large (file-backed) in one call.
+#' @export
+#' @examples
+#' old <- options(yaplr.dir = file.path(tempdir(), "yaplr-example"))
+#' send_objects(list(a = 1, b = "x", c = mtcars))
+#' retrieve_objects(c("a", "b"))
+#' quit_server()
+#' options(old)
+send_objects <- function(objects, namespace = yaplr_namespace(), description = NULL,
+                         automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  if (!is.list(objects) || is.object(objects) && !identical(class(objects), "list")) {
+    abort_yaplr("bad_argument", "`objects` must be a named list, not {describe(objects)}.")
+  }
+  tags <- names(objects)
+  if (length(objects) > 0L && (is.null(tags) || anyNA(tags) || any(!nzchar(tags)))) {
+    abort_yaplr("bad_tag", "every element of `objects` must have a name: the names are the tags.")
+  }
+  tags <- vapply(as.list(tags), check_tag, "", arg = "names(objects)")
+  if (anyDuplicated(tags)) {
+    abort_yaplr("bad_tag", "`objects` names the tag \"{tags[anyDuplicated(tags)]}\" twice.")
+  }
+  namespace <- check_namespace(namespace)
+  if (!is.null(description)) {
+    if (!is.character(description) || !length(description) %in% c(1L, length(objects))) {
+      abort_yaplr("bad_argument",
+        "`description` must be NULL or a character vector of length 1 or {length(objects)}, not {describe(description)}.")
+    }
+    description <- rep_len(description, length(objects))
+  }
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  metas <- lapply(seq_along(objects), function(i) {
+    object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else enc2utf8(description[i]))
+  })
+  check_result(send_objects_(unname(objects), tags, namespace, metas, store_dir(),
+                             helper_path(), timeout, autostart))
+  invisible(NULL)
+}
+
+#' @rdname send_objects
+#' @export
+retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
+                             automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  if (!is.character(tags) || anyNA(tags)) {
+    abort_yaplr("bad_tag", "`tags` must be a character vector without NA, not {describe(tags)}.")
+  }
+  tags <- vapply(as.list(tags), check_tag, "", arg = "tags")
+  namespace <- check_namespace(namespace)
+  check_flag(copy, "copy")
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  res <- check_result(retrieve_objects_(tags, namespace, store_dir(), helper_path(),
+                                        timeout, autostart, copy))
+  names(res) <- tags
+  res
+}

@@ -5,7 +5,9 @@
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
 use crate::lock::FileLock;
-use crate::protocol::{self, Entry, Meta, Request, Response, ServerInfo, PROTOCOL_VERSION};
+use crate::protocol::{
+    self, Entry, Meta, PutItem, Request, Response, ServerInfo, PROTOCOL_VERSION,
+};
 use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
@@ -455,6 +457,49 @@ impl Client {
             Response::Info(i) => Ok(i),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Store several objects at once: all or none take effect.
+    pub fn put_many(&mut self, items: Vec<PutItem>, opts: &CallOptions<'_>) -> Result<()> {
+        self.call(&Request::PutMany { items }, opts).map(|_| ())
+    }
+
+    /// Look up several objects at one consistent moment.
+    pub fn lookup_many(
+        &mut self,
+        keys: Vec<(String, String)>,
+        opts: &CallOptions<'_>,
+    ) -> Result<Vec<Found>> {
+        let (resp, fds) = self
+            .call(&Request::LookupMany { keys: keys.clone() }, opts)
+            .map_err(|e| match e {
+                // Name the missing key precisely: the message is its NotFound.
+                Error::Server { message } => keys
+                    .iter()
+                    .map(|(ns, tag)| Error::NotFound {
+                        tag: tag.clone(),
+                        namespace: ns.clone(),
+                    })
+                    .find(|nf| nf.to_string() == message)
+                    .unwrap_or(Error::Server { message }),
+                e => e,
+            })?;
+        let Response::FoundMany(items) = resp else {
+            return Err(unexpected(resp));
+        };
+        let mut fds = fds.into_iter();
+        items
+            .into_iter()
+            .map(|(entry, inline)| match inline {
+                Some(bytes) => Ok(Found::Inline(entry, bytes)),
+                None => match fds.next() {
+                    Some(fd) => Ok(Found::File(entry, std::fs::File::from(fd))),
+                    None => Err(Error::Protocol {
+                        message: "the helper sent fewer descriptors than objects".into(),
+                    }),
+                },
+            })
+            .collect()
     }
 
     /// Remove object file `id` unless the catalog links to it; Ok(true)

@@ -51,6 +51,9 @@ pub enum Record {
     Capacity {
         bytes: Option<u64>,
     },
+    /// Several changes that take effect together or not at all (one
+    /// record, one checksum).
+    Batch(Vec<Record>),
 }
 
 fn config() -> impl bincode::config::Config {

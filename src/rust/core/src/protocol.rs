@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -62,6 +62,15 @@ pub enum Request {
     Discard {
         id: String,
     },
+    /// Store several objects at once: all or none take effect.
+    PutMany {
+        items: Vec<PutItem>,
+    },
+    /// Look up several objects at one moment; answers FoundMany, with the
+    /// fds of the file-backed ones (at most MAX_PASSED_FDS) in order.
+    LookupMany {
+        keys: Vec<(String, String)>,
+    },
     /// Set (or with None, lift) the store's capacity in bytes.
     SetCapacity {
         bytes: Option<u64>,
@@ -86,6 +95,18 @@ pub struct Entry {
     pub version: u64,
     /// Kept inline in the journal rather than in a file of its own.
     pub inline: bool,
+}
+
+/// One object of a PutMany: inline bytes, or a committed object file.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct PutItem {
+    pub namespace: String,
+    pub tag: String,
+    pub kind: u32,
+    pub ctime_ns: i64,
+    pub inline: Option<Vec<u8>>,
+    pub id: Option<String>,
+    pub meta: Meta,
 }
 
 /// What the sender said about an object, for listings.
@@ -128,6 +149,9 @@ pub enum Response {
         entry: Entry,
         bytes: Vec<u8>,
     },
+    /// Answer to LookupMany: per key, its entry and its inline payload
+    /// (None: file-backed, its fd travels with the frame, in order).
+    FoundMany(Vec<(Entry, Option<Vec<u8>>)>),
     Bool(bool),
     Count(u64),
     List(Vec<Entry>),

@@ -11,7 +11,7 @@ use crate::journal::{Journal, Record};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
 use crate::protocol::{
-    self, Entry, Meta, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION,
+    self, Entry, Meta, PutItem, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION,
 };
 use crate::store::{self, Store};
 use crate::sys;
@@ -99,26 +99,37 @@ impl State {
     /// unlinked (readers that have it open or mapped keep it).
     fn apply(&mut self, rec: Record) -> Result<()> {
         self.journal.append(&rec)?;
-        if let Record::Capacity { bytes } = rec {
-            self.capacity = bytes;
-            return Ok(());
-        }
-        let old = apply_record(&mut self.objects, rec);
-        if let Some(Obj {
-            data: Data::File(id),
-            ..
-        }) = &old
-        {
-            let still_linked = self
-                .objects
-                .values()
-                .any(|o| o.file_id() == Some(id.as_str()));
-            if !still_linked {
-                let _ = std::fs::remove_file(self.store.object_path(id));
-            }
-        }
+        self.apply_applied(rec);
         self.maybe_compact();
         Ok(())
+    }
+
+    /// Apply a record that is already in the journal.
+    fn apply_applied(&mut self, rec: Record) {
+        match rec {
+            Record::Capacity { bytes } => self.capacity = bytes,
+            Record::Batch(recs) => {
+                for r in recs {
+                    self.apply_applied(r);
+                }
+            }
+            rec => {
+                let old = apply_record(&mut self.objects, rec);
+                if let Some(Obj {
+                    data: Data::File(id),
+                    ..
+                }) = &old
+                {
+                    let still_linked = self
+                        .objects
+                        .values()
+                        .any(|o| o.file_id() == Some(id.as_str()));
+                    if !still_linked {
+                        let _ = std::fs::remove_file(self.store.object_path(id));
+                    }
+                }
+            }
+        }
     }
 
     /// Payload bytes of every object.
@@ -223,6 +234,12 @@ fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
         Record::Remove { namespace, tag } => objects.remove(&(namespace, tag)),
         // Handled by State::apply and replay.
         Record::Capacity { .. } => None,
+        Record::Batch(recs) => {
+            for r in recs {
+                apply_record(objects, r);
+            }
+            None
+        }
     }
 }
 
@@ -836,6 +853,37 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
             }
             (Response::Bool(linked), Vec::new())
         }
+        Request::PutMany { items } => (put_many(&mut st, items), Vec::new()),
+        Request::LookupMany { keys } => {
+            let mut found = Vec::with_capacity(keys.len());
+            let mut files = Vec::new();
+            for key in keys {
+                let Some(obj) = st.objects.get(&key) else {
+                    return (not_found(&key.0, &key.1), Vec::new());
+                };
+                match &obj.data {
+                    Data::Inline(b) => found.push((entry(&key, obj), Some(b.to_vec()))),
+                    Data::File(id) => {
+                        if files.len() == sys::MAX_PASSED_FDS {
+                            let msg = format!(
+                                "at most {} large (file-backed) objects can be retrieved at once",
+                                sys::MAX_PASSED_FDS
+                            );
+                            return (error_response("bad_argument", &msg), Vec::new());
+                        }
+                        match File::open(st.store.object_path(id)) {
+                            Ok(f) => files.push(f),
+                            Err(e) => {
+                                let what = format!("opening the object file of \"{}\"", key.1);
+                                return (failed(&Error::io(what, e)), Vec::new());
+                            }
+                        }
+                        found.push((entry(&key, obj), None));
+                    }
+                }
+            }
+            (Response::FoundMany(found), files)
+        }
         Request::SetCapacity { bytes } => {
             let used = st.used();
             if let Some(b) = bytes {
@@ -917,6 +965,102 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
         seq: st.seq,
     };
     match st.apply(rec) {
+        Ok(()) => Response::Ok,
+        Err(e) => failed(&e),
+    }
+}
+
+/// Store several objects together: every item is checked first, then one
+/// Batch record makes them all take effect at once.
+fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
+    let mut recs = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut added: u64 = 0;
+    let mut freed: u64 = 0;
+    for item in items {
+        if let Err(e) = check_key(&item.namespace, &item.tag) {
+            return failed(&e);
+        }
+        let key = (item.namespace.clone(), item.tag.clone());
+        if !seen.insert(key.clone()) {
+            return error_response(
+                "bad_argument",
+                &format!("the tag \"{}\" is given twice", item.tag),
+            );
+        }
+        let (size, kind, ctime_ns, data) = match (item.inline, item.id) {
+            (Some(bytes), None) if bytes.len() <= INLINE_MAX => {
+                (bytes.len() as u64, item.kind, item.ctime_ns, Ok(bytes))
+            }
+            (None, Some(id)) if store::is_valid_id(&id) => {
+                let header = match File::open(st.store.object_path(&id))
+                    .map(|f| object_file::read_header(&f))
+                {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+                    Err(e) => {
+                        let msg = format!("the object file for \"{}\" is missing ({e})", item.tag);
+                        return error_response("server", &msg);
+                    }
+                };
+                if header.state != STATE_COMMITTED
+                    || header.tag != item.tag
+                    || header.namespace != item.namespace
+                {
+                    let msg = format!(
+                        "object file {id} is not a committed object for \"{}\"",
+                        item.tag
+                    );
+                    return error_response("corrupt", &msg);
+                }
+                (header.payload_len, header.kind, header.ctime_ns, Err(id))
+            }
+            _ => {
+                return error_response(
+                    "protocol",
+                    "a batch item needs inline bytes or a valid object id",
+                )
+            }
+        };
+        freed += st.objects.get(&key).map_or(0, |o| o.size);
+        added += size;
+        st.seq += 1;
+        let (namespace, tag) = key;
+        recs.push(match data {
+            Ok(bytes) => Record::Put {
+                namespace,
+                tag,
+                ctime_ns,
+                kind,
+                bytes,
+                meta: item.meta,
+                seq: st.seq,
+            },
+            Err(id) => Record::Link {
+                namespace,
+                tag,
+                id,
+                ctime_ns,
+                kind,
+                size,
+                meta: item.meta,
+                seq: st.seq,
+            },
+        });
+    }
+    if let Some(cap) = st.capacity {
+        let used = st.used() - freed.min(st.used());
+        if used + added > cap {
+            let msg = format!(
+                "the store \"{}\" has a capacity of {cap} bytes: these objects need {added} bytes \
+                 but only {} are free; remove objects or raise the capacity with resize_store()",
+                st.store.dir().display(),
+                cap.saturating_sub(used)
+            );
+            return error_response("no_space", &msg);
+        }
+    }
+    match st.apply(Record::Batch(recs)) {
         Ok(()) => Response::Ok,
         Err(e) => failed(&e),
     }

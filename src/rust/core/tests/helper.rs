@@ -481,3 +481,63 @@ fn a_store_on_disk_is_durable_and_not_volatile() {
     assert!(c.quit(false, &opts(5000)).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn batches_take_effect_together_and_are_read_at_one_moment() {
+    use yaplr_core::protocol::PutItem;
+    let t = TempStore::new("batch");
+    let mut c = t.client();
+    let o = opts(5000);
+    let mut w = ObjectWriter::create(c.store(), D, "big", KIND_R_SERIALIZED, 0).unwrap();
+    w.write(&[6u8; 100_000]).unwrap();
+    let (id, _) = w.commit().unwrap();
+    let item = |tag: &str, inline: Option<Vec<u8>>, id: Option<String>| PutItem {
+        namespace: D.into(),
+        tag: tag.into(),
+        kind: KIND_R_SERIALIZED,
+        ctime_ns: 1,
+        inline,
+        id,
+        meta: Default::default(),
+    };
+    c.put_inline(D, "a", 1, b"old a".to_vec(), Default::default(), &o)
+        .unwrap();
+    // One bad item (a duplicate tag): nothing changes.
+    let bad = vec![
+        item("a", Some(b"new a".to_vec()), None),
+        item("a", Some(b"again".to_vec()), None),
+    ];
+    assert!(c.put_many(bad, &o).is_err());
+    assert_eq!(get(&mut c, "a"), b"old a");
+    let good = vec![
+        item("a", Some(b"new a".to_vec()), None),
+        item("big", None, Some(id)),
+    ];
+    c.put_many(good, &o).unwrap();
+    let keys = vec![
+        (D.to_string(), "a".to_string()),
+        (D.to_string(), "big".to_string()),
+    ];
+    let found = c.lookup_many(keys.clone(), &o).unwrap();
+    assert!(matches!(&found[0], Found::Inline(_, b) if b == b"new a"));
+    match &found[1] {
+        Found::File(_, f) => assert_eq!(ObjectMap::open(f).unwrap().payload().len(), 100_000),
+        _ => panic!("big is a file"),
+    }
+    // The batch is one journal record: a restarted helper has both.
+    let pid = c.helper_pid().unwrap();
+    // SAFETY: signalling a helper we started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    while sys::pid_alive(pid) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(c.lookup_many(keys, &o).unwrap().len(), 2);
+    let missing = vec![
+        (D.to_string(), "a".to_string()),
+        (D.to_string(), "nope".to_string()),
+    ];
+    assert!(matches!(
+        c.lookup_many(missing, &o),
+        Err(Error::NotFound { ref tag, .. }) if tag == "nope"
+    ));
+}

@@ -15,7 +15,7 @@ use yaplr_core::object_file::{
     check_namespace, check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
     KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
-use yaplr_core::protocol::{Entry, Meta, INLINE_MAX};
+use yaplr_core::protocol::{Entry, Meta, PutItem, INLINE_MAX};
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
 
@@ -177,6 +177,60 @@ impl PayloadSink for PayloadWriter<'_> {
     }
 }
 
+/// An object written but not yet published.
+enum Staged {
+    Inline(Vec<u8>),
+    /// A committed object file, by id, with its payload kind.
+    File(String, u32),
+}
+
+/// Write `sexp` for `tag`: in memory when it is small, else to a committed
+/// object file (which the caller must publish or remove).
+fn stage_object(store: &Store, sexp: SEXP, ns: &str, tag: &str) -> Result<Staged, Error> {
+    let writer = match vector::as_vector(sexp) {
+        Some(h) => {
+            let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
+            let mut w = ObjectWriter::create(store, ns, tag, KIND_R_VECTOR, size)?;
+            vector::write_vector(sexp, &h, &mut w)?;
+            w
+        }
+        None => {
+            let mut pw = PayloadWriter {
+                store,
+                ns,
+                tag,
+                kind: KIND_R_SERIALIZED,
+                payload: Payload::Inline(Vec::with_capacity(256)),
+            };
+            serialize::serialize_into(sexp, &mut pw)?;
+            match pw.payload {
+                Payload::Inline(bytes) => return Ok(Staged::Inline(bytes)),
+                Payload::File(w) => w,
+            }
+        }
+    };
+    let (id, header) = writer.commit()?;
+    Ok(Staged::File(id, header.kind))
+}
+
+/// After a failed publish of object files: remove them when the helper
+/// said no; when it did not answer, the publish may have taken effect, so
+/// only the helper may decide (if it can not be asked now, its sweep
+/// removes them once this process is gone).
+fn clean_up_after(c: &mut Client, e: &Error, ids: &[String]) {
+    for id in ids {
+        if !e.breaks_connection() {
+            let _ = std::fs::remove_file(c.store().object_path(id));
+        } else {
+            let quick = CallOptions {
+                timeout: Duration::from_secs(1),
+                ..spawn_opts()
+            };
+            let _ = c.discard(id, &quick);
+        }
+    }
+}
+
 /// Write `sexp` for `tag` and make it the tag's value.
 fn store_object(
     c: &mut Client,
@@ -187,50 +241,188 @@ fn store_object(
     opts: &CallOptions<'_>,
 ) -> Result<(), Error> {
     let store = c.store().clone();
-    let writer = match vector::as_vector(sexp) {
-        Some(h) => {
-            let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
-            let mut w = ObjectWriter::create(&store, ns, tag, KIND_R_VECTOR, size)?;
-            vector::write_vector(sexp, &h, &mut w)?;
-            w
+    let id = match stage_object(&store, sexp, ns, tag)? {
+        Staged::Inline(bytes) => {
+            return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
         }
-        None => {
-            let mut pw = PayloadWriter {
-                store: &store,
-                ns,
-                tag,
-                kind: KIND_R_SERIALIZED,
-                payload: Payload::Inline(Vec::with_capacity(256)),
-            };
-            serialize::serialize_into(sexp, &mut pw)?;
-            match pw.payload {
-                Payload::Inline(bytes) => {
-                    return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
-                }
-                Payload::File(w) => w,
-            }
-        }
+        Staged::File(id, _) => id,
     };
-    let (id, _) = writer.commit()?;
     let published = c.publish(ns, tag, &id, meta, opts);
-    match &published {
-        Ok(()) => {}
-        // The helper answered no: the file is ours to remove.
-        Err(e) if !e.breaks_connection() => {
-            let _ = std::fs::remove_file(store.object_path(&id));
-        }
-        // No answer (timeout, interrupt, lost connection): the publish may
-        // have taken effect, so only the helper may decide. If it can not be
-        // asked now, its sweep removes the file once this process is gone.
-        Err(_) => {
-            let quick = CallOptions {
-                timeout: Duration::from_secs(1),
-                ..spawn_opts()
-            };
-            let _ = c.discard(&id, &quick);
-        }
+    if let Err(e) = &published {
+        clean_up_after(c, e, std::slice::from_ref(&id));
     }
     published
+}
+
+/// Decode one looked-up object into a preserved SEXP.
+fn decode_found(found: Found, tag: &str, copy: bool) -> Result<SEXP, Error> {
+    match found {
+        Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
+        Found::File(_, file) => {
+            let map = if copy {
+                ObjectMap::open(&file)
+            } else {
+                ObjectMap::open_for_view(&file)
+            }
+            .map_err(|e| damaged(e, tag))?;
+            match map.header.kind {
+                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
+                KIND_R_VECTOR => vector::read_vector(map, tag, copy),
+                other => Err(Error::Corrupt {
+                    message: format!(
+                        "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// A list of preserved SEXPs as an R list, releasing them.
+fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> Robj {
+    // SAFETY: each value was preserved when it was made; the list protects
+    // them before their preservation is released.
+    let robjs: Vec<Robj> = values
+        .iter()
+        .map(|v| unsafe { Robj::from_sexp(*v) })
+        .collect();
+    let out: Robj = match names {
+        Some(n) => List::from_names_and_values(n, robjs)
+            .expect("as many names as values")
+            .into(),
+        None => List::from_values(robjs).into(),
+    };
+    for v in values {
+        unsafe { extendr_ffi::R_ReleaseObject(v) };
+    }
+    out
+}
+
+fn release_all(values: Vec<SEXP>) {
+    for v in values {
+        // SAFETY: preserved when made.
+        unsafe { extendr_ffi::R_ReleaseObject(v) };
+    }
+}
+
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn send_objects_(
+    objs: List,
+    tags: Vec<String>,
+    ns: &str,
+    metas: List,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let r = tags
+        .iter()
+        .try_for_each(|t| check_key(ns, t))
+        .and_then(|_| {
+            with_client(dir, |c| {
+                let opts = ctx.opts();
+                c.connect(&opts)?;
+                let store = c.store().clone();
+                let mut items = Vec::with_capacity(tags.len());
+                let mut ids: Vec<String> = Vec::new();
+                for (i, ((_, obj), tag)) in objs.iter().zip(&tags).enumerate() {
+                    // SAFETY: the list (and so its elements) is protected by extendr.
+                    let staged = match stage_object(&store, unsafe { obj.get() }, ns, tag) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            for id in &ids {
+                                let _ = std::fs::remove_file(store.object_path(id));
+                            }
+                            return Err(e);
+                        }
+                    };
+                    let meta = metas
+                        .elt(i)
+                        .ok()
+                        .and_then(|m| m.as_list())
+                        .map(|m| parse_meta(&m))
+                        .unwrap_or_default();
+                    let (inline, id, kind) = match staged {
+                        Staged::Inline(b) => (Some(b), None, KIND_R_SERIALIZED),
+                        Staged::File(id, kind) => {
+                            ids.push(id.clone());
+                            (None, Some(id), kind)
+                        }
+                    };
+                    items.push(PutItem {
+                        namespace: ns.to_string(),
+                        tag: tag.clone(),
+                        kind,
+                        ctime_ns: yaplr_core::object_file::now_ns(),
+                        inline,
+                        id,
+                        meta,
+                    });
+                }
+                let r = c.put_many(items, &opts);
+                if let Err(e) = &r {
+                    clean_up_after(c, e, &ids);
+                }
+                r
+            })
+        });
+    done(r, None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn retrieve_objects_(
+    tags: Vec<String>,
+    ns: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+    copy: bool,
+) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let keys: Vec<(String, String)> = tags.iter().map(|t| (ns.to_string(), t.clone())).collect();
+    let r = tags
+        .iter()
+        .try_for_each(|t| check_key(ns, t))
+        .and_then(|_| {
+            with_client(dir, |c| {
+                let found = c.lookup_many(keys, &ctx.opts())?;
+                let mut values = Vec::with_capacity(found.len());
+                for (f, tag) in found.into_iter().zip(&tags) {
+                    match decode_found(f, tag, copy) {
+                        Ok(v) => values.push(v),
+                        Err(e) => {
+                            release_all(values);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(values)
+            })
+        });
+    match r {
+        Ok(values) => list_of(values, Some(&tags)),
+        Err(e) => {
+            let tag = match &e {
+                Error::NotFound { tag, .. } => Some(tag.clone()),
+                _ => None,
+            };
+            condition(&e, tag.as_deref(), dir)
+        }
+    }
 }
 
 /// @noRd
@@ -280,25 +472,11 @@ fn retrieve_object_(
         autostart,
     };
     let r = check_key(ns, tag).and_then(|_| {
-        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts()).map_err(|e| damaged(e, tag))? {
-            Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
-            Found::File(_, file) => {
-                let map = if copy {
-                    ObjectMap::open(&file)
-                } else {
-                    ObjectMap::open_for_view(&file)
-                }
+        with_client(dir, |c| {
+            let found = c
+                .lookup(ns, tag, &ctx.opts())
                 .map_err(|e| damaged(e, tag))?;
-                match map.header.kind {
-                    KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
-                    KIND_R_VECTOR => vector::read_vector(map, tag, copy),
-                    other => Err(Error::Corrupt {
-                        message: format!(
-                            "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
-                        ),
-                    }),
-                }
-            }
+            decode_found(found, tag, copy)
         })
     });
     match r {
@@ -645,6 +823,8 @@ extendr_module! {
     fn quit_server_;
     fn is_server_running_;
     fn remove_objects_;
+    fn send_objects_;
+    fn retrieve_objects_;
     fn resize_store_;
     fn object_info_;
 }
