@@ -44,6 +44,13 @@ is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
 
+#' `ns` empty: every namespace; `tags` empty: every tag of it.
+#' @noRd
+save_objects_ <- function(file, tags, ns, dir, exe, timeout, autostart) .Call(wrap__save_objects_, file, tags, ns, dir, exe, timeout, autostart)
+
+#' @noRd
+load_objects_ <- function(file, overwrite, dir, exe, timeout, autostart) .Call(wrap__load_objects_, file, overwrite, dir, exe, timeout, autostart)
+
 #' @noRd
 send_objects_ <- function(objs, tags, ns, metas, dir, exe, timeout, autostart) .Call(wrap__send_objects_, objs, tags, ns, metas, dir, exe, timeout, autostart)
 

@@ -382,11 +382,34 @@ impl Client {
         meta: Meta,
         opts: &CallOptions<'_>,
     ) -> Result<()> {
+        self.put_inline_at(
+            ns,
+            tag,
+            kind,
+            bytes,
+            meta,
+            crate::object_file::now_ns(),
+            opts,
+        )
+    }
+
+    /// put_inline with a given send time (restoring a dump).
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_inline_at(
+        &mut self,
+        ns: &str,
+        tag: &str,
+        kind: u32,
+        bytes: Vec<u8>,
+        meta: Meta,
+        ctime_ns: i64,
+        opts: &CallOptions<'_>,
+    ) -> Result<()> {
         let req = Request::PutInline {
             namespace: ns.into(),
             tag: tag.into(),
             kind,
-            ctime_ns: crate::object_file::now_ns(),
+            ctime_ns,
             bytes,
             meta,
         };

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client;
 pub mod conn;
+pub mod dump;
 pub mod error;
 pub mod journal;
 pub mod lock;

@@ -319,6 +319,11 @@ impl ObjectWriter {
         &self.id
     }
 
+    /// Keep the send time of an object restored from a dump.
+    pub fn set_ctime(&mut self, ctime_ns: i64) {
+        self.header.ctime_ns = ctime_ns;
+    }
+
     /// Payload bytes written so far.
     pub fn written(&self) -> u64 {
         self.written + self.buf.len() as u64

@@ -541,3 +541,62 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
         Err(Error::NotFound { ref tag, .. }) if tag == "nope"
     ));
 }
+
+#[test]
+fn dumps_round_trip_between_stores_and_refuse_damage() {
+    use yaplr_core::dump;
+    let a = TempStore::new("dump-a");
+    let b = TempStore::new("dump-b");
+    let mut ca = a.client();
+    let o = opts(5000);
+    let meta = yaplr_core::protocol::Meta {
+        description: Some("d".into()),
+        ..Default::default()
+    };
+    ca.put_inline("n1", "small", 1, b"tiny".to_vec(), meta.clone(), &o)
+        .unwrap();
+    let mut w = ObjectWriter::create(ca.store(), "n2", "big", KIND_R_SERIALIZED, 0).unwrap();
+    w.write(&[8u8; 300_000]).unwrap();
+    let (id, _) = w.commit().unwrap();
+    ca.publish("n2", "big", &id, Default::default(), &o)
+        .unwrap();
+    let entries = ca.list(None, &o).unwrap();
+    let file = std::env::temp_dir().join(format!("yaplr-dump-{}.ydump", sys::getpid()));
+    assert_eq!(dump::save(&mut ca, &file, &entries, &o).unwrap(), 2);
+    assert_eq!(dump::entries(&file).unwrap().len(), 2);
+
+    let mut cb = b.client();
+    let loaded = dump::load(&mut cb, &file, false, &o).unwrap();
+    assert_eq!(loaded.len(), 2);
+    let in_b = cb.list(None, &o).unwrap();
+    for (x, y) in entries.iter().zip(&in_b) {
+        assert_eq!(
+            (&x.namespace, &x.tag, x.size, x.ctime_ns),
+            (&y.namespace, &y.tag, y.size, y.ctime_ns)
+        );
+        assert_eq!(x.meta, y.meta);
+    }
+    match cb.lookup("n2", "big", &o).unwrap() {
+        Found::File(_, f) => {
+            assert_eq!(ObjectMap::open(&f).unwrap().payload(), &[8u8; 300_000][..])
+        }
+        _ => panic!("big is a file"),
+    }
+    // Loading again refuses to overwrite, before loading anything.
+    assert!(matches!(
+        dump::load(&mut cb, &file, false, &o),
+        Err(Error::BadArgument(_))
+    ));
+    assert_eq!(dump::load(&mut cb, &file, true, &o).unwrap().len(), 2);
+    // A truncated dump is an error, not a partial load.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let c = TempStore::new("dump-c");
+    let mut cc = c.client();
+    assert!(matches!(
+        dump::load(&mut cc, &file, false, &o),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(cc.list(None, &o).unwrap().is_empty());
+    std::fs::remove_file(&file).unwrap();
+}

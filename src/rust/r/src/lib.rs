@@ -642,6 +642,71 @@ fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool
     done(r, None, dir)
 }
 
+/// `ns` empty: every namespace; `tags` empty: every tag of it.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn save_objects_(
+    file: &str,
+    tags: Vec<String>,
+    ns: &str,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let r = with_client(dir, |c| {
+        let opts = ctx.opts();
+        let which = if ns.is_empty() { None } else { Some(ns) };
+        let mut entries = c.list(which, &opts)?;
+        if !tags.is_empty() {
+            for t in &tags {
+                if !entries.iter().any(|e| &e.tag == t) {
+                    return Err(Error::NotFound {
+                        tag: t.clone(),
+                        namespace: ns.to_string(),
+                    });
+                }
+            }
+            entries.retain(|e| tags.contains(&e.tag));
+        }
+        yaplr_core::dump::save(c, Path::new(file), &entries, &opts)
+    });
+    done(r.map(|n| n as f64), None, dir)
+}
+
+/// @noRd
+#[extendr]
+fn load_objects_(
+    file: &str,
+    overwrite: bool,
+    dir: &str,
+    exe: &str,
+    timeout: f64,
+    autostart: bool,
+) -> Robj {
+    let ctx = Ctx {
+        exe,
+        timeout,
+        autostart,
+    };
+    let r = with_client(dir, |c| {
+        let loaded = yaplr_core::dump::load(c, Path::new(file), overwrite, &ctx.opts())?;
+        let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
+        let tags: Vec<String> = loaded.iter().map(|d| d.tag.clone()).collect();
+        Ok(
+            List::from_names_and_values(["namespace", "tag"], [Robj::from(ns), Robj::from(tags)])
+                .expect("names and values match"),
+        )
+    });
+    done(r, None, dir)
+}
+
 /// @noRd
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
@@ -823,6 +888,8 @@ extendr_module! {
     fn quit_server_;
     fn is_server_running_;
     fn remove_objects_;
+    fn save_objects_;
+    fn load_objects_;
     fn send_objects_;
     fn retrieve_objects_;
     fn resize_store_;

@@ -1,0 +1,80 @@
+# Dumping objects to one file and loading them back.
+
+#' Save objects to a file, and load them into a store
+#'
+#' `save_objects()` writes objects of the store, with their tags,
+#' namespaces, descriptions, metadata and send times, to one file.
+#' `load_objects()` brings them back into any store (another directory,
+#' another machine, a later day). Both stream: dumping or loading many GB
+#' needs no more memory than a copy buffer, as the objects go straight
+#' between the store's files and the dump.
+#'
+#' The dump format is versioned and described in `vignette("yaplr")`; a
+#' truncated or damaged dump is refused with a `yaplr_corrupt` error before
+#' anything is loaded.
+#'
+#' @param file The dump file. `save_objects()` writes it to a temporary name
+#'   first and renames it when complete.
+#' @param tags `NULL` (the default) for every object of `namespace`, or a
+#'   character vector of tags (each must exist).
+#' @param namespace The namespace to save; `NULL` (the default) saves every
+#'   namespace (then `tags` must be `NULL`).
+#' @param overwrite Whether `load_objects()` may replace objects that exist
+#'   in the store. With `FALSE` (the default), one existing tag makes it
+#'   fail with `yaplr_bad_argument` before loading anything.
+#' @inheritParams objects
+#' @return `save_objects()`: the number of objects written, invisibly.
+#'   `load_objects()`: a data frame of the `namespace` and `tag` loaded,
+#'   invisibly.
+#' @export
+#' @examples
+#' old <- options(yaplr.dir = file.path(tempdir(), "yaplr-example"))
+#' send_object(mtcars, "cars", description = "the mtcars data")
+#' f <- tempfile(fileext = ".ydump")
+#' save_objects(f)
+#' quit_server()
+#' load_objects(f)
+#' object_info("cars")$description
+#' quit_server()
+#' unlink(f)
+#' options(old)
+save_objects <- function(file, tags = NULL, namespace = NULL,
+                         automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  file <- check_file(file)
+  if (!is.null(namespace)) namespace <- check_namespace(namespace)
+  if (!is.null(tags)) {
+    if (is.null(namespace)) namespace <- yaplr_namespace()
+    if (!is.character(tags) || anyNA(tags)) {
+      abort_yaplr("bad_tag", "`tags` must be NULL or a character vector without NA, not {describe(tags)}.")
+    }
+    tags <- vapply(as.list(tags), check_tag, "", arg = "tags")
+  }
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  n <- check_result(save_objects_(file, if (is.null(tags)) character() else tags,
+                                  if (is.null(namespace)) "" else namespace,
+                                  store_dir(), helper_path(), timeout, autostart))
+  invisible(n)
+}
+
+#' @rdname save_objects
+#' @export
+load_objects <- function(file, overwrite = FALSE,
+                         automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  file <- check_file(file)
+  if (!file.exists(file)) {
+    abort_yaplr("bad_argument", "the dump file \"{file}\" does not exist.")
+  }
+  check_flag(overwrite, "overwrite")
+  timeout <- check_timeout(timeout)
+  autostart <- autostart_option(automatic_server_start)
+  res <- check_result(load_objects_(file, overwrite, store_dir(), helper_path(), timeout, autostart))
+  invisible(data.frame(namespace = res$namespace, tag = res$tag, stringsAsFactors = FALSE))
+}
+
+check_file <- function(file, call = caller_call()) {
+  if (!is.character(file) || length(file) != 1L || is.na(file) || !nzchar(file)) {
+    abort_yaplr("bad_argument", "`file` must be a single file path, not {describe(file)}.", call = call)
+  }
+  normalizePath(path.expand(file), mustWork = FALSE)
+}
