@@ -328,23 +328,28 @@ for name in ("a" * 32 + ".yobj", "catalog.journal"):
 s = socket.socket(socket.AF_UNIX)
 s.bind(os.path.join(d, "yaplrd.sock")); s.listen(8)
 print("ready", flush=True)
-def bstr(x):
-    b = x.encode(); return bytes([len(b)]) + b
+answer = bytes.fromhex(sys.argv[2])
 while True:
     c, _ = s.accept()
     c.recv(4096)
-    body = bytes([9]) + bstr("protocol") + bstr("old helper speaks version 1")
-    c.sendall(struct.pack("<I", len(body)) + body)
+    c.sendall(answer)
     c.close()
 "#;
 
 #[test]
 fn quit_stops_a_helper_of_another_version() {
     let t = TempStore::new("oldver");
+    // Its answer: a protocol error, encoded as this version would.
+    let answer = yaplr_core::protocol::encode(&yaplr_core::protocol::Response::Error {
+        kind: "protocol".into(),
+        message: "old helper speaks version 1".into(),
+    });
+    let hex: String = answer.iter().map(|b| format!("{b:02x}")).collect();
     let Ok(mut child) = std::process::Command::new("python3")
         .arg("-c")
         .arg(FAKE_OLD_HELPER)
         .arg(&t.dir)
+        .arg(hex)
         .stdout(std::process::Stdio::piped())
         .spawn()
     else {
