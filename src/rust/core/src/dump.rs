@@ -14,7 +14,7 @@
 
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
-use crate::object_file::{fnv1a64, ObjectMap, ObjectWriter};
+use crate::object_file::{fnv1a64, ObjectWriter};
 use crate::protocol::{Entry, Meta, INLINE_MAX};
 use bincode::{Decode, Encode};
 use std::fs::File;
@@ -66,21 +66,31 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
                 Found::Inline(entry, bytes) => (entry, Some(bytes), None),
                 Found::File(entry, file) => (entry, None, Some(file)),
             };
-            let map = match &file {
-                Some(f) => Some(ObjectMap::open(f)?),
+            // Check the file as a reader would, then copy it in chunks with
+            // pread: no mapping, so this process's memory stays a buffer.
+            let header = match &file {
+                Some(f) => {
+                    let h = crate::object_file::read_header(f)?;
+                    if h.state != crate::object_file::STATE_COMMITTED {
+                        return Err(Error::Corrupt {
+                            message: format!("object \"{}\" was never completely written", h.tag),
+                        });
+                    }
+                    Some(h)
+                }
                 None => None,
             };
-            let payload: &[u8] = match (&inline, &map) {
-                (Some(b), _) => b,
-                (None, Some(m)) => m.payload(),
-                _ => &[],
+            let payload_len = match (&inline, &header) {
+                (Some(b), _) => b.len() as u64,
+                (None, Some(h)) => h.payload_len,
+                _ => 0,
             };
             let d = DumpEntry {
                 namespace: entry.namespace.clone(),
                 tag: entry.tag.clone(),
                 ctime_ns: entry.ctime_ns,
-                kind: map.as_ref().map_or(entry.kind, |m| m.header.kind),
-                payload_len: payload.len() as u64,
+                kind: header.as_ref().map_or(entry.kind, |h| h.kind),
+                payload_len,
                 meta: entry.meta.clone(),
             };
             let head = bincode::encode_to_vec(&d, bincode::config::standard()).map_err(|e| {
@@ -92,10 +102,26 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
             w(&mut out, &(head.len() as u32).to_le_bytes())?;
             w(&mut out, &head)?;
             w(&mut out, &fnv1a64(&head).to_le_bytes())?;
-            // The payload streams from the mapping: the page cache, not
-            // this process, holds it.
-            for chunk in payload.chunks(8 << 20) {
-                w(&mut out, chunk)?;
+            match (&inline, &file) {
+                (Some(b), _) => w(&mut out, b)?,
+                (None, Some(f)) => {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; 8 << 20];
+                    let mut at = 0u64;
+                    while at < payload_len {
+                        let n = (payload_len - at).min(buf.len() as u64) as usize;
+                        f.read_exact_at(&mut buf[..n], crate::object_file::HEADER_SIZE as u64 + at)
+                            .map_err(|e| Error::Corrupt {
+                                message: format!(
+                                    "object \"{}\" could not be read whole: {e}",
+                                    entry.tag
+                                ),
+                            })?;
+                        w(&mut out, &buf[..n])?;
+                        at += n as u64;
+                    }
+                }
+                _ => {}
             }
             n += 1;
         }
