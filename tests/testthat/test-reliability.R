@@ -352,7 +352,8 @@ cut_off_send <- function(dir, old, new) {
   wchan <- function() {
     tryCatch(readLines(sprintf("/proc/%d/wchan", wpid), warn = FALSE), error = function(e) "")
   }
-  in_files <- nrow(object_headers(dir)) > 0L
+  # Values over 64 KiB get an object file; smaller ones go inline.
+  in_files <- length(serialize(new, NULL)) > 65536L
   wait_until(function() {
     h <- object_headers(dir)
     file.exists(file.path(ctl, "sending")) &&
