@@ -128,31 +128,10 @@ impl Store {
                 ),
             });
         }
-        let meta = fs::symlink_metadata(dir).map_err(|e| Error::Store {
-            message: format!(
-                "can not inspect the store directory \"{}\": {e}; choose another with options(yaplr.dir = )",
-                dir.display()
-            ),
-        })?;
-        if !meta.is_dir() {
-            return Err(Error::Store {
-                message: format!(
-                    "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); choose another with options(yaplr.dir = )",
-                    dir.display()
-                ),
-            });
-        }
-        let uid = sys::getuid();
-        if meta.uid() != uid {
-            return Err(Error::Store {
-                message: format!(
-                    "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
-                     remove it or choose another with options(yaplr.dir = )",
-                    dir.display(),
-                    meta.uid()
-                ),
-            });
-        }
+        // A directory (not a link) of this user; then make it private.
+        self.check_owner()?;
+        let meta = fs::symlink_metadata(dir)
+            .map_err(|e| Error::io("inspecting the store directory", e))?;
         if meta.mode() & 0o777 != 0o700 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
                 Error::Store {
