@@ -202,9 +202,10 @@ impl Journal {
         self.len <= MAGIC.len() as u64
     }
 
-    /// Whether the journal has grown well past what its live records need.
-    pub fn wants_compaction(&self, live_bytes: u64) -> bool {
-        self.len > COMPACT_MIN && self.len > 2 * live_bytes + COMPACT_MIN
+    /// Whether the journal has grown to twice `baseline` (its length after
+    /// the last rewrite) and past COMPACT_MIN.
+    pub fn wants_compaction(&self, baseline: u64) -> bool {
+        self.len > 2 * baseline + COMPACT_MIN
     }
 
     /// Replace the journal by one holding just `live`, atomically (write a

@@ -90,6 +90,10 @@ struct State {
     seq: u64,
     /// Bytes the objects may use in all (None: up to the filesystem).
     capacity: Option<u64>,
+    /// Payload bytes of every object, kept up to date by apply_applied.
+    used: u64,
+    /// The journal's length after its last rewrite (or at start).
+    compacted_len: u64,
     journal: Journal,
     started_ns: i64,
 }
@@ -104,37 +108,56 @@ impl State {
         Ok(())
     }
 
-    /// Apply a record that is already in the journal.
+    /// Apply a record that is already in the journal. O(1) per object:
+    /// the bytes used are kept up to date, and a replaced or removed
+    /// object's file is unlinked (each file belongs to one key).
     fn apply_applied(&mut self, rec: Record) {
-        match rec {
-            Record::Capacity { bytes } => self.capacity = bytes,
-            Record::Batch(recs) => {
+        let (key, new_size) = match &rec {
+            Record::Capacity { bytes } => {
+                self.capacity = *bytes;
+                return;
+            }
+            Record::Batch(_) => {
+                let Record::Batch(recs) = rec else {
+                    unreachable!()
+                };
                 for r in recs {
                     self.apply_applied(r);
                 }
+                return;
             }
-            rec => {
-                let old = apply_record(&mut self.objects, rec);
-                if let Some(Obj {
-                    data: Data::File(id),
-                    ..
-                }) = &old
-                {
-                    let still_linked = self
-                        .objects
-                        .values()
-                        .any(|o| o.file_id() == Some(id.as_str()));
-                    if !still_linked {
-                        let _ = std::fs::remove_file(self.store.object_path(id));
-                    }
-                }
+            Record::Put {
+                namespace,
+                tag,
+                bytes,
+                ..
+            } => ((namespace.clone(), tag.clone()), bytes.len() as u64),
+            Record::Link {
+                namespace,
+                tag,
+                size,
+                ..
+            } => ((namespace.clone(), tag.clone()), *size),
+            Record::Remove { namespace, tag } => ((namespace.clone(), tag.clone()), 0),
+        };
+        let old = apply_record(&mut self.objects, rec);
+        self.used =
+            self.used + new_size - old.as_ref().map_or(0, |o| o.size).min(self.used + new_size);
+        if let Some(Obj {
+            data: Data::File(id),
+            ..
+        }) = &old
+        {
+            let same = self.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str());
+            if !same {
+                let _ = std::fs::remove_file(self.store.object_path(id));
             }
         }
     }
 
     /// Payload bytes of every object.
     fn used(&self) -> u64 {
-        self.objects.values().map(|o| o.size).sum()
+        self.used
     }
 
     fn free(&self) -> u64 {
@@ -167,24 +190,19 @@ impl State {
         Ok(())
     }
 
+    /// Rewrite the journal once it has grown to twice its size after the
+    /// last rewrite (amortized O(1) per change).
     fn maybe_compact(&mut self) {
-        let live: u64 = self
-            .objects
-            .iter()
-            .map(|(k, o)| {
-                (k.0.len() + k.1.len()) as u64
-                    + 96
-                    + if o.file_id().is_some() { 32 } else { o.size }
-            })
-            .sum();
-        if self.journal.wants_compaction(live) {
-            let mut recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
-            recs.push(Record::Capacity {
-                bytes: self.capacity,
-            });
-            if let Err(e) = self.journal.rewrite(&recs) {
-                log(&format!("could not compact the journal: {e}"));
-            }
+        if !self.journal.wants_compaction(self.compacted_len) {
+            return;
+        }
+        let mut recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
+        recs.push(Record::Capacity {
+            bytes: self.capacity,
+        });
+        match self.journal.rewrite(&recs) {
+            Ok(()) => self.compacted_len = self.journal.len(),
+            Err(e) => log(&format!("could not compact the journal: {e}")),
         }
     }
 }
@@ -314,6 +332,8 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         store: store.clone(),
         seq: objects.values().map(|o| o.seq).max().unwrap_or(0),
         capacity,
+        used: objects.values().map(|o| o.size).sum(),
+        compacted_len: journal.len(),
         objects,
         journal,
         started_ns: object_file::now_ns(),
