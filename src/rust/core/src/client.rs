@@ -54,8 +54,6 @@ struct Connection {
 pub struct Client {
     store: Store,
     connection: Option<Connection>,
-    /// Set when this client started a helper (see take_spawned).
-    spawned: bool,
     /// Capacity given to a helper this client starts, before any request.
     spawn_capacity: Option<u64>,
 }
@@ -71,7 +69,6 @@ impl Client {
         Client {
             store,
             connection: None,
-            spawned: false,
             spawn_capacity: None,
         }
     }
@@ -95,12 +92,6 @@ impl Client {
     /// The capacity a helper started by this client gets at once.
     pub fn set_spawn_capacity(&mut self, bytes: Option<u64>) {
         self.spawn_capacity = bytes;
-    }
-
-    /// Whether this client started a helper since the last call of this
-    /// function (a caller may then configure it, e.g. its capacity).
-    pub fn take_spawned(&mut self) -> bool {
-        std::mem::take(&mut self.spawned)
     }
 
     /// Forget the connection (the helper is left alone).
@@ -214,19 +205,22 @@ impl Client {
             });
         }
         self.store.prepare()?;
-        let was_spawned = std::mem::take(&mut self.spawned);
-        let c = self.start_helper(opts, deadline)?;
+        let (c, ours) = self.start_helper(opts, deadline)?;
         self.connection = Some(c);
-        if self.spawned {
-            if let Some(bytes) = self.spawn_capacity {
-                self.call_once(&Request::SetCapacity { bytes: Some(bytes) }, opts)?;
-            }
+        // A helper this client started gets its capacity before any request.
+        if let (true, Some(bytes)) = (ours, self.spawn_capacity) {
+            self.call_once(&Request::SetCapacity { bytes: Some(bytes) }, opts)?;
         }
-        self.spawned |= was_spawned;
         Ok(())
     }
 
-    fn start_helper(&mut self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connection> {
+    /// Start (or wait for) the helper; also says whether this client
+    /// spawned it.
+    fn start_helper(
+        &self,
+        opts: &CallOptions<'_>,
+        deadline: Instant,
+    ) -> Result<(Connection, bool)> {
         let exe = opts.helper_exe.ok_or_else(|| Error::Server {
             message: "the yaplrd helper program was not found; reinstall yaplr".into(),
         })?;
@@ -241,7 +235,7 @@ impl Client {
                 FileLock::lock(&self.store.spawn_lock_path(), left, &what, opts.interrupted)
                     .map_err(|e| with_seconds(e, opts.timeout))?;
             if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
-                return Ok(c);
+                return Ok((c, spawned > 0));
             }
             if !FileLock::is_held(&self.store.helper_lock_path())? {
                 if spawned == 2 {
@@ -255,14 +249,13 @@ impl Client {
                 }
                 spawn(exe, &self.store, deadline).map_err(|e| with_seconds(e, opts.timeout))?;
                 spawned += 1;
-                self.spawned = true;
             }
             // Wait for the helper (ours or one that was already starting).
             let mut pause = Duration::from_millis(1);
             loop {
                 if let Connect::Connected(c) = self.try_connect(opts, deadline)? {
                     drop(spawn_lock);
-                    return Ok(c);
+                    return Ok((c, spawned > 0));
                 }
                 if (opts.interrupted)() {
                     return Err(Error::Interrupted { waited_for: what });

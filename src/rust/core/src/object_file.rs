@@ -556,24 +556,24 @@ pub struct ObjectMap {
 impl ObjectMap {
     /// Map an object file read-only and check it is committed and whole.
     pub fn open(file: &File) -> Result<ObjectMap> {
-        Self::open_with(file, false)
+        Self::open_with(file, read_header(file)?, false)
     }
 
     /// Map an object file copy-on-write: its payload may be written through
     /// `payload_mut_ptr`, privately to this process.
     pub fn open_copy_on_write(file: &File) -> Result<ObjectMap> {
-        Self::open_with(file, true)
+        Self::open_with(file, read_header(file)?, true)
     }
 
     /// Map copy-on-write the objects served as zero-copy views (raw
     /// vectors), read-only the others.
     pub fn open_for_view(file: &File) -> Result<ObjectMap> {
-        let kind = read_header(file)?.kind;
-        Self::open_with(file, kind == KIND_R_VECTOR)
+        let header = read_header(file)?;
+        let cow = header.kind == KIND_R_VECTOR;
+        Self::open_with(file, header, cow)
     }
 
-    fn open_with(file: &File, cow: bool) -> Result<ObjectMap> {
-        let header = read_header(file)?;
+    fn open_with(file: &File, header: Header, cow: bool) -> Result<ObjectMap> {
         if header.state != STATE_COMMITTED {
             return Err(Error::Corrupt {
                 message: format!("object \"{}\" was never completely written", header.tag),

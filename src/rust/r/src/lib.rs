@@ -32,7 +32,15 @@ struct Ctx<'a> {
     autostart: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(exe: &'a str, timeout: f64, autostart: bool) -> Ctx<'a> {
+        Ctx {
+            exe,
+            timeout,
+            autostart,
+        }
+    }
+
     fn opts(&self) -> CallOptions<'_> {
         CallOptions {
             timeout: Duration::from_secs_f64(self.timeout.clamp(0.0, 1e9)),
@@ -69,7 +77,6 @@ fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) ->
         }
     }
     let r = f(&mut c);
-    c.take_spawned();
     CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
     r
 }
@@ -318,11 +325,7 @@ fn send_objects_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = tags
         .iter()
         .try_for_each(|t| check_key(ns, t))
@@ -388,11 +391,7 @@ fn retrieve_objects_(
     autostart: bool,
     copy: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let keys: Vec<(String, String)> = tags.iter().map(|t| (ns.to_string(), t.clone())).collect();
     let r = tags
         .iter()
@@ -438,11 +437,7 @@ fn send_object_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| {
             let opts = ctx.opts();
@@ -466,11 +461,7 @@ fn retrieve_object_(
     autostart: bool,
     copy: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| {
             let found = c
@@ -502,11 +493,7 @@ fn remove_object_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.remove(ns, tag, &ctx.opts())));
     done(r.map(|_| ()), Some(tag), dir)
 }
@@ -521,11 +508,7 @@ fn does_object_exist_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.exists(ns, tag, &ctx.opts())));
     done(r, Some(tag), dir)
 }
@@ -534,11 +517,7 @@ fn does_object_exist_(
 /// @noRd
 #[extendr]
 fn list_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let which = if ns.is_empty() { None } else { Some(ns) };
     let r = with_client(dir, |c| c.list(which, &ctx.opts())).map(|entries| {
         let col = |f: &dyn Fn(&Entry) -> String| -> Robj {
@@ -611,11 +590,7 @@ fn entry_info(e: &Entry) -> Robj {
 /// @noRd
 #[extendr]
 fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts())? {
             Found::File(e, _) | Found::Inline(e, _) => Ok(entry_info(&e)),
@@ -628,11 +603,7 @@ fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autosta
 /// @noRd
 #[extendr]
 fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let cap = if bytes >= 0.0 {
         Some(bytes as u64)
     } else {
@@ -655,11 +626,7 @@ fn save_objects_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = with_client(dir, |c| {
         let opts = ctx.opts();
         let which = if ns.is_empty() { None } else { Some(ns) };
@@ -690,11 +657,7 @@ fn load_objects_(
     timeout: f64,
     autostart: bool,
 ) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = with_client(dir, |c| {
         let loaded = yaplr_core::dump::load(c, Path::new(file), overwrite, &ctx.opts())?;
         let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
@@ -710,11 +673,7 @@ fn load_objects_(
 /// @noRd
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r =
         check_namespace(ns).and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
     done(r.map(|n| n as f64), None, dir)
@@ -775,11 +734,7 @@ fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
 /// @noRd
 #[extendr]
 fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart,
-    };
+    let ctx = Ctx::new(exe, timeout, autostart);
     let r = with_client(dir, |c| c.info(&ctx.opts())).map(|i| {
         List::from_names_and_values(
             [
@@ -805,17 +760,12 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
 /// @noRd
 #[extendr]
 fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
-    let ctx = Ctx {
-        exe,
-        timeout,
-        autostart: true,
-    };
+    let ctx = Ctx::new(exe, timeout, true);
     let r = with_client(dir, |c| {
         let was_running = c.is_running()?;
         c.ping(&ctx.opts())?;
         if capacity >= 0.0 {
             // An explicit capacity wins over options(yaplr.capacity = ).
-            c.take_spawned();
             c.set_capacity(Some(capacity as u64), &ctx.opts())?;
         }
         let pid = c.helper_pid().unwrap_or(0) as i32;
@@ -833,11 +783,7 @@ fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
 /// @noRd
 #[extendr]
 fn ping_server_(dir: &str, timeout: f64) -> Robj {
-    let ctx = Ctx {
-        exe: "",
-        timeout,
-        autostart: false,
-    };
+    let ctx = Ctx::new("", timeout, false);
     let r = with_client(dir, |c| match c.ping(&ctx.opts()) {
         Ok(()) => Ok(true),
         Err(Error::NoServer { .. }) => Ok(false),
@@ -849,11 +795,7 @@ fn ping_server_(dir: &str, timeout: f64) -> Robj {
 /// @noRd
 #[extendr]
 fn quit_server_(dir: &str, timeout: f64, keep: bool) -> Robj {
-    let ctx = Ctx {
-        exe: "",
-        timeout,
-        autostart: false,
-    };
+    let ctx = Ctx::new("", timeout, false);
     let r = with_client(dir, |c| c.quit(keep, &ctx.opts()));
     done(r, None, dir)
 }
