@@ -1,0 +1,48 @@
+# Stores kept and dumps written by earlier versions of yaplr must open with
+# this one. The fixtures were written by the version named in their names.
+
+fixture_values <- function() {
+  list(
+    small = 1:10,
+    vector = as.raw(0:255)[rep(1:256, 300)],
+    `serialized-file` = as.list(as.character(1:3500)),
+    over = "new"
+  )
+}
+
+copy_fixture_store <- function(name, dir) {
+  dir.create(dir, mode = "0700")
+  src <- test_path("fixtures", name)
+  ok <- file.copy(list.files(src, full.names = TRUE), dir)
+  stopifnot(all(ok))
+  Sys.chmod(list.files(dir, full.names = TRUE), "0600")
+  invisible(dir)
+}
+
+test_that("a store kept with journal format 3 opens with every object", {
+  dir <- local_store()
+  copy_fixture_store("journal-v3-store", dir)
+  want <- fixture_values()
+  for (tag in names(want)) {
+    expect_identical(retrieve_object(tag), want[[tag]], info = tag)
+  }
+  expect_identical(retrieve_object("list", namespace = "other"), list(a = "b", n = 3.5))
+  expect_false(does_object_exist("removed"))
+  expect_identical(object_info("small")$description, "ten integers")
+  expect_identical(object_info("vector")$description, "raw 76800")
+  expect_true(object_info("vector")$zero_copy)
+  expect_setequal(list_objects(namespace = NULL)$tag,
+                  c(names(want), "list"))
+})
+
+test_that("a dump of format 1 loads with every object", {
+  local_store()
+  res <- load_objects(test_path("fixtures", "dump-v1.ydump"))
+  expect_identical(nrow(res), 5L)
+  want <- fixture_values()
+  for (tag in names(want)) {
+    expect_identical(retrieve_object(tag), want[[tag]], info = tag)
+  }
+  expect_identical(retrieve_object("list", namespace = "other"), list(a = "b", n = 3.5))
+  expect_identical(object_info("small")$description, "ten integers")
+})
