@@ -11,7 +11,6 @@ use crate::protocol::{
 use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -205,6 +204,9 @@ impl Client {
             });
         }
         self.store.prepare()?;
+        // A helper would refuse to start on a store with planted entries:
+        // say so now, naming the entry, rather than after the timeout.
+        self.store.check_entries()?;
         let (c, ours) = self.start_helper(opts, deadline)?;
         self.connection = Some(c);
         // A helper this client started gets its capacity before any request.
@@ -695,17 +697,7 @@ fn server_error(kind: &str, message: String) -> Error {
 /// Start a detached helper: `yaplrd serve --dir D --daemon` forks, the
 /// parent exits at once, the child starts a new session and serves.
 fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(store.log_path())
-        .map_err(|e| {
-            Error::io(
-                format!("opening the helper log {}", store.log_path().display()),
-                e,
-            )
-        })?;
+    let log = crate::store::open_entry(&store.log_path(), crate::store::How::Append)?;
     let log2 = log
         .try_clone()
         .map_err(|e| Error::io("duplicating the log descriptor", e))?;
@@ -767,7 +759,11 @@ fn spawn(exe: &Path, store: &Store, deadline: Instant) -> Result<()> {
 
 /// The last line of the helper's log, for error messages.
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(mut f) = crate::store::open_entry(path, crate::store::How::Read) {
+        let _ = f.read_to_string(&mut text);
+    }
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(l) => format!("{l} (log: {})", path.display()),
         None => format!("see its log {}", path.display()),

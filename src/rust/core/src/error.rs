@@ -64,6 +64,11 @@ impl Error {
         Error::Io { context, source }
     }
 
+    /// An operating system error saying the file or directory does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     /// True when the connection that produced this error can not be reused.
     pub fn breaks_connection(&self) -> bool {
         matches!(

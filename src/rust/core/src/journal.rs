@@ -8,13 +8,15 @@
 use crate::error::{Error, Result};
 use crate::object_file::fnv1a64;
 use crate::protocol::Meta;
+use crate::store::{Dir, How};
 use bincode::{Decode, Encode};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub const JOURNAL_NAME: &str = "catalog.journal";
+/// The new journal while a compaction writes it.
+pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 const MAGIC: &[u8; 8] = b"YAPLRJN3";
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
@@ -106,6 +108,7 @@ fn parse(bytes: &[u8]) -> (Vec<Record>, usize, bool) {
 
 pub struct Journal {
     file: File,
+    dir: Dir,
     path: PathBuf,
     len: u64,
     /// fdatasync after each append (stores on a disk).
@@ -120,11 +123,13 @@ impl Journal {
     /// with a torn tail cut off.
     pub fn open(dir: &Path, durable: bool) -> Result<(Journal, Option<Vec<Record>>)> {
         let path = dir.join(JOURNAL_NAME);
-        let existing = match std::fs::read(&path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-        };
+        let dir = Dir::open(dir)?;
+        // Never through a link, never a file of another user.
+        let mut file = dir.open_file(JOURNAL_NAME, How::ReadWrite)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let existing = if bytes.is_empty() { None } else { Some(bytes) };
         let (records, valid, skipped) = match &existing {
             Some(b) => {
                 let (r, valid, skipped) = parse(b);
@@ -136,17 +141,9 @@ impl Journal {
             }
             None => (None, 0, false),
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let mut j = Journal {
             file,
+            dir,
             path,
             len: 0,
             durable,
@@ -211,26 +208,24 @@ impl Journal {
     /// Replace the journal by one holding just `live`, atomically (write a
     /// new file, then rename it over the old one).
     pub fn rewrite(&mut self, live: &[Record]) -> Result<()> {
-        let tmp = self.path.with_extension("tmp");
         let mut out = Vec::with_capacity(1 << 16);
         out.extend_from_slice(MAGIC);
         for r in live {
             out.extend_from_slice(&encode_record(r));
         }
-        let write = || -> std::io::Result<File> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .read(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)?;
-            f.write_all(&out)?;
+        // A leftover (or planted) temporary file is removed, never reused:
+        // the new one is created with O_EXCL and without following links.
+        let _ = self.dir.unlink(JOURNAL_TMP_NAME);
+        let write = || -> Result<File> {
+            let mut f = self.dir.open_file(JOURNAL_TMP_NAME, How::CreateNew)?;
+            let io = |e| Error::io(format!("compacting {}", self.path.display()), e);
+            f.write_all(&out).map_err(io)?;
             if self.durable {
-                f.sync_data()?;
+                f.sync_data().map_err(io)?;
             }
-            std::fs::rename(&tmp, &self.path)?;
+            self.dir
+                .rename(JOURNAL_TMP_NAME, JOURNAL_NAME)
+                .map_err(io)?;
             Ok(f)
         };
         match write() {
@@ -240,8 +235,8 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(Error::io(format!("compacting {}", self.path.display()), e))
+                let _ = self.dir.unlink(JOURNAL_TMP_NAME);
+                Err(e)
             }
         }
     }
@@ -334,6 +329,27 @@ mod tests {
         assert_eq!(recs.unwrap(), vec![put("x", b"last"), put("y", b"after")]);
         assert!(!d.join("catalog.tmp").exists());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rewrite_never_writes_through_a_planted_link() {
+        let d = temp_dir("planted");
+        let victim = d.with_extension("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let (mut j, _) = Journal::open(&d, false).unwrap();
+        std::os::unix::fs::symlink(&victim, d.join(JOURNAL_TMP_NAME)).unwrap();
+        j.rewrite(&[put("x", b"live")]).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let (_, recs) = Journal::open(&d, false).unwrap();
+        assert_eq!(recs.unwrap(), vec![put("x", b"live")]);
+        // A journal that is a link is refused, not followed.
+        std::fs::remove_file(d.join(JOURNAL_NAME)).unwrap();
+        std::os::unix::fs::symlink(&victim, d.join(JOURNAL_NAME)).unwrap();
+        let err = Journal::open(&d, false).err().unwrap();
+        assert_eq!(err.kind(), "store");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_file(&victim).unwrap();
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! mutex in a shared file mapping, with timed, interruptible locking.
 
 use std::cell::UnsafeCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,16 +34,12 @@ const MAP_LEN: usize = 4096;
 /// Marks a mapping whose mutex has been initialised ("YLM" + layout version).
 const MUTEX_MAGIC: u32 = 0x594c_4d01;
 
-fn open_rw_0600(path: &Path) -> io::Result<File> {
-    // std already opens with O_CLOEXEC; saying so keeps the intent visible:
-    // a helper we exec must not inherit (and so keep alive) our locks.
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+/// Open (or create, mode 0600) a lock file of the store: never through a
+/// symbolic link and never a file of another user, whose process could
+/// otherwise hold our lock for ever.
+fn open_rw_0600(path: &Path) -> Result<File> {
+    // O_CLOEXEC: a helper we exec must not inherit (and so keep alive) our locks.
+    crate::store::open_entry(path, crate::store::How::ReadWrite)
 }
 
 /// `flock(op)` on `file`, retried on EINTR. Ok(false) when `op` has
@@ -69,7 +65,7 @@ fn names_same_file(file: &File, path: &Path) -> Result<bool> {
     let held = file
         .metadata()
         .map_err(|e| Error::io(format!("checking lock file {}", path.display()), e))?;
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(false),
         Err(e) => Err(Error::io(
@@ -100,8 +96,7 @@ impl FileLock {
 
     fn try_lock_with(path: &Path, grace_tries: usize) -> Result<Option<FileLock>> {
         for _ in 0..REOPEN_ATTEMPTS {
-            let file = open_rw_0600(path)
-                .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+            let file = open_rw_0600(path)?;
             let lock_err = |e| Error::io(format!("locking {}", path.display()), e);
             let mut got = flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(lock_err)?;
             for _ in 0..grace_tries {
@@ -171,16 +166,17 @@ impl FileLock {
     /// tolerates.
     pub fn is_held(path: &Path) -> Result<bool> {
         let context = || format!("checking lock file {}", path.display());
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-        {
+        let file = match crate::store::open_entry(path, crate::store::How::Read) {
             Ok(file) => file,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR)
+                ) =>
+            {
                 return Ok(false)
             }
-            Err(e) => return Err(Error::io(context(), e)),
+            Err(e) => return Err(e),
         };
         let free =
             flock(&file, libc::LOCK_SH | libc::LOCK_NB).map_err(|e| Error::io(context(), e))?;
@@ -411,7 +407,7 @@ impl SharedMutexFile {
     /// process to do so initialises the mutex, exactly once.
     pub fn open_or_create(path: &Path) -> Result<SharedMutexFile> {
         let context = || format!("opening shared lock file {}", path.display());
-        let file = open_rw_0600(path).map_err(|e| Error::io(context(), e))?;
+        let file = open_rw_0600(path)?;
         // Serialise initialisation across processes. Blocking is fine: a
         // holder keeps this flock only for the few calls below, and the
         // kernel drops it if that holder dies.

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -285,6 +285,7 @@ fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
 /// helper is found to serve the store, so a launcher can wait for either.
 pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     store.prepare()?;
+    store.check_entries()?;
     let Some(lock) = FileLock::try_lock(&store.helper_lock_path())? else {
         log("another helper already serves this store; exiting");
         ready();
@@ -321,11 +322,17 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     ));
     let sock = store.socket_path();
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)
-        .map_err(|e| Error::io(format!("binding {}", sock.display()), e))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("restricting the socket", e))?;
-    let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
+    // The socket is born private (no thread runs yet, so the process-wide
+    // umask can be changed for this one call): no chmod through a path.
+    // SAFETY: umask has no preconditions.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&sock);
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    let listener = bound.map_err(|e| Error::io(format!("binding {}", sock.display()), e))?;
+    let sock_ino = std::fs::symlink_metadata(&sock)
+        .map(|m| m.ino())
+        .unwrap_or(0);
     ready();
 
     let shared: Shared = Arc::new(Mutex::new(State {
@@ -346,7 +353,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
             let st = lock_state(&shared);
             // Without its socket nobody can reach this helper: it has been
             // replaced or its directory removed, so it leaves.
-            let ours = std::fs::metadata(st.store.socket_path())
+            let ours = std::fs::symlink_metadata(st.store.socket_path())
                 .map(|m| m.ino() == sock_ino)
                 .unwrap_or(false);
             if !ours {
@@ -397,7 +404,7 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
     let mut objects: HashMap<Key, Obj> = HashMap::new();
     for id in store.object_ids()? {
         let path = store.object_path(&id);
-        let header = match File::open(&path).map(|f| object_file::read_header(&f)) {
+        let header = match store.open_object(&id).map(|f| object_file::read_header(&f)) {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 remove_if_stale(&path, &e.to_string());
@@ -465,8 +472,8 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
     }
     objects.retain(|(ns, tag), obj| {
         let Some(id) = obj.file_id() else { return true };
-        let ok = File::open(store.object_path(id))
-            .map_err(|e| Error::io("opening", e))
+        let ok = store
+            .open_object(id)
             .and_then(|f| object_file::read_header(&f))
             .map(|h| h.state == STATE_COMMITTED && &h.tag == tag && &h.namespace == ns)
             .unwrap_or(false);
@@ -486,7 +493,7 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
             continue;
         }
         let path = store.object_path(&id);
-        match File::open(&path).map(|f| object_file::read_header(&f)) {
+        match store.open_object(&id).map(|f| object_file::read_header(&f)) {
             Ok(Ok(h)) => {
                 let superseded = objects
                     .get(&(h.namespace.clone(), h.tag.clone()))
@@ -556,7 +563,11 @@ fn sweep(st: &State) {
             continue;
         }
         let path = st.store.object_path(&id);
-        match File::open(&path).map(|f| object_file::read_header(&f)) {
+        match st
+            .store
+            .open_object(&id)
+            .map(|f| object_file::read_header(&f))
+        {
             Ok(Ok(h)) if !sys::pid_alive(h.creator_pid) => {
                 log(&format!(
                     "removing {id} (\"{}\"): its writer (pid {}) died before publishing it",
@@ -785,26 +796,16 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                 Data::File(id) => id.clone(),
             };
             // Opened under the catalog lock: no overwrite can unlink it first.
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(st.store.object_path(&id))
-            {
+            match st.store.open_object(&id) {
                 Ok(f) => (Response::Found(entry(&key, obj)), vec![f]),
                 // Out of descriptors, an I/O error...: the object is still
                 // there; only a file that is gone drops its tag.
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e) if !e.is_not_found() => {
                     log(&format!(
                         "could not open the object file of \"{}\": {e}",
                         key.1
                     ));
-                    (
-                        failed(&Error::io(
-                            format!("opening the object file of \"{}\"", key.1),
-                            e,
-                        )),
-                        Vec::new(),
-                    )
+                    (failed(&e), Vec::new())
                 }
                 Err(e) => {
                     log(&format!("object file of \"{}\" is gone: {e}", key.1));
@@ -891,12 +892,9 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                             );
                             return (error_response("bad_argument", &msg), Vec::new());
                         }
-                        match File::open(st.store.object_path(id)) {
+                        match st.store.open_object(id) {
                             Ok(f) => files.push(f),
-                            Err(e) => {
-                                let what = format!("opening the object file of \"{}\"", key.1);
-                                return (failed(&Error::io(what, e)), Vec::new());
-                            }
+                            Err(e) => return (failed(&e), Vec::new()),
                         }
                         found.push((entry(&key, obj), None));
                     }
@@ -945,8 +943,12 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
     if let Err(e) = check_key(&namespace, &tag) {
         return failed(&e);
     }
-    let path = st.store.object_path(&id);
-    let header: Header = match File::open(&path).map(|f| object_file::read_header(&f)) {
+
+    let header: Header = match st
+        .store
+        .open_object(&id)
+        .map(|f| object_file::read_header(&f))
+    {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
         Err(e) => {
@@ -1013,7 +1015,9 @@ fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
                 (bytes.len() as u64, item.kind, item.ctime_ns, Ok(bytes))
             }
             (None, Some(id)) if store::is_valid_id(&id) => {
-                let header = match File::open(st.store.object_path(&id))
+                let header = match st
+                    .store
+                    .open_object(&id)
                     .map(|f| object_file::read_header(&f))
                 {
                     Ok(Ok(h)) => h,

@@ -4,8 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::sys;
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,22 +86,12 @@ impl Store {
                 ),
             });
         }
-        let uid = sys::getuid();
-        if meta.uid() != uid {
-            return Err(Error::Store {
-                message: format!(
-                    "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
-                     remove it or choose another with options(yaplr.dir = )",
-                    self.dir.display(),
-                    meta.uid()
-                ),
-            });
-        }
-        Ok(())
+        check_dir_meta(&self.dir, &meta)
     }
 
-    /// Create the directory (mode 0700) if needed and check that it is a
-    /// directory owned by this user, private, and writable.
+    /// Create the directory (mode 0700) if needed, or check that an
+    /// existing one is a directory owned by this user that nobody else can
+    /// write to. The mode of an existing directory is never changed.
     pub fn prepare(&self) -> Result<()> {
         let dir = &self.dir;
         if dir.as_os_str().is_empty() {
@@ -116,32 +109,35 @@ impl Store {
                 ),
             });
         }
-        if let Err(e) = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-        {
+        if dir.parent().is_none() {
             return Err(Error::Store {
-                message: format!(
-                    "can not create the store directory \"{}\": {e}; choose a writable directory with options(yaplr.dir = )",
-                    dir.display()
-                ),
+                message: "the root directory \"/\" can not be a store; choose a directory of your own with options(yaplr.dir = )".into(),
             });
         }
-        // A directory (not a link) of this user; then make it private.
-        self.check_owner()?;
-        let meta = fs::symlink_metadata(dir)
-            .map_err(|e| Error::io("inspecting the store directory", e))?;
-        if meta.mode() & 0o777 != 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
-                Error::Store {
+        // Parents as needed; the store directory itself is created here,
+        // private, or found to exist.
+        if let Some(parent) = dir.parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                let _ = fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent);
+            }
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::Store {
                     message: format!(
-                        "can not make the store directory \"{}\" private (mode 0700): {e}",
+                        "can not create the store directory \"{}\": {e}; choose a writable directory with options(yaplr.dir = )",
                         dir.display()
                     ),
-                }
-            })?;
+                })
+            }
         }
+        // A directory (not a link) of this user, writable by nobody else.
+        self.check_owner()?;
         if !writable(dir) {
             return Err(Error::Store {
                 message: format!(
@@ -151,6 +147,39 @@ impl Store {
             });
         }
         self.check_socket_path()
+    }
+
+    /// Check every entry of an existing store: each must be owned by this
+    /// user and none may be a symbolic link. A store whose directory was
+    /// once writable by others may hold entries planted to make the helper
+    /// write elsewhere or adopt foreign data: refuse it, naming the entry.
+    pub fn check_entries(&self) -> Result<()> {
+        let d = match Dir::open(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) => return Err(Error::io(format!("reading {}", self.dir.display()), e)),
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match d.lstat(name) {
+                Ok(st) => check_entry_stat(&self.dir, name, &st, true)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("inspecting {}", self.dir.join(name).display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The socket path must fit in a sockaddr_un.
@@ -170,18 +199,21 @@ impl Store {
     /// Remove every file the store holds (objects, journal, socket, lock
     /// files, log), then the directory itself if nothing else is in it.
     pub fn remove_all(&self) {
-        let _ = fs::remove_file(self.socket_path());
+        let Ok(d) = Dir::open(&self.dir) else {
+            return;
+        };
+        let _ = d.unlink(SOCKET_NAME);
         if let Ok(ids) = self.object_ids() {
             for id in ids {
-                let _ = fs::remove_file(self.object_path(&id));
+                let _ = d.unlink(&format!("{id}{OBJECT_SUFFIX}"));
             }
         }
-        let journal = self.dir.join(crate::journal::JOURNAL_NAME);
-        let _ = fs::remove_file(journal.with_extension("tmp"));
-        let _ = fs::remove_file(&journal);
-        let _ = fs::remove_file(self.spawn_lock_path());
-        let _ = fs::remove_file(self.log_path());
-        let _ = fs::remove_file(self.helper_lock_path());
+        let _ = d.unlink(crate::journal::JOURNAL_TMP_NAME);
+        let _ = d.unlink(crate::journal::JOURNAL_NAME);
+        let _ = d.unlink(SPAWN_LOCK_NAME);
+        let _ = d.unlink(LOG_NAME);
+        let _ = d.unlink(HELPER_LOCK_NAME);
+        drop(d);
         let _ = fs::remove_dir(&self.dir);
     }
 
@@ -207,16 +239,27 @@ impl Store {
     /// Remove the helper's socket and lock files but keep the objects and
     /// the journal (a persistent store between helpers).
     pub fn remove_runtime_files(&self) {
-        let _ = fs::remove_file(self.socket_path());
-        let _ = fs::remove_file(self.spawn_lock_path());
-        let _ = fs::remove_file(self.helper_lock_path());
+        let Ok(d) = Dir::open(&self.dir) else {
+            return;
+        };
+        let _ = d.unlink(SOCKET_NAME);
+        let _ = d.unlink(SPAWN_LOCK_NAME);
+        let _ = d.unlink(HELPER_LOCK_NAME);
     }
 
     /// The pid the helper wrote into its lock file, if any.
     pub fn helper_pid_from_lock(&self) -> Option<u32> {
-        fs::read_to_string(self.helper_lock_path())
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        use std::io::Read;
+        let mut f = open_entry(&self.helper_lock_path(), How::Read).ok()?;
+        let mut s = String::new();
+        f.read_to_string(&mut s).ok()?;
+        s.trim().parse().ok()
+    }
+
+    /// Open an object file of this store for reading (never through a
+    /// link, never a file of another user).
+    pub fn open_object(&self, id: &str) -> Result<File> {
+        open_entry(&self.object_path(id), How::Read)
     }
 
     /// Ids of the object files in the directory (in no particular order).
@@ -239,8 +282,247 @@ impl Store {
     }
 }
 
+/// An existing store directory must be a directory (not a link) of this
+/// user that neither its group nor others can write to: anyone who can
+/// create entries in it could plant links or files for the helper to use.
+fn check_dir_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+    if !meta.is_dir() {
+        return Err(Error::Store {
+            message: format!(
+                "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
+                 choose another with options(yaplr.dir = )",
+                dir.display()
+            ),
+        });
+    }
+    let uid = sys::getuid();
+    if meta.uid() != uid {
+        return Err(Error::Store {
+            message: format!(
+                "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
+                 remove it or choose another with options(yaplr.dir = )",
+                dir.display(),
+                meta.uid()
+            ),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
+        return Err(Error::Store {
+            message: format!(
+                "the store directory \"{}\" can be written by {who} (mode {mode:04o}), who could plant files in it; \
+                 yaplr does not change the mode of a directory it did not create: use a subdirectory that yaplr creates \
+                 private, such as options(yaplr.dir = \"{}\"), or remove the write permission with chmod go-w",
+                dir.display(),
+                dir.join("yaplr").display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse an entry of the store that belongs to another user, or that is a
+/// symbolic link (`links_refused`) or not a regular file or socket.
+fn check_entry_stat(dir: &Path, name: &str, st: &libc::stat, links_refused: bool) -> Result<()> {
+    let uid = sys::getuid();
+    let kind = st.st_mode & libc::S_IFMT;
+    let path = dir.join(name);
+    if st.st_uid != uid {
+        return Err(Error::Store {
+            message: format!(
+                "the store entry \"{}\" belongs to uid {}, not to this user (uid {uid}): another user has planted it; \
+                 yaplr will not use this store until it is removed (check it first), or choose another store with options(yaplr.dir = )",
+                path.display(),
+                st.st_uid
+            ),
+        });
+    }
+    if links_refused && kind == libc::S_IFLNK {
+        return Err(Error::Store {
+            message: format!(
+                "the store entry \"{}\" is a symbolic link: yaplr never follows links in its store; \
+                 remove it, or choose another store with options(yaplr.dir = )",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// How `open_entry` opens an entry of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// An existing entry, read only.
+    Read,
+    /// An existing entry, or a new one (mode 0600), read and write.
+    ReadWrite,
+    /// A new entry that must not exist yet (mode 0600), read and write.
+    CreateNew,
+    /// An existing or new entry (mode 0600), for appending.
+    Append,
+}
+
+/// The store directory, opened (never through a link) so that its entries
+/// can be opened relative to it.
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn cstring(s: &[u8]) -> std::io::Result<CString> {
+    CString::new(s)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> Result<Dir> {
+        let c = cstring(path.as_os_str().as_bytes())
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        // SAFETY: c is a valid C string; the fd is checked below.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                return Err(Error::Store {
+                    message: format!(
+                        "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
+                         choose another with options(yaplr.dir = )",
+                        path.display()
+                    ),
+                });
+            }
+            return Err(Error::io(format!("opening {}", path.display()), e));
+        }
+        Ok(Dir {
+            // SAFETY: fd is a descriptor we just opened and own.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// lstat of an entry (links are not followed).
+    pub fn lstat(&self, name: &str) -> std::io::Result<libc::stat> {
+        let c = cstring(name.as_bytes())?;
+        // SAFETY: zeroed stat is valid plain data; c is a valid C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+
+    /// Open an entry: never through a symbolic link, new files with O_EXCL,
+    /// and only files of this user (a foreign entry is `Error::Store`).
+    pub fn open_file(&self, name: &str, how: How) -> Result<File> {
+        let path = self.path.join(name);
+        let c = cstring(name.as_bytes())
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags = base
+            | match how {
+                How::Read => libc::O_RDONLY,
+                How::ReadWrite => libc::O_RDWR | libc::O_CREAT,
+                How::CreateNew => libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                How::Append => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            };
+        // SAFETY: c is a valid C string; the mode is passed as the varargs
+        // int open(2) expects; the fd is checked below.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                flags,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                if let Ok(st) = self.lstat(name) {
+                    check_entry_stat(&self.path, name, &st, true)?;
+                }
+            }
+            return Err(Error::io(format!("opening {}", path.display()), e));
+        }
+        // SAFETY: fd is a descriptor we just opened and own.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
+        // SAFETY: zeroed stat is plain data; fill the fields the check reads.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_uid = meta.uid();
+        st.st_mode = meta.mode();
+        check_entry_stat(&self.path, name, &st, true)?;
+        if !meta.file_type().is_file() {
+            return Err(Error::Store {
+                message: format!(
+                    "the store entry \"{}\" is not a regular file; remove it, or choose another store with options(yaplr.dir = )",
+                    path.display()
+                ),
+            });
+        }
+        Ok(file)
+    }
+
+    /// Remove an entry (a link is removed, never followed).
+    pub fn unlink(&self, name: &str) -> std::io::Result<()> {
+        let c = cstring(name.as_bytes())?;
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Rename an entry over another, atomically.
+    pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let a = cstring(from.as_bytes())?;
+        let b = cstring(to.as_bytes())?;
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: valid C strings; both names relative to our directory.
+        if unsafe { libc::renameat(fd, a.as_ptr(), fd, b.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Open the entry `path` of a store (its parent is the store directory)
+/// as `Dir::open_file` does.
+pub fn open_entry(path: &Path, how: How) -> Result<File> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(Error::Store {
+            message: format!("\"{}\" is not a file of a store", path.display()),
+        });
+    };
+    Dir::open(parent)?.open_file(name, how)
+}
+
 fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
@@ -272,6 +554,7 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn ids_are_valid_and_unique() {
@@ -284,21 +567,73 @@ mod tests {
     }
 
     #[test]
-    fn prepare_makes_a_private_dir_and_refuses_files() {
+    fn prepare_makes_a_private_dir_and_never_changes_an_existing_one() {
         let base = std::env::temp_dir().join(format!("yaplr-store-test-{}", sys::getpid()));
         let dir = base.join("s");
         let store = Store::new(&dir);
         store.prepare().unwrap();
         let mode = fs::metadata(&dir).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
+        // An existing directory nobody else can write to is used as it is.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         store.prepare().unwrap();
-        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o755);
+        // One its group can write to is refused, and left alone.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o2775)).unwrap();
+        let err = store.prepare().unwrap_err();
+        assert_eq!(err.kind(), "store");
+        assert!(err.to_string().contains("mode 2775"), "{err}");
+        assert!(err.to_string().contains("subdirectory"), "{err}");
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o7777, 0o2775);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(store
+            .prepare()
+            .unwrap_err()
+            .to_string()
+            .contains("every user"));
+        assert_eq!(store.check_owner().unwrap_err().kind(), "store");
         let file = base.join("f");
         fs::write(&file, b"x").unwrap();
         let err = Store::new(&file).prepare().unwrap_err();
         assert_eq!(err.kind(), "store");
         assert!(Store::new("relative/dir").prepare().is_err());
+        assert_eq!(Store::new("/").prepare().unwrap_err().kind(), "store");
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn entries_are_never_opened_through_links_nor_reused_from_others() {
+        let dir = std::env::temp_dir().join(format!("yaplr-store-links-{}", sys::getpid()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::new(&dir);
+        store.prepare().unwrap();
+        let victim = std::env::temp_dir().join(format!("yaplr-victim-{}", sys::getpid()));
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(LOG_NAME)).unwrap();
+        for how in [How::Read, How::ReadWrite, How::Append, How::CreateNew] {
+            let err = open_entry(&dir.join(LOG_NAME), how).unwrap_err();
+            assert!(matches!(err.kind(), "store" | "io"), "{how:?}: {err}");
+        }
+        let err = open_entry(&dir.join(LOG_NAME), How::Append).unwrap_err();
+        assert_eq!(err.kind(), "store");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = store.check_entries().unwrap_err();
+        assert!(err.to_string().contains(LOG_NAME), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_file(dir.join(LOG_NAME)).unwrap();
+        store.check_entries().unwrap();
+        // A file of another user (only root can make one here).
+        if sys::getuid() == 0 {
+            let planted = dir.join(HELPER_LOCK_NAME);
+            fs::write(&planted, b"").unwrap();
+            std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+            let err = open_entry(&planted, How::ReadWrite).unwrap_err();
+            assert_eq!(err.kind(), "store");
+            assert!(err.to_string().contains("uid 65534"), "{err}");
+            assert!(err.to_string().contains(HELPER_LOCK_NAME), "{err}");
+            assert_eq!(store.check_entries().unwrap_err().kind(), "store");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_file(&victim).unwrap();
     }
 }
