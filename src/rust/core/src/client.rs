@@ -50,9 +50,45 @@ struct Connection {
     helper_pid: u32,
 }
 
+/// Names this client to the helper and numbers its changes (see
+/// protocol::Request::Call). A forked child gets its own.
+#[derive(Debug, Clone, Copy)]
+struct Ident {
+    pid: u32,
+    id: u64,
+    last_seq: u64,
+}
+
+impl Ident {
+    fn new() -> Ident {
+        let pid = sys::getpid();
+        // Unique per process instance: the pid, the time and the address of
+        // a fresh allocation, mixed.
+        let heap = Box::new(0u8);
+        let seed = (pid as u64)
+            ^ (object_file_now() as u64).rotate_left(17)
+            ^ ((&*heap as *const u8 as u64) << 7);
+        let id = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes()) | 1;
+        Ident {
+            pid,
+            id,
+            last_seq: 0,
+        }
+    }
+}
+
+fn object_file_now() -> i64 {
+    crate::object_file::now_ns()
+}
+
+/// Once a request's deadline has passed, how much longer a client waits
+/// for the answer of a helper that may have applied it just in time.
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+
 pub struct Client {
     store: Store,
     connection: Option<Connection>,
+    ident: Ident,
     /// Capacity given to a helper this client starts, before any request.
     spawn_capacity: Option<u64>,
 }
@@ -68,6 +104,7 @@ impl Client {
         Client {
             store,
             connection: None,
+            ident: Ident::new(),
             spawn_capacity: None,
         }
     }
@@ -98,7 +135,10 @@ impl Client {
         self.connection = None;
     }
 
-    fn try_connect(&self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connect> {
+    fn try_connect(&mut self, opts: &CallOptions<'_>, deadline: Instant) -> Result<Connect> {
+        if self.ident.pid != sys::getpid() {
+            self.ident = Ident::new();
+        }
         self.store.check_socket_path()?;
         // Never talk to a socket in a directory another user controls.
         self.store.check_owner()?;
@@ -161,6 +201,7 @@ impl Client {
         let hello = protocol::encode(&Request::Hello {
             version: PROTOCOL_VERSION,
             pid: sys::getpid(),
+            client: self.ident.id,
         });
         conn.write_frame(&hello, &[], &w)?;
         let Some((payload, _)) = conn.read_frame(&w)? else {
@@ -211,7 +252,13 @@ impl Client {
         self.connection = Some(c);
         // A helper this client started gets its capacity before any request.
         if let (true, Some(bytes)) = (ours, self.spawn_capacity) {
-            self.call_once(&Request::SetCapacity { bytes: Some(bytes) }, opts)?;
+            let deadline = Instant::now() + opts.timeout;
+            self.call_once(
+                &Request::SetCapacity { bytes: Some(bytes) },
+                None,
+                deadline,
+                opts,
+            )?;
         }
         Ok(())
     }
@@ -219,7 +266,7 @@ impl Client {
     /// Start (or wait for) the helper; also says whether this client
     /// spawned it.
     fn start_helper(
-        &self,
+        &mut self,
         opts: &CallOptions<'_>,
         deadline: Instant,
     ) -> Result<(Connection, bool)> {
@@ -293,22 +340,30 @@ impl Client {
 
     /// Send one request and read its answer. A connection that fails before
     /// any answer arrived is re-established once (the helper may have been
-    /// restarted since the last call).
+    /// restarted since the last call) and the request sent again: a change
+    /// carries its number, so a helper that had applied it answers without
+    /// applying it twice; and its deadline, so a change is never applied
+    /// after the call reported a timeout.
     pub fn call(
         &mut self,
         req: &Request,
         opts: &CallOptions<'_>,
     ) -> Result<(Response, Vec<OwnedFd>)> {
+        let deadline = Instant::now() + opts.timeout;
         let fresh = self
             .connection
             .as_ref()
             .is_none_or(|c| c.owner != sys::getpid());
         self.connect(opts)?;
-        match self.call_once(req, opts) {
+        let seq = req.is_change().then(|| {
+            self.ident.last_seq += 1;
+            self.ident.last_seq
+        });
+        match self.call_once(req, seq, deadline, opts) {
             Err(e) if !fresh && e.breaks_connection() && retryable(&e) => {
                 self.connection = None;
                 self.connect(opts)?;
-                self.call_once(req, opts)
+                self.call_once(req, seq, deadline, opts)
             }
             r => r,
         }
@@ -317,17 +372,34 @@ impl Client {
     fn call_once(
         &mut self,
         req: &Request,
+        seq: Option<u64>,
+        deadline: Instant,
         opts: &CallOptions<'_>,
     ) -> Result<(Response, Vec<OwnedFd>)> {
-        let deadline = Instant::now() + opts.timeout;
-        let c = self.connection.as_ref().expect("connected");
+        let c = self.connection.as_ref().ok_or_else(|| Error::Protocol {
+            message: "not connected to the helper".into(),
+        })?;
         let what = format!(
             "the yaplr helper (pid {}) of \"{}\" to answer",
             c.helper_pid,
             self.store.dir().display()
         );
-        let w = opts.wait(deadline, &what);
-        let frame = protocol::encode(req);
+        let mut frame = Vec::new();
+        if let Some(seq) = seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let deadline_ns = protocol::monotonic_ns() + left.as_nanos() as u64;
+            frame = protocol::encode(&Request::Call { seq, deadline_ns });
+        }
+        let Some(body) = protocol::try_encode(req) else {
+            return Err(Error::BadArgument(format!(
+                "the request is larger than the {} bytes a message may hold; send fewer or smaller objects at once",
+                protocol::MAX_FRAME
+            )));
+        };
+        frame.extend_from_slice(&body);
+        // A change may be applied until its deadline: wait a little longer
+        // for the answer that says whether it was.
+        let w = opts.wait(deadline + ANSWER_GRACE, &what);
         let result =
             c.conn
                 .write_frame(&frame, &[], &w)
@@ -345,6 +417,12 @@ impl Client {
         }
         let (resp, fds) = result?;
         if let Response::Error { kind, message } = resp {
+            if kind == "timeout" {
+                return Err(Error::Timeout {
+                    waited_for: format!("{what}; the change was not made"),
+                    seconds: opts.timeout.as_secs_f64(),
+                });
+            }
             return Err(server_error(&kind, message));
         }
         Ok((resp, fds))
@@ -560,7 +638,8 @@ impl Client {
             Ok(()) => {}
         }
         let pid = self.helper_pid().unwrap_or(0);
-        let r = self.call_once(&Request::Quit { keep }, &no_start);
+        let deadline = Instant::now() + opts.timeout;
+        let r = self.call_once(&Request::Quit { keep }, None, deadline, &no_start);
         self.connection = None;
         match r {
             Ok(_) => {}

@@ -15,7 +15,7 @@
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
 use crate::object_file::{fnv1a64, ObjectWriter};
-use crate::protocol::{Entry, Meta, INLINE_MAX};
+use crate::protocol::{Entry, INLINE_MAX};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -24,6 +24,41 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"YAPLRDMP";
 pub const DUMP_VERSION: u32 = 1;
 const MAX_ENTRY: usize = 1 << 20;
+
+/// What the sender said about an object, as a dump keeps it: a disk
+/// format of its own, never the protocol's type.
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct Meta {
+    pub class: Vec<String>,
+    pub rtype: String,
+    pub length: u64,
+    pub dim: Vec<u64>,
+    pub description: Option<String>,
+}
+
+impl From<&crate::protocol::Meta> for Meta {
+    fn from(m: &crate::protocol::Meta) -> Meta {
+        Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
+impl From<&Meta> for crate::protocol::Meta {
+    fn from(m: &Meta) -> crate::protocol::Meta {
+        crate::protocol::Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct DumpEntry {
@@ -91,7 +126,7 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
                 ctime_ns: entry.ctime_ns,
                 kind: header.as_ref().map_or(entry.kind, |h| h.kind),
                 payload_len,
-                meta: entry.meta.clone(),
+                meta: Meta::from(&entry.meta),
             };
             let head = bincode::encode_to_vec(&d, bincode::config::standard()).map_err(|e| {
                 Error::Protocol {
@@ -263,7 +298,7 @@ pub fn load(
                 &d.tag,
                 d.kind,
                 bytes,
-                d.meta.clone(),
+                (&d.meta).into(),
                 d.ctime_ns,
                 opts,
             )?;
@@ -280,7 +315,7 @@ pub fn load(
                 left -= n as u64;
             }
             let (id, _) = w.commit()?;
-            if let Err(e) = c.publish(&d.namespace, &d.tag, &id, d.meta.clone(), opts) {
+            if let Err(e) = c.publish(&d.namespace, &d.tag, &id, (&d.meta).into(), opts) {
                 let _ = std::fs::remove_file(c.store().object_path(&id));
                 return Err(e);
             }

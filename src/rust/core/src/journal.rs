@@ -2,34 +2,93 @@
 //! directory. Small objects live in it inline (no file per object); large
 //! ones are referenced by their object file id. Every record is appended
 //! before the change is acknowledged, so a killed helper loses nothing: the
-//! next one replays the journal. Records carry a checksum; a torn record at
-//! the end (the helper died mid-append) is cut off on replay.
+//! next one replays the journal. A torn record at the end (the helper died
+//! mid-append) is cut off on replay; a damaged one is skipped.
+//!
+//! The journal is a disk format, versioned on its own: its records are
+//! defined here, never borrowed from the protocol, so a new protocol field
+//! can not make a kept store unreadable. Format 4 (little endian):
+//!   b"YAPLRJN4", then records:
+//!   u32 body length, u64 payload length, u64 xxh3 of the body,
+//!   the body (bincode `Record`), then the inline payloads of the record's
+//!   `Put`s, back to back, in the order they appear (each checked by the
+//!   xxh3 its `Put` carries).
+//! Inline payloads are not kept in the helper's memory: it reads them from
+//! the journal (in the page cache) when they are looked up.
+//! Format 3 (b"YAPLRJN3", payloads inside the bincode body, FNV-1a
+//! checksums) is read and converted to format 4 when a helper opens it.
 
 use crate::error::{Error, Result};
-use crate::object_file::fnv1a64;
-use crate::protocol::Meta;
 use crate::store::{Dir, How};
 use bincode::{Decode, Encode};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const JOURNAL_NAME: &str = "catalog.journal";
 /// The new journal while a compaction writes it.
 pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
-const MAGIC: &[u8; 8] = b"YAPLRJN3";
+const MAGIC: &[u8; 8] = b"YAPLRJN4";
+const MAGIC_V3: &[u8; 8] = b"YAPLRJN3";
+/// Bytes before each record's body.
+const FRAME_HEAD: usize = 4 + 8 + 8;
+/// The largest record body (payloads not included).
+const MAX_BODY: usize = 64 << 20;
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
 
+/// The checksum of payloads and record bodies.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// What the sender said about an object, as the journal keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct Meta {
+    pub class: Vec<String>,
+    pub rtype: String,
+    pub length: u64,
+    pub dim: Vec<u64>,
+    pub description: Option<String>,
+}
+
+impl From<&crate::protocol::Meta> for Meta {
+    fn from(m: &crate::protocol::Meta) -> Meta {
+        Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
+impl From<&Meta> for crate::protocol::Meta {
+    fn from(m: &Meta) -> crate::protocol::Meta {
+        crate::protocol::Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Record {
-    /// A small object, stored inline.
+    /// A small object, stored inline: its `len` payload bytes follow the
+    /// record's body.
     Put {
         namespace: String,
         tag: String,
         ctime_ns: i64,
         kind: u32,
-        bytes: Vec<u8>,
+        len: u64,
+        /// xxh3 of the payload.
+        sum: u64,
         meta: Meta,
         /// Store-wide sequence number: the object's version.
         seq: u64,
@@ -56,54 +115,277 @@ pub enum Record {
     /// Several changes that take effect together or not at all (one
     /// record, one checksum).
     Batch(Vec<Record>),
+    /// Request `seq` of client `client` (process `pid`) took effect with
+    /// this answer: a retry of it changes nothing and gets the same answer.
+    Applied {
+        client: u64,
+        pid: u32,
+        seq: u64,
+        answer: u64,
+    },
+}
+
+impl Record {
+    /// The payload lengths of the record's Puts, in order.
+    fn payload_lens(&self, out: &mut Vec<u64>) {
+        match self {
+            Record::Put { len, .. } => out.push(*len),
+            Record::Batch(recs) => recs.iter().for_each(|r| r.payload_lens(out)),
+            _ => {}
+        }
+    }
+}
+
+/// A record read back, with where its payloads start in the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub record: Record,
+    pub payload_at: u64,
 }
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ 64 << 20 }>()
+    bincode::config::standard().with_limit::<MAX_BODY>()
 }
 
-fn encode_record(rec: &Record) -> Vec<u8> {
-    let mut out = vec![0u8; 12];
-    let n = bincode::encode_into_std_write(rec, &mut out, config()).unwrap_or(0);
-    let sum = fnv1a64(&out[12..]);
-    out[..4].copy_from_slice(&(n as u32).to_le_bytes());
-    out[4..12].copy_from_slice(&sum.to_le_bytes());
-    out
+fn encode_body(rec: &Record) -> Result<Vec<u8>> {
+    let body = bincode::encode_to_vec(rec, config()).map_err(|e| Error::Server {
+        message: format!("could not encode a journal record: {e}"),
+    })?;
+    if body.len() > MAX_BODY {
+        return Err(Error::BadArgument(format!(
+            "a change of the catalog may describe at most {MAX_BODY} bytes of tags and metadata"
+        )));
+    }
+    Ok(body)
 }
 
-/// Parse records. A record whose body is damaged but whose length is
-/// intact is skipped (later records survive); parsing stops at a record
-/// that runs past the end (a torn last append) or can not be framed.
-/// Returns the records, the length of the parsable prefix, and whether any
-/// record was skipped.
-fn parse(bytes: &[u8]) -> (Vec<Record>, usize, bool) {
+fn frame_head(body: &[u8], payload_len: u64) -> [u8; FRAME_HEAD] {
+    let mut h = [0u8; FRAME_HEAD];
+    h[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    h[4..12].copy_from_slice(&payload_len.to_le_bytes());
+    h[12..20].copy_from_slice(&checksum(body).to_le_bytes());
+    h
+}
+
+/// Parse format 4 records. A record whose body or payload is damaged but
+/// whose lengths are intact is skipped (later records survive); parsing
+/// stops at a record that runs past the end (a torn last append). Returns
+/// the records, the length of the parsable prefix, and whether any record
+/// was skipped.
+fn parse(bytes: &[u8]) -> (Vec<Stored>, usize, bool) {
     let mut recs = Vec::new();
     let mut skipped = false;
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return (recs, 0, false);
-    }
     let mut at = MAGIC.len();
-    while at + 12 <= bytes.len() {
+    while at + FRAME_HEAD <= bytes.len() {
         let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let sum = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
-        let Some(body) = bytes.get(at + 12..at + 12 + n) else {
+        let p = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+        let sum = u64::from_le_bytes(bytes[at + 12..at + 20].try_into().unwrap());
+        let body_at = at + FRAME_HEAD;
+        let Some(end) = usize::try_from(p)
+            .ok()
+            .and_then(|p| body_at.checked_add(n)?.checked_add(p))
+            .filter(|&end| end <= bytes.len())
+        else {
             break;
         };
-        let decoded = if fnv1a64(body) == sum {
-            match bincode::decode_from_slice::<Record, _>(body, config()) {
-                Ok((rec, used)) if used == n => Some(rec),
-                _ => None,
-            }
-        } else {
-            None
-        };
+        let body = &bytes[body_at..body_at + n];
+        let payload_at = body_at + n;
+        let decoded = (checksum(body) == sum)
+            .then(|| bincode::decode_from_slice::<Record, _>(body, config()).ok())
+            .flatten()
+            .filter(|(_, used)| *used == n)
+            .map(|(rec, _)| rec)
+            .filter(|rec| payloads_intact(rec, &bytes[payload_at..end]));
         match decoded {
-            Some(rec) => recs.push(rec),
+            Some(record) => recs.push(Stored {
+                record,
+                payload_at: payload_at as u64,
+            }),
             None => skipped = true,
         }
-        at += 12 + n;
+        at = end;
     }
     (recs, at, skipped)
+}
+
+/// Whether the payloads of `rec` fill `payloads` exactly and match their
+/// checksums.
+fn payloads_intact(rec: &Record, payloads: &[u8]) -> bool {
+    let mut lens = Vec::new();
+    rec.payload_lens(&mut lens);
+    let mut sums = Vec::new();
+    collect_sums(rec, &mut sums);
+    let mut at = 0usize;
+    for (len, sum) in lens.into_iter().zip(sums) {
+        let Some(p) = usize::try_from(len)
+            .ok()
+            .and_then(|len| payloads.get(at..at.checked_add(len)?))
+        else {
+            return false;
+        };
+        if checksum(p) != sum {
+            return false;
+        }
+        at += p.len();
+    }
+    at == payloads.len()
+}
+
+fn collect_sums(rec: &Record, out: &mut Vec<u64>) {
+    match rec {
+        Record::Put { sum, .. } => out.push(*sum),
+        Record::Batch(recs) => recs.iter().for_each(|r| collect_sums(r, out)),
+        _ => {}
+    }
+}
+
+/// Format 3, read only to convert kept stores.
+mod v3 {
+    use bincode::{Decode, Encode};
+
+    #[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+    pub struct Meta {
+        pub class: Vec<String>,
+        pub rtype: String,
+        pub length: u64,
+        pub dim: Vec<u64>,
+        pub description: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+    pub enum Record {
+        Put {
+            namespace: String,
+            tag: String,
+            ctime_ns: i64,
+            kind: u32,
+            bytes: Vec<u8>,
+            meta: Meta,
+            seq: u64,
+        },
+        Link {
+            namespace: String,
+            tag: String,
+            id: String,
+            ctime_ns: i64,
+            kind: u32,
+            size: u64,
+            meta: Meta,
+            seq: u64,
+        },
+        Remove {
+            namespace: String,
+            tag: String,
+        },
+        Capacity {
+            bytes: Option<u64>,
+        },
+        Batch(Vec<Record>),
+    }
+
+    fn fnv1a64(bytes: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    /// Records of a format 3 journal (after its magic); damaged ones are
+    /// skipped, a torn tail is cut. Returns the records and whether any was
+    /// lost.
+    pub fn parse(bytes: &[u8]) -> (Vec<Record>, bool) {
+        let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+        let mut recs = Vec::new();
+        let mut lost = false;
+        let mut at = 8;
+        while at + 12 <= bytes.len() {
+            let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let sum = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+            let Some(body) = bytes.get(at + 12..at + 12 + n) else {
+                lost = true;
+                break;
+            };
+            let decoded = (fnv1a64(body) == sum)
+                .then(|| bincode::decode_from_slice::<Record, _>(body, config).ok())
+                .flatten()
+                .filter(|(_, used)| *used == n);
+            match decoded {
+                Some((rec, _)) => recs.push(rec),
+                None => lost = true,
+            }
+            at += 12 + n;
+        }
+        (recs, lost || at < bytes.len())
+    }
+
+    /// A format 4 record and the payloads it carries.
+    pub fn convert(rec: Record, payloads: &mut Vec<Vec<u8>>) -> super::Record {
+        let meta = |m: Meta| super::Meta {
+            class: m.class,
+            rtype: m.rtype,
+            length: m.length,
+            dim: m.dim,
+            description: m.description,
+        };
+        match rec {
+            Record::Put {
+                namespace,
+                tag,
+                ctime_ns,
+                kind,
+                bytes,
+                meta: m,
+                seq,
+            } => {
+                let r = super::Record::Put {
+                    namespace,
+                    tag,
+                    ctime_ns,
+                    kind,
+                    len: bytes.len() as u64,
+                    sum: super::checksum(&bytes),
+                    meta: meta(m),
+                    seq,
+                };
+                payloads.push(bytes);
+                r
+            }
+            Record::Link {
+                namespace,
+                tag,
+                id,
+                ctime_ns,
+                kind,
+                size,
+                meta: m,
+                seq,
+            } => super::Record::Link {
+                namespace,
+                tag,
+                id,
+                ctime_ns,
+                kind,
+                size,
+                meta: meta(m),
+                seq,
+            },
+            Record::Remove { namespace, tag } => super::Record::Remove { namespace, tag },
+            Record::Capacity { bytes } => super::Record::Capacity { bytes },
+            Record::Batch(recs) => {
+                super::Record::Batch(recs.into_iter().map(|r| convert(r, payloads)).collect())
+            }
+        }
+    }
+}
+
+/// Where the payloads of a record written by `Journal::rewrite` come from.
+pub enum Payload<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// `len` bytes at `at` in the current journal.
+    At { at: u64, len: u64 },
 }
 
 pub struct Journal {
@@ -120,8 +402,8 @@ pub struct Journal {
 impl Journal {
     /// Open the journal of the store in `dir`. Returns the records of an
     /// existing journal (None when there was none, or it was unreadable),
-    /// with a torn tail cut off.
-    pub fn open(dir: &Path, durable: bool) -> Result<(Journal, Option<Vec<Record>>)> {
+    /// with a torn tail cut off. A journal of format 3 is converted.
+    pub fn open(dir: &Path, durable: bool) -> Result<(Journal, Option<Vec<Stored>>)> {
         let path = dir.join(JOURNAL_NAME);
         let dir = Dir::open(dir)?;
         // Never through a link, never a file of another user.
@@ -129,31 +411,53 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let existing = if bytes.is_empty() { None } else { Some(bytes) };
-        let (records, valid, skipped) = match &existing {
-            Some(b) => {
-                let (r, valid, skipped) = parse(b);
-                if valid == 0 {
-                    (None, 0, false)
-                } else {
-                    (Some(r), valid, skipped)
-                }
-            }
-            None => (None, 0, false),
-        };
         let mut j = Journal {
             file,
             dir,
             path,
             len: 0,
             durable,
-            damaged: skipped || existing.as_ref().is_some_and(|b| valid < b.len()),
+            damaged: false,
         };
-        if valid == 0 {
+        if bytes.starts_with(MAGIC_V3) {
+            let (old, lost) = v3::parse(&bytes);
+            drop(bytes);
+            let mut payloads = Vec::new();
+            let recs: Vec<Record> = old
+                .into_iter()
+                .map(|r| v3::convert(r, &mut payloads))
+                .collect();
+            let mut next = payloads.iter();
+            let items: Vec<(Record, Vec<Payload<'_>>)> = recs
+                .into_iter()
+                .map(|r| {
+                    let mut lens = Vec::new();
+                    r.payload_lens(&mut lens);
+                    let ps = lens
+                        .iter()
+                        .filter_map(|_| next.next().map(|b| Payload::Bytes(b)))
+                        .collect();
+                    (r, ps)
+                })
+                .collect();
+            j.rewrite(items)?;
+            let bytes = j.read(0, j.len)?;
+            let (recs, _, _) = parse(&bytes);
+            j.damaged = lost;
+            return Ok((j, Some(recs)));
+        }
+        let (records, valid, skipped) = if bytes.starts_with(MAGIC) {
+            let (r, valid, skipped) = parse(&bytes);
+            (Some(r), valid, skipped)
+        } else {
+            (None, 0, false)
+        };
+        j.damaged = skipped || (records.is_some() && valid < bytes.len());
+        if records.is_none() {
             j.file
                 .set_len(0)
                 .map_err(|e| Error::io("resetting the journal", e))?;
-            j.write_at_end(MAGIC)?;
+            j.write_at_end(&[MAGIC.as_slice()])?;
         } else {
             j.file
                 .set_len(valid as u64)
@@ -163,26 +467,47 @@ impl Journal {
         Ok((j, records))
     }
 
-    fn write_at_end(&mut self, bytes: &[u8]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        if let Err(e) = self.file.write_all_at(bytes, self.len) {
-            // Leave no partial record behind: the next append overwrites it.
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(format!("writing {}", self.path.display()), e));
+    fn write_at_end(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let mut at = self.len;
+        for bytes in parts {
+            if let Err(e) = self.file.write_all_at(bytes, at) {
+                // Leave no partial record behind: the next append overwrites it.
+                let _ = self.file.set_len(self.len);
+                return Err(Error::io(format!("writing {}", self.path.display()), e));
+            }
+            at += bytes.len() as u64;
         }
-        self.len += bytes.len() as u64;
         if self.durable {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
+            if let Err(e) = self.file.sync_data() {
+                let _ = self.file.set_len(self.len);
+                return Err(Error::io(format!("syncing {}", self.path.display()), e));
+            }
         }
+        self.len = at;
         Ok(())
     }
 
-    /// Append one record (durable against a crash of the helper: it is in
-    /// the page cache as soon as this returns).
-    pub fn append(&mut self, rec: &Record) -> Result<()> {
-        self.write_at_end(&encode_record(rec))
+    /// Append one record and the payloads of its Puts (in order). Returns
+    /// where the payloads start. Durable against a crash of the helper: it
+    /// is in the page cache as soon as this returns.
+    pub fn append(&mut self, rec: &Record, payloads: &[&[u8]]) -> Result<u64> {
+        let body = encode_body(rec)?;
+        let total: u64 = payloads.iter().map(|p| p.len() as u64).sum();
+        let head = frame_head(&body, total);
+        let mut parts: Vec<&[u8]> = vec![&head, &body];
+        parts.extend_from_slice(payloads);
+        let payload_at = self.len + (FRAME_HEAD + body.len()) as u64;
+        self.write_at_end(&parts)?;
+        Ok(payload_at)
+    }
+
+    /// Read `len` payload bytes at `at`.
+    pub fn read(&self, at: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, at)
+            .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
+        Ok(buf)
     }
 
     /// True when records were lost to damage (not just a torn last append
@@ -199,40 +524,68 @@ impl Journal {
         self.len <= MAGIC.len() as u64
     }
 
-    /// Whether the journal has grown to twice `baseline` (its length after
-    /// the last rewrite) and past COMPACT_MIN.
-    pub fn wants_compaction(&self, baseline: u64) -> bool {
-        self.len > 2 * baseline + COMPACT_MIN
+    /// Whether the journal holds more than a fifth of dead records beyond
+    /// `live` bytes (what a rewrite would keep), once past COMPACT_MIN: the
+    /// store's memory stays within 1.2 times what it holds.
+    pub fn wants_compaction(&self, live: u64) -> bool {
+        self.len > COMPACT_MIN && self.len > live + live / 5
     }
 
     /// Replace the journal by one holding just `live`, atomically (write a
-    /// new file, then rename it over the old one).
-    pub fn rewrite(&mut self, live: &[Record]) -> Result<()> {
-        let mut out = Vec::with_capacity(1 << 16);
-        out.extend_from_slice(MAGIC);
-        for r in live {
-            out.extend_from_slice(&encode_record(r));
-        }
+    /// new file, then rename it over the old one). Returns, per record,
+    /// where its payloads start in the new journal.
+    pub fn rewrite(&mut self, live: Vec<(Record, Vec<Payload<'_>>)>) -> Result<Vec<u64>> {
         // A leftover (or planted) temporary file is removed, never reused:
         // the new one is created with O_EXCL and without following links.
         let _ = self.dir.unlink(JOURNAL_TMP_NAME);
-        let write = || -> Result<File> {
-            let mut f = self.dir.open_file(JOURNAL_TMP_NAME, How::CreateNew)?;
-            let io = |e| Error::io(format!("compacting {}", self.path.display()), e);
-            f.write_all(&out).map_err(io)?;
+        let io = |e| Error::io(format!("compacting {}", self.path.display()), e);
+        let written = (|| -> Result<(File, u64, Vec<u64>)> {
+            let f = self.dir.open_file(JOURNAL_TMP_NAME, How::CreateNew)?;
+            let mut out = BufWriter::with_capacity(1 << 20, &f);
+            out.write_all(MAGIC).map_err(io)?;
+            let mut len = MAGIC.len() as u64;
+            let mut starts = Vec::with_capacity(live.len());
+            let mut buf = Vec::new();
+            for (rec, payloads) in &live {
+                let body = encode_body(rec)?;
+                let total: u64 = payloads
+                    .iter()
+                    .map(|p| match p {
+                        Payload::Bytes(b) => b.len() as u64,
+                        Payload::At { len, .. } => *len,
+                    })
+                    .sum();
+                out.write_all(&frame_head(&body, total)).map_err(io)?;
+                out.write_all(&body).map_err(io)?;
+                len += (FRAME_HEAD + body.len()) as u64;
+                starts.push(len);
+                for p in payloads {
+                    match p {
+                        Payload::Bytes(b) => out.write_all(b).map_err(io)?,
+                        Payload::At { at, len } => {
+                            buf.resize(*len as usize, 0);
+                            self.file.read_exact_at(&mut buf, *at).map_err(io)?;
+                            out.write_all(&buf).map_err(io)?;
+                        }
+                    }
+                }
+                len += total;
+            }
+            out.flush().map_err(io)?;
+            drop(out);
             if self.durable {
                 f.sync_data().map_err(io)?;
             }
             self.dir
                 .rename(JOURNAL_TMP_NAME, JOURNAL_NAME)
                 .map_err(io)?;
-            Ok(f)
-        };
-        match write() {
-            Ok(f) => {
+            Ok((f, len, starts))
+        })();
+        match written {
+            Ok((f, len, starts)) => {
                 self.file = f;
-                self.len = out.len() as u64;
-                Ok(())
+                self.len = len;
+                Ok(starts)
             }
             Err(e) => {
                 let _ = self.dir.unlink(JOURNAL_TMP_NAME);
@@ -259,9 +612,21 @@ mod tests {
             tag: tag.into(),
             ctime_ns: 1,
             kind: 1,
-            bytes: b.to_vec(),
+            len: b.len() as u64,
+            sum: checksum(b),
             meta: Meta::default(),
             seq: 1,
+        }
+    }
+
+    fn records(v: Option<Vec<Stored>>) -> Vec<Record> {
+        v.unwrap().into_iter().map(|s| s.record).collect()
+    }
+
+    fn remove(tag: &str) -> Record {
+        Record::Remove {
+            namespace: "default".into(),
+            tag: tag.into(),
         }
     }
 
@@ -271,46 +636,34 @@ mod tests {
         {
             let (mut j, recs) = Journal::open(&d, false).unwrap();
             assert!(recs.is_none());
-            j.append(&put("a", b"one")).unwrap();
-            j.append(&Record::Remove {
-                namespace: "default".into(),
-                tag: "a".into(),
-            })
-            .unwrap();
-            j.append(&put("b", b"two")).unwrap();
+            j.append(&put("a", b"one"), &[b"one"]).unwrap();
+            j.append(&remove("a"), &[]).unwrap();
+            let at = j.append(&put("b", b"two"), &[b"two"]).unwrap();
+            assert_eq!(j.read(at, 3).unwrap(), b"two");
         }
         let path = d.join(JOURNAL_NAME);
         let full = std::fs::read(&path).unwrap();
-        let (_, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(recs.unwrap().len(), 3);
+        let (j, recs) = Journal::open(&d, false).unwrap();
+        let recs = recs.unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(j.read(recs[2].payload_at, 3).unwrap(), b"two");
         // Cut the last record in half, as a helper killed mid-append would.
         std::fs::write(&path, &full[..full.len() - 3]).unwrap();
         let (mut j, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(
-            recs.unwrap(),
-            vec![
-                put("a", b"one"),
-                Record::Remove {
-                    namespace: "default".into(),
-                    tag: "a".into()
-                }
-            ]
-        );
-        j.append(&put("c", b"three")).unwrap();
+        assert_eq!(records(recs), vec![put("a", b"one"), remove("a")]);
+        j.append(&put("c", b"three"), &[b"three"]).unwrap();
         let (_, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(recs.unwrap().last().unwrap(), &put("c", b"three"));
-        // A flipped bit in a body loses that record only.
+        assert_eq!(records(recs).last().unwrap(), &put("c", b"three"));
+        // A flipped bit in a payload, or in a body, loses that record only.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0x40;
-        let first_body = 8 + 12 + 3;
+        let first_body = 8 + FRAME_HEAD + 3;
         bytes[first_body] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(j.was_damaged());
-        let recs = recs.unwrap();
-        assert_eq!(recs.len(), 1, "{recs:?}");
-        assert!(matches!(&recs[0], Record::Remove { .. }));
+        assert_eq!(records(recs), vec![remove("a")]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -318,16 +671,68 @@ mod tests {
     fn rewrite_keeps_only_live_records() {
         let d = temp_dir("rewrite");
         let (mut j, _) = Journal::open(&d, false).unwrap();
+        let mut last = 0;
         for i in 0..100 {
-            j.append(&put("x", &vec![i as u8; 1000])).unwrap();
+            let b = vec![i as u8; 1000];
+            last = j.append(&put("x", &b), &[&b]).unwrap();
         }
+        assert!(j.wants_compaction(2000) || j.len() < COMPACT_MIN);
         let before = j.len();
-        j.rewrite(&[put("x", b"last")]).unwrap();
+        let starts = j
+            .rewrite(vec![
+                (
+                    put("x", &[99u8; 1000]),
+                    vec![Payload::At {
+                        at: last,
+                        len: 1000,
+                    }],
+                ),
+                (put("y", b"mem"), vec![Payload::Bytes(b"mem")]),
+            ])
+            .unwrap();
         assert!(j.len() < before / 10);
-        j.append(&put("y", b"after")).unwrap();
+        assert_eq!(j.read(starts[0], 1000).unwrap(), vec![99u8; 1000]);
+        assert_eq!(j.read(starts[1], 3).unwrap(), b"mem");
+        j.append(&put("z", b"after"), &[b"after"]).unwrap();
         let (_, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(recs.unwrap(), vec![put("x", b"last"), put("y", b"after")]);
-        assert!(!d.join("catalog.tmp").exists());
+        assert_eq!(
+            records(recs),
+            vec![
+                put("x", &[99u8; 1000]),
+                put("y", b"mem"),
+                put("z", b"after")
+            ]
+        );
+        assert!(!d.join(JOURNAL_TMP_NAME).exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn batches_carry_their_payloads_in_order() {
+        let d = temp_dir("batch");
+        let (mut j, _) = Journal::open(&d, false).unwrap();
+        let batch = Record::Batch(vec![
+            put("a", b"first"),
+            remove("z"),
+            put("b", b"second"),
+            Record::Applied {
+                client: 7,
+                pid: 1,
+                seq: 3,
+                answer: 0,
+            },
+        ]);
+        let at = j.append(&batch, &[b"first", b"second"]).unwrap();
+        assert_eq!(j.read(at, 11).unwrap(), b"firstsecond");
+        let (_, recs) = Journal::open(&d, false).unwrap();
+        assert_eq!(records(recs), vec![batch]);
+        // Payloads that do not match the checksums their Puts carry lose
+        // the record.
+        let (mut j, _) = Journal::open(&d, false).unwrap();
+        j.append(&put("c", b"right"), &[b"wrong"]).unwrap();
+        let (j, recs) = Journal::open(&d, false).unwrap();
+        assert!(j.was_damaged());
+        assert_eq!(recs.unwrap().len(), 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -338,10 +743,11 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         let (mut j, _) = Journal::open(&d, false).unwrap();
         std::os::unix::fs::symlink(&victim, d.join(JOURNAL_TMP_NAME)).unwrap();
-        j.rewrite(&[put("x", b"live")]).unwrap();
+        j.rewrite(vec![(put("x", b"live"), vec![Payload::Bytes(b"live")])])
+            .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let (_, recs) = Journal::open(&d, false).unwrap();
-        assert_eq!(recs.unwrap(), vec![put("x", b"live")]);
+        assert_eq!(records(recs), vec![put("x", b"live")]);
         // A journal that is a link is refused, not followed.
         std::fs::remove_file(d.join(JOURNAL_NAME)).unwrap();
         std::os::unix::fs::symlink(&victim, d.join(JOURNAL_NAME)).unwrap();
@@ -359,6 +765,41 @@ mod tests {
         let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(recs.is_none());
         assert!(j.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The journal of a store kept by a version that wrote format 3 (the
+    /// fixture in tests/testthat/fixtures) opens, converted to format 4.
+    #[test]
+    fn a_format_3_journal_is_converted() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../tests/testthat/fixtures/journal-v3-store/catalog.journal");
+        let d = temp_dir("v3");
+        std::fs::copy(&fixture, d.join(JOURNAL_NAME)).unwrap();
+        let (j, recs) = Journal::open(&d, false).unwrap();
+        assert!(!j.was_damaged());
+        let recs = recs.unwrap();
+        let small = recs
+            .iter()
+            .find_map(|s| match &s.record {
+                Record::Put { tag, len, meta, .. } if tag == "small" => {
+                    Some((s.payload_at, *len, meta.clone()))
+                }
+                _ => None,
+            })
+            .expect("the inline object \"small\"");
+        assert_eq!(small.2.description.as_deref(), Some("ten integers"));
+        assert_eq!(small.2.class, vec!["integer".to_string()]);
+        let payload = j.read(small.0, small.1).unwrap();
+        assert_eq!(&payload[..2], b"B\n", "R serialization, binary");
+        assert!(recs.iter().any(|s| matches!(&s.record,
+            Record::Link { tag, kind: 2, .. } if tag == "vector")));
+        assert!(recs.iter().any(|s| matches!(&s.record,
+            Record::Remove { tag, .. } if tag == "removed")));
+        let bytes = std::fs::read(d.join(JOURNAL_NAME)).unwrap();
+        assert!(bytes.starts_with(MAGIC));
+        let (_, again) = Journal::open(&d, false).unwrap();
+        assert_eq!(again.unwrap(), recs);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

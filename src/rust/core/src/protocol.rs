@@ -5,7 +5,7 @@
 
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub const INLINE_MAX: usize = 64 << 10;
@@ -17,6 +17,18 @@ pub enum Request {
     Hello {
         version: u32,
         pid: u32,
+        /// Names this client (one process) for as long as it lives: with
+        /// `Call::seq` it lets the helper recognise a retried request.
+        client: u64,
+    },
+    /// Numbers the next request of this connection and gives it a
+    /// deadline; sent in the same write as that request, and not answered
+    /// itself. The helper applies a change at most once (a retry with the
+    /// same `seq` gets the first answer and changes nothing) and never once
+    /// its deadline (CLOCK_MONOTONIC, nanoseconds; 0: none) has passed.
+    Call {
+        seq: u64,
+        deadline_ns: u64,
     },
     /// Make the committed object file `id` the value of `tag`.
     Publish {
@@ -82,6 +94,22 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request changes the store: such a request is numbered
+    /// and carries a deadline (see `Request::Call`).
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self,
+            Request::Publish { .. }
+                | Request::PutInline { .. }
+                | Request::Remove { .. }
+                | Request::RemoveNamespace { .. }
+                | Request::PutMany { .. }
+                | Request::SetCapacity { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct Entry {
     pub namespace: String,
@@ -95,6 +123,9 @@ pub struct Entry {
     pub version: u64,
     /// Kept inline in the journal rather than in a file of its own.
     pub inline: bool,
+    /// xxh3 of the payload (0: not known, e.g. a file written by an older
+    /// version).
+    pub checksum: u64,
 }
 
 /// One object of a PutMany: inline bytes, or a committed object file.
@@ -167,9 +198,33 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME>()
 }
 
-/// Encode a message as one frame (length prefix included).
+/// Encode a message that is known to be small (a fixed request, an error)
+/// as one frame (length prefix included). Anything that may be large goes
+/// through `try_encode`.
 pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
-    try_encode(msg).expect("a message within MAX_FRAME")
+    try_encode(msg).unwrap_or_else(|| {
+        let mut out = vec![0u8; 4];
+        let n = bincode::encode_into_std_write(
+            &Response::Error {
+                kind: "protocol".into(),
+                message: format!("a message larger than {MAX_FRAME} bytes"),
+            },
+            &mut out,
+            config(),
+        )
+        .unwrap_or(0);
+        out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        out
+    })
+}
+
+/// The monotonic clock (CLOCK_MONOTONIC, shared by every process of the
+/// machine) in nanoseconds: deadlines in requests are on this clock.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime fills the timespec we own.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Encode a message as one frame, or None when it exceeds MAX_FRAME (a
@@ -263,6 +318,11 @@ mod tests {
         round_trip(Request::Hello {
             version: PROTOCOL_VERSION,
             pid: 7,
+            client: 99,
+        });
+        round_trip(Request::Call {
+            seq: 3,
+            deadline_ns: 12345,
         });
         round_trip(Request::Publish {
             namespace: "ns".into(),
@@ -306,6 +366,7 @@ mod tests {
                 meta: Meta::default(),
                 version: 1,
                 inline: true,
+                checksum: 5,
             },
             bytes: vec![1, 2, 3],
         });
@@ -319,6 +380,7 @@ mod tests {
             meta: Meta::default(),
             version: 1,
             inline: true,
+            checksum: 0,
         }]));
         round_trip(Response::Error {
             kind: "not_found".into(),

@@ -7,7 +7,7 @@
 
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Record};
+use crate::journal::{self, Journal, Record};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
 use crate::protocol::{
@@ -36,8 +36,8 @@ const UNREADABLE_GRACE: Duration = Duration::from_secs(60);
 enum Data {
     /// In its own object file, by id.
     File(String),
-    /// Inline (in memory and in the journal).
-    Inline(Arc<Vec<u8>>),
+    /// Inline: its payload is in the journal at this offset.
+    Inline { at: u64, sum: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ struct Obj {
     size: u64,
     ctime_ns: i64,
     kind: u32,
-    meta: Meta,
+    meta: journal::Meta,
     seq: u64,
 }
 
@@ -54,33 +54,61 @@ impl Obj {
     fn file_id(&self) -> Option<&str> {
         match &self.data {
             Data::File(id) => Some(id),
-            Data::Inline(_) => None,
+            Data::Inline { .. } => None,
         }
     }
 
-    fn record(&self, key: &Key) -> Record {
+    /// The record that recreates this object, and where its payload is.
+    fn record(&self, key: &Key) -> (Record, Vec<journal::Payload<'static>>) {
         match &self.data {
-            Data::File(id) => Record::Link {
-                namespace: key.0.clone(),
-                tag: key.1.clone(),
-                id: id.clone(),
-                ctime_ns: self.ctime_ns,
-                kind: self.kind,
-                size: self.size,
-                meta: self.meta.clone(),
-                seq: self.seq,
-            },
-            Data::Inline(b) => Record::Put {
-                namespace: key.0.clone(),
-                tag: key.1.clone(),
-                ctime_ns: self.ctime_ns,
-                kind: self.kind,
-                bytes: b.to_vec(),
-                meta: self.meta.clone(),
-                seq: self.seq,
-            },
+            Data::File(id) => (
+                Record::Link {
+                    namespace: key.0.clone(),
+                    tag: key.1.clone(),
+                    id: id.clone(),
+                    ctime_ns: self.ctime_ns,
+                    kind: self.kind,
+                    size: self.size,
+                    meta: self.meta.clone(),
+                    seq: self.seq,
+                },
+                Vec::new(),
+            ),
+            Data::Inline { at, sum } => (
+                Record::Put {
+                    namespace: key.0.clone(),
+                    tag: key.1.clone(),
+                    ctime_ns: self.ctime_ns,
+                    kind: self.kind,
+                    len: self.size,
+                    sum: *sum,
+                    meta: self.meta.clone(),
+                    seq: self.seq,
+                },
+                vec![journal::Payload::At {
+                    at: *at,
+                    len: self.size,
+                }],
+            ),
         }
     }
+}
+
+/// The last change a client made (see protocol::Request::Call).
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    pid: u32,
+    seq: u64,
+    answer: u64,
+}
+
+/// Who sent a change, with its number and deadline.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    client: u64,
+    pid: u32,
+    seq: u64,
+    deadline_ns: u64,
 }
 
 struct State {
@@ -90,71 +118,151 @@ struct State {
     seq: u64,
     /// Bytes the objects may use in all (None: up to the filesystem).
     capacity: Option<u64>,
-    /// Payload bytes of every object, kept up to date by apply_applied.
+    /// Payload bytes of every object, kept up to date by apply_stored.
     used: u64,
-    /// The journal's length after its last rewrite (or at start).
-    compacted_len: u64,
+    /// Payload bytes of the inline objects (all in the journal).
+    inline_bytes: u64,
+    /// Journal bytes beyond the inline payloads after the last rewrite
+    /// (record framing, tags, metadata), per object.
+    overhead_per_object: u64,
+    /// The last change of each client, so a retry is answered, not redone.
+    applied: HashMap<u64, Applied>,
     journal: Journal,
     started_ns: i64,
 }
 
 impl State {
-    /// Journal a change, then apply it; the file of a replaced object is
-    /// unlinked (readers that have it open or mapped keep it).
-    fn apply(&mut self, rec: Record) -> Result<()> {
-        self.journal.append(&rec)?;
-        self.apply_applied(rec);
+    /// Journal a change (with its origin, if a client sent it), then apply
+    /// it; the file of a replaced object is unlinked (readers that have it
+    /// open or mapped keep it). A change whose deadline has passed is
+    /// refused, never applied.
+    fn commit(
+        &mut self,
+        origin: Option<Origin>,
+        rec: Record,
+        payloads: &[&[u8]],
+        answer: u64,
+    ) -> Result<()> {
+        let rec = match origin {
+            Some(o) => {
+                if o.deadline_ns != 0 && protocol::monotonic_ns() > o.deadline_ns {
+                    return Err(Error::Timeout {
+                        waited_for: "the helper, which received the change too late and made none"
+                            .into(),
+                        seconds: 0.0,
+                    });
+                }
+                if o.seq == 0 {
+                    rec
+                } else {
+                    Record::Batch(vec![
+                        rec,
+                        Record::Applied {
+                            client: o.client,
+                            pid: o.pid,
+                            seq: o.seq,
+                            answer,
+                        },
+                    ])
+                }
+            }
+            None => rec,
+        };
+        let at = self.journal.append(&rec, payloads)?;
+        self.apply_stored(rec, &mut { at });
         self.maybe_compact();
         Ok(())
     }
 
-    /// Apply a record that is already in the journal. O(1) per object:
-    /// the bytes used are kept up to date, and a replaced or removed
-    /// object's file is unlinked (each file belongs to one key).
-    fn apply_applied(&mut self, rec: Record) {
-        let (key, new_size) = match &rec {
+    /// Apply a record that is already in the journal, whose payloads start
+    /// at `*at`. O(1) per object: the bytes used are kept up to date, and a
+    /// replaced or removed object's file is unlinked (each file belongs to
+    /// one key).
+    fn apply_stored(&mut self, rec: Record, at: &mut u64) {
+        let old = match rec {
             Record::Capacity { bytes } => {
-                self.capacity = *bytes;
+                self.capacity = bytes;
                 return;
             }
-            Record::Batch(_) => {
-                let Record::Batch(recs) = rec else {
-                    unreachable!()
-                };
+            Record::Batch(recs) => {
                 for r in recs {
-                    self.apply_applied(r);
+                    self.apply_stored(r, at);
                 }
+                return;
+            }
+            Record::Applied {
+                client,
+                pid,
+                seq,
+                answer,
+            } => {
+                self.applied.insert(client, Applied { pid, seq, answer });
                 return;
             }
             Record::Put {
                 namespace,
                 tag,
-                bytes,
-                ..
-            } => ((namespace.clone(), tag.clone()), bytes.len() as u64),
+                ctime_ns,
+                kind,
+                len,
+                sum,
+                meta,
+                seq,
+            } => {
+                let obj = Obj {
+                    data: Data::Inline { at: *at, sum },
+                    size: len,
+                    ctime_ns,
+                    kind,
+                    meta,
+                    seq,
+                };
+                *at += len;
+                self.used += len;
+                self.inline_bytes += len;
+                let key = (namespace, tag);
+                (key.clone(), self.objects.insert(key, obj))
+            }
             Record::Link {
                 namespace,
                 tag,
+                id,
+                ctime_ns,
+                kind,
                 size,
-                ..
-            } => ((namespace.clone(), tag.clone()), *size),
-            Record::Remove { namespace, tag } => ((namespace.clone(), tag.clone()), 0),
+                meta,
+                seq,
+            } => {
+                self.used += size;
+                let key = (namespace, tag);
+                let obj = Obj {
+                    data: Data::File(id),
+                    size,
+                    ctime_ns,
+                    kind,
+                    meta,
+                    seq,
+                };
+                (key.clone(), self.objects.insert(key, obj))
+            }
+            Record::Remove { namespace, tag } => {
+                let key = (namespace, tag);
+                (key.clone(), self.objects.remove(&key))
+            }
         };
-        let old = apply_record(&mut self.objects, rec);
-        self.used =
-            self.used + new_size - old.as_ref().map_or(0, |o| o.size).min(self.used + new_size);
-        if let Some(Obj {
-            data: Data::File(id),
-            ..
-        }) = &old
-        {
-            let same = self.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str());
-            if !same {
-                let _ = std::fs::remove_file(self.store.object_path(id));
+        let (key, old) = old;
+        let Some(old) = old else { return };
+        self.used = self.used.saturating_sub(old.size);
+        match &old.data {
+            Data::Inline { .. } => self.inline_bytes = self.inline_bytes.saturating_sub(old.size),
+            Data::File(id) => {
+                let same = self.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str());
+                if !same {
+                    let _ = std::fs::remove_file(self.store.object_path(id));
+                }
             }
         }
     }
-
     /// Payload bytes of every object.
     fn used(&self) -> u64 {
         self.used
@@ -190,74 +298,54 @@ impl State {
         Ok(())
     }
 
-    /// Rewrite the journal once it has grown to twice its size after the
-    /// last rewrite (amortized O(1) per change).
+    /// Rewrite the journal once a fifth of it is dead records (amortized
+    /// O(1) per change), keeping the live objects, the capacity and the
+    /// last change of every client that still runs.
     fn maybe_compact(&mut self) {
-        if !self.journal.wants_compaction(self.compacted_len) {
+        let live = self.inline_bytes + self.overhead_per_object * (self.objects.len() as u64 + 1);
+        if !self.journal.wants_compaction(live) {
             return;
         }
-        let mut recs: Vec<Record> = self.objects.iter().map(|(k, o)| o.record(k)).collect();
-        recs.push(Record::Capacity {
-            bytes: self.capacity,
-        });
-        match self.journal.rewrite(&recs) {
-            Ok(()) => self.compacted_len = self.journal.len(),
-            Err(e) => log(&format!("could not compact the journal: {e}")),
+        if let Err(e) = self.compact() {
+            log(&format!("could not compact the journal: {e}"));
         }
     }
-}
 
-/// Apply one journal record to a catalog; returns the object it replaced.
-fn apply_record(objects: &mut HashMap<Key, Obj>, rec: Record) -> Option<Obj> {
-    match rec {
-        Record::Put {
-            namespace,
-            tag,
-            ctime_ns,
-            kind,
-            bytes,
-            meta,
-            seq,
-        } => objects.insert(
-            (namespace, tag),
-            Obj {
-                size: bytes.len() as u64,
-                data: Data::Inline(Arc::new(bytes)),
-                ctime_ns,
-                kind,
-                meta,
-                seq,
+    fn compact(&mut self) -> Result<()> {
+        self.applied.retain(|_, a| sys::pid_alive(a.pid));
+        let keys: Vec<Key> = self.objects.keys().cloned().collect();
+        let mut live: Vec<(Record, Vec<journal::Payload<'_>>)> =
+            keys.iter().map(|k| self.objects[k].record(k)).collect();
+        live.push((
+            Record::Capacity {
+                bytes: self.capacity,
             },
-        ),
-        Record::Link {
-            namespace,
-            tag,
-            id,
-            ctime_ns,
-            kind,
-            size,
-            meta,
-            seq,
-        } => objects.insert(
-            (namespace, tag),
-            Obj {
-                data: Data::File(id),
-                size,
-                ctime_ns,
-                kind,
-                meta,
-                seq,
-            },
-        ),
-        Record::Remove { namespace, tag } => objects.remove(&(namespace, tag)),
-        // Handled by State::apply and replay.
-        Record::Capacity { .. } => None,
-        Record::Batch(recs) => {
-            for r in recs {
-                apply_record(objects, r);
-            }
-            None
+            Vec::new(),
+        ));
+        for (client, a) in &self.applied {
+            live.push((
+                Record::Applied {
+                    client: *client,
+                    pid: a.pid,
+                    seq: a.seq,
+                    answer: a.answer,
+                },
+                Vec::new(),
+            ));
         }
+        let starts = self.journal.rewrite(live)?;
+        for (k, at) in keys.iter().zip(starts) {
+            if let Some(Obj {
+                data: Data::Inline { at: old, .. },
+                ..
+            }) = self.objects.get_mut(k)
+            {
+                *old = at;
+            }
+        }
+        self.overhead_per_object =
+            self.journal.len().saturating_sub(self.inline_bytes) / (self.objects.len() as u64 + 1);
+        Ok(())
     }
 }
 
@@ -296,29 +384,36 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", sys::getpid());
     }
-    let (mut journal, records) = Journal::open(store.dir(), !store.is_volatile())?;
+    let (journal, records) = Journal::open(store.dir(), !store.is_volatile())?;
     let replayed = records.is_some();
-    let capacity = records
-        .iter()
-        .flatten()
-        .rev()
-        .find_map(|r| match r {
-            Record::Capacity { bytes } => Some(*bytes),
-            _ => None,
-        })
-        .flatten();
-    let objects = match records {
-        Some(recs) => replay(&store, recs, journal.was_damaged())?,
-        None => rebuild(&store)?,
+    let damaged = journal.was_damaged();
+    let mut st = State {
+        store: store.clone(),
+        objects: HashMap::new(),
+        seq: 0,
+        capacity: None,
+        used: 0,
+        inline_bytes: 0,
+        overhead_per_object: 0,
+        applied: HashMap::new(),
+        journal,
+        started_ns: object_file::now_ns(),
     };
-    if !replayed || journal.was_damaged() {
-        let recs: Vec<Record> = objects.iter().map(|(k, o)| o.record(k)).collect();
-        journal.rewrite(&recs)?;
+    match records {
+        Some(recs) => replay(&mut st, recs, damaged)?,
+        None => {
+            st.objects = rebuild(&store)?;
+            st.used = st.objects.values().map(|o| o.size).sum();
+        }
     }
+    st.seq = st.objects.values().map(|o| o.seq).max().unwrap_or(0);
+    if !replayed || damaged {
+        st.compact()?;
+    }
+    let objects_count = st.objects.len();
     log(&format!(
-        "serving {} with {} object(s)",
+        "serving {} with {objects_count} object(s)",
         store.dir().display(),
-        objects.len()
     ));
     let sock = store.socket_path();
     let _ = std::fs::remove_file(&sock);
@@ -335,16 +430,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         .unwrap_or(0);
     ready();
 
-    let shared: Shared = Arc::new(Mutex::new(State {
-        store: store.clone(),
-        seq: objects.values().map(|o| o.seq).max().unwrap_or(0),
-        capacity,
-        used: objects.values().map(|o| o.size).sum(),
-        compacted_len: journal.len(),
-        objects,
-        journal,
-        started_ns: object_file::now_ns(),
-    }));
+    let shared: Shared = Arc::new(Mutex::new(st));
 
     {
         let shared = shared.clone();
@@ -429,7 +515,7 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
             size: header.payload_len,
             ctime_ns: header.ctime_ns,
             kind: header.kind,
-            meta: Meta::default(),
+            meta: journal::Meta::default(),
             // Renumbered below, in order of creation.
             seq: 0,
         };
@@ -465,12 +551,13 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
 /// Rebuild the catalog from the journal, then check it against the files:
 /// links to missing or damaged files are dropped, files nobody links to are
 /// removed once their writer is gone (or a newer value superseded them).
-fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<Key, Obj>> {
-    let mut objects = HashMap::new();
-    for rec in records {
-        apply_record(&mut objects, rec);
+fn replay(st: &mut State, records: Vec<journal::Stored>, damaged: bool) -> Result<()> {
+    for s in records {
+        let mut at = s.payload_at;
+        st.apply_stored(s.record, &mut at);
     }
-    objects.retain(|(ns, tag), obj| {
+    let store = st.store.clone();
+    st.objects.retain(|(ns, tag), obj| {
         let Some(id) = obj.file_id() else { return true };
         let ok = store
             .open_object(id)
@@ -484,7 +571,8 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
         }
         ok
     });
-    let linked: std::collections::HashSet<String> = objects
+    let linked: std::collections::HashSet<String> = st
+        .objects
         .values()
         .filter_map(|o| o.file_id().map(String::from))
         .collect();
@@ -495,7 +583,8 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
         let path = store.object_path(&id);
         match store.open_object(&id).map(|f| object_file::read_header(&f)) {
             Ok(Ok(h)) => {
-                let superseded = objects
+                let superseded = st
+                    .objects
                     .get(&(h.namespace.clone(), h.tag.clone()))
                     .is_some_and(|o| o.ctime_ns >= h.ctime_ns);
                 if damaged && !superseded && h.state == STATE_COMMITTED {
@@ -510,10 +599,10 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
                         size: h.payload_len,
                         ctime_ns: h.ctime_ns,
                         kind: h.kind,
-                        meta: Meta::default(),
+                        meta: journal::Meta::default(),
                         seq: 0,
                     };
-                    objects.insert((h.namespace, h.tag), obj);
+                    st.objects.insert((h.namespace, h.tag), obj);
                 } else if !sys::pid_alive(h.creator_pid) || superseded {
                     log(&format!(
                         "removing unpublished object file {id} (\"{}\")",
@@ -526,7 +615,14 @@ fn replay(store: &Store, records: Vec<Record>, damaged: bool) -> Result<HashMap<
             Err(_) => {}
         }
     }
-    Ok(objects)
+    st.used = st.objects.values().map(|o| o.size).sum();
+    st.inline_bytes = st
+        .objects
+        .values()
+        .filter(|o| o.file_id().is_none())
+        .map(|o| o.size)
+        .sum();
+    Ok(())
 }
 
 fn remove_if_stale(path: &std::path::Path, why: &str) {
@@ -587,6 +683,10 @@ fn handle(stream: UnixStream, shared: Shared) {
     }
     let conn = Conn::new(stream);
     let mut greeted = false;
+    // Who this client is (from its Hello), and the number and deadline of
+    // its next change (from a Call frame).
+    let mut client = (0u64, 0u32);
+    let mut next: Option<(u64, u64)> = None;
     loop {
         // Wait as long as needed for a request to begin, then bound the rest.
         if sys::wait_fd_forever(conn.raw_fd(), false).is_err() {
@@ -615,8 +715,13 @@ fn handle(stream: UnixStream, shared: Shared) {
         };
         if !greeted {
             match req {
-                Request::Hello { version, .. } if version == PROTOCOL_VERSION => {
+                Request::Hello {
+                    version,
+                    pid,
+                    client: id,
+                } if version == PROTOCOL_VERSION => {
                     greeted = true;
+                    client = (id, pid);
                     let _ = reply(
                         &conn,
                         &Response::Hello {
@@ -650,7 +755,25 @@ fn handle(stream: UnixStream, shared: Shared) {
         if let Request::Quit { keep } = req {
             quit(&conn, &shared, keep);
         }
-        let (resp, files) = dispatch(req, &shared);
+        if let Request::Call { seq, deadline_ns } = req {
+            next = Some((seq, deadline_ns));
+            continue;
+        }
+        let origin = match next.take() {
+            Some((seq, deadline_ns)) => Origin {
+                client: client.0,
+                pid: client.1,
+                seq: if client.0 == 0 { 0 } else { seq },
+                deadline_ns,
+            },
+            None => Origin {
+                client: client.0,
+                pid: client.1,
+                seq: 0,
+                deadline_ns: 0,
+            },
+        };
+        let (resp, files) = dispatch(req, origin, &shared);
         let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
         if reply(&conn, &resp, &fds).is_err() {
             return;
@@ -700,9 +823,13 @@ fn entry(key: &Key, o: &Obj) -> Entry {
         size: o.size,
         ctime_ns: o.ctime_ns,
         kind: o.kind,
-        meta: o.meta.clone(),
+        meta: Meta::from(&o.meta),
         version: o.seq,
         inline: o.file_id().is_none(),
+        checksum: match o.data {
+            Data::Inline { sum, .. } => sum,
+            Data::File(_) => 0,
+        },
     }
 }
 
@@ -715,9 +842,26 @@ fn check_key(ns: &str, tag: &str) -> Result<()> {
     object_file::check_namespace(ns)
 }
 
-fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
+fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<File>) {
     let mut st = lock_state(shared);
+    if origin.seq != 0 && req.is_change() {
+        if let Some(a) = st.applied.get(&origin.client) {
+            if a.seq == origin.seq {
+                // A retry of a change that took effect: the same answer.
+                let resp = match req {
+                    Request::RemoveNamespace { .. } => Response::Count(a.answer),
+                    _ => Response::Ok,
+                };
+                return (resp, Vec::new());
+            }
+        }
+    }
+    let origin = Some(origin);
     match req {
+        Request::Call { .. } => (
+            error_response("protocol", "a Call must be followed by a request"),
+            Vec::new(),
+        ),
         Request::Hello { .. } => (
             Response::Hello {
                 version: PROTOCOL_VERSION,
@@ -731,7 +875,10 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
             tag,
             id,
             meta,
-        } => (publish(&mut st, namespace, tag, id, meta), Vec::new()),
+        } => (
+            publish(&mut st, origin, namespace, tag, id, meta),
+            Vec::new(),
+        ),
         Request::PutInline {
             namespace,
             tag,
@@ -763,11 +910,12 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                 tag: tag.clone(),
                 ctime_ns,
                 kind,
-                bytes,
-                meta,
+                len: bytes.len() as u64,
+                sum: journal::checksum(&bytes),
+                meta: journal::Meta::from(&meta),
                 seq: st.seq,
             };
-            match st.apply(rec) {
+            match st.commit(origin, rec, &[&bytes], 0) {
                 Ok(()) => (Response::Ok, Vec::new()),
                 Err(Error::NoSpace { .. }) => {
                     let msg = format!(
@@ -786,10 +934,13 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                 return (not_found(&key.0, &key.1), Vec::new());
             };
             let id = match &obj.data {
-                Data::Inline(bytes) => {
-                    let resp = Response::FoundInline {
-                        entry: entry(&key, obj),
-                        bytes: bytes.to_vec(),
+                Data::Inline { at, .. } => {
+                    let resp = match st.journal.read(*at, obj.size) {
+                        Ok(bytes) => Response::FoundInline {
+                            entry: entry(&key, obj),
+                            bytes,
+                        },
+                        Err(e) => failed(&e),
                     };
                     return (resp, Vec::new());
                 }
@@ -811,7 +962,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                     log(&format!("object file of \"{}\" is gone: {e}", key.1));
                     let (namespace, tag) = key;
                     let resp = not_found(&namespace, &tag);
-                    let _ = st.apply(Record::Remove { namespace, tag });
+                    let _ = st.commit(None, Record::Remove { namespace, tag }, &[], 0);
                     (resp, Vec::new())
                 }
             }
@@ -820,7 +971,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
             if !st.objects.contains_key(&(namespace.clone(), tag.clone())) {
                 return (not_found(&namespace, &tag), Vec::new());
             }
-            match st.apply(Record::Remove { namespace, tag }) {
+            match st.commit(origin, Record::Remove { namespace, tag }, &[], 0) {
                 Ok(()) => (Response::Ok, Vec::new()),
                 Err(e) => (failed(&e), Vec::new()),
             }
@@ -832,17 +983,19 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                 .filter(|k| k.0 == namespace)
                 .map(|k| k.1.clone())
                 .collect();
-            let mut n = 0;
-            for tag in tags {
-                if let Err(e) = st.apply(Record::Remove {
+            // One record: the namespace is cleared at once, or not at all.
+            let n = tags.len() as u64;
+            let recs = tags
+                .into_iter()
+                .map(|tag| Record::Remove {
                     namespace: namespace.clone(),
                     tag,
-                }) {
-                    return (failed(&e), Vec::new());
-                }
-                n += 1;
+                })
+                .collect();
+            match st.commit(origin, Record::Batch(recs), &[], n) {
+                Ok(()) => (Response::Count(n), Vec::new()),
+                Err(e) => (failed(&e), Vec::new()),
             }
-            (Response::Count(n), Vec::new())
         }
         Request::Exists { namespace, tag } => (
             Response::Bool(st.objects.contains_key(&(namespace, tag))),
@@ -874,7 +1027,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
             }
             (Response::Bool(linked), Vec::new())
         }
-        Request::PutMany { items } => (put_many(&mut st, items), Vec::new()),
+        Request::PutMany { items } => (put_many(&mut st, origin, items), Vec::new()),
         Request::LookupMany { keys } => {
             let mut found = Vec::with_capacity(keys.len());
             let mut files = Vec::new();
@@ -883,7 +1036,10 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                     return (not_found(&key.0, &key.1), Vec::new());
                 };
                 match &obj.data {
-                    Data::Inline(b) => found.push((entry(&key, obj), Some(b.to_vec()))),
+                    Data::Inline { at, .. } => match st.journal.read(*at, obj.size) {
+                        Ok(b) => found.push((entry(&key, obj), Some(b))),
+                        Err(e) => return (failed(&e), Vec::new()),
+                    },
                     Data::File(id) => {
                         if files.len() == sys::MAX_PASSED_FDS {
                             let msg = format!(
@@ -914,7 +1070,7 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
                     return (error_response("no_space", &msg), Vec::new());
                 }
             }
-            match st.apply(Record::Capacity { bytes }) {
+            match st.commit(origin, Record::Capacity { bytes }, &[], 0) {
                 Ok(()) => (Response::Ok, Vec::new()),
                 Err(e) => (failed(&e), Vec::new()),
             }
@@ -936,7 +1092,14 @@ fn dispatch(req: Request, shared: &Shared) -> (Response, Vec<File>) {
     }
 }
 
-fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Meta) -> Response {
+fn publish(
+    st: &mut State,
+    origin: Option<Origin>,
+    namespace: String,
+    tag: String,
+    id: String,
+    meta: Meta,
+) -> Response {
     if !store::is_valid_id(&id) {
         return error_response("protocol", &format!("invalid object id \"{id}\""));
     }
@@ -983,10 +1146,10 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
         ctime_ns: header.ctime_ns,
         kind: header.kind,
         size: header.payload_len,
-        meta,
+        meta: journal::Meta::from(&meta),
         seq: st.seq,
     };
-    match st.apply(rec) {
+    match st.commit(origin, rec, &[], 0) {
         Ok(()) => Response::Ok,
         Err(e) => failed(&e),
     }
@@ -994,8 +1157,9 @@ fn publish(st: &mut State, namespace: String, tag: String, id: String, meta: Met
 
 /// Store several objects together: every item is checked first, then one
 /// Batch record makes them all take effect at once.
-fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
+fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Response {
     let mut recs = Vec::with_capacity(items.len());
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut added: u64 = 0;
     let mut freed: u64 = 0;
@@ -1050,16 +1214,22 @@ fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
         added += size;
         st.seq += 1;
         let (namespace, tag) = key;
+        let meta = journal::Meta::from(&item.meta);
         recs.push(match data {
-            Ok(bytes) => Record::Put {
-                namespace,
-                tag,
-                ctime_ns,
-                kind,
-                bytes,
-                meta: item.meta,
-                seq: st.seq,
-            },
+            Ok(bytes) => {
+                let rec = Record::Put {
+                    namespace,
+                    tag,
+                    ctime_ns,
+                    kind,
+                    len: bytes.len() as u64,
+                    sum: journal::checksum(&bytes),
+                    meta,
+                    seq: st.seq,
+                };
+                payloads.push(bytes);
+                rec
+            }
             Err(id) => Record::Link {
                 namespace,
                 tag,
@@ -1067,7 +1237,7 @@ fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
                 ctime_ns,
                 kind,
                 size,
-                meta: item.meta,
+                meta,
                 seq: st.seq,
             },
         });
@@ -1084,7 +1254,8 @@ fn put_many(st: &mut State, items: Vec<PutItem>) -> Response {
             return error_response("no_space", &msg);
         }
     }
-    match st.apply(Record::Batch(recs)) {
+    let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    match st.commit(origin, Record::Batch(recs), &slices, 0) {
         Ok(()) => Response::Ok,
         Err(e) => failed(&e),
     }

@@ -226,6 +226,7 @@ fn entry(namespace: &str, tag: &str) -> Entry {
         meta: Default::default(),
         version: 1,
         inline: false,
+        checksum: 0,
     }
 }
 
@@ -333,6 +334,7 @@ fn random_entry(r: &mut Rng) -> Entry {
         meta: random_meta(r),
         version: r.int(),
         inline: r.one_in(2),
+        checksum: r.int(),
     }
 }
 
@@ -345,6 +347,7 @@ fn random_request(r: &mut Rng) -> Request {
                 r.int() as u32
             },
             pid: r.int() as u32,
+            client: r.int(),
         },
         1 => Request::Publish {
             namespace: r.string(),
@@ -636,6 +639,11 @@ fn corpus(r: &mut Rng) -> Vec<Vec<u8>> {
         encode(&Request::Hello {
             version: PROTOCOL_VERSION,
             pid: 4242,
+            client: 7,
+        }),
+        encode(&Request::Call {
+            seq: 1,
+            deadline_ns: 0,
         }),
         encode(&publish_req("tag", SOME_ID)),
         encode(&Request::Ping),
@@ -968,6 +976,7 @@ fn hello() -> Vec<u8> {
     encode(&Request::Hello {
         version: PROTOCOL_VERSION,
         pid: sys::getpid(),
+        client: 1,
     })
 }
 
@@ -1255,8 +1264,12 @@ fn a_wrong_protocol_version_is_refused() {
     let h = Helper::start("version");
     for version in [0, PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1000, u32::MAX] {
         let mut s = h.raw();
-        s.write_all(&encode(&Request::Hello { version, pid: 1 }))
-            .unwrap();
+        s.write_all(&encode(&Request::Hello {
+            version,
+            pid: 1,
+            client: 1,
+        }))
+        .unwrap();
         match read_answer(&mut s) {
             Some(Response::Error { kind, message }) => {
                 assert_eq!(kind, "protocol");
@@ -1312,6 +1325,7 @@ fn pipelined_requests_are_answered_in_order() {
             2 => encode(&Request::Hello {
                 version: PROTOCOL_VERSION,
                 pid: 1,
+                client: 1,
             }),
             _ => encode(&Request::Info),
         });

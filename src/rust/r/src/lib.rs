@@ -221,12 +221,13 @@ fn stage_object(store: &Store, sexp: SEXP, ns: &str, tag: &str) -> Result<Staged
 }
 
 /// After a failed publish of object files: remove them when the helper
-/// said no; when it did not answer, the publish may have taken effect, so
-/// only the helper may decide (if it can not be asked now, its sweep
-/// removes them once this process is gone).
+/// said no, or when the call timed out (the helper never applies a change
+/// after its deadline); when the connection broke, the publish may have
+/// taken effect, so only the helper may decide (if it can not be asked
+/// now, its sweep removes them once this process is gone).
 fn clean_up_after(c: &mut Client, e: &Error, ids: &[String]) {
     for id in ids {
-        if !e.breaks_connection() {
+        if !e.breaks_connection() || matches!(e, Error::Timeout { .. }) {
             let _ = std::fs::remove_file(c.store().object_path(id));
         } else {
             let quick = CallOptions {
