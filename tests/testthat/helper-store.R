@@ -69,3 +69,44 @@ wait_for_state <- function(pid, state) {
     grepl(paste0("^[0-9]+ \\(.*\\) ", state), stat[1L])
   }, what = paste("process", pid, "to reach state", state))
 }
+
+# The pid of the helper serving `dir`, read from its lock file, or NA when no
+# live yaplrd process is named there (a reused pid is never returned).
+helper_pid_from_lock <- function(dir) {
+  txt <- tryCatch(suppressWarnings(readLines(file.path(dir, "yaplrd.lock"), warn = FALSE)),
+                  error = function(e) character())
+  pid <- suppressWarnings(as.integer(txt[1L]))
+  if (length(pid) != 1L || is.na(pid) || !pid_alive(pid)) return(NA_integer_)
+  comm <- tryCatch(suppressWarnings(readLines(sprintf("/proc/%d/comm", pid), warn = FALSE)),
+                   error = function(e) "")
+  if (!identical(comm, "yaplrd")) return(NA_integer_)
+  pid
+}
+
+# The object files of a store (small objects live in the helper's journal
+# and have none) with the state (WRITING = 1, COMMITTED = 2), creator pid and
+# tag of their headers; NA where the header is not written yet.
+object_headers <- function(dir) {
+  files <- list.files(dir, pattern = "^[0-9a-f]{32}\\.yobj$", full.names = TRUE)
+  magic <- charToRaw("YAPLROBJ")
+  none <- list(state = NA_integer_, pid = NA_integer_, tag = NA_character_)
+  one <- function(f) {
+    con <- tryCatch(suppressWarnings(file(f, "rb")), error = function(e) NULL)
+    if (is.null(con)) return(none)
+    on.exit(close(con))
+    h <- readBin(con, "raw", 64L + 1024L)
+    if (length(h) < 64L || !identical(h[1:8], magic)) return(none)
+    int <- function(at) readBin(h[at + 1:4], "integer", size = 4L, endian = "little")
+    n <- int(44L)
+    tag <- if (n >= 1L && n <= 1024L && length(h) >= 64L + n) rawToChar(h[64L + seq_len(n)]) else NA
+    list(state = int(12L), pid = int(20L), tag = tag)
+  }
+  rows <- lapply(files, one)
+  data.frame(
+    file = files,
+    state = vapply(rows, `[[`, integer(1), "state"),
+    pid = vapply(rows, `[[`, integer(1), "pid"),
+    tag = vapply(rows, `[[`, character(1), "tag"),
+    stringsAsFactors = FALSE
+  )
+}

@@ -50,3 +50,87 @@ test_that("sending a compact sequence stores it whole", {
   expect_identical(retrieve_object("seq"), 1:2e6)
   expect_true(object_info("seq")$zero_copy)
 })
+
+test_that("a change that timed out never takes effect later", {
+  local_store()
+  send_object("V0", "t")
+  send_object(1, "kept")
+  pid <- server_info()$pid
+  tools::pskill(pid, tools::SIGSTOP)
+  withr::defer(tools::pskill(pid, tools::SIGCONT))
+  wait_for_state(pid, "T")
+  # The first request reaches the stopped helper's socket; the others wait
+  # for it to accept or answer. All time out.
+  expect_error(send_object("V1", "t", timeout = 1), class = "yaplr_timeout")
+  expect_error(send_object(runif(1e5), "t", timeout = 1), class = "yaplr_timeout")
+  expect_error(remove_object("kept", timeout = 1), class = "yaplr_timeout")
+  expect_error(send_objects(list(t = "V2", u = 1), timeout = 1), class = "yaplr_timeout")
+  tools::pskill(pid, tools::SIGCONT)
+  wait_for_state(pid, "S")
+  # Resumed, the helper finds them past their deadlines and makes none.
+  expect_identical(retrieve_object("t"), "V0")
+  expect_identical(retrieve_object("kept"), 1)
+  expect_false(does_object_exist("u"))
+  expect_identical(server_info()$pid, pid)
+  # The file of the timed-out large send is not left behind.
+  wait_until(function() nrow(object_headers(store_dir())) == 0L,
+             what = "no object file to remain")
+})
+
+test_that("sends applied before a helper crash are never reported as failures", {
+  dir <- local_store()
+  make_sure_server_is_started(quiet = TRUE)
+  ctl <- withr::local_tempdir()
+  n_writers <- 4L
+  writer <- function(dir, w, ctl) {
+    options(yaplr.dir = dir, yaplr.timeout = 10)
+    tags <- sprintf("shared%d", 1:4)
+    writeLines("ready", file.path(ctl, paste0("ready-", w)))
+    deadline <- Sys.time() + 60
+    while (!file.exists(file.path(ctl, "go")) && Sys.time() < deadline) Sys.sleep(0.005)
+    errors <- character()
+    i <- 0L
+    while (!file.exists(file.path(ctl, "stop")) && Sys.time() < deadline) {
+      i <- i + 1L
+      # Small values travel inline, large ones in files.
+      value <- if (i %% 2L == 0L) c(w, i) else c(w, i, numeric(2e4))
+      res <- tryCatch({
+        yaplr::send_object(value, tags[(i + w) %% 4L + 1L])
+        NULL
+      }, yaplr_error = function(e) paste(class(e)[1L], conditionMessage(e)))
+      if (!is.null(res)) errors <- c(errors, res)
+    }
+    list(calls = i, errors = errors)
+  }
+  procs <- lapply(seq_len(n_writers), function(w) {
+    callr::r_bg(writer, list(dir = dir, w = w, ctl = ctl))
+  })
+  withr::defer(for (p in procs) p$kill())
+  wait_until(function() {
+    all(file.exists(file.path(ctl, paste0("ready-", seq_len(n_writers)))))
+  }, timeout = 30, what = "the writers to load yaplr")
+  file.create(file.path(ctl, "go"))
+  kills <- 0L
+  t_run <- Sys.time()
+  while (as.numeric(Sys.time() - t_run, units = "secs") < 6) {
+    Sys.sleep(0.5)
+    pid <- helper_pid_from_lock(dir)
+    if (!is.na(pid)) {
+      tools::pskill(pid, tools::SIGKILL)
+      wait_until(function() !pid_alive(pid), what = "the helper to die")
+      kills <- kills + 1L
+    }
+  }
+  file.create(file.path(ctl, "stop"))
+  for (p in procs) p$wait(30000)
+  results <- lapply(procs, function(p) p$get_result())
+  errors <- unlist(lapply(results, `[[`, "errors"))
+  expect_gte(kills, 5L)
+  for (r in results) expect_gt(r$calls, 20L)
+  # A send that was applied, then superseded by another writer's while its
+  # retry was in flight, has succeeded: no "missing object file" failure.
+  expect(!any(grepl("missing", errors)),
+         paste(c("false failures:", head(errors, 10)), collapse = "\n"))
+  expect(!any(startsWith(errors, "yaplr_server")),
+         paste(c("server errors:", head(errors, 10)), collapse = "\n"))
+})

@@ -550,7 +550,7 @@ fn rebuild(store: &Store) -> Result<HashMap<Key, Obj>> {
 
 /// Rebuild the catalog from the journal, then check it against the files:
 /// links to missing or damaged files are dropped, files nobody links to are
-/// removed once their writer is gone (or a newer value superseded them).
+/// removed once their writer is gone.
 fn replay(st: &mut State, records: Vec<journal::Stored>, damaged: bool) -> Result<()> {
     for s in records {
         let mut at = s.payload_at;
@@ -603,7 +603,12 @@ fn replay(st: &mut State, records: Vec<journal::Stored>, damaged: bool) -> Resul
                         seq: 0,
                     };
                     st.objects.insert((h.namespace, h.tag), obj);
-                } else if !sys::pid_alive(h.creator_pid) || superseded {
+                } else if !sys::pid_alive(h.creator_pid) {
+                    // A live writer's file stays, even when a newer value
+                    // holds its tag: its publish may be on its way (a retry
+                    // after this restart), and it then wins as the later
+                    // change. The writer, or the sweep once it is gone,
+                    // removes it otherwise.
                     log(&format!(
                         "removing unpublished object file {id} (\"{}\")",
                         h.tag

@@ -1868,3 +1868,71 @@ fn a_lookup_without_free_descriptors_keeps_the_tag() {
     );
     assert_eq!(get(&mut c, "x"), b"value");
 }
+
+/// A numbered change is applied at most once, even across a helper crash
+/// (the number is journaled with the change), and never after its deadline.
+#[test]
+fn changes_apply_at_most_once_and_never_after_their_deadline() {
+    let h = Helper::start("once");
+    let greet = |client: u64| {
+        let mut s = h.raw();
+        s.write_all(&encode(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: sys::getpid(),
+            client,
+        }))
+        .unwrap();
+        assert!(matches!(read_answer(&mut s), Some(Response::Hello { .. })));
+        s
+    };
+    let put = |s: &mut UnixStream, seq: u64, deadline_ns: u64, bytes: &[u8]| {
+        let mut frame = encode(&Request::Call { seq, deadline_ns });
+        frame.extend(encode(&Request::PutInline {
+            namespace: D.into(),
+            tag: "t".into(),
+            kind: KIND_R_SERIALIZED,
+            ctime_ns: 1,
+            bytes: bytes.to_vec(),
+            meta: Meta::default(),
+        }));
+        s.write_all(&frame).unwrap();
+        read_answer(s)
+    };
+    let value = || match h.client().lookup(D, "t", &opts(TIMEOUT_MS)).unwrap() {
+        Found::Inline(_, b) => b,
+        Found::File(..) => panic!("an inline object"),
+    };
+    let mut s = greet(77);
+    assert_eq!(put(&mut s, 1, 0, b"first"), Some(Response::Ok));
+    // The same number again (a retry): answered, not applied.
+    assert_eq!(put(&mut s, 1, 0, b"retry"), Some(Response::Ok));
+    assert_eq!(value(), b"first");
+    // Across a crash of the helper: the journal knows the change was made.
+    drop(s);
+    // SAFETY: kill(2) on the helper this test started.
+    unsafe { libc::kill(h.pid as libc::pid_t, libc::SIGKILL) };
+    let died = Instant::now() + Duration::from_secs(10);
+    while sys::pid_alive(h.pid) && Instant::now() < died {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut c = h.client();
+    c.ping(&opts(TIMEOUT_MS)).unwrap();
+    let mut s = greet(77);
+    assert_eq!(put(&mut s, 1, 0, b"retry after crash"), Some(Response::Ok));
+    assert_eq!(value(), b"first");
+    // Another client's first change is its own.
+    let mut other = greet(78);
+    assert_eq!(put(&mut other, 1, 0, b"other"), Some(Response::Ok));
+    assert_eq!(value(), b"other");
+    // A deadline in the past: refused, nothing changed.
+    let past = yaplr_core::protocol::monotonic_ns() - 1;
+    match put(&mut s, 2, past, b"late") {
+        Some(Response::Error { kind, .. }) => assert_eq!(kind, "timeout"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(value(), b"other");
+    // A deadline ahead: applied.
+    let ahead = yaplr_core::protocol::monotonic_ns() + 10_000_000_000;
+    assert_eq!(put(&mut s, 3, ahead, b"in time"), Some(Response::Ok));
+    assert_eq!(value(), b"in time");
+}
