@@ -248,8 +248,7 @@ object_meta <- function(obj, description) {
 #'   object (or one for all).
 #' @return `send_objects()`: `NULL`, invisibly. `retrieve_objects()`: a named
 #'   list of the objects, in the order of `tags`. A missing tag is an error of
-#'   class `yaplr_not_found` (nothing is returned then). At most 253 of the
-#'   objects may be large (file-backed) in one call.
+#'   class `yaplr_not_found` (nothing is returned then).
 #' @export
 #' @examples
 #' old <- options(yaplr.dir = file.path(tempdir(), "yaplr-example"))

@@ -134,3 +134,32 @@ test_that("sends applied before a helper crash are never reported as failures", 
   expect(!any(startsWith(errors, "yaplr_server")),
          paste(c("server errors:", head(errors, 10)), collapse = "\n"))
 })
+
+test_that("an over-long description is a classed error, not a panic", {
+  local_store()
+  err <- expect_error(send_object(1, "x", description = strrep("a", 2e7)),
+                      class = "yaplr_bad_argument")
+  expect_match(conditionMessage(err), "65536 bytes")
+  expect_false(does_object_exist("x"))
+  expect_error(send_objects(list(a = 1, b = 2), description = strrep("b", 1e5)),
+               class = "yaplr_bad_argument")
+  expect_false(does_object_exist("a"))
+  send_object(1, "x", description = strrep("a", 65536))
+  expect_identical(nchar(object_info("x")$description), 65536L)
+})
+
+test_that("large batches work: more than a frame of small objects, more than 253 files", {
+  local_store()
+  small <- lapply(1:400, function(i) c(i, runif(7490)))   # about 60 KB each
+  names(small) <- sprintf("s%03d", 1:400)
+  send_objects(small)
+  expect_identical(retrieve_objects(names(small)), small)
+  big <- lapply(1:300, function(i) rep(as.numeric(i), 9000L))   # 72 KB: a file each
+  names(big) <- sprintf("b%03d", 1:300)
+  send_objects(big)
+  expect_identical(object_info("b300")$storage, "file")
+  expect_identical(sum(list_objects()$size > 65536), 300L)
+  got <- retrieve_objects(c(names(big), names(small)[1:50]), copy = TRUE)
+  expect_identical(got, c(big, small[1:50]))
+  expect_identical(retrieve_objects(names(big)), big)
+})

@@ -560,12 +560,16 @@ impl Client {
         self.call(&Request::PutMany { items }, opts).map(|_| ())
     }
 
-    /// Look up several objects at one consistent moment.
-    pub fn lookup_many(
+    /// Look up several objects at one consistent moment, handing each to
+    /// `f` as it arrives (so that only a frame's worth of descriptors is
+    /// open at once, however many objects there are).
+    pub fn lookup_many<T>(
         &mut self,
         keys: Vec<(String, String)>,
         opts: &CallOptions<'_>,
-    ) -> Result<Vec<Found>> {
+        mut f: impl FnMut(Found) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let n = keys.len();
         let (resp, fds) = self
             .call(&Request::LookupMany { keys: keys.clone() }, opts)
             .map_err(|e| match e {
@@ -580,22 +584,81 @@ impl Client {
                     .unwrap_or(Error::Server { message }),
                 e => e,
             })?;
+        let mut out = Vec::with_capacity(n);
+        let deadline = Instant::now() + opts.timeout;
+        let mut frame = (resp, fds);
+        loop {
+            let result = self.take_chunk(frame, &mut out, &mut f);
+            if let Err(e) = result {
+                // Frames may remain unread: this connection is done.
+                self.connection = None;
+                return Err(e);
+            }
+            if out.len() >= n {
+                return Ok(out);
+            }
+            frame = self.read_more(opts, deadline)?;
+        }
+    }
+
+    /// Hand the items of one FoundMany frame to `f`.
+    fn take_chunk<T>(
+        &mut self,
+        (resp, fds): (Response, Vec<OwnedFd>),
+        out: &mut Vec<T>,
+        f: &mut impl FnMut(Found) -> Result<T>,
+    ) -> Result<()> {
         let Response::FoundMany(items) = resp else {
             return Err(unexpected(resp));
         };
+        if items.is_empty() && out.is_empty() {
+            return Ok(());
+        }
+        if items.is_empty() {
+            return Err(Error::Protocol {
+                message: "the helper sent an empty part of an answer".into(),
+            });
+        }
         let mut fds = fds.into_iter();
-        items
-            .into_iter()
-            .map(|(entry, inline)| match inline {
-                Some(bytes) => Ok(Found::Inline(entry, bytes)),
+        for (entry, inline) in items {
+            let found = match inline {
+                Some(bytes) => Found::Inline(entry, bytes),
                 None => match fds.next() {
-                    Some(fd) => Ok(Found::File(entry, std::fs::File::from(fd))),
-                    None => Err(Error::Protocol {
-                        message: "the helper sent fewer descriptors than objects".into(),
-                    }),
+                    Some(fd) => Found::File(entry, std::fs::File::from(fd)),
+                    None => {
+                        return Err(Error::Protocol {
+                            message: "the helper sent fewer descriptors than objects".into(),
+                        })
+                    }
                 },
-            })
-            .collect()
+            };
+            out.push(f(found)?);
+        }
+        Ok(())
+    }
+
+    /// Read one more frame of a multi-frame answer.
+    fn read_more(
+        &mut self,
+        opts: &CallOptions<'_>,
+        deadline: Instant,
+    ) -> Result<(Response, Vec<OwnedFd>)> {
+        let c = self.connection.as_ref().ok_or_else(|| Error::Protocol {
+            message: "not connected to the helper".into(),
+        })?;
+        let what = format!("the yaplr helper (pid {}) to answer", c.helper_pid);
+        let w = opts.wait(deadline, &what);
+        let r = match c.conn.read_frame(&w) {
+            Ok(Some((payload, fds))) => decode_response(&payload).map(|r| (r, fds)),
+            Ok(None) => Err(Error::Protocol {
+                message: "the yaplr helper closed the connection (it may have exited)".into(),
+            }),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.connection = None;
+        }
+        r
     }
 
     /// Remove object file `id` unless the catalog links to it; Ok(true)

@@ -11,6 +11,11 @@ pub const PROTOCOL_VERSION: u32 = 9;
 pub const INLINE_MAX: usize = 64 << 10;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
+/// The longest description of an object, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
+/// A batch of changes carries at most this many inline payload bytes (the
+/// rest of its objects go to files), so that it fits in one frame.
+pub const BATCH_INLINE_BUDGET: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Request {
@@ -150,6 +155,27 @@ pub struct Meta {
     pub length: u64,
     pub dim: Vec<u64>,
     pub description: Option<String>,
+}
+
+impl Meta {
+    /// Check what a sender may say about an object.
+    pub fn check(&self) -> crate::Result<()> {
+        if let Some(d) = &self.description {
+            if d.len() > MAX_DESCRIPTION_BYTES {
+                return Err(crate::Error::BadArgument(format!(
+                    "`description` must be at most {MAX_DESCRIPTION_BYTES} bytes long, not {} bytes",
+                    d.len()
+                )));
+            }
+        }
+        let class_bytes: usize = self.class.iter().map(|c| c.len()).sum();
+        if class_bytes > MAX_DESCRIPTION_BYTES {
+            return Err(crate::Error::BadArgument(format!(
+                "the object's class attribute is too long to record ({class_bytes} bytes; at most {MAX_DESCRIPTION_BYTES})"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]

@@ -779,11 +779,47 @@ fn handle(stream: UnixStream, shared: Shared) {
             },
         };
         let (resp, files) = dispatch(req, origin, &shared);
-        let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-        if reply(&conn, &resp, &fds).is_err() {
+        let sent = match resp {
+            Response::FoundMany(items) => reply_many(&conn, items, files),
+            resp => {
+                let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+                reply(&conn, &resp, &fds)
+            }
+        };
+        if sent.is_err() {
             return;
         }
     }
+}
+
+/// Send the answer to a LookupMany in as many FoundMany frames as it
+/// takes: each carries at most MAX_PASSED_FDS descriptors (those of its
+/// file-backed items, in order) and about BATCH_INLINE_BUDGET inline bytes.
+/// The client reads frames until it has an item per key.
+fn reply_many(conn: &Conn, items: Vec<(Entry, Option<Vec<u8>>)>, files: Vec<File>) -> Result<()> {
+    let mut files = files.into_iter();
+    let mut chunk = Vec::new();
+    let mut fds: Vec<File> = Vec::new();
+    let mut bytes = 0usize;
+    let n = items.len();
+    for (i, (e, inline)) in items.into_iter().enumerate() {
+        match &inline {
+            Some(b) => bytes += b.len(),
+            None => fds.extend(files.next()),
+        }
+        chunk.push((e, inline));
+        let last = i + 1 == n;
+        if last || fds.len() == sys::MAX_PASSED_FDS || bytes >= protocol::BATCH_INLINE_BUDGET {
+            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            reply(conn, &Response::FoundMany(std::mem::take(&mut chunk)), &raw)?;
+            fds.clear();
+            bytes = 0;
+        }
+    }
+    if n == 0 {
+        reply(conn, &Response::FoundMany(Vec::new()), &[])?;
+    }
+    Ok(())
 }
 
 fn reply(conn: &Conn, resp: &Response, fds: &[i32]) -> Result<()> {
@@ -847,6 +883,11 @@ fn check_key(ns: &str, tag: &str) -> Result<()> {
     object_file::check_namespace(ns)
 }
 
+fn check_item(ns: &str, tag: &str, meta: &Meta) -> Result<()> {
+    check_key(ns, tag)?;
+    meta.check()
+}
+
 fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<File>) {
     let mut st = lock_state(shared);
     if origin.seq != 0 && req.is_change() {
@@ -892,7 +933,7 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
             bytes,
             meta,
         } => {
-            if let Err(e) = check_key(&namespace, &tag) {
+            if let Err(e) = check_item(&namespace, &tag, &meta) {
                 return (failed(&e), Vec::new());
             }
             if bytes.len() > INLINE_MAX {
@@ -1046,13 +1087,9 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
                         Err(e) => return (failed(&e), Vec::new()),
                     },
                     Data::File(id) => {
-                        if files.len() == sys::MAX_PASSED_FDS {
-                            let msg = format!(
-                                "at most {} large (file-backed) objects can be retrieved at once",
-                                sys::MAX_PASSED_FDS
-                            );
-                            return (error_response("bad_argument", &msg), Vec::new());
-                        }
+                        // Every file is opened now, under the catalog lock:
+                        // the answer is one moment, however many frames it
+                        // takes (see reply_many).
                         match st.store.open_object(id) {
                             Ok(f) => files.push(f),
                             Err(e) => return (failed(&e), Vec::new()),
@@ -1108,7 +1145,7 @@ fn publish(
     if !store::is_valid_id(&id) {
         return error_response("protocol", &format!("invalid object id \"{id}\""));
     }
-    if let Err(e) = check_key(&namespace, &tag) {
+    if let Err(e) = check_item(&namespace, &tag, &meta) {
         return failed(&e);
     }
 
@@ -1169,7 +1206,7 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
     let mut added: u64 = 0;
     let mut freed: u64 = 0;
     for item in items {
-        if let Err(e) = check_key(&item.namespace, &item.tag) {
+        if let Err(e) = check_item(&item.namespace, &item.tag, &item.meta) {
             return failed(&e);
         }
         let key = (item.namespace.clone(), item.tag.clone());

@@ -523,7 +523,7 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
         (D.to_string(), "a".to_string()),
         (D.to_string(), "big".to_string()),
     ];
-    let found = c.lookup_many(keys.clone(), &o).unwrap();
+    let found = c.lookup_many(keys.clone(), &o, Ok).unwrap();
     assert!(matches!(&found[0], Found::Inline(_, b) if b == b"new a"));
     match &found[1] {
         Found::File(_, f) => assert_eq!(ObjectMap::open(f).unwrap().payload().len(), 100_000),
@@ -536,13 +536,13 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
     while sys::pid_alive(pid) {
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(c.lookup_many(keys, &o).unwrap().len(), 2);
+    assert_eq!(c.lookup_many(keys, &o, Ok).unwrap().len(), 2);
     let missing = vec![
         (D.to_string(), "a".to_string()),
         (D.to_string(), "nope".to_string()),
     ];
     assert!(matches!(
-        c.lookup_many(missing, &o),
+        c.lookup_many(missing, &o, Ok),
         Err(Error::NotFound { ref tag, .. }) if tag == "nope"
     ));
 }

@@ -15,7 +15,7 @@ use yaplr_core::object_file::{
     check_namespace, check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
     KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
-use yaplr_core::protocol::{Entry, Meta, PutItem, INLINE_MAX};
+use yaplr_core::protocol::{Entry, Meta, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
 
@@ -76,9 +76,66 @@ fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) ->
             }
         }
     }
-    let r = f(&mut c);
-    CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
-    r
+    // No panic may cross into R: it becomes a yaplr_error (and the client,
+    // whose state is then unknown, is dropped: the next call reconnects).
+    match guarded(|| f(&mut c)) {
+        Ok(r) => {
+            CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
+            r
+        }
+        Err(e) => Err(e),
+    }
+}
+
+thread_local! {
+    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Run `f`, turning a panic into an error instead of unwinding into R. The
+/// panic's message is kept for the error, not printed.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let caught = PANIC_MESSAGE.with(|m| {
+                let mut m = m.borrow_mut();
+                if m.is_some() {
+                    return false;
+                }
+                *m = Some(match info.location() {
+                    Some(l) => format!(
+                        "{} at {}:{}",
+                        panic_text(info.payload()),
+                        l.file(),
+                        l.line()
+                    ),
+                    None => panic_text(info.payload()),
+                });
+                true
+            });
+            if !caught {
+                default(info);
+            }
+        }));
+    });
+    PANIC_MESSAGE.with(|m| *m.borrow_mut() = None);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let message = PANIC_MESSAGE.with(|m| m.borrow_mut().take());
+    r.map_err(|payload| Error::Server {
+        message: format!(
+            "internal error in yaplr ({}); nothing was changed by this call, please report it",
+            message.unwrap_or_else(|| panic_text(&*payload))
+        ),
+    })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// getOption("yaplr.capacity"), parsed by the R layer (None: unset).
@@ -193,7 +250,13 @@ enum Staged {
 
 /// Write `sexp` for `tag`: in memory when it is small, else to a committed
 /// object file (which the caller must publish or remove).
-fn stage_object(store: &Store, sexp: SEXP, ns: &str, tag: &str) -> Result<Staged, Error> {
+fn stage_object(
+    store: &Store,
+    sexp: SEXP,
+    ns: &str,
+    tag: &str,
+    inline_ok: bool,
+) -> Result<Staged, Error> {
     let writer = match vector::as_vector(sexp) {
         Some(h) => {
             let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
@@ -202,12 +265,17 @@ fn stage_object(store: &Store, sexp: SEXP, ns: &str, tag: &str) -> Result<Staged
             w
         }
         None => {
+            let payload = if inline_ok {
+                Payload::Inline(Vec::with_capacity(256))
+            } else {
+                Payload::File(ObjectWriter::create(store, ns, tag, KIND_R_SERIALIZED, 0)?)
+            };
             let mut pw = PayloadWriter {
                 store,
                 ns,
                 tag,
                 kind: KIND_R_SERIALIZED,
-                payload: Payload::Inline(Vec::with_capacity(256)),
+                payload,
             };
             serialize::serialize_into(sexp, &mut pw)?;
             match pw.payload {
@@ -249,7 +317,8 @@ fn store_object(
     opts: &CallOptions<'_>,
 ) -> Result<(), Error> {
     let store = c.store().clone();
-    let id = match stage_object(&store, sexp, ns, tag)? {
+    meta.check()?;
+    let id = match stage_object(&store, sexp, ns, tag, true)? {
         Staged::Inline(bytes) => {
             return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
         }
@@ -337,9 +406,22 @@ fn send_objects_(
                 let store = c.store().clone();
                 let mut items = Vec::with_capacity(tags.len());
                 let mut ids: Vec<String> = Vec::new();
+                // Small objects travel in the batch's one message until it
+                // holds BATCH_INLINE_BUDGET bytes; the others go to files.
+                let mut inline_bytes = 0usize;
                 for (i, ((_, obj), tag)) in objs.iter().zip(&tags).enumerate() {
+                    let inline_ok = inline_bytes + INLINE_MAX <= BATCH_INLINE_BUDGET;
+                    let meta = metas
+                        .elt(i)
+                        .ok()
+                        .and_then(|m| m.as_list())
+                        .map(|m| parse_meta(&m))
+                        .unwrap_or_default();
                     // SAFETY: the list (and so its elements) is protected by extendr.
-                    let staged = match stage_object(&store, unsafe { obj.get() }, ns, tag) {
+                    let staged = meta.check().and_then(|_| {
+                        stage_object(&store, unsafe { obj.get() }, ns, tag, inline_ok)
+                    });
+                    let staged = match staged {
                         Ok(s) => s,
                         Err(e) => {
                             for id in &ids {
@@ -348,14 +430,11 @@ fn send_objects_(
                             return Err(e);
                         }
                     };
-                    let meta = metas
-                        .elt(i)
-                        .ok()
-                        .and_then(|m| m.as_list())
-                        .map(|m| parse_meta(&m))
-                        .unwrap_or_default();
                     let (inline, id, kind) = match staged {
-                        Staged::Inline(b) => (Some(b), None, KIND_R_SERIALIZED),
+                        Staged::Inline(b) => {
+                            inline_bytes += b.len();
+                            (Some(b), None, KIND_R_SERIALIZED)
+                        }
                         Staged::File(id, kind) => {
                             ids.push(id.clone());
                             (None, Some(id), kind)
@@ -399,18 +478,21 @@ fn retrieve_objects_(
         .try_for_each(|t| check_key(ns, t))
         .and_then(|_| {
             with_client(dir, |c| {
-                let found = c.lookup_many(keys, &ctx.opts())?;
-                let mut values = Vec::with_capacity(found.len());
-                for (f, tag) in found.into_iter().zip(&tags) {
-                    match decode_found(f, tag, copy) {
-                        Ok(v) => values.push(v),
-                        Err(e) => {
-                            release_all(values);
-                            return Err(e);
-                        }
+                // Decoded as they arrive: only a frame's worth of object
+                // files is open at once, however many there are.
+                let mut values = Vec::with_capacity(tags.len());
+                let r = c.lookup_many(keys, &ctx.opts(), |found| {
+                    let tag = tags.get(values.len()).map_or("", |t| t.as_str());
+                    values.push(decode_found(found, tag, copy)?);
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => Ok(values),
+                    Err(e) => {
+                        release_all(values);
+                        Err(e)
                     }
                 }
-                Ok(values)
             })
         });
     match r {
