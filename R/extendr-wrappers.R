@@ -65,3 +65,8 @@ resize_store_ <- function(bytes, dir, exe, timeout, autostart) .Call(wrap__resiz
 object_info_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__object_info_, tag, ns, dir, exe, timeout, autostart)
 
 
+
+#' Check every object of `ns` (empty: every namespace) against its
+#' checksum; returns one row per object.
+#' @noRd
+verify_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__verify_objects_, ns, dir, exe, timeout, autostart)

@@ -38,10 +38,7 @@ const MAX_BODY: usize = 64 << 20;
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
 
-/// The checksum of payloads and record bodies.
-pub fn checksum(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
-}
+pub use crate::object_file::checksum;
 
 /// What the sender said about an object, as the journal keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]

@@ -14,5 +14,6 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod sys;
+pub mod verify;
 
 pub use error::{Error, Result};

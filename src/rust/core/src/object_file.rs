@@ -7,20 +7,23 @@
 //!   0  magic  b"YAPLROBJ"          8  format version u32   12 state u32
 //!   16 payload kind u32            20 creator pid u32      24 payload length u64
 //!   32 ctime (ns since epoch) i64  40 payload offset u32   44 tag length u32
-//!   48 namespace length u32        52 reserved [u8; 12]
+//!   48 namespace length u32        52 payload xxh3 u64 (format 3; 0: none)
+//!   60 reserved [u8; 4]
 //!   64 tag bytes [u8; MAX_TAG_BYTES]
 //!   1088 namespace bytes [u8; MAX_NAMESPACE_BYTES]
 //!   2040 FNV-1a 64 checksum of bytes 0..2040
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Dir, How, Store};
 use crate::sys;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 pub const MAGIC: &[u8; 8] = b"YAPLROBJ";
-pub const FORMAT_VERSION: u32 = 2;
+/// The format this version writes; format 2 (no payload checksum) is read.
+pub const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION_2: u32 = 2;
 pub const MAX_TAG_BYTES: usize = 1024;
 pub const MAX_NAMESPACE_BYTES: usize = 256;
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -105,6 +108,27 @@ pub struct Header {
     pub ctime_ns: i64,
     pub namespace: String,
     pub tag: String,
+    /// xxh3 of the payload (0: not recorded, a file of format 2).
+    pub checksum: u64,
+}
+
+/// The checksum of payloads (xxh3, 64 bits), at memory speed.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Check a payload against the checksum recorded when it was written (0:
+/// none was recorded).
+pub fn verify(bytes: &[u8], sum: u64, tag: &str) -> Result<()> {
+    if sum != 0 && checksum(bytes) != sum {
+        return Err(Error::Corrupt {
+            message: format!(
+                "the stored object \"{tag}\" could not be read back: its data is damaged \
+                 (its checksum does not match what was written)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -161,6 +185,7 @@ impl Header {
         b[24..32].copy_from_slice(&self.payload_len.to_le_bytes());
         b[32..40].copy_from_slice(&self.ctime_ns.to_le_bytes());
         b[40..44].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        b[52..60].copy_from_slice(&self.checksum.to_le_bytes());
         let tag = self.tag.as_bytes();
         let n = tag.len().min(MAX_TAG_BYTES);
         b[44..48].copy_from_slice(&(n as u32).to_le_bytes());
@@ -186,8 +211,9 @@ impl Header {
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        if u32_at(8) != FORMAT_VERSION {
-            return Err(corrupt(&format!("unknown format version {}", u32_at(8))));
+        let version = u32_at(8);
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_2 {
+            return Err(corrupt(&format!("unknown format version {version}")));
         }
         if u64_at(CHECKSUM_AT) != fnv1a64(&b[..CHECKSUM_AT]) {
             return Err(corrupt("header checksum mismatch"));
@@ -217,6 +243,11 @@ impl Header {
             ctime_ns: u64_at(32) as i64,
             namespace,
             tag,
+            checksum: if version == FORMAT_VERSION_2 {
+                0
+            } else {
+                u64_at(52)
+            },
         })
     }
 
@@ -247,12 +278,18 @@ impl PayloadSink for ObjectWriter {
 /// the file is unlinked, so no error path leaves a partial object behind.
 pub struct ObjectWriter {
     file: File,
+    dir: Dir,
     path: PathBuf,
     id: String,
     header: Header,
     written: u64,
     reserved: u64,
     buf: Vec<u8>,
+    /// The payload's checksum, computed as it is written.
+    hasher: xxhash_rust::xxh3::Xxh3,
+    /// Whether the file has a name yet: it is created unnamed where the
+    /// filesystem allows, and named only once committed.
+    named: bool,
     committed: bool,
     /// Sync to the device on commit (stores on a disk).
     durable: bool,
@@ -272,22 +309,33 @@ impl ObjectWriter {
         check_namespace(namespace)?;
         let id = crate::store::new_id();
         let path = store.object_path(&id);
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-        };
-        let file = match open() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let dir = match Dir::open(store.dir()) {
+            Err(e) if e.is_not_found() => {
                 store.prepare()?;
-                open()
+                Dir::open(store.dir())?
             }
-            r => r,
-        }
-        .map_err(|e| create_error(store, tag, e))?;
+            r => r?,
+        };
+        // Unnamed until committed: a writer killed at any moment leaves no
+        // file behind. Where the filesystem can not, a named file whose
+        // header names its writer (the helper removes it once that dies).
+        let (file, named) = match dir.create_unnamed() {
+            Ok(f) => (f, false),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                ) =>
+            {
+                let name = format!("{id}{}", crate::store::OBJECT_SUFFIX);
+                match dir.open_file(&name, How::CreateNew) {
+                    Ok(f) => (f, true),
+                    Err(Error::Io { source, .. }) => return Err(create_error(store, tag, source)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(create_error(store, tag, e)),
+        };
         let header = Header {
             state: STATE_WRITING,
             kind,
@@ -296,15 +344,19 @@ impl ObjectWriter {
             ctime_ns: now_ns(),
             namespace: namespace.to_string(),
             tag: tag.to_string(),
+            checksum: 0,
         };
         let mut w = ObjectWriter {
             file,
+            dir,
             path,
             id,
             header,
             written: 0,
             reserved: 0,
             buf: Vec::with_capacity(64 << 10),
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            named,
             committed: false,
             durable: !store.is_volatile(),
         };
@@ -388,6 +440,7 @@ impl ObjectWriter {
 
     /// Append payload bytes.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
         if self.buf.len() + bytes.len() <= self.buf.capacity() {
             self.buf.extend_from_slice(bytes);
             return Ok(());
@@ -434,6 +487,7 @@ impl ObjectWriter {
         }
         self.header.payload_len = self.written;
         self.header.state = STATE_COMMITTED;
+        self.header.checksum = self.hasher.digest();
         let sync = |f: &File| {
             f.sync_data()
                 .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
@@ -448,6 +502,18 @@ impl ObjectWriter {
         if self.durable {
             sync(&self.file)?;
         }
+        if !self.named {
+            let name = format!("{}{}", self.id, crate::store::OBJECT_SUFFIX);
+            self.dir
+                .link_unnamed(&self.file, &name)
+                .map_err(|e| Error::io(format!("naming {}", self.path.display()), e))?;
+            self.named = true;
+            if self.durable {
+                self.dir
+                    .sync()
+                    .map_err(|e| Error::io(format!("syncing {}", self.dir.path().display()), e))?;
+            }
+        }
         self.committed = true;
         Ok((self.id.clone(), self.header.clone()))
     }
@@ -455,8 +521,10 @@ impl ObjectWriter {
 
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
+        // An unnamed file vanishes with its descriptor.
+        if !self.committed && self.named {
+            let name = format!("{}{}", self.id, crate::store::OBJECT_SUFFIX);
+            let _ = self.dir.unlink(&name);
         }
     }
 }
@@ -662,6 +730,7 @@ mod tests {
             ctime_ns: 1_700_000_000_000_000_000,
             namespace: "ns \u{e9}".into(),
             tag: "caf\u{e9} / ../x".into(),
+            checksum: 0x0123_4567_89ab_cdef,
         };
         let b = h.encode();
         assert_eq!(Header::decode(&b).unwrap(), h);
@@ -739,6 +808,23 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_names_its_file_only_when_committed_with_its_checksum() {
+        let s = temp_store("unnamed");
+        let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 1 << 20).unwrap();
+        w.write(&[5u8; 100_000]).unwrap();
+        assert!(s.object_ids().unwrap().is_empty(), "no name before commit");
+        w.write(b"end").unwrap();
+        let (id, h) = w.commit().unwrap();
+        assert_eq!(s.object_ids().unwrap(), vec![id.clone()]);
+        let mut whole = vec![5u8; 100_000];
+        whole.extend_from_slice(b"end");
+        assert_eq!(h.checksum, xxhash_rust::xxh3::xxh3_64(&whole));
+        let f = File::open(s.object_path(&id)).unwrap();
+        assert_eq!(read_header(&f).unwrap().checksum, h.checksum);
+        std::fs::remove_dir_all(s.dir()).unwrap();
+    }
+
+    #[test]
     fn dropped_writer_leaves_no_file() {
         let s = temp_store("drop");
         {
@@ -752,16 +838,25 @@ mod tests {
     #[test]
     fn uncommitted_and_truncated_files_are_refused() {
         let s = temp_store("trunc");
-        let w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 10).unwrap();
-        let path = s.object_path(w.id());
+        let path = s.object_path(&crate::store::new_id());
+        let h = Header {
+            state: STATE_WRITING,
+            kind: KIND_R_SERIALIZED,
+            creator_pid: sys::getpid(),
+            payload_len: 0,
+            ctime_ns: 1,
+            namespace: "default".into(),
+            tag: "t".into(),
+            checksum: 0,
+        };
+        std::fs::write(&path, h.encode()).unwrap();
         let f = File::open(&path).unwrap();
         assert_eq!(ObjectMap::open(&f).err().unwrap().kind(), "corrupt");
-        std::mem::forget(w);
         std::fs::remove_file(&path).unwrap();
         let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_SERIALIZED, 0).unwrap();
         w.write(&[1u8; 5000]).unwrap();
         let (id, _) = w.commit().unwrap();
-        let f = OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .read(true)
             .open(s.object_path(&id))

@@ -483,6 +483,73 @@ impl Dir {
         Ok(file)
     }
 
+    /// A new file in this directory that has no name yet (O_TMPFILE, mode
+    /// 0600): if its writer dies before `link_unnamed`, nothing is left.
+    /// Fails with EOPNOTSUPP (or EISDIR, EINVAL) where the filesystem can
+    /// not do this.
+    pub fn create_unnamed(&self) -> std::io::Result<File> {
+        // SAFETY: "." is a valid C string; the mode is the varargs int.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a descriptor we just opened and own.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Give a file made by `create_unnamed` the name `name` (which must not
+    /// exist).
+    pub fn link_unnamed(&self, file: &File, name: &str) -> std::io::Result<()> {
+        let target = cstring(name.as_bytes())?;
+        let proc_path = cstring(format!("/proc/self/fd/{}", file.as_raw_fd()).as_bytes())?;
+        // SAFETY: valid C strings; linkat through /proc needs no privilege.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                self.fd.as_raw_fd(),
+                target.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let first = std::io::Error::last_os_error();
+        // Without /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH).
+        // SAFETY: as above; "" with AT_EMPTY_PATH names the fd itself.
+        let r = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                self.fd.as_raw_fd(),
+                target.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(first)
+        }
+    }
+
+    /// Make the directory's entries durable (after a link or rename).
+    pub fn sync(&self) -> std::io::Result<()> {
+        // SAFETY: fsync on our descriptor.
+        if unsafe { libc::fsync(self.fd.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Remove an entry (a link is removed, never followed).
     pub fn unlink(&self, name: &str) -> std::io::Result<()> {
         let c = cstring(name.as_bytes())?;

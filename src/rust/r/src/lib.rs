@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{
-    check_namespace, check_tag, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
+    check_namespace, check_tag, verify, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
     KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
 use yaplr_core::protocol::{Entry, Meta, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
@@ -211,7 +211,7 @@ fn default_store_dir_() -> String {
 /// either way.
 enum Payload {
     Inline(Vec<u8>),
-    File(ObjectWriter),
+    File(Box<ObjectWriter>),
 }
 
 struct PayloadWriter<'a> {
@@ -234,7 +234,7 @@ impl PayloadSink for PayloadWriter<'_> {
                 let mut w = ObjectWriter::create(self.store, self.ns, self.tag, self.kind, 0)?;
                 w.write(buf)?;
                 w.write(bytes)?;
-                self.payload = Payload::File(w);
+                self.payload = Payload::File(Box::new(w));
                 Ok(())
             }
         }
@@ -268,7 +268,13 @@ fn stage_object(
             let payload = if inline_ok {
                 Payload::Inline(Vec::with_capacity(256))
             } else {
-                Payload::File(ObjectWriter::create(store, ns, tag, KIND_R_SERIALIZED, 0)?)
+                Payload::File(Box::new(ObjectWriter::create(
+                    store,
+                    ns,
+                    tag,
+                    KIND_R_SERIALIZED,
+                    0,
+                )?))
             };
             let mut pw = PayloadWriter {
                 store,
@@ -280,7 +286,7 @@ fn stage_object(
             serialize::serialize_into(sexp, &mut pw)?;
             match pw.payload {
                 Payload::Inline(bytes) => return Ok(Staged::Inline(bytes)),
-                Payload::File(w) => w,
+                Payload::File(w) => *w,
             }
         }
     };
@@ -334,7 +340,10 @@ fn store_object(
 /// Decode one looked-up object into a preserved SEXP.
 fn decode_found(found: Found, tag: &str, copy: bool) -> Result<SEXP, Error> {
     match found {
-        Found::Inline(_, bytes) => serialize::unserialize_from(&bytes, tag),
+        Found::Inline(entry, bytes) => {
+            verify(&bytes, entry.checksum, tag).map_err(advise_resend)?;
+            serialize::unserialize_from(&bytes, tag)
+        }
         Found::File(_, file) => {
             let map = if copy {
                 ObjectMap::open(&file)
@@ -342,6 +351,11 @@ fn decode_found(found: Found, tag: &str, copy: bool) -> Result<SEXP, Error> {
                 ObjectMap::open_for_view(&file)
             }
             .map_err(|e| damaged(e, tag))?;
+            // Every retrieve that copies checks the payload; a zero-copy
+            // view is not read here, so it is not checked.
+            if copy || map.header.kind != KIND_R_VECTOR {
+                verify(map.payload(), map.header.checksum, tag).map_err(advise_resend)?;
+            }
             match map.header.kind {
                 KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
                 KIND_R_VECTOR => vector::read_vector(map, tag, copy),
@@ -753,6 +767,58 @@ fn load_objects_(
     done(r, None, dir)
 }
 
+/// Check every object of `ns` (empty: every namespace) against its
+/// checksum; returns one row per object.
+/// @noRd
+#[extendr]
+fn verify_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
+    let ctx = Ctx::new(exe, timeout, autostart);
+    let which = if ns.is_empty() { None } else { Some(ns) };
+    let r = with_client(dir, |c| {
+        yaplr_core::verify::verify_store(c, which, &ctx.opts())
+    })
+    .map(|checked| {
+        List::from_names_and_values(
+            ["namespace", "tag", "size", "ok", "checked", "problem"],
+            [
+                Robj::from(
+                    checked
+                        .iter()
+                        .map(|c| c.entry.namespace.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                Robj::from(
+                    checked
+                        .iter()
+                        .map(|c| c.entry.tag.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                Robj::from(
+                    checked
+                        .iter()
+                        .map(|c| c.entry.size as f64)
+                        .collect::<Vec<_>>(),
+                ),
+                Robj::from(
+                    checked
+                        .iter()
+                        .map(|c| c.problem.is_none())
+                        .collect::<Vec<_>>(),
+                ),
+                Robj::from(checked.iter().map(|c| c.recorded).collect::<Vec<_>>()),
+                Robj::from(
+                    checked
+                        .iter()
+                        .map(|c| c.problem.clone().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                ),
+            ],
+        )
+        .expect("names and values match")
+    });
+    done(r, None, dir)
+}
+
 /// @noRd
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
@@ -798,6 +864,16 @@ fn parse_meta(l: &List) -> Meta {
 }
 
 /// A damaged object file, explained with its tag and what to do.
+/// A payload that fails its checksum: say what to do.
+fn advise_resend(e: Error) -> Error {
+    match e {
+        Error::Corrupt { message } => Error::Corrupt {
+            message: format!("{message}; remove it with remove_object() and send it again"),
+        },
+        e => e,
+    }
+}
+
 fn damaged(e: Error, tag: &str) -> Error {
     match e {
         Error::Corrupt { message } => Error::Corrupt {
@@ -913,6 +989,7 @@ extendr_module! {
     fn quit_server_;
     fn is_server_running_;
     fn remove_objects_;
+    fn verify_objects_;
     fn save_objects_;
     fn load_objects_;
     fn send_objects_;
