@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
 use crate::protocol::Entry;
 use crate::store::Store;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -65,6 +66,42 @@ pub fn utc_time(ns: i64) -> String {
     )
 }
 
+/// Characters that would move the cursor, drive the terminal or reorder
+/// the line: C0 and C1 controls, DEL, line and paragraph separators, and
+/// the bidirectional marks, embeddings, overrides and isolates.
+fn is_unsafe_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` as it may be shown on a terminal: the characters above escaped
+/// (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), everything else, printable UTF-8
+/// included, as it is. A tag then can not break a table or colour it.
+pub fn terminal_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii() && is_unsafe_on_terminal(c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if is_unsafe_on_terminal(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -75,7 +112,9 @@ pub fn json_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            // Controls JSON requires escaped, and the ones a terminal would
+            // act on when the JSON is shown there (all in the BMP).
+            c if (c as u32) < 0x20 || is_unsafe_on_terminal(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -102,6 +141,9 @@ fn entry_json(e: &Entry, storage: Option<&str>) -> String {
         json_string(&utc_time(e.ctime_ns)),
         json_string(kind_name(e.kind))
     );
+    if let Some(d) = &e.meta.description {
+        let _ = write!(s, ",\"description\":{}", json_string(d));
+    }
     if let Some(st) = storage {
         let _ = write!(s, ",\"storage\":{}", json_string(st));
     }
@@ -142,7 +184,7 @@ impl Cli<'_> {
     /// Run one command; returns what to print on standard output.
     pub fn run(&self, cmd: &str, arg: Option<&str>) -> Result<String> {
         let mut c = self.client();
-        let dir = self.dir.display().to_string();
+        let dir = terminal_text(&self.dir.display().to_string()).into_owned();
         match (cmd, arg) {
             ("status", None) => {
                 if !c.is_running()? {
@@ -166,9 +208,9 @@ impl Cli<'_> {
                 } else {
                     format!(
                         "yaplrd {} (pid {}) serves {}\n  objects: {} ({})\n  started: {}\n",
-                        i.version,
+                        terminal_text(&i.version),
                         i.pid,
-                        i.dir,
+                        terminal_text(&i.dir),
                         i.objects,
                         human_size(i.bytes),
                         utc_time(i.started_ns)
@@ -185,21 +227,31 @@ impl Cli<'_> {
                 if entries.is_empty() {
                     return Ok(format!("no objects in {dir}\n"));
                 }
-                let width = |f: &dyn Fn(&Entry) -> usize, min: usize| {
-                    entries.iter().map(f).max().unwrap_or(min).clamp(min, 40)
+                let rows: Vec<(Cow<str>, Cow<str>, &Entry)> = entries
+                    .iter()
+                    .map(|e| (terminal_text(&e.namespace), terminal_text(&e.tag), e))
+                    .collect();
+                // In characters, as shown: escapes included. Longer texts
+                // than 40 push the rest of their row.
+                let width = |texts: &mut dyn Iterator<Item = &Cow<str>>, min: usize| {
+                    texts
+                        .map(|t| t.chars().count())
+                        .max()
+                        .unwrap_or(min)
+                        .clamp(min, 40)
                 };
-                let nw = width(&|e| e.namespace.chars().count(), 9);
-                let tw = width(&|e| e.tag.chars().count(), 3);
+                let nw = width(&mut rows.iter().map(|r| &r.0), 9);
+                let tw = width(&mut rows.iter().map(|r| &r.1), 3);
                 let mut out = format!(
                     "{:<nw$}  {:<tw$}  {:>9}  {:<23}  KIND\n",
                     "NAMESPACE", "TAG", "SIZE", "SENT"
                 );
-                for e in &entries {
+                for (ns, tag, e) in &rows {
                     let _ = writeln!(
                         out,
                         "{:<nw$}  {:<tw$}  {:>9}  {:<23}  {}",
-                        e.namespace,
-                        e.tag,
+                        ns,
+                        tag,
                         human_size(e.size),
                         utc_time(e.ctime_ns),
                         kind_name(e.kind)
@@ -213,21 +265,24 @@ impl Cli<'_> {
                     Found::File(e, _) => (e, "own file"),
                     Found::Inline(e, _) => (e, "inline in the journal"),
                 };
-                Ok(if self.json {
-                    format!("{}\n", entry_json(&entry, Some(storage)))
-                } else {
-                    format!(
-                        "namespace: {}\ntag:       {}\nsize:      {} ({} bytes)\nsent:      {}\nkind:      {}\n\
-                         storage:   {}\nstore:     {dir}\n",
-                        entry.namespace,
-                        entry.tag,
-                        human_size(entry.size),
-                        entry.size,
-                        utc_time(entry.ctime_ns),
-                        kind_name(entry.kind),
-                        storage
-                    )
-                })
+                if self.json {
+                    return Ok(format!("{}\n", entry_json(&entry, Some(storage))));
+                }
+                let mut out = format!(
+                    "namespace:   {}\ntag:         {}\nsize:        {} ({} bytes)\nsent:        {}\n\
+                     kind:        {}\n",
+                    terminal_text(&entry.namespace),
+                    terminal_text(&entry.tag),
+                    human_size(entry.size),
+                    entry.size,
+                    utc_time(entry.ctime_ns),
+                    kind_name(entry.kind),
+                );
+                if let Some(d) = &entry.meta.description {
+                    let _ = writeln!(out, "description: {}", terminal_text(d));
+                }
+                let _ = write!(out, "storage:     {storage}\nstore:       {dir}\n");
+                Ok(out)
             }
             ("rm", Some(tag)) => {
                 self.connect(&mut c)?;
@@ -235,7 +290,7 @@ impl Cli<'_> {
                 Ok(if self.json {
                     format!("{{\"removed\":{}}}\n", json_string(tag))
                 } else {
-                    format!("removed \"{tag}\" from {dir}\n")
+                    format!("removed \"{}\" from {dir}\n", terminal_text(tag))
                 })
             }
             ("stop", None) => {
@@ -283,5 +338,21 @@ mod tests {
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
         assert_eq!(json_string("\u{e9}"), "\"\u{e9}\"");
+        assert_eq!(
+            json_string("\u{7f}\u{9b}\u{202e}\u{2028}"),
+            "\"\\u007f\\u009b\\u202e\\u2028\""
+        );
+    }
+
+    #[test]
+    fn terminal_text_escapes_controls_only() {
+        assert!(matches!(
+            terminal_text("caf\u{e9} \u{65e5} a\\b"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            terminal_text("a\n\r\t\u{1b}[31m\u{7f}\u{85}\u{202e}\u{2066}z\u{200d}"),
+            "a\\n\\r\\t\\x1b[31m\\x7f\\u{85}\\u{202e}\\u{2066}z\u{200d}"
+        );
     }
 }

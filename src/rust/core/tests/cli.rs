@@ -1,114 +1,303 @@
 //! The yaplrd command line, run as a user would.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use yaplr_core::client::{CallOptions, Client};
+use yaplr_core::protocol::Meta;
+use yaplr_core::store::Store;
+use yaplr_core::sys;
 
 const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+/// No yaplrd run by these tests may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_yaplrd"))
+}
+
+/// Run yaplrd with `args` and `--dir dir`; (exit status, stdout, stderr).
+/// A run that outlives RUN_LIMIT is killed and fails the test.
 fn yaplrd(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_yaplrd"))
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
+    let mut cmd = Command::new(exe());
+    cmd.args(args).arg("--dir").arg(dir);
+    run(cmd)
+}
+
+/// Output goes to files, not pipes: a helper started with --daemon keeps
+/// its launcher's descriptors, and a pipe would never see end-of-file.
+fn run(mut cmd: Command) -> (i32, String, String) {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let files =
+        OutputFiles(["out", "err"].map(|s| {
+            std::env::temp_dir().join(format!("yaplr-cli-{}-{n}.{s}", std::process::id()))
+        }));
+    let [out, err] = files.0.clone().map(|p| File::create(p).unwrap());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let [out, err] = files
+        .0
+        .clone()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned());
+    (status.code().unwrap_or(-1), out, err)
 }
 
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("yaplr-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+struct OutputFiles([PathBuf; 2]);
 
-/// Stops the store's helper and removes it even when an assertion fails.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
+impl Drop for OutputFiles {
     fn drop(&mut self) {
-        let _ = yaplrd(&self.0, &["stop"]);
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn opts(autostart: bool) -> CallOptions<'static> {
+    CallOptions {
+        timeout: Duration::from_secs(10),
+        autostart,
+        helper_exe: Some(exe()),
+        interrupted: &|| false,
+    }
+}
+
+/// Whether `pid` is a live yaplrd (not a recycled pid of something else).
+fn is_yaplrd(pid: u32) -> bool {
+    sys::pid_alive(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "yaplrd")
+}
+
+/// The yaplrd processes (helpers or launchers) whose command line names `dir`.
+fn yaplrd_pids(dir: &Path) -> Vec<u32> {
+    let dir = dir.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if is_yaplrd(pid) && cmdline.split(|&b| b == 0).any(|a| a == dir) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A store directory of one test. Dropping it ends every yaplrd that serves
+/// it (waking a stopped one first) and removes the directory, even when an
+/// assertion failed; tests check with `assert_clean` that nothing was left.
+struct TempStore(PathBuf);
+
+impl TempStore {
+    fn new(name: &str) -> TempStore {
+        let d = std::env::temp_dir().join(format!("yaplr-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        TempStore(d)
+    }
+    fn dir(&self) -> &Path {
+        &self.0
+    }
+    fn client(&self) -> Client {
+        Client::new(Store::new(&self.0))
+    }
+    /// Start a helper as the R package does; returns its pid.
+    fn start_helper(&self) -> u32 {
+        let (code, _, err) = yaplrd(self.dir(), &["serve", "--daemon"]);
+        assert_eq!(code, 0, "{err}");
+        self.helper_pid().expect("a helper serves the store")
+    }
+    fn helper_pid(&self) -> Option<u32> {
+        Store::new(&self.0)
+            .helper_pid_from_lock()
+            .filter(|&p| is_yaplrd(p))
+    }
+    fn kill_all(&self) {
+        for pid in yaplrd_pids(&self.0).into_iter().chain(self.helper_pid()) {
+            // SAFETY: plain kill(2) on a yaplrd of this test's store.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGCONT);
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !yaplrd_pids(&self.0).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    fn assert_clean(&self) {
+        assert_eq!(yaplrd_pids(&self.0), Vec::<u32>::new(), "helpers left");
+        assert!(!self.0.exists(), "{} left behind", self.0.display());
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        self.kill_all();
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
+fn put(c: &mut Client, ns: &str, tag: &str, len: usize, description: Option<&str>) {
+    let meta = Meta {
+        description: description.map(String::from),
+        ..Default::default()
+    };
+    c.put_inline(ns, tag, 1, vec![7; len], meta, &opts(false))
+        .unwrap();
+}
+
 #[test]
 fn status_list_info_rm_stop() {
-    let dir = temp_dir();
-    let _cleanup = Cleanup(dir.clone());
-    let (code, out, _) = yaplrd(&dir, &["status"]);
+    let store = TempStore::new("basic");
+    let dir = store.dir();
+    let (code, out, _) = yaplrd(dir, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("no yaplr helper is running"), "{out}");
-    let (code, _, err) = yaplrd(&dir, &["list"]);
+    let (code, _, err) = yaplrd(dir, &["list"]);
     assert_eq!(code, 1);
     assert!(err.contains("no yaplr store"), "{err}");
 
     // Store two objects through the client library, as R would.
-    use yaplr_core::client::{CallOptions, Client};
-    let exe = Path::new(env!("CARGO_BIN_EXE_yaplrd"));
-    let no = || false;
-    let opts = CallOptions {
-        timeout: std::time::Duration::from_secs(10),
-        autostart: true,
-        helper_exe: Some(exe),
-        interrupted: &no,
-    };
-    let mut c = Client::new(yaplr_core::store::Store::new(&dir));
+    let mut c = store.client();
     c.put_inline(
         D,
         "small \"one\"",
         1,
         vec![1, 2, 3],
         Default::default(),
-        &opts,
+        &opts(true),
     )
     .unwrap();
-    c.put_inline(D, "two", 1, vec![0; 1500], Default::default(), &opts)
-        .unwrap();
+    put(&mut c, D, "two", 1500, None);
 
-    let (code, out, _) = yaplrd(&dir, &["status"]);
+    let (code, out, _) = yaplrd(dir, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("objects: 2 (1.5 kB)"), "{out}");
-    let (_, out, _) = yaplrd(&dir, &["list"]);
+    let (_, out, _) = yaplrd(dir, &["list"]);
     assert!(out.starts_with("NAMESPACE"), "{out}");
     assert!(
         out.contains("small \"one\"") && out.contains("two"),
         "{out}"
     );
-    let (_, out, _) = yaplrd(&dir, &["list", "--json"]);
+    let (_, out, _) = yaplrd(dir, &["list", "--json"]);
     assert!(
         out.starts_with("[{\"namespace\":\"default\",\"tag\":\"small \\\"one\\\"\""),
         "{out}"
     );
-    let (_, out, _) = yaplrd(&dir, &["info", "two"]);
-    assert!(out.contains("size:      1.5 kB (1500 bytes)"), "{out}");
+    let (_, out, _) = yaplrd(dir, &["info", "two"]);
+    assert!(
+        out.contains("\nsize:        1.5 kB (1500 bytes)\n"),
+        "{out}"
+    );
     assert!(out.contains("inline"), "{out}");
-    let (code, _, err) = yaplrd(&dir, &["info", "nope"]);
+    let (code, _, err) = yaplrd(dir, &["info", "nope"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("no object is stored under tag \"nope\""),
         "{err}"
     );
     // Namespaces: list one or all; info and rm use "default" unless told.
-    c.put_inline("other", "two", 1, vec![7; 10], Default::default(), &opts)
-        .unwrap();
-    let (_, out, _) = yaplrd(&dir, &["list", "--namespace", "other"]);
+    put(&mut c, "other", "two", 10, None);
+    let (_, out, _) = yaplrd(dir, &["list", "--namespace", "other"]);
     assert_eq!(out.lines().count(), 2, "{out}");
-    let (_, out, _) = yaplrd(&dir, &["info", "two", "--namespace", "other"]);
+    let (_, out, _) = yaplrd(dir, &["info", "two", "--namespace", "other"]);
     assert!(out.contains("10 B"), "{out}");
-    let (_, out, _) = yaplrd(&dir, &["list"]);
+    let (_, out, _) = yaplrd(dir, &["list"]);
     assert_eq!(out.lines().count(), 4, "{out}");
-    let (code, out, _) = yaplrd(&dir, &["rm", "two"]);
+    let (code, out, _) = yaplrd(dir, &["rm", "two"]);
     assert_eq!(code, 0);
     assert!(out.contains("removed \"two\""), "{out}");
-    let (code, _, err) = yaplrd(&dir, &["rm"]);
+    let (code, _, err) = yaplrd(dir, &["rm"]);
     assert_eq!(code, 2, "{err}");
-    let (code, out, _) = yaplrd(&dir, &["stop", "--json"]);
+    let (code, out, _) = yaplrd(dir, &["stop", "--json"]);
     assert_eq!((code, out.trim()), (0, "{\"stopped\":true}"));
     assert!(!dir.exists());
-    let (_, out, _) = yaplrd(&dir, &["status", "--json"]);
+    let (code, out, _) = yaplrd(dir, &["status", "--json"]);
+    assert_eq!(code, 0);
     assert!(out.starts_with("{\"running\":false"), "{out}");
+    store.assert_clean();
+}
+
+#[test]
+fn control_characters_are_escaped_in_tables() {
+    let store = TempStore::new("ctrl");
+    let dir = store.dir();
+    store.start_helper();
+    let mut c = store.client();
+    let evil = "evil\n\u{1b}[31mred\r\t\u{7}\u{9b}\u{202e}";
+    put(&mut c, D, evil, 5, Some("line one\nline two\u{1b}[0m"));
+    put(&mut c, "ns\n2", "plain", 3, None);
+    put(&mut c, D, "caf\u{e9} \u{2615} \u{65e5}\u{672c}", 4, None);
+    let escaped = "evil\\n\\x1b[31mred\\r\\t\\x07\\u{9b}\\u{202e}";
+
+    let (code, out, err) = yaplrd(dir, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains(escaped), "{out}");
+    assert!(out.contains("ns\\n2"), "{out}");
+    // Printable UTF-8 stays as it is.
+    assert!(out.contains("caf\u{e9} \u{2615} \u{65e5}\u{672c}"), "{out}");
+    assert!(
+        !out.chars()
+            .any(|ch| (ch.is_control() && ch != '\n') || ch == '\u{202e}'),
+        "{out:?}"
+    );
+    // The columns line up (in characters: the table has no wide ones).
+    let col = |l: &str, what: &str| l.find(what).map(|i| l[..i].chars().count());
+    let lines: Vec<&str> = out.lines().collect();
+    let kind = col(lines[0], "KIND");
+    assert!(kind.is_some(), "{out}");
+    for l in &lines[1..] {
+        assert_eq!(col(l, "R serialization"), kind, "{out}");
+    }
+
+    let (code, out, err) = yaplrd(dir, &["info", evil]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("\ntag:         {escaped}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("description: line one\\nline two\\x1b[0m"),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    let (_, out, _) = yaplrd(dir, &["info", "plain", "--namespace", "ns\n2"]);
+    assert!(out.contains("ns\\n2"), "{out}");
+    // The exact text is in the JSON.
+    let (_, out, _) = yaplrd(dir, &["info", evil, "--json"]);
+    assert!(
+        out.contains("\"tag\":\"evil\\n\\u001b[31mred\\r\\t\\u0007\\u009b\\u202e\""),
+        "{out}"
+    );
+    // Error messages too.
+    let (code, _, err) = yaplrd(dir, &["info", "x\u{1b}]0;title\u{7}"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("x\\x1b]0;title\\x07"), "{err:?}");
+    let (code, out, _) = yaplrd(dir, &["rm", evil]);
+    assert_eq!(code, 0);
+    assert!(out.contains(escaped), "{out:?}");
+
+    let (code, _, _) = yaplrd(dir, &["stop"]);
+    assert_eq!(code, 0);
+    store.assert_clean();
 }

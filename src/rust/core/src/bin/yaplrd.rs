@@ -3,7 +3,7 @@
 //! into a store (`yaplrd list`, `status`, `info TAG`, `rm TAG`, `stop`).
 
 use std::time::Duration;
-use yaplr_core::cli::Cli;
+use yaplr_core::cli::{self, Cli};
 use yaplr_core::server;
 use yaplr_core::store::{self, Store};
 
@@ -98,7 +98,8 @@ fn main() {
                 return;
             }
             Err(e) => {
-                eprintln!("yaplrd {cmd}: {e}");
+                // A tag in the message must not drive the terminal.
+                eprintln!("yaplrd {cmd}: {}", cli::terminal_text(&e.to_string()));
                 std::process::exit(1);
             }
         }
