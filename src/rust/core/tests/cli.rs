@@ -80,6 +80,15 @@ fn opts(autostart: bool) -> CallOptions<'static> {
     }
 }
 
+/// Wait until `cond` holds, or fail after 10 s.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Whether `pid` is a live yaplrd (not a recycled pid of something else).
 fn is_yaplrd(pid: u32) -> bool {
     sys::pid_alive(pid)
@@ -165,12 +174,20 @@ fn put(c: &mut Client, ns: &str, tag: &str, len: usize, description: Option<&str
         .unwrap();
 }
 
+/// The one-line JSON error yaplrd prints on stdout with --json.
+fn assert_json_error(out: &str, kind: &str) {
+    let head = format!("{{\"error\":{{\"kind\":\"{kind}\",\"message\":\"");
+    assert!(out.starts_with(&head), "{out}");
+    assert!(out.ends_with("\"}}\n"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
 #[test]
 fn status_list_info_rm_stop() {
     let store = TempStore::new("basic");
     let dir = store.dir();
     let (code, out, _) = yaplrd(dir, &["status"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3);
     assert!(out.contains("no yaplr helper is running"), "{out}");
     let (code, _, err) = yaplrd(dir, &["list"]);
     assert_eq!(code, 1);
@@ -229,11 +246,80 @@ fn status_list_info_rm_stop() {
     let (code, _, err) = yaplrd(dir, &["rm"]);
     assert_eq!(code, 2, "{err}");
     let (code, out, _) = yaplrd(dir, &["stop", "--json"]);
-    assert_eq!((code, out.trim()), (0, "{\"stopped\":true}"));
+    assert_eq!(
+        (code, out.trim()),
+        (0, "{\"stopped\":true,\"forced\":false}")
+    );
     assert!(!dir.exists());
     let (code, out, _) = yaplrd(dir, &["status", "--json"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3);
     assert!(out.starts_with("{\"running\":false"), "{out}");
+    store.assert_clean();
+}
+
+#[test]
+fn json_errors_go_to_stdout() {
+    let store = TempStore::new("json");
+    let dir = store.dir();
+    let (code, out, err) = yaplrd(dir, &["info", "nope", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert_json_error(&out, "store");
+    assert!(out.contains("there is no yaplr store at"), "{out}");
+
+    store.start_helper();
+    let (code, out, _) = yaplrd(dir, &["info", "no \"such\" tag", "--json"]);
+    assert_eq!(code, 1);
+    assert_json_error(&out, "not_found");
+    assert!(
+        out.contains("no object is stored under tag \\\"no \\\"such\\\" tag\\\""),
+        "{out}"
+    );
+    let (code, out, _) = yaplrd(dir, &["rm", "nope", "--json"]);
+    assert_eq!(code, 1);
+    assert_json_error(&out, "not_found");
+
+    // Usage errors too, wherever --json is on the command line.
+    for args in [
+        &["--json", "rm"][..],
+        &["bogus", "--json"],
+        &["list", "--json", "--timeout", "soon"],
+        &["list", "--timeout", "-1", "--json"],
+        &["--json"],
+    ] {
+        let (code, out, _) = yaplrd(dir, args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert_json_error(&out, "usage");
+    }
+    // Without --json, errors stay on stderr only.
+    let (code, out, err) = yaplrd(dir, &["bogus"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("unknown argument \"bogus\""), "{err}");
+
+    let (code, _, _) = yaplrd(dir, &["stop"]);
+    assert_eq!(code, 0);
+    store.assert_clean();
+}
+
+#[test]
+fn odd_arguments_are_refused_without_a_panic() {
+    let store = TempStore::new("args");
+    let dir = store.dir();
+    for t in ["1e300", "1e19", "nan", "inf", "0"] {
+        let (code, _, err) = yaplrd(dir, &["list", "--timeout", t]);
+        assert_eq!(code, 2, "--timeout {t}: {err}");
+        assert!(err.contains("--timeout needs"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A tag that is not UTF-8 can not name an object.
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = Command::new(exe());
+    cmd.arg("info")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff"))
+        .arg("--dir")
+        .arg(dir);
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     store.assert_clean();
 }
 
@@ -299,5 +385,124 @@ fn control_characters_are_escaped_in_tables() {
 
     let (code, _, _) = yaplrd(dir, &["stop"]);
     assert_eq!(code, 0);
+    store.assert_clean();
+}
+
+#[test]
+fn a_store_whose_helper_died_is_reported_not_restarted() {
+    let store = TempStore::new("dead");
+    let dir = store.dir();
+    let pid = store.start_helper();
+    let mut c = store.client();
+    put(&mut c, D, "kept", 20, None);
+    c.disconnect();
+    // SAFETY: plain kill(2) on the helper this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_until("the helper to die", || !sys::pid_alive(pid));
+    assert!(dir.is_dir());
+
+    let (code, out, err) = yaplrd(dir, &["status"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("no yaplr helper is running"), "{out}");
+    assert!(out.contains("--start"), "{out}");
+    let (code, out, _) = yaplrd(dir, &["status", "--json"]);
+    assert_eq!(code, 3);
+    assert!(out.starts_with("{\"running\":false,"), "{out}");
+    for args in [&["list"][..], &["info", "kept"], &["rm", "kept"]] {
+        let (code, out, err) = yaplrd(dir, args);
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}");
+        assert!(
+            err.contains("no yaplr helper is running for the store") && err.contains("--start"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("options("), "{err}");
+        assert!(!c.is_running().unwrap(), "{args:?} started a helper");
+    }
+    let (code, out, _) = yaplrd(dir, &["list", "--json"]);
+    assert_eq!(code, 1);
+    assert_json_error(&out, "no_server");
+    assert!(!c.is_running().unwrap());
+
+    // --start brings the kept objects back.
+    let (code, out, err) = yaplrd(dir, &["list", "--start"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kept"), "{out}");
+    assert!(c.is_running().unwrap());
+    let (code, _, _) = yaplrd(dir, &["stop"]);
+    assert_eq!(code, 0);
+    store.assert_clean();
+}
+
+#[test]
+fn start_refuses_a_directory_that_is_not_a_store() {
+    let store = TempStore::new("notastore");
+    let dir = store.dir();
+    std::fs::create_dir(dir).unwrap();
+    std::fs::write(dir.join("unrelated"), b"x").unwrap();
+    let (code, _, err) = yaplrd(dir, &["list", "--start"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not look like a yaplr store"), "{err}");
+    assert!(!store.client().is_running().unwrap());
+    assert!(!dir.join("yaplrd.lock").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+    store.assert_clean();
+}
+
+#[test]
+fn stop_force_ends_a_helper_that_does_not_answer() {
+    let store = TempStore::new("stopped");
+    let dir = store.dir();
+    let pid = store.start_helper();
+    put(&mut store.client(), D, "x", 10, None);
+    // SAFETY: plain kill(2) on the helper this test started; TempStore
+    // wakes and kills it whatever happens.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    wait_until("the helper to stop", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rfind(')')
+            .is_some_and(|i| stat[i + 1..].trim_start().starts_with('T'))
+    });
+
+    // The CLI speaks of --timeout, not of R options.
+    let (code, _, err) = yaplrd(dir, &["status", "--timeout", "0.5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("timed out after 0.5 s"), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+    assert!(!err.contains("options("), "{err}");
+
+    let (code, out, err) = yaplrd(dir, &["stop", "--timeout", "0.5"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("--force") && err.contains("--timeout"),
+        "{err}"
+    );
+    assert!(!err.contains("options("), "{err}");
+    assert!(is_yaplrd(pid) && dir.is_dir());
+    let (code, out, _) = yaplrd(dir, &["stop", "--timeout", "0.5", "--json"]);
+    assert_eq!(code, 1);
+    assert_json_error(&out, "timeout");
+    assert!(out.contains("--force"), "{out}");
+
+    let (code, out, err) = yaplrd(dir, &["stop", "--timeout", "0.5", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("(pid {pid})")) && out.contains("by signal"),
+        "{out}"
+    );
+    assert!(!sys::pid_alive(pid));
+    store.assert_clean();
+}
+
+#[test]
+fn stop_force_is_quiet_about_a_helper_that_answers() {
+    let store = TempStore::new("forceok");
+    let dir = store.dir();
+    store.start_helper();
+    let (code, out, err) = yaplrd(dir, &["stop", "--force", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "{\"stopped\":true,\"forced\":false}");
+    let (code, out, _) = yaplrd(dir, &["stop", "--force"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no yaplr helper was running"), "{out}");
     store.assert_clean();
 }
