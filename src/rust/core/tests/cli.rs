@@ -506,3 +506,54 @@ fn stop_force_is_quiet_about_a_helper_that_answers() {
     assert!(out.contains("no yaplr helper was running"), "{out}");
     store.assert_clean();
 }
+
+#[test]
+fn a_second_helper_on_a_served_store_fails() {
+    let store = TempStore::new("second");
+    let dir = store.dir();
+    let pid = store.start_helper();
+    let (code, out, err) = yaplrd(dir, &["serve"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "another helper (pid {pid}) already serves {}",
+            dir.display()
+        )),
+        "{err}"
+    );
+    let (code, out, _) = yaplrd(dir, &["serve", "--json"]);
+    assert_eq!(code, 1);
+    assert_json_error(&out, "already_running");
+    // The launcher the R package uses still succeeds: a helper serves.
+    let (code, _, err) = yaplrd(dir, &["serve", "--daemon"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(store.helper_pid(), Some(pid));
+    wait_until("one helper", || yaplrd_pids(dir) == vec![pid]);
+    let (code, _, _) = yaplrd(dir, &["stop"]);
+    assert_eq!(code, 0);
+    store.assert_clean();
+}
+
+#[test]
+fn concurrent_launchers_all_succeed_with_one_helper() {
+    let store = TempStore::new("race");
+    let dir = store.dir().to_path_buf();
+    let launchers: Vec<_> = (0..4)
+        .map(|_| {
+            let dir = dir.clone();
+            std::thread::spawn(move || yaplrd(&dir, &["serve", "--daemon"]))
+        })
+        .collect();
+    for l in launchers {
+        let (code, _, err) = l.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    let pid = store.helper_pid().expect("a helper serves");
+    wait_until("one helper", || yaplrd_pids(&dir) == vec![pid]);
+    let (code, out, _) = yaplrd(&dir, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("(pid {pid})")), "{out}");
+    let (code, _, _) = yaplrd(&dir, &["stop"]);
+    assert_eq!(code, 0);
+    store.assert_clean();
+}

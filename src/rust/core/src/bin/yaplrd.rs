@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use yaplr_core::cli::{self, Cli, EXIT_ERROR, EXIT_USAGE};
 use yaplr_core::server;
 use yaplr_core::store::{self, Store};
@@ -41,7 +41,9 @@ Tables show control characters in tags, namespaces and descriptions escaped
 (\\n, \\x1b, \\u{202e}); --json gives the exact text.
 
 Exit status: 0 done; 1 failed (the reason is on standard error); 2 the
-command line is wrong; 3 `status` found no helper running.";
+command line is wrong; 3 `status` found no helper running. `serve` exits
+with 1 when another helper already serves the store (with --daemon, 0: a
+helper serves it).";
 
 /// Longest --timeout: far beyond any useful wait, and small enough that a
 /// deadline computed from it can not overflow.
@@ -289,11 +291,43 @@ fn main() {
     };
     raise_fd_limit();
     match server::serve(Store::new(&dir), ready) {
-        Ok(_) => {}
+        Ok(true) => {}
+        // Another helper holds the store. The launcher of --daemon has
+        // already exited with 0 (`ready` ran): the store is served, which
+        // is what whoever started it waits for, even when several sessions
+        // raced to start a helper. Run by hand, it is an error.
+        Ok(false) if daemon => {}
+        Ok(false) => {
+            let pid = other_helper_pid(&Store::new(&dir), a.timeout);
+            fail_with(
+                a.json,
+                "yaplrd serve",
+                "already_running",
+                &format!(
+                    "another helper{} already serves {}",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    dir.display()
+                ),
+                EXIT_ERROR,
+            );
+        }
         Err(e) => {
             server::log(&format!("error: {e}"));
             std::process::exit(EXIT_ERROR);
         }
+    }
+}
+
+/// The pid of the helper that holds the store. It writes its pid just
+/// after taking the lock, so give it a moment to.
+fn other_helper_pid(store: &Store, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(1));
+    loop {
+        let pid = store.helper_pid_from_lock();
+        if pid.is_some() || Instant::now() >= deadline {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
