@@ -1,15 +1,25 @@
 //! The command-line side of yaplrd, for people who find a yaplr store in
 //! /dev/shm or in htop and want to know what it holds:
 //! `yaplrd status|list|info TAG|rm TAG|stop [--dir DIR] [--json]`.
+//! Its messages speak of command-line options, never of R options.
 
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
 use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
 use crate::protocol::Entry;
 use crate::store::Store;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Exit status of a failed command (the reason is on standard error, and
+/// with --json on standard output too).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status of a command line that could not be understood.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status of `status` when no helper runs for the store.
+pub const EXIT_NOT_RUNNING: i32 = 3;
 
 pub struct Cli<'a> {
     pub dir: &'a Path,
@@ -18,8 +28,25 @@ pub struct Cli<'a> {
     pub namespace: Option<&'a str>,
     pub json: bool,
     pub timeout: Duration,
-    /// This program, to start a helper when a store has no running one.
+    /// `list`, `info` and `rm` start a helper when the store has none
+    /// (--start); otherwise they say that none runs.
+    pub start: bool,
+    /// `stop` ends a helper that does not answer by signal (--force).
+    pub force: bool,
+    /// This program, to start a helper.
     pub exe: Option<&'a Path>,
+}
+
+/// What a command prints on standard output, and its exit status.
+pub struct Output {
+    pub text: String,
+    pub status: i32,
+}
+
+impl Output {
+    fn ok(text: String) -> Output {
+        Output { text, status: 0 }
+    }
 }
 
 fn never() -> bool {
@@ -65,6 +92,42 @@ pub fn utc_time(ns: i64) -> String {
     )
 }
 
+/// Characters that would move the cursor, drive the terminal or reorder
+/// the line: C0 and C1 controls, DEL, line and paragraph separators, and
+/// the bidirectional marks, embeddings, overrides and isolates.
+fn is_unsafe_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` as it may be shown on a terminal: the characters above escaped
+/// (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), everything else, printable UTF-8
+/// included, as it is. A tag then can not break a table or colour it.
+pub fn terminal_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii() && is_unsafe_on_terminal(c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if is_unsafe_on_terminal(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -75,7 +138,9 @@ pub fn json_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            // Controls JSON requires escaped, and the ones a terminal would
+            // act on when the JSON is shown there (all in the BMP).
+            c if (c as u32) < 0x20 || is_unsafe_on_terminal(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -83,6 +148,15 @@ pub fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The one line printed on standard output for an error with --json.
+pub fn error_json(kind: &str, message: &str) -> String {
+    format!(
+        "{{\"error\":{{\"kind\":{},\"message\":{}}}}}",
+        json_string(kind),
+        json_string(message)
+    )
 }
 
 fn kind_name(kind: u32) -> &'static str {
@@ -102,6 +176,9 @@ fn entry_json(e: &Entry, storage: Option<&str>) -> String {
         json_string(&utc_time(e.ctime_ns)),
         json_string(kind_name(e.kind))
     );
+    if let Some(d) = &e.meta.description {
+        let _ = write!(s, ",\"description\":{}", json_string(d));
+    }
     if let Some(st) = storage {
         let _ = write!(s, ",\"storage\":{}", json_string(st));
     }
@@ -128,32 +205,157 @@ impl Cli<'_> {
         Client::new(Store::new(self.dir))
     }
 
-    /// Start a helper only for a store that exists: its objects may be
-    /// waiting for one after a crash. An absent store is reported as such.
-    fn connect(&self, c: &mut Client) -> Result<()> {
+    fn dir_text(&self) -> String {
+        terminal_text(&self.dir.display().to_string()).into_owned()
+    }
+
+    /// Whether the directory holds what a helper leaves: a journal, object
+    /// files or its lock files. --start refuses anything else, as a helper
+    /// would make the directory private (mode 0700) and fill it.
+    fn looks_like_store(&self) -> bool {
+        let store = Store::new(self.dir);
+        self.dir.is_dir()
+            && (self.dir.join(crate::journal::JOURNAL_NAME).exists()
+                || store.helper_lock_path().exists()
+                || store.spawn_lock_path().exists()
+                || store.object_ids().is_ok_and(|ids| !ids.is_empty()))
+    }
+
+    /// Connect to the store's helper; start one only with --start, and only
+    /// for an existing store: its objects may be waiting for one after a
+    /// crash. A helper that holds the store but does not listen yet (it is
+    /// starting) is waited for.
+    fn connect(&self, c: &mut Client, start: bool) -> Result<()> {
         if !self.dir.is_dir() {
             return Err(Error::Store {
                 message: format!("there is no yaplr store at \"{}\"", self.dir.display()),
             });
         }
-        c.connect(&self.opts(true))
+        if start && !c.is_running()? && !self.looks_like_store() {
+            return Err(Error::Store {
+                message: format!(
+                    "\"{}\" does not look like a yaplr store (no catalog journal, object or lock \
+                     file); not starting a helper there",
+                    self.dir.display()
+                ),
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match c.connect(&self.opts(start)) {
+                Err(Error::NoServer { .. }) if c.is_running()? => {
+                    if Instant::now() >= deadline {
+                        return Err(self.unreachable(c));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A helper holds the store's lock but accepts no connection.
+    fn unreachable(&self, c: &Client) -> Error {
+        Error::Timeout {
+            waited_for: format!(
+                "the yaplr helper{} of \"{}\" to accept connections",
+                c.store()
+                    .helper_pid_from_lock()
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
+                self.dir.display()
+            ),
+            seconds: self.timeout.as_secs_f64(),
+        }
+    }
+
+    /// What an error says on the command line: the facts of the core's
+    /// message, with advice in terms of this program's options.
+    pub fn message(&self, cmd: &str, e: &Error) -> String {
+        match e {
+            Error::Timeout {
+                waited_for,
+                seconds,
+            } => {
+                let mut m = format!(
+                    "timed out after {seconds} s waiting for {waited_for}; wait longer with --timeout SEC"
+                );
+                if cmd == "stop" && !self.force {
+                    m.push_str(
+                        ", or end the helper by signal with --force (`yaplrd stop --force`; \
+                         the store's objects are removed)",
+                    );
+                }
+                m
+            }
+            Error::NoServer { .. } => format!(
+                "no yaplr helper is running for the store \"{}\" (its helper may have died); \
+                 add --start to start one, which serves the objects the store kept",
+                self.dir.display()
+            ),
+            e => e
+                .to_string()
+                .replace("options(yaplr.dir = )", "--dir DIR")
+                .replace("options(yaplr.timeout = )", "--timeout SEC"),
+        }
+    }
+
+    fn not_running(&self) -> Output {
+        let dir = self.dir.display().to_string();
+        let store = self.looks_like_store();
+        let text = if self.json {
+            format!(
+                "{{\"running\":false,\"dir\":{},\"store\":{store}}}\n",
+                json_string(&dir)
+            )
+        } else if store {
+            format!(
+                "no yaplr helper is running for {}; the store is there (its helper may have died): \
+                 `yaplrd list --start` starts one\n",
+                self.dir_text()
+            )
+        } else {
+            format!("no yaplr helper is running for {}\n", self.dir_text())
+        };
+        Output {
+            text,
+            status: EXIT_NOT_RUNNING,
+        }
+    }
+
+    /// Ask the helper to quit. Ok(false) when none holds the store; a
+    /// helper that holds it without accepting connections is waited for.
+    fn quit(&self, c: &mut Client) -> Result<bool> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match c.quit(false, &self.opts(false))? {
+                false if c.is_running()? => {
+                    if Instant::now() >= deadline {
+                        return Err(self.unreachable(c));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stopped => return Ok(stopped),
+            }
+        }
     }
 
     /// Run one command; returns what to print on standard output.
-    pub fn run(&self, cmd: &str, arg: Option<&str>) -> Result<String> {
+    pub fn run(&self, cmd: &str, arg: Option<&str>) -> Result<Output> {
         let mut c = self.client();
-        let dir = self.dir.display().to_string();
+        let dir = self.dir_text();
         match (cmd, arg) {
             ("status", None) => {
                 if !c.is_running()? {
-                    return Ok(if self.json {
-                        format!("{{\"running\":false,\"dir\":{}}}\n", json_string(&dir))
-                    } else {
-                        format!("no yaplr helper is running for {dir}\n")
-                    });
+                    return Ok(self.not_running());
+                }
+                match self.connect(&mut c, false) {
+                    // It exited since.
+                    Err(Error::NoServer { .. }) => return Ok(self.not_running()),
+                    r => r?,
                 }
                 let i = c.info(&self.opts(false))?;
-                Ok(if self.json {
+                Ok(Output::ok(if self.json {
                     format!(
                         "{{\"running\":true,\"dir\":{},\"pid\":{},\"objects\":{},\"bytes\":{},\"started\":{},\"version\":{}}}\n",
                         json_string(&i.dir),
@@ -166,93 +368,125 @@ impl Cli<'_> {
                 } else {
                     format!(
                         "yaplrd {} (pid {}) serves {}\n  objects: {} ({})\n  started: {}\n",
-                        i.version,
+                        terminal_text(&i.version),
                         i.pid,
-                        i.dir,
+                        terminal_text(&i.dir),
                         i.objects,
                         human_size(i.bytes),
                         utc_time(i.started_ns)
                     )
-                })
+                }))
             }
             ("list", None) => {
-                self.connect(&mut c)?;
-                let entries = c.list(self.namespace, &self.opts(true))?;
+                self.connect(&mut c, self.start)?;
+                let entries = c.list(self.namespace, &self.opts(self.start))?;
                 if self.json {
                     let items: Vec<String> = entries.iter().map(|e| entry_json(e, None)).collect();
-                    return Ok(format!("[{}]\n", items.join(",")));
+                    return Ok(Output::ok(format!("[{}]\n", items.join(","))));
                 }
                 if entries.is_empty() {
-                    return Ok(format!("no objects in {dir}\n"));
+                    return Ok(Output::ok(format!("no objects in {dir}\n")));
                 }
-                let width = |f: &dyn Fn(&Entry) -> usize, min: usize| {
-                    entries.iter().map(f).max().unwrap_or(min).clamp(min, 40)
+                let rows: Vec<(Cow<str>, Cow<str>, &Entry)> = entries
+                    .iter()
+                    .map(|e| (terminal_text(&e.namespace), terminal_text(&e.tag), e))
+                    .collect();
+                // In characters, as shown: escapes included. Longer texts
+                // than 40 push the rest of their row.
+                let width = |texts: &mut dyn Iterator<Item = &Cow<str>>, min: usize| {
+                    texts
+                        .map(|t| t.chars().count())
+                        .max()
+                        .unwrap_or(min)
+                        .clamp(min, 40)
                 };
-                let nw = width(&|e| e.namespace.chars().count(), 9);
-                let tw = width(&|e| e.tag.chars().count(), 3);
+                let nw = width(&mut rows.iter().map(|r| &r.0), 9);
+                let tw = width(&mut rows.iter().map(|r| &r.1), 3);
                 let mut out = format!(
                     "{:<nw$}  {:<tw$}  {:>9}  {:<23}  KIND\n",
                     "NAMESPACE", "TAG", "SIZE", "SENT"
                 );
-                for e in &entries {
+                for (ns, tag, e) in &rows {
                     let _ = writeln!(
                         out,
                         "{:<nw$}  {:<tw$}  {:>9}  {:<23}  {}",
-                        e.namespace,
-                        e.tag,
+                        ns,
+                        tag,
                         human_size(e.size),
                         utc_time(e.ctime_ns),
                         kind_name(e.kind)
                     );
                 }
-                Ok(out)
+                Ok(Output::ok(out))
             }
             ("info", Some(tag)) => {
-                self.connect(&mut c)?;
-                let (entry, storage) = match c.lookup(self.ns(), tag, &self.opts(true))? {
+                self.connect(&mut c, self.start)?;
+                let (entry, storage) = match c.lookup(self.ns(), tag, &self.opts(self.start))? {
                     Found::File(e, _) => (e, "own file"),
                     Found::Inline(e, _) => (e, "inline in the journal"),
                 };
-                Ok(if self.json {
-                    format!("{}\n", entry_json(&entry, Some(storage)))
-                } else {
-                    format!(
-                        "namespace: {}\ntag:       {}\nsize:      {} ({} bytes)\nsent:      {}\nkind:      {}\n\
-                         storage:   {}\nstore:     {dir}\n",
-                        entry.namespace,
-                        entry.tag,
-                        human_size(entry.size),
-                        entry.size,
-                        utc_time(entry.ctime_ns),
-                        kind_name(entry.kind),
-                        storage
-                    )
-                })
+                if self.json {
+                    return Ok(Output::ok(format!(
+                        "{}\n",
+                        entry_json(&entry, Some(storage))
+                    )));
+                }
+                let mut out = format!(
+                    "namespace:   {}\ntag:         {}\nsize:        {} ({} bytes)\nsent:        {}\n\
+                     kind:        {}\n",
+                    terminal_text(&entry.namespace),
+                    terminal_text(&entry.tag),
+                    human_size(entry.size),
+                    entry.size,
+                    utc_time(entry.ctime_ns),
+                    kind_name(entry.kind),
+                );
+                if let Some(d) = &entry.meta.description {
+                    let _ = writeln!(out, "description: {}", terminal_text(d));
+                }
+                let _ = write!(out, "storage:     {storage}\nstore:       {dir}\n");
+                Ok(Output::ok(out))
             }
             ("rm", Some(tag)) => {
-                self.connect(&mut c)?;
-                c.remove(self.ns(), tag, &self.opts(true))?;
-                Ok(if self.json {
+                self.connect(&mut c, self.start)?;
+                c.remove(self.ns(), tag, &self.opts(self.start))?;
+                Ok(Output::ok(if self.json {
                     format!("{{\"removed\":{}}}\n", json_string(tag))
                 } else {
-                    format!("removed \"{tag}\" from {dir}\n")
-                })
+                    format!("removed \"{}\" from {dir}\n", terminal_text(tag))
+                }))
             }
             ("stop", None) => {
+                // The pid from the lock file: asking a hung helper would
+                // spend the whole timeout.
                 let pid = if c.is_running()? {
-                    c.info(&self.opts(false)).ok().map(|i| i.pid)
+                    c.store().helper_pid_from_lock()
                 } else {
                     None
                 };
-                let stopped = c.quit(false, &self.opts(false))?;
-                Ok(match (self.json, stopped) {
-                    (true, s) => format!("{{\"stopped\":{s}}}\n"),
-                    (false, true) => format!(
-                        "stopped the yaplr helper{} of {dir}; its objects were removed\n",
-                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                let (stopped, forced) = match self.quit(&mut c) {
+                    Ok(stopped) => (stopped, false),
+                    Err(Error::Timeout { .. }) if self.force => {
+                        (c.force_quit(false, &self.opts(false))?, true)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                Ok(Output::ok(match (self.json, stopped, forced) {
+                    (true, s, f) => format!("{{\"stopped\":{s},\"forced\":{f}}}\n"),
+                    (false, true, false) => format!(
+                        "stopped the yaplr helper{pid} of {dir}; its objects were removed\n"
                     ),
-                    (false, false) => format!("no yaplr helper was running for {dir}\n"),
-                })
+                    (false, true, true) => format!(
+                        "stopped the yaplr helper{pid} of {dir} by signal (it did not answer); \
+                         its objects were removed\n"
+                    ),
+                    (false, false, _) if self.looks_like_store() => format!(
+                        "no yaplr helper was running for {dir}; the store's files were left as \
+                         they are (`yaplrd list --start` serves them again)\n"
+                    ),
+                    (false, false, _) => format!("no yaplr helper was running for {dir}\n"),
+                }))
             }
             (other, _) => Err(Error::BadArgument(format!(
                 "unknown command or missing argument: {other}"
@@ -283,5 +517,25 @@ mod tests {
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
         assert_eq!(json_string("\u{e9}"), "\"\u{e9}\"");
+        assert_eq!(
+            json_string("\u{7f}\u{9b}\u{202e}\u{2028}"),
+            "\"\\u007f\\u009b\\u202e\\u2028\""
+        );
+        assert_eq!(
+            error_json("usage", "no \"x\""),
+            "{\"error\":{\"kind\":\"usage\",\"message\":\"no \\\"x\\\"\"}}"
+        );
+    }
+
+    #[test]
+    fn terminal_text_escapes_controls_only() {
+        assert!(matches!(
+            terminal_text("caf\u{e9} \u{65e5} a\\b"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            terminal_text("a\n\r\t\u{1b}[31m\u{7f}\u{85}\u{202e}\u{2066}z\u{200d}"),
+            "a\\n\\r\\t\\x1b[31m\\x7f\\u{85}\\u{202e}\\u{2066}z\u{200d}"
+        );
     }
 }

@@ -729,6 +729,11 @@ impl Client {
         Ok(true)
     }
 
+    /// `force_stop` for a helper that does not answer (`yaplrd stop --force`).
+    pub fn force_quit(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {
+        self.force_stop(keep, opts)
+    }
+
     /// Stop the helper by SIGTERM (SIGKILL if it does not go), then remove
     /// the store's files as the helper would have.
     fn force_stop(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {

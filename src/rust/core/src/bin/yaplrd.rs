@@ -2,13 +2,16 @@
 //! (`yaplrd serve --dir DIR --daemon`), and a command-line tool to look
 //! into a store (`yaplrd list`, `status`, `info TAG`, `rm TAG`, `stop`).
 
-use std::time::Duration;
-use yaplr_core::cli::Cli;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use yaplr_core::cli::{self, Cli, EXIT_ERROR, EXIT_USAGE};
 use yaplr_core::server;
 use yaplr_core::store::{self, Store};
 
 const USAGE: &str = "\
-usage: yaplrd COMMAND [--dir DIR] [--json]
+usage: yaplrd COMMAND [--dir DIR] [--json] [--timeout SEC]
 
 Commands on a yaplr store (default: $YAPLR_DIR, else /dev/shm/yaplr-<uid>):
   status      is a helper running? its pid, number of objects, bytes
@@ -18,91 +21,212 @@ Commands on a yaplr store (default: $YAPLR_DIR, else /dev/shm/yaplr-<uid>):
   stop        stop the helper; it removes every object of the store
   serve       run the helper (the R package starts it with --daemon)
 
+list, info and rm ask the store's running helper. When none runs (it was
+stopped, or died and left its objects in the store) they fail and say so,
+unless given --start: then they start a helper, which serves the objects
+the store kept.
+
 Options:
   --dir DIR      the store directory
   --namespace NS the namespace (for list: only this one; default: all)
-  --json         machine-readable output
+  --json         machine-readable output; an error is then also printed on
+                 standard output, as {\"error\":{\"kind\":...,\"message\":...}}
   --timeout SEC  how long to wait for the helper (default 10)
-  --version, --help";
+  --start        list, info, rm: start a helper if none runs
+  --force        stop: end a helper that does not answer within --timeout
+                 by signal (SIGTERM, then SIGKILL) and remove its files
+  --version, --help
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut dir = std::env::var_os("YAPLR_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(store::default_dir);
-    let mut daemon = false;
-    let mut json = false;
-    let mut namespace: Option<String> = None;
-    let mut timeout = 10.0;
-    let mut cmd: Option<&str> = None;
-    let mut arg: Option<&str> = None;
+Tables show control characters in tags, namespaces and descriptions escaped
+(\\n, \\x1b, \\u{202e}); --json gives the exact text.
+
+Exit status: 0 done; 1 failed (the reason is on standard error); 2 the
+command line is wrong; 3 `status` found no helper running. `serve` exits
+with 1 when another helper already serves the store (with --daemon, 0: a
+helper serves it).";
+
+/// Longest --timeout: far beyond any useful wait, and small enough that a
+/// deadline computed from it can not overflow.
+const MAX_TIMEOUT: f64 = 1e9;
+
+struct Args {
+    cmd: String,
+    arg: Option<String>,
+    dir: PathBuf,
+    daemon: bool,
+    json: bool,
+    namespace: Option<String>,
+    timeout: Duration,
+    start: bool,
+    force: bool,
+}
+
+enum Action {
+    Help,
+    Version,
+    Run(Args),
+}
+
+/// Whether --json is on the command line, so that even an error in
+/// reading the command line is reported as JSON.
+fn wants_json(args: &[OsString]) -> bool {
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dir" => match it.next() {
-                Some(d) => dir = d.into(),
-                None => fail("--dir needs a directory"),
-            },
-            "--daemon" => daemon = true,
-            "--json" => json = true,
-            "--namespace" | "-n" => match it.next() {
-                Some(n) if !n.is_empty() => namespace = Some(n.clone()),
-                _ => fail("--namespace needs a name"),
-            },
-            "--timeout" => match it.next().and_then(|t| t.parse::<f64>().ok()) {
-                Some(t) if t > 0.0 && t.is_finite() => timeout = t,
-                _ => fail("--timeout needs a positive number of seconds"),
-            },
-            "--version" | "-V" => {
-                println!("yaplrd {}", env!("CARGO_PKG_VERSION"));
-                return;
+        match a.to_str() {
+            Some("--json") => return true,
+            Some("--dir" | "--namespace" | "-n" | "--timeout") => {
+                it.next();
             }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return;
-            }
-            c @ ("serve" | "status" | "list" | "info" | "rm" | "stop") if cmd.is_none() => {
-                cmd = Some(c)
-            }
-            other if cmd.is_some() && arg.is_none() && !other.starts_with("--") => {
-                arg = Some(other)
-            }
-            other => fail(&format!("unknown argument {other:?}")),
+            _ => {}
         }
     }
-    let Some(cmd) = cmd else {
-        fail("no command given")
+    false
+}
+
+fn parse(args: &[OsString]) -> Result<Action, String> {
+    let mut a = Args {
+        cmd: String::new(),
+        arg: None,
+        dir: std::env::var_os("YAPLR_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(store::default_dir),
+        daemon: false,
+        json: false,
+        namespace: None,
+        timeout: Duration::from_secs(10),
+        start: false,
+        force: false,
     };
-    if cmd != "serve" {
-        if matches!(cmd, "info" | "rm") != arg.is_some() {
-            fail(&format!(
-                "`{cmd}` takes {}",
-                if arg.is_some() {
-                    "no argument"
-                } else {
-                    "a TAG"
+    let mut it = args.iter();
+    while let Some(os) = it.next() {
+        let Some(s) = os.to_str() else {
+            return Err(format!("argument {os:?} is not valid UTF-8"));
+        };
+        match s {
+            "--dir" => match it.next() {
+                Some(d) => a.dir = d.into(),
+                None => return Err("--dir needs a directory".into()),
+            },
+            "--daemon" => a.daemon = true,
+            "--json" => a.json = true,
+            "--start" => a.start = true,
+            "--force" => a.force = true,
+            "--namespace" | "-n" => match it.next().and_then(|n| n.to_str()) {
+                Some(n) if !n.is_empty() => a.namespace = Some(n.into()),
+                _ => return Err("--namespace needs a name".into()),
+            },
+            "--timeout" => match it
+                .next()
+                .and_then(|t| t.to_str())
+                .and_then(|t| t.trim().parse::<f64>().ok())
+            {
+                // NaN and infinities fail these comparisons too.
+                Some(t) if t > 0.0 && t <= MAX_TIMEOUT => a.timeout = Duration::from_secs_f64(t),
+                _ => {
+                    return Err(format!(
+                        "--timeout needs a positive number of seconds, at most {MAX_TIMEOUT}"
+                    ))
                 }
-            ));
+            },
+            "--version" | "-V" => return Ok(Action::Version),
+            "--help" | "-h" => return Ok(Action::Help),
+            c @ ("serve" | "status" | "list" | "info" | "rm" | "stop") if a.cmd.is_empty() => {
+                a.cmd = c.into()
+            }
+            other if !a.cmd.is_empty() && a.arg.is_none() && !other.starts_with("--") => {
+                a.arg = Some(other.into())
+            }
+            other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    let cmd = a.cmd.as_str();
+    if cmd.is_empty() {
+        return Err("no command given".into());
+    }
+    if matches!(cmd, "info" | "rm") != a.arg.is_some() {
+        return Err(format!(
+            "`{cmd}` takes {}",
+            if a.arg.is_some() {
+                "no argument"
+            } else {
+                "a TAG"
+            }
+        ));
+    }
+    for (given, flag, applies) in [
+        (a.start, "--start", matches!(cmd, "list" | "info" | "rm")),
+        (a.force, "--force", cmd == "stop"),
+        (a.daemon, "--daemon", cmd == "serve"),
+    ] {
+        if given && !applies {
+            return Err(format!("{flag} does not apply to `{cmd}`"));
+        }
+    }
+    Ok(Action::Run(a))
+}
+
+/// Print without panicking when the reader went away (`yaplrd list | head`).
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Report a failure: on standard error for people (control characters
+/// escaped), and with --json also on standard output; then exit.
+fn fail_with(json: bool, prefix: &str, kind: &str, message: &str, status: i32) -> ! {
+    if json {
+        print_out(&format!("{}\n", cli::error_json(kind, message)));
+    }
+    print_err(&format!("{prefix}: {}\n", cli::terminal_text(message)));
+    if status == EXIT_USAGE && !json {
+        print_err(&format!("{USAGE}\n"));
+    }
+    std::process::exit(status);
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let json = wants_json(&args);
+    let a = match parse(&args) {
+        Ok(Action::Run(a)) => a,
+        Ok(Action::Help) => return print_out(&format!("{USAGE}\n")),
+        Ok(Action::Version) => {
+            return print_out(&format!("yaplrd {}\n", env!("CARGO_PKG_VERSION")))
+        }
+        Err(msg) => fail_with(json, "yaplrd", "usage", &msg, EXIT_USAGE),
+    };
+    let cmd = a.cmd.as_str();
+    if cmd != "serve" {
         let exe = std::env::current_exe().ok();
         let cli = Cli {
-            dir: &dir,
-            namespace: namespace.as_deref(),
-            json,
-            timeout: Duration::from_secs_f64(timeout),
+            dir: &a.dir,
+            namespace: a.namespace.as_deref(),
+            json: a.json,
+            timeout: a.timeout,
+            start: a.start,
+            force: a.force,
             exe: exe.as_deref(),
         };
-        match cli.run(cmd, arg) {
+        match cli.run(cmd, a.arg.as_deref()) {
             Ok(out) => {
-                print!("{out}");
-                return;
+                print_out(&out.text);
+                std::process::exit(out.status);
             }
-            Err(e) => {
-                eprintln!("yaplrd {cmd}: {e}");
-                std::process::exit(1);
-            }
+            Err(e) => fail_with(
+                a.json,
+                &format!("yaplrd {cmd}"),
+                e.kind(),
+                &cli.message(cmd, &e),
+                EXIT_ERROR,
+            ),
         }
     }
+    let (dir, daemon) = (a.dir, a.daemon);
     // With --daemon the launcher's child exits only once the helper serves
     // (or found another helper serving), so whoever started it can connect
     // at once; a helper that fails to start makes it exit with status 1.
@@ -111,11 +235,23 @@ fn main() {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: fds has room for the two descriptors.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-            fail(&format!("pipe failed: {}", std::io::Error::last_os_error()));
+            fail_with(
+                a.json,
+                "yaplrd serve",
+                "io",
+                &format!("pipe failed: {}", std::io::Error::last_os_error()),
+                EXIT_ERROR,
+            );
         }
         // SAFETY: no threads exist yet.
         match unsafe { libc::fork() } {
-            -1 => fail(&format!("fork failed: {}", std::io::Error::last_os_error())),
+            -1 => fail_with(
+                a.json,
+                "yaplrd serve",
+                "io",
+                &format!("fork failed: {}", std::io::Error::last_os_error()),
+                EXIT_ERROR,
+            ),
             0 => {
                 // SAFETY: plain syscalls on descriptors we own.
                 unsafe {
@@ -154,12 +290,44 @@ fn main() {
         }
     };
     raise_fd_limit();
-    match server::serve(Store::new(dir), ready) {
-        Ok(_) => {}
+    match server::serve(Store::new(&dir), ready) {
+        Ok(true) => {}
+        // Another helper holds the store. The launcher of --daemon has
+        // already exited with 0 (`ready` ran): the store is served, which
+        // is what whoever started it waits for, even when several sessions
+        // raced to start a helper. Run by hand, it is an error.
+        Ok(false) if daemon => {}
+        Ok(false) => {
+            let pid = other_helper_pid(&Store::new(&dir), a.timeout);
+            fail_with(
+                a.json,
+                "yaplrd serve",
+                "already_running",
+                &format!(
+                    "another helper{} already serves {}",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    dir.display()
+                ),
+                EXIT_ERROR,
+            );
+        }
         Err(e) => {
             server::log(&format!("error: {e}"));
-            std::process::exit(1);
+            std::process::exit(EXIT_ERROR);
         }
+    }
+}
+
+/// The pid of the helper that holds the store. It writes its pid just
+/// after taking the lock, so give it a moment to.
+fn other_helper_pid(store: &Store, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(1));
+    loop {
+        let pid = store.helper_pid_from_lock();
+        if pid.is_some() || Instant::now() >= deadline {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -174,9 +342,4 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("yaplrd: {msg}\n{USAGE}");
-    std::process::exit(2);
 }
