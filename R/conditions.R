@@ -67,22 +67,61 @@ glue_lite <- function(x, envir) {
   x
 }
 
+# What a value is, for "..., not <describe(x)>." in messages. An object of
+# a class is named by its class ("a factor", "a data frame"), never by the
+# type underneath.
 describe <- function(x) {
   if (is.null(x)) {
     return("NULL")
+  }
+  if (is.object(x)) {
+    return(describe_class(x))
   }
   if (is.atomic(x) && length(x) == 1L) {
     if (is.na(x)) {
       return(paste0("`", if (is.character(x)) "NA_character_" else "NA", "`"))
     }
     if (is.character(x)) {
-      return(paste0("the string \"", x, "\""))
+      return(paste0("the string ", quote_text(x)))
     }
     return(paste0("the ", typeof(x), " ", format(x)))
   }
-  cls <- if (is.object(x)) class(x)[1L] else typeof(x)
+  if (is.function(x)) {
+    return("a function")
+  }
+  if (is.environment(x)) {
+    return("an environment")
+  }
   kind <- if (is.atomic(x)) "vector" else "object"
-  paste0("a ", cls, " ", kind, " of length ", length(x))
+  paste(a_or_an(typeof(x)), typeof(x), kind, "of length", length(x))
+}
+
+describe_class <- function(x) {
+  if (is.data.frame(x)) {
+    return("a data frame")
+  }
+  cls <- class(x)[1L]
+  if (!is.atomic(x) || isS4(x)) {
+    return(paste0("an object of class ", quote_text(cls)))
+  }
+  # length() may be a method of the class, and may fail.
+  n <- tryCatch(length(x), error = function(e) NA)
+  out <- paste(a_or_an(cls), cls)
+  if (identical(n, 1L)) out else paste(out, "of length", n)
+}
+
+a_or_an <- function(word) {
+  if (grepl("^[aeiouAEIOU]", word)) "an" else "a"
+}
+
+# A string in double quotes with escapes, shortened when long: messages
+# stay readable whatever the user passed.
+quote_text <- function(x, max = 60L) {
+  s <- encodeString(x)
+  if (nchar(s) > max) {
+    s <- paste0(substr(s, 1L, max - 3L), "...")
+  }
+  paste0("\"", s, "\"")
 }
 
 check_tag <- function(tag, arg = "tag", call = caller_call()) {

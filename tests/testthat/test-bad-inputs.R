@@ -183,7 +183,7 @@ bad_tag_cases <- list(
   list(name = "list tag", call = function(ctx) retrieve_object(list("a")),
        class = "yaplr_bad_tag", regexp = "`tag` must be a single .*list object of length 1"),
   list(name = "factor tag", call = function(ctx) does_object_exist(factor("a")),
-       class = "yaplr_bad_tag", regexp = "`tag` must be a single non-empty string"),
+       class = "yaplr_bad_tag", regexp = "`tag` must be a single non-empty string, not a factor\\.$"),
   list(name = "missing tag (send)", call = function(ctx) send_object(1),
        class = "yaplr_bad_tag", regexp = "`tag` is missing"),
   list(name = "missing tag (remove)", call = function(ctx) remove_object(),
@@ -703,8 +703,40 @@ for (i in seq_along(corrupt_cases)) {
   if (is.null(corrupt_cases[[i]][["call"]])) corrupt_cases[[i]][["call"]] <- retrieve_t
 }
 
+# --- values named by their class --------------------------------------------
+
+class_cases <- list(
+  list(name = "factor tag of length 2", call = function(ctx) retrieve_object(factor(c("a", "b"))),
+       class = "yaplr_bad_tag", regexp = "not a factor of length 2\\.$"),
+  list(name = "factor namespace", call = function(ctx) send_object(1, "x", namespace = factor("a")),
+       class = "yaplr_bad_argument", regexp = "not a factor\\.$"),
+  list(name = "factor description", call = function(ctx) send_object(1, "x", description = factor("d")),
+       class = "yaplr_bad_argument", regexp = "`description` must be NULL or a single string, not a factor\\.$"),
+  list(name = "Date timeout", call = function(ctx) send_object(1, "x", timeout = as.Date("2020-01-01")),
+       class = "yaplr_bad_argument", regexp = paste0(timeout_msg, ", not a Date\\.$")),
+  list(name = "difftime timeout", call = function(ctx) ping_server(timeout = as.difftime(5, units = "secs")),
+       class = "yaplr_bad_argument", regexp = paste0(timeout_msg, ", not a difftime\\.$")),
+  list(name = "POSIXct namespace", call = function(ctx) list_objects(namespace = Sys.time()),
+       class = "yaplr_bad_argument", regexp = "not a POSIXct\\.$"),
+  list(name = "a data frame as objects", call = function(ctx) send_objects(data.frame(a = 1)),
+       class = "yaplr_bad_argument", regexp = "^`objects` must be a named list, not a data frame\\.$"),
+  list(name = "a factor as yaplr.dir", call = function(ctx) with_dir(factor("/tmp/x"), store_dir()),
+       class = "yaplr_bad_argument", regexp = paste0(dir_msg, ", not a factor\\.$")),
+  list(name = "an S3 list object as tag", call = function(ctx) send_object(1, structure(list(), class = "foo")),
+       class = "yaplr_bad_tag", regexp = "not an object of class \"foo\"\\.$"),
+  list(name = "an integer vector as tag", call = function(ctx) send_object(1, 1:2),
+       class = "yaplr_bad_tag", regexp = "not an integer vector of length 2\\.$"),
+  list(name = "a function as tag", call = function(ctx) send_object(1, mean),
+       class = "yaplr_bad_tag", regexp = "not a function\\.$"),
+  list(name = "a long string as timeout", call = function(ctx) send_object(1, "x", timeout = strrep("x", 1e5)),
+       class = "yaplr_bad_argument", regexp = "not the string \"x{57}\\.\\.\\.\"\\.$"),
+  list(name = "a string with a newline as timeout", call = function(ctx) send_object(1, "x", timeout = "1\n"),
+       class = "yaplr_bad_argument", regexp = "not the string \"1\\\\n\"\\.$")
+)
+
 bad_inputs <- c(bad_tag_cases, bad_timeout_cases, flag_cases, namespace_cases, new_api_cases,
-                store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases)
+                store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases,
+                class_cases)
 
 # --- the runner ------------------------------------------------------------
 
