@@ -14,7 +14,7 @@
 #' * `bad_tag`: the tag is not a single non-empty string of at most 1024
 #'   bytes.
 #' * `bad_argument`: another argument is invalid (such as a `timeout` that is
-#'   not a positive number).
+#'   not a positive number) or missing.
 #' * `not_found`: no object is stored under the tag.
 #' * `no_space`: the store's filesystem has no room for the object. Nothing
 #'   was stored and the store keeps working.
@@ -124,10 +124,19 @@ quote_text <- function(x, max = 60L) {
   paste0("\"", s, "\"")
 }
 
-check_tag <- function(tag, arg = "tag", call = caller_call()) {
-  if (missing(tag)) {
-    abort_yaplr("bad_tag", "`{arg}` is missing; give the name of the object.", call = call)
+# A required argument the caller left out gives a classed error naming it
+# (R's own would be "argument "obj" is missing, with no default"). `arg` is
+# the argument's name in `env`, `name` how the message calls it.
+check_required <- function(arg, what, kind = "bad_argument", name = arg,
+                           env = parent.frame(), call = caller_call()) {
+  if (eval(substitute(missing(a), list(a = as.name(arg))), env)) {
+    abort_yaplr(kind, "`{name}` is missing; give {what}.", call = call)
   }
+  invisible()
+}
+
+check_tag <- function(tag, arg = "tag", call = caller_call()) {
+  check_required("tag", "the name of the object", kind = "bad_tag", name = arg, call = call)
   if (!is.character(tag) || length(tag) != 1L || is.na(tag) || !nzchar(tag)) {
     abort_yaplr("bad_tag",
       "`{arg}` must be a single non-empty string, not {describe(tag)}.",

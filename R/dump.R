@@ -40,6 +40,7 @@
 #' options(old)
 save_objects <- function(file, tags = NULL, namespace = NULL,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("file", "the path of the dump file to write")
   file <- check_file(file)
   if (!is.null(namespace)) namespace <- check_namespace(namespace)
   if (!is.null(tags)) {
@@ -61,6 +62,7 @@ save_objects <- function(file, tags = NULL, namespace = NULL,
 #' @export
 load_objects <- function(file, overwrite = FALSE,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("file", "the path of the dump file to load")
   file <- check_file(file)
   if (!file.exists(file)) {
     abort_yaplr("bad_argument", "the dump file \"{file}\" does not exist.")

@@ -106,6 +106,7 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
                         namespace = yaplr_namespace(), description = NULL) {
+  check_required("obj", "the object to store")
   tag <- check_tag(tag)
   namespace <- check_namespace(namespace)
   meta <- object_meta(obj, check_description(description))
@@ -259,6 +260,7 @@ object_meta <- function(obj, description) {
 #' options(old)
 send_objects <- function(objects, namespace = yaplr_namespace(), description = NULL,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("objects", "a named list of the objects to store, such as list(x = 1, y = \"a\")")
   if (!is.list(objects) || is.object(objects) && !identical(class(objects), "list")) {
     abort_yaplr("bad_argument", "`objects` must be a named list, not {describe(objects)}.")
   }
@@ -292,6 +294,7 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
 #' @export
 retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
                              automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("tags", "a character vector of the tags to retrieve", kind = "bad_tag")
   if (!is.character(tags) || anyNA(tags)) {
     abort_yaplr("bad_tag", "`tags` must be a character vector without NA, not {describe(tags)}.")
   }

@@ -129,6 +129,7 @@ print.yaplr_server_info <- function(x, ...) {
 #' @rdname server
 #' @export
 resize_store <- function(capacity, timeout = yaplr_timeout()) {
+  check_required("capacity", "the new capacity, such as \"2 GB\", or NULL for no limit")
   timeout <- check_timeout(timeout)
   bytes <- if (is.null(capacity)) -1 else parse_size(capacity, "capacity")
   check_result(resize_store_(bytes, store_dir(), helper_path(), timeout,

@@ -703,6 +703,35 @@ for (i in seq_along(corrupt_cases)) {
   if (is.null(corrupt_cases[[i]][["call"]])) corrupt_cases[[i]][["call"]] <- retrieve_t
 }
 
+# --- required arguments left out --------------------------------------------
+
+pass_through <- function(x) send_object(x, "t")
+missing_cases <- list(
+  list(name = "missing obj", call = function(ctx) send_object(tag = "x"),
+       check = function(err, ctx) expect_false(does_object_exist("x")),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing; give the object to store\\.$"),
+  list(name = "missing obj and tag", call = function(ctx) send_object(),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing"),
+  list(name = "missing obj passed through a function", call = function(ctx) pass_through(),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing"),
+  list(name = "missing tag (retrieve)", call = function(ctx) retrieve_object(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing; give the name of the object\\.$"),
+  list(name = "missing tag (exists)", call = function(ctx) does_object_exist(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing"),
+  list(name = "missing tag (info)", call = function(ctx) object_info(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing"),
+  list(name = "missing objects", call = function(ctx) send_objects(),
+       class = "yaplr_bad_argument", regexp = "^`objects` is missing; give a named list of the objects to store"),
+  list(name = "missing tags", call = function(ctx) retrieve_objects(),
+       class = "yaplr_bad_tag", regexp = "^`tags` is missing; give a character vector of the tags to retrieve\\.$"),
+  list(name = "missing file (save)", call = function(ctx) save_objects(),
+       class = "yaplr_bad_argument", regexp = "^`file` is missing; give the path of the dump file to write\\.$"),
+  list(name = "missing file (load)", call = function(ctx) load_objects(),
+       class = "yaplr_bad_argument", regexp = "^`file` is missing; give the path of the dump file to load\\.$"),
+  list(name = "missing capacity", call = function(ctx) resize_store(),
+       class = "yaplr_bad_argument", regexp = "^`capacity` is missing; give the new capacity")
+)
+
 # --- values named by their class --------------------------------------------
 
 class_cases <- list(
@@ -736,7 +765,7 @@ class_cases <- list(
 
 bad_inputs <- c(bad_tag_cases, bad_timeout_cases, flag_cases, namespace_cases, new_api_cases,
                 store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases,
-                class_cases)
+                missing_cases, class_cases)
 
 # --- the runner ------------------------------------------------------------
 
