@@ -23,7 +23,8 @@
 #' * `interrupted`: the wait was interrupted by the user.
 #' * `no_server`: no helper is running and automatic start is off.
 #' * `store`: the store directory can not be used (not writable, owned by
-#'   another user, not a directory, path too long).
+#'   another user, not a directory, path too long, or a directory shared by
+#'   every user such as `/` or `/tmp`).
 #' * `server`, `protocol`: the helper failed or answered something
 #'   unexpected.
 #' * `corrupt`: a stored object file is damaged.

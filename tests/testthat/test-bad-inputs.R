@@ -703,6 +703,65 @@ for (i in seq_along(corrupt_cases)) {
   if (is.null(corrupt_cases[[i]][["call"]])) corrupt_cases[[i]][["call"]] <- retrieve_t
 }
 
+# --- store directories that are not the user's to take ----------------------
+#
+# A store is made private (mode 0700) and filled with the helper's files, so
+# the root directory, shared or system directories and the home directory are
+# refused before anything touches them (checked with calls that create
+# nothing, as is_server_running() and store_dir()).
+
+store_path_msg <- "can not be a store \\(yaplr makes its store private and fills it with its files\\); choose a directory of your own with options\\(yaplr.dir = \\), such as \""
+# A directory of this user that everyone may write to, as /tmp.
+shared_dir <- function(env) {
+  d <- tempfile("yaplr-shared-", tmpdir = "/dev/shm")
+  dir.create(d)
+  Sys.chmod(d, "1777", use_umask = FALSE)
+  withr::defer(remove_store(d), envir = env)
+  list(shared = d)
+}
+path_cases <- list(
+  list(name = "the root directory as the store", call = function(ctx) with_dir("/", send_object(1, "x")),
+       class = "yaplr_store",
+       regexp = paste0("^the store directory \"/\" is the root directory, shared by every user of the system, so it ", store_path_msg)),
+  list(name = "the root directory as the store (is_server_running)",
+       call = function(ctx) with_dir("/", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/\" is the root directory.*", store_path_msg)),
+  list(name = "the root directory spelled //", call = function(ctx) with_dir("//", is_server_running()),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"//\"\\) is the root directory"),
+  list(name = "the root directory spelled /tmp/..", call = function(ctx) with_dir("/tmp/..", store_dir()),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"/tmp/\\.\\.\"\\) is the root directory"),
+  list(name = "~ when HOME is /",
+       call = function(ctx) withr::with_envvar(c(HOME = "/"), with_dir("~", is_server_running())),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"~\"\\) is the root directory"),
+  list(name = "the home directory as the store",
+       setup = function(env) list(home = withr::local_tempdir(.local_envir = env)),
+       call = function(ctx) withr::with_envvar(c(HOME = ctx$home), with_dir("~/", store_dir())),
+       class = "yaplr_store", regexp = paste0("\\(given as \"~/\"\\) is your home directory, so it ", store_path_msg, ".*/yaplr-store\"$")),
+  # (/tmp is shared, mode 1777; a system directory all the same.)
+  list(name = "/tmp as the store", call = function(ctx) with_dir("/tmp/", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/tmp\" \\(given as \"/tmp/\"\\) is (shared by every user of the system \\(anyone may create files in it\\)|a system directory), ")),
+  list(name = "/dev/shm as the store", call = function(ctx) with_dir("/dev/shm/x/..", store_dir()),
+       class = "yaplr_store", regexp = "\"/dev/shm\" \\(given as \"/dev/shm/x/\\.\\.\"\\) is (shared by every user|a system directory)"),
+  list(name = "a system directory as the store", call = function(ctx) with_dir("/usr", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/usr\" is a system directory, shared by every user of the system, so it ", store_path_msg)),
+  list(name = "a directory writable by every user as the store",
+       setup = shared_dir,
+       call = function(ctx) with_dir(ctx$shared, send_object(1, "x")),
+       check = function(err, ctx) {
+         expect_identical(as.character(file.info(ctx$shared)$mode), "1777")
+         expect_identical(list.files(ctx$shared, all.files = TRUE, no.. = TRUE), character())
+       },
+       class = "yaplr_store", regexp = "is shared by every user of the system \\(anyone may create files in it\\)"),
+  list(name = "a store handle on the root directory", call = function(ctx) yaplr_store(dir = "/"),
+       class = "yaplr_store", regexp = "\"/\" is the root directory"),
+  list(name = "yaplr.dir that is not valid UTF-8",
+       call = function(ctx) with_dir("/tmp/\xff\xfe", store_dir()),
+       class = "yaplr_bad_argument", regexp = "options\\(yaplr.dir = \\) must be valid text"),
+  list(name = "yaplr.dir with bytes encoding",
+       call = function(ctx) with_dir(bytes_tag, send_object(1, "x")),
+       class = "yaplr_bad_argument", regexp = "options\\(yaplr.dir = \\) must be valid text")
+)
+
 # --- required arguments left out --------------------------------------------
 
 pass_through <- function(x) send_object(x, "t")
@@ -765,7 +824,7 @@ class_cases <- list(
 
 bad_inputs <- c(bad_tag_cases, bad_timeout_cases, flag_cases, namespace_cases, new_api_cases,
                 store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases,
-                missing_cases, class_cases)
+                path_cases, missing_cases, class_cases)
 
 # --- the runner ------------------------------------------------------------
 
@@ -866,6 +925,27 @@ test_that("representative messages keep their wording", {
                   retrieve_object("t"))
   remove_object("t")
   expect_store_works()
+})
+
+test_that("a store path names its directory whatever its spelling", {
+  dir <- local_store()
+  with_dir(paste0(dir, "/"), {
+    expect_identical(store_dir(), dir)
+    send_object(1, "x")
+  })
+  with_dir(paste0("/", dir, "//./"), {
+    expect_identical(store_dir(), dir)
+    expect_identical(retrieve_object("x"), 1)
+  })
+  with_dir(file.path(dir, "no-such-dir", ".."), {
+    expect_identical(store_dir(), dir)
+    expect_true(does_object_exist("x"))
+  })
+  expect_false(dir.exists(file.path(dir, "no-such-dir")))
+  # A relative store of a handle is fixed when the handle is made.
+  wd <- withr::local_tempdir()
+  h <- withr::with_dir(wd, yaplr_store(dir = "rel/"))
+  expect_identical(attr(h, "dir"), file.path(normalizePath(wd), "rel"))
 })
 
 test_that("the bad inputs left no store files and no helper behind", {
