@@ -948,6 +948,37 @@ test_that("a store path names its directory whatever its spelling", {
   expect_identical(attr(h, "dir"), file.path(normalizePath(wd), "rel"))
 })
 
+# Run R code as user nobody (uid 65534) with this yaplr; its stdout lines.
+run_as_nobody <- function(code, args = character()) {
+  skip_if_not(is_root(), "needs root")
+  setpriv <- Sys.which("setpriv")
+  skip_if(!nzchar(setpriv), "setpriv is missing")
+  libs <- paste(c(dirname(find.package("yaplr")), .libPaths()), collapse = ":")
+  out <- callr::run(setpriv,
+    c("--reuid=65534", "--regid=65534", "--clear-groups", "env", paste0("R_LIBS=", libs),
+      "HOME=/tmp", "TMPDIR=/tmp", file.path(R.home("bin"), "Rscript"), "--vanilla", "-e", code, args),
+    error_on_status = FALSE, wd = "/", timeout = 60, stderr_to_stdout = TRUE
+  )
+  skip_if(out$status != 0L || !grepl("^ran\n", out$stdout),
+          paste("nobody can not run R with yaplr:", out$stdout))
+  strsplit(out$stdout, "\n", fixed = TRUE)[[1L]][-1L]
+}
+
+test_that("is_server_running() on a store of another user is a yaplr_store error", {
+  skip_if_not(is_root(), "needs root")
+  theirs <- tempfile("yaplr-root-", tmpdir = "/dev/shm")
+  dir.create(theirs, mode = "0700")
+  withr::defer(unlink(theirs, recursive = TRUE))
+  got <- run_as_nobody(paste(
+    'cat("ran\\n"); library(yaplr); options(yaplr.dir = commandArgs(TRUE)[1]);',
+    'e <- tryCatch(is_server_running(), error = identity);',
+    'cat(class(e), "\\n", conditionMessage(e), "\\n", sep = "")'
+  ), theirs)
+  expect_identical(got[1L], "yaplr_storeyaplr_errorerrorcondition")
+  expect_match(got[2L], paste0("^the store directory \"", theirs, "\" belongs to uid 0, not to this user \\(uid 65534\\); choose another with options\\(yaplr.dir = \\)$"))
+  expect_identical(list.files(theirs, all.files = TRUE, no.. = TRUE), character())
+})
+
 test_that("the bad inputs left no store files and no helper behind", {
   dirs <- unique(bad_input_stores$dirs)
   expect_gt(length(dirs), 0L)
