@@ -196,6 +196,12 @@ check_description <- function(description, call = caller_call()) {
       call = call
     )
   }
+  if (!is_valid_text(description)) {
+    abort_yaplr("bad_argument",
+      "`description` must be valid text in UTF-8, latin1 or the session's encoding.",
+      call = call
+    )
+  }
   enc2utf8(description)
 }
 

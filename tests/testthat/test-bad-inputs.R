@@ -822,9 +822,71 @@ class_cases <- list(
        class = "yaplr_bad_argument", regexp = "not the string \"1\\\\n\"\\.$")
 )
 
+# --- more arguments ---------------------------------------------------------
+
+a_dir <- function(env) list(d = withr::local_tempdir(.local_envir = env))
+more_cases <- list(
+  list(name = "description that is not valid UTF-8",
+       call = function(ctx) send_object(1, "x", description = "\xff\xfe"),
+       check = function(err, ctx) expect_false(does_object_exist("x")),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "description with bytes encoding",
+       call = function(ctx) send_object(1, "x", description = bytes_tag),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "send_objects() description with bytes encoding",
+       call = function(ctx) send_objects(list(a = 1), description = bytes_tag),
+       check = function(err, ctx) expect_false(does_object_exist("a")),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "send_objects() NA description for one object",
+       call = function(ctx) send_objects(list(a = 1), description = NA),
+       class = "yaplr_bad_argument", regexp = "^`description` must be NULL or a single string, not `NA`\\.$"),
+  list(name = "send_objects() three descriptions for two objects",
+       call = function(ctx) send_objects(list(a = 1, b = 2), description = c("x", "y", "z")),
+       class = "yaplr_bad_argument", regexp = "or a character vector of length 1 or 2, not a character vector of length 3\\.$"),
+  list(name = "send_objects() a name too long",
+       call = function(ctx) send_objects(setNames(list(1, 2), c("a", strrep("x", 2000)))),
+       class = "yaplr_bad_tag", regexp = "^`names\\(objects\\)\\[2\\]` must be at most 1024 bytes long, not 2000 bytes\\.$"),
+  list(name = "retrieve_objects() an NA tag",
+       call = function(ctx) retrieve_objects(c("a", NA)),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[2\\]` must be a single non-empty string, not `NA_character_`\\.$"),
+  list(name = "retrieve_objects() an empty tag",
+       call = function(ctx) retrieve_objects(c("a", "b", "")),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[3\\]` must be a single non-empty string, not the string \"\"\\.$"),
+  list(name = "retrieve_objects() a factor",
+       call = function(ctx) retrieve_objects(factor("a")),
+       class = "yaplr_bad_tag", regexp = "^`tags` must be a character vector, not a factor\\.$"),
+  list(name = "save_objects() an NA tag",
+       call = function(ctx) save_objects(tempfile(), tags = c(NA, "a")),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[1\\]` must be a single non-empty string"),
+  list(name = "save_objects() into a directory",
+       setup = a_dir,
+       call = function(ctx) save_objects(ctx$d),
+       check = function(err, ctx) expect_false(file.exists(paste0(ctx$d, ".yaplr-partial"))),
+       class = "yaplr_bad_argument", regexp = "^`file` must be the path of a file, not of the directory \""),
+  list(name = "save_objects() into a missing directory",
+       setup = a_dir,
+       call = function(ctx) save_objects(file.path(ctx$d, "no-such-dir", "dump")),
+       class = "yaplr_bad_argument", regexp = "^the directory of `file`, \".*/no-such-dir\", does not exist; create it first or choose another path\\.$"),
+  list(name = "save_objects() a file name that is not valid UTF-8",
+       call = function(ctx) save_objects(paste0(tempdir(), "/\xff\xfe")),
+       class = "yaplr_bad_argument", regexp = "^`file` must be valid text"),
+  list(name = "an object whose class name is not valid UTF-8",
+       call = function(ctx) {
+         x <- structure(1, class = "caf\xe9")
+         send_object(x, "odd-class")
+         if (!identical(retrieve_object("odd-class"), x)) stop("a different value came back")
+         if (!identical(object_info("odd-class")$class, "caf<e9>")) stop("class listed as ", object_info("odd-class")$class)
+       },
+       class = character(), regexp = ""),
+  list(name = "load_objects() a directory",
+       setup = a_dir,
+       call = function(ctx) load_objects(ctx$d),
+       class = "yaplr_bad_argument", regexp = "^`file` must be the path of a dump file, not of the directory \"")
+)
+
 bad_inputs <- c(bad_tag_cases, bad_timeout_cases, flag_cases, namespace_cases, new_api_cases,
                 store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases,
-                path_cases, missing_cases, class_cases)
+                path_cases, missing_cases, class_cases, more_cases)
 
 # --- the runner ------------------------------------------------------------
 
