@@ -1041,6 +1041,33 @@ test_that("is_server_running() on a store of another user is a yaplr_store error
   expect_identical(list.files(theirs, all.files = TRUE, no.. = TRUE), character())
 })
 
+test_that("messages about store paths, missing arguments and classes keep their wording", {
+  dir <- local_store()
+  default <- yaplr:::default_store_dir_()
+  tr <- function(x) gsub(default, "<default store>", x, fixed = TRUE)
+  expect_snapshot(error = TRUE, transform = tr, {
+    with_dir("/", send_object(1, "x"))
+    withr::with_envvar(c(HOME = "/"), with_dir("~", is_server_running()))
+    with_dir("/usr/", store_dir())
+  })
+  shared <- shared_dir(environment())$shared
+  expect_snapshot(error = TRUE, transform = function(x) gsub("[0-9]+\"$", "<uid>\"", gsub(shared, "<dir>", x, fixed = TRUE)), {
+    with_dir(shared, send_object(1, "x"))
+  })
+  expect_snapshot(error = TRUE, {
+    send_object(tag = "x")
+    send_objects()
+    retrieve_objects()
+    resize_store()
+    send_object(1, factor("a"))
+    send_objects(data.frame(a = 1))
+    send_object(1, "x", timeout = as.Date("2020-01-01"))
+    retrieve_objects(c("a", NA))
+    send_objects(list(a = 1), description = NA)
+  })
+  expect_store_works()
+})
+
 test_that("the bad inputs left no store files and no helper behind", {
   dirs <- unique(bad_input_stores$dirs)
   expect_gt(length(dirs), 0L)
