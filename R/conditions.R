@@ -14,7 +14,7 @@
 #' * `bad_tag`: the tag is not a single non-empty string of at most 1024
 #'   bytes.
 #' * `bad_argument`: another argument is invalid (such as a `timeout` that is
-#'   not a positive number).
+#'   not a positive number) or missing.
 #' * `not_found`: no object is stored under the tag.
 #' * `no_space`: the store's filesystem has no room for the object. Nothing
 #'   was stored and the store keeps working.
@@ -23,7 +23,8 @@
 #' * `interrupted`: the wait was interrupted by the user.
 #' * `no_server`: no helper is running and automatic start is off.
 #' * `store`: the store directory can not be used (not writable, owned by
-#'   another user, not a directory, path too long).
+#'   another user, not a directory, path too long, or a directory shared by
+#'   every user such as `/` or `/tmp`).
 #' * `server`, `protocol`: the helper failed or answered something
 #'   unexpected.
 #' * `corrupt`: a stored object file is damaged.
@@ -67,28 +68,76 @@ glue_lite <- function(x, envir) {
   x
 }
 
+# What a value is, for "..., not <describe(x)>." in messages. An object of
+# a class is named by its class ("a factor", "a data frame"), never by the
+# type underneath.
 describe <- function(x) {
   if (is.null(x)) {
     return("NULL")
+  }
+  if (is.object(x)) {
+    return(describe_class(x))
   }
   if (is.atomic(x) && length(x) == 1L) {
     if (is.na(x)) {
       return(paste0("`", if (is.character(x)) "NA_character_" else "NA", "`"))
     }
     if (is.character(x)) {
-      return(paste0("the string \"", x, "\""))
+      return(paste0("the string ", quote_text(x)))
     }
     return(paste0("the ", typeof(x), " ", format(x)))
   }
-  cls <- if (is.object(x)) class(x)[1L] else typeof(x)
+  if (is.function(x)) {
+    return("a function")
+  }
+  if (is.environment(x)) {
+    return("an environment")
+  }
   kind <- if (is.atomic(x)) "vector" else "object"
-  paste0("a ", cls, " ", kind, " of length ", length(x))
+  paste(a_or_an(typeof(x)), typeof(x), kind, "of length", length(x))
+}
+
+describe_class <- function(x) {
+  if (is.data.frame(x)) {
+    return("a data frame")
+  }
+  cls <- class(x)[1L]
+  if (!is.atomic(x) || isS4(x)) {
+    return(paste0("an object of class ", quote_text(cls)))
+  }
+  # length() may be a method of the class, and may fail.
+  n <- tryCatch(length(x), error = function(e) NA)
+  out <- paste(a_or_an(cls), cls)
+  if (identical(n, 1L)) out else paste(out, "of length", n)
+}
+
+a_or_an <- function(word) {
+  if (grepl("^[aeiouAEIOU]", word)) "an" else "a"
+}
+
+# A string in double quotes with escapes, shortened when long: messages
+# stay readable whatever the user passed.
+quote_text <- function(x, max = 60L) {
+  s <- encodeString(x)
+  if (nchar(s) > max) {
+    s <- paste0(substr(s, 1L, max - 3L), "...")
+  }
+  paste0("\"", s, "\"")
+}
+
+# A required argument the caller left out gives a classed error naming it
+# (R's own would be "argument "obj" is missing, with no default"). `arg` is
+# the argument's name in `env`, `name` how the message calls it.
+check_required <- function(arg, what, kind = "bad_argument", name = arg,
+                           env = parent.frame(), call = caller_call()) {
+  if (eval(substitute(missing(a), list(a = as.name(arg))), env)) {
+    abort_yaplr(kind, "`{name}` is missing; give {what}.", call = call)
+  }
+  invisible()
 }
 
 check_tag <- function(tag, arg = "tag", call = caller_call()) {
-  if (missing(tag)) {
-    abort_yaplr("bad_tag", "`{arg}` is missing; give the name of the object.", call = call)
-  }
+  check_required("tag", "the name of the object", kind = "bad_tag", name = arg, call = call)
   if (!is.character(tag) || length(tag) != 1L || is.na(tag) || !nzchar(tag)) {
     abort_yaplr("bad_tag",
       "`{arg}` must be a single non-empty string, not {describe(tag)}.",
@@ -144,6 +193,12 @@ check_description <- function(description, call = caller_call()) {
   if (!is.character(description) || length(description) != 1L || is.na(description)) {
     abort_yaplr("bad_argument",
       "`description` must be NULL or a single string, not {describe(description)}.",
+      call = call
+    )
+  }
+  if (!is_valid_text(description)) {
+    abort_yaplr("bad_argument",
+      "`description` must be valid text in UTF-8, latin1 or the session's encoding.",
       call = call
     )
   }

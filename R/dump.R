@@ -40,14 +40,22 @@
 #' options(old)
 save_objects <- function(file, tags = NULL, namespace = NULL,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("file", "the path of the dump file to write")
   file <- check_file(file)
+  if (dir.exists(file)) {
+    abort_yaplr("bad_argument", "`file` must be the path of a file, not of the directory \"{file}\".")
+  }
+  if (!dir.exists(dirname(file))) {
+    abort_yaplr("bad_argument",
+      "the directory of `file`, \"{dirname(file)}\", does not exist; create it first or choose another path.")
+  }
   if (!is.null(namespace)) namespace <- check_namespace(namespace)
   if (!is.null(tags)) {
     if (is.null(namespace)) namespace <- yaplr_namespace()
-    if (!is.character(tags) || anyNA(tags)) {
-      abort_yaplr("bad_tag", "`tags` must be NULL or a character vector without NA, not {describe(tags)}.")
+    if (!is.character(tags) || is.object(tags)) {
+      abort_yaplr("bad_tag", "`tags` must be NULL or a character vector, not {describe(tags)}.")
     }
-    tags <- vapply(as.list(tags), check_tag, "", arg = "tags")
+    tags <- check_tags(tags, "tags")
   }
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
@@ -61,9 +69,13 @@ save_objects <- function(file, tags = NULL, namespace = NULL,
 #' @export
 load_objects <- function(file, overwrite = FALSE,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("file", "the path of the dump file to load")
   file <- check_file(file)
   if (!file.exists(file)) {
     abort_yaplr("bad_argument", "the dump file \"{file}\" does not exist.")
+  }
+  if (dir.exists(file)) {
+    abort_yaplr("bad_argument", "`file` must be the path of a dump file, not of the directory \"{file}\".")
   }
   check_flag(overwrite, "overwrite")
   timeout <- check_timeout(timeout)
@@ -75,6 +87,12 @@ load_objects <- function(file, overwrite = FALSE,
 check_file <- function(file, call = caller_call()) {
   if (!is.character(file) || length(file) != 1L || is.na(file) || !nzchar(file)) {
     abort_yaplr("bad_argument", "`file` must be a single file path, not {describe(file)}.", call = call)
+  }
+  if (!is_valid_text(file)) {
+    abort_yaplr("bad_argument",
+      "`file` must be valid text in UTF-8, latin1 or the session's encoding.",
+      call = call
+    )
   }
   normalizePath(path.expand(file), mustWork = FALSE)
 }

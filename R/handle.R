@@ -23,7 +23,8 @@
 #' @param namespace The namespace. Default `getOption("yaplr.namespace",
 #'   "default")`.
 #' @param dir The store directory. Default: the store of this session
-#'   ([store_dir()]), fixed when the handle is made.
+#'   ([store_dir()]), fixed when the handle is made (a relative path is taken
+#'   from the working directory then).
 #' @param x A store handle.
 #' @param name,i The tag.
 #' @param value The object to store; `NULL` removes the tag.
@@ -49,6 +50,7 @@ yaplr_store <- function(namespace = yaplr_namespace(), dir = store_dir()) {
   if (!is.character(dir) || length(dir) != 1L || is.na(dir) || !nzchar(dir)) {
     abort_yaplr("bad_argument", "`dir` must be a single directory path, not {describe(dir)}.")
   }
+  dir <- resolve_store_dir(dir)
   structure(list(), namespace = namespace, dir = dir, class = "yaplr_handle")
 }
 

@@ -106,6 +106,7 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
                         namespace = yaplr_namespace(), description = NULL) {
+  check_required("obj", "the object to store")
   tag <- check_tag(tag)
   namespace <- check_namespace(namespace)
   meta <- object_meta(obj, check_description(description))
@@ -228,8 +229,17 @@ object_meta <- function(obj, description) {
     len <- function() tryCatch(length(obj), error = function(e) NA_real_)
     dm <- function() tryCatch(dim(obj), error = function(e) NULL)
   }
-  list(class = class(obj), type = typeof(obj), length = len(), dim = dm(),
+  list(class = utf8_label(class(obj)), type = typeof(obj), length = len(), dim = dm(),
        description = description)
+}
+
+# Names for display (such as class names) as valid UTF-8, whatever their
+# encoding: bytes that are not text become "<e9>", as R prints them.
+utf8_label <- function(x) {
+  x <- enc2utf8(x)
+  bad <- !validUTF8(x)
+  x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
+  x
 }
 
 #' Send or retrieve several objects at once
@@ -258,6 +268,7 @@ object_meta <- function(obj, description) {
 #' options(old)
 send_objects <- function(objects, namespace = yaplr_namespace(), description = NULL,
                          automatic_server_start = NULL, timeout = yaplr_timeout()) {
+  check_required("objects", "a named list of the objects to store, such as list(x = 1, y = \"a\")")
   if (!is.list(objects) || is.object(objects) && !identical(class(objects), "list")) {
     abort_yaplr("bad_argument", "`objects` must be a named list, not {describe(objects)}.")
   }
@@ -265,22 +276,16 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
   if (length(objects) > 0L && (is.null(tags) || anyNA(tags) || any(!nzchar(tags)))) {
     abort_yaplr("bad_tag", "every element of `objects` must have a name: the names are the tags.")
   }
-  tags <- vapply(as.list(tags), check_tag, "", arg = "names(objects)")
+  tags <- check_tags(tags, "names(objects)")
   if (anyDuplicated(tags)) {
     abort_yaplr("bad_tag", "`objects` names the tag \"{tags[anyDuplicated(tags)]}\" twice.")
   }
   namespace <- check_namespace(namespace)
-  if (!is.null(description)) {
-    if (!is.character(description) || !length(description) %in% c(1L, length(objects))) {
-      abort_yaplr("bad_argument",
-        "`description` must be NULL or a character vector of length 1 or {length(objects)}, not {describe(description)}.")
-    }
-    description <- rep_len(description, length(objects))
-  }
+  description <- check_descriptions(description, length(objects))
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   metas <- lapply(seq_along(objects), function(i) {
-    object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else enc2utf8(description[i]))
+    object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else description[i])
   })
   check_result(send_objects_(unname(objects), tags, namespace, metas, store_dir(),
                              helper_path(), timeout, autostart))
@@ -291,10 +296,11 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
 #' @export
 retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
                              automatic_server_start = NULL, timeout = yaplr_timeout()) {
-  if (!is.character(tags) || anyNA(tags)) {
-    abort_yaplr("bad_tag", "`tags` must be a character vector without NA, not {describe(tags)}.")
+  check_required("tags", "a character vector of the tags to retrieve", kind = "bad_tag")
+  if (!is.character(tags) || is.object(tags)) {
+    abort_yaplr("bad_tag", "`tags` must be a character vector, not {describe(tags)}.")
   }
-  tags <- vapply(as.list(tags), check_tag, "", arg = "tags")
+  tags <- check_tags(tags, "tags")
   namespace <- check_namespace(namespace)
   check_flag(copy, "copy")
   timeout <- check_timeout(timeout)
@@ -303,4 +309,37 @@ retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
                                         timeout, autostart, copy))
   names(res) <- tags
   res
+}
+
+# Every element of a character vector of tags, each checked as a tag and
+# named in messages by its position ("`tags[2]` must be ...").
+check_tags <- function(tags, arg, call = caller_call()) {
+  vapply(seq_along(tags), function(i) {
+    check_tag(tags[[i]], arg = paste0(arg, "[", i, "]"), call = call)
+  }, "")
+}
+
+# send_objects(description = ): NULL, or one string (or NA) per object, or
+# one for all; NULL or UTF-8 strings (NA: none) in return.
+check_descriptions <- function(description, n, call = caller_call()) {
+  if (is.null(description)) {
+    return(NULL)
+  }
+  if (!is.character(description) || is.object(description) ||
+      !length(description) %in% c(1L, n)) {
+    what <- if (n == 1L) "a single string" else paste("a character vector of length 1 or", n)
+    abort_yaplr("bad_argument", "`description` must be NULL or {what}, not {describe(description)}.",
+                call = call)
+  }
+  for (d in description[!is.na(description)]) {
+    if (!is_valid_text(d)) {
+      abort_yaplr("bad_argument",
+        "`description` must be valid text in UTF-8, latin1 or the session's encoding.",
+        call = call
+      )
+    }
+  }
+  out <- rep_len(description, n)
+  out[!is.na(out)] <- enc2utf8(out[!is.na(out)])
+  out
 }

@@ -6,7 +6,11 @@
 #' * `yaplr.dir`: the store directory. Default: the environment variable
 #'   `YAPLR_DIR` if set, otherwise `/dev/shm/yaplr-<uid>` (in RAM). Sessions
 #'   that use different directories never see each other's objects. Any
-#'   directory works; on a disk the objects persist on disk.
+#'   directory of your own works (it is created if needed and made private,
+#'   mode 0700); on a disk the objects persist on disk. The root directory,
+#'   directories every user may write to (such as `/tmp`), system
+#'   directories and your home directory are refused with a `yaplr_store`
+#'   error: use a subdirectory of your own instead.
 #' * `yaplr.timeout`: how many seconds any call may wait (for the helper to
 #'   start or to answer) before it fails with a `yaplr_timeout` error.
 #'   Default 10. Every function also takes a `timeout` argument.
@@ -41,7 +45,8 @@ store_dir <- function() {
   if (identical(dir, the$dir_in)) {
     return(the$dir_out)
   }
-  out <- resolve_store_dir(dir)
+  # Errors name the call that needed the store (or store_dir() itself).
+  out <- resolve_store_dir(dir, call = sys.call(sys.parent()))
   if (!nzchar(dir) || startsWith(dir, "/") || startsWith(dir, "~")) {
     the$dir_in <- dir
     the$dir_out <- out
@@ -49,22 +54,86 @@ store_dir <- function() {
   out
 }
 
-resolve_store_dir <- function(dir) {
+resolve_store_dir <- function(dir, call = caller_call()) {
   if (!is.character(dir) || length(dir) != 1L || is.na(dir)) {
     abort_yaplr(
       "bad_argument",
-      "options(yaplr.dir = ) must be a single directory path, not {describe(dir)}."
+      "options(yaplr.dir = ) must be a single directory path, not {describe(dir)}.",
+      call = call
+    )
+  }
+  if (!is_valid_text(dir)) {
+    abort_yaplr(
+      "bad_argument",
+      "options(yaplr.dir = ) must be valid text in UTF-8, latin1 or the session's encoding.",
+      call = call
     )
   }
   if (!nzchar(dir)) {
     return(default_store_dir_())
   }
-  dir <- path.expand(dir)
-  if (!startsWith(dir, "/")) {
-    dir <- file.path(normalizePath(".", mustWork = TRUE), dir)
+  path <- path.expand(dir)
+  if (!startsWith(path, "/")) {
+    path <- file.path(normalizePath(".", mustWork = TRUE), path)
   }
-  sub("/+$", "", dir)
+  # One spelling per directory, checked and used as is: no empty, "." or
+  # ".." parts, no trailing slash ("/tmp//x/./" and "/tmp/x/y/.." are
+  # "/tmp/x"; "/", "//" and "/tmp/.." are "/").
+  parts <- character()
+  for (p in strsplit(path, "/", fixed = TRUE)[[1L]]) {
+    if (p == "..") {
+      parts <- parts[-length(parts)]
+    } else if (nzchar(p) && p != ".") {
+      parts <- c(parts, p)
+    }
+  }
+  path <- paste0("/", paste(parts, collapse = "/"))
+  check_store_path(path, dir, call)
+  path
 }
+
+# A store directory is made private (mode 0700) and filled with the helper's
+# files: refuse directories that are not the user's own to give, before the
+# helper touches them. `given` is the path as the user wrote it.
+check_store_path <- function(path, given, call) {
+  as_given <- if (identical(given, path)) "" else paste0(" (given as ", quote_text(given), ")")
+  refuse <- function(what, example) {
+    abort_yaplr("store", paste0(
+      "the store directory \"{path}\"{as_given} is {what}, so it can not be a store ",
+      "(yaplr makes its store private and fills it with its files); choose a directory ",
+      "of your own with options(yaplr.dir = ), such as \"{example}\""
+    ), call = call)
+  }
+  default <- default_store_dir_()
+  real <- path
+  if (dir.exists(path) && !nzchar(Sys.readlink(path))) {
+    real <- normalizePath(path, mustWork = FALSE)
+  }
+  if (real == "/") {
+    refuse("the root directory, shared by every user of the system", default)
+  }
+  if (identical(real, normalizePath(path.expand("~"), mustWork = FALSE))) {
+    refuse("your home directory", file.path(real, "yaplr-store"))
+  }
+  # Writable by all, or sticky (as /tmp and /dev/shm): shared.
+  mode <- file.info(real)$mode
+  if (!is.na(mode) && bitwAnd(as.integer(mode), strtoi("1002", 8L)) != 0L) {
+    refuse("shared by every user of the system (anyone may create files in it)",
+           file.path(real, basename(default)))
+  }
+  if (real %in% system_dirs) {
+    refuse("a system directory, shared by every user of the system", default)
+  }
+  invisible()
+}
+
+# Directories of the system that no user's store may take over.
+system_dirs <- c(
+  "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+  "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/run/user", "/sbin", "/srv",
+  "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/share", "/var",
+  "/var/lib", "/var/tmp", "/dev/shm"
+)
 
 yaplr_namespace <- function() {
   getOption("yaplr.namespace", "default")

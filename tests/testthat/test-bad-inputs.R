@@ -183,7 +183,7 @@ bad_tag_cases <- list(
   list(name = "list tag", call = function(ctx) retrieve_object(list("a")),
        class = "yaplr_bad_tag", regexp = "`tag` must be a single .*list object of length 1"),
   list(name = "factor tag", call = function(ctx) does_object_exist(factor("a")),
-       class = "yaplr_bad_tag", regexp = "`tag` must be a single non-empty string"),
+       class = "yaplr_bad_tag", regexp = "`tag` must be a single non-empty string, not a factor\\.$"),
   list(name = "missing tag (send)", call = function(ctx) send_object(1),
        class = "yaplr_bad_tag", regexp = "`tag` is missing"),
   list(name = "missing tag (remove)", call = function(ctx) remove_object(),
@@ -701,8 +701,190 @@ for (i in seq_along(corrupt_cases)) {
   if (is.null(corrupt_cases[[i]][["call"]])) corrupt_cases[[i]][["call"]] <- retrieve_t
 }
 
+# --- store directories that are not the user's to take ----------------------
+#
+# A store is made private (mode 0700) and filled with the helper's files, so
+# the root directory, shared or system directories and the home directory are
+# refused before anything touches them (checked with calls that create
+# nothing, as is_server_running() and store_dir()).
+
+store_path_msg <- "can not be a store \\(yaplr makes its store private and fills it with its files\\); choose a directory of your own with options\\(yaplr.dir = \\), such as \""
+# A directory of this user that everyone may write to, as /tmp.
+shared_dir <- function(env) {
+  d <- tempfile("yaplr-shared-", tmpdir = "/dev/shm")
+  dir.create(d)
+  Sys.chmod(d, "1777", use_umask = FALSE)
+  withr::defer(remove_store(d), envir = env)
+  list(shared = d)
+}
+path_cases <- list(
+  list(name = "the root directory as the store", call = function(ctx) with_dir("/", send_object(1, "x")),
+       class = "yaplr_store",
+       regexp = paste0("^the store directory \"/\" is the root directory, shared by every user of the system, so it ", store_path_msg)),
+  list(name = "the root directory as the store (is_server_running)",
+       call = function(ctx) with_dir("/", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/\" is the root directory.*", store_path_msg)),
+  list(name = "the root directory spelled //", call = function(ctx) with_dir("//", is_server_running()),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"//\"\\) is the root directory"),
+  list(name = "the root directory spelled /tmp/..", call = function(ctx) with_dir("/tmp/..", store_dir()),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"/tmp/\\.\\.\"\\) is the root directory"),
+  list(name = "~ when HOME is /",
+       call = function(ctx) withr::with_envvar(c(HOME = "/"), with_dir("~", is_server_running())),
+       class = "yaplr_store", regexp = "\"/\" \\(given as \"~\"\\) is the root directory"),
+  list(name = "the home directory as the store",
+       setup = function(env) list(home = withr::local_tempdir(.local_envir = env)),
+       call = function(ctx) withr::with_envvar(c(HOME = ctx$home), with_dir("~/", store_dir())),
+       class = "yaplr_store", regexp = paste0("\\(given as \"~/\"\\) is your home directory, so it ", store_path_msg, ".*/yaplr-store\"$")),
+  # (/tmp is shared, mode 1777; a system directory all the same.)
+  list(name = "/tmp as the store", call = function(ctx) with_dir("/tmp/", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/tmp\" \\(given as \"/tmp/\"\\) is (shared by every user of the system \\(anyone may create files in it\\)|a system directory), ")),
+  list(name = "/dev/shm as the store", call = function(ctx) with_dir("/dev/shm/x/..", store_dir()),
+       class = "yaplr_store", regexp = "\"/dev/shm\" \\(given as \"/dev/shm/x/\\.\\.\"\\) is (shared by every user|a system directory)"),
+  list(name = "a system directory as the store", call = function(ctx) with_dir("/usr", is_server_running()),
+       class = "yaplr_store", regexp = paste0("\"/usr\" is a system directory, shared by every user of the system, so it ", store_path_msg)),
+  list(name = "a directory writable by every user as the store",
+       setup = shared_dir,
+       call = function(ctx) with_dir(ctx$shared, send_object(1, "x")),
+       check = function(err, ctx) {
+         expect_identical(as.character(file.info(ctx$shared)$mode), "1777")
+         expect_identical(list.files(ctx$shared, all.files = TRUE, no.. = TRUE), character())
+       },
+       class = "yaplr_store", regexp = "is shared by every user of the system \\(anyone may create files in it\\)"),
+  list(name = "a store handle on the root directory", call = function(ctx) yaplr_store(dir = "/"),
+       class = "yaplr_store", regexp = "\"/\" is the root directory"),
+  list(name = "yaplr.dir that is not valid UTF-8",
+       call = function(ctx) with_dir("/tmp/\xff\xfe", store_dir()),
+       class = "yaplr_bad_argument", regexp = "options\\(yaplr.dir = \\) must be valid text"),
+  list(name = "yaplr.dir with bytes encoding",
+       call = function(ctx) with_dir(bytes_tag, send_object(1, "x")),
+       class = "yaplr_bad_argument", regexp = "options\\(yaplr.dir = \\) must be valid text")
+)
+
+# --- required arguments left out --------------------------------------------
+
+pass_through <- function(x) send_object(x, "t")
+missing_cases <- list(
+  list(name = "missing obj", call = function(ctx) send_object(tag = "x"),
+       check = function(err, ctx) expect_false(does_object_exist("x")),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing; give the object to store\\.$"),
+  list(name = "missing obj and tag", call = function(ctx) send_object(),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing"),
+  list(name = "missing obj passed through a function", call = function(ctx) pass_through(),
+       class = "yaplr_bad_argument", regexp = "^`obj` is missing"),
+  list(name = "missing tag (retrieve)", call = function(ctx) retrieve_object(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing; give the name of the object\\.$"),
+  list(name = "missing tag (exists)", call = function(ctx) does_object_exist(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing"),
+  list(name = "missing tag (info)", call = function(ctx) object_info(),
+       class = "yaplr_bad_tag", regexp = "^`tag` is missing"),
+  list(name = "missing objects", call = function(ctx) send_objects(),
+       class = "yaplr_bad_argument", regexp = "^`objects` is missing; give a named list of the objects to store"),
+  list(name = "missing tags", call = function(ctx) retrieve_objects(),
+       class = "yaplr_bad_tag", regexp = "^`tags` is missing; give a character vector of the tags to retrieve\\.$"),
+  list(name = "missing file (save)", call = function(ctx) save_objects(),
+       class = "yaplr_bad_argument", regexp = "^`file` is missing; give the path of the dump file to write\\.$"),
+  list(name = "missing file (load)", call = function(ctx) load_objects(),
+       class = "yaplr_bad_argument", regexp = "^`file` is missing; give the path of the dump file to load\\.$"),
+  list(name = "missing capacity", call = function(ctx) resize_store(),
+       class = "yaplr_bad_argument", regexp = "^`capacity` is missing; give the new capacity")
+)
+
+# --- values named by their class --------------------------------------------
+
+class_cases <- list(
+  list(name = "factor tag of length 2", call = function(ctx) retrieve_object(factor(c("a", "b"))),
+       class = "yaplr_bad_tag", regexp = "not a factor of length 2\\.$"),
+  list(name = "factor namespace", call = function(ctx) send_object(1, "x", namespace = factor("a")),
+       class = "yaplr_bad_argument", regexp = "not a factor\\.$"),
+  list(name = "factor description", call = function(ctx) send_object(1, "x", description = factor("d")),
+       class = "yaplr_bad_argument", regexp = "`description` must be NULL or a single string, not a factor\\.$"),
+  list(name = "Date timeout", call = function(ctx) send_object(1, "x", timeout = as.Date("2020-01-01")),
+       class = "yaplr_bad_argument", regexp = paste0(timeout_msg, ", not a Date\\.$")),
+  list(name = "difftime timeout", call = function(ctx) ping_server(timeout = as.difftime(5, units = "secs")),
+       class = "yaplr_bad_argument", regexp = paste0(timeout_msg, ", not a difftime\\.$")),
+  list(name = "POSIXct namespace", call = function(ctx) list_objects(namespace = Sys.time()),
+       class = "yaplr_bad_argument", regexp = "not a POSIXct\\.$"),
+  list(name = "a data frame as objects", call = function(ctx) send_objects(data.frame(a = 1)),
+       class = "yaplr_bad_argument", regexp = "^`objects` must be a named list, not a data frame\\.$"),
+  list(name = "a factor as yaplr.dir", call = function(ctx) with_dir(factor("/tmp/x"), store_dir()),
+       class = "yaplr_bad_argument", regexp = paste0(dir_msg, ", not a factor\\.$")),
+  list(name = "an S3 list object as tag", call = function(ctx) send_object(1, structure(list(), class = "foo")),
+       class = "yaplr_bad_tag", regexp = "not an object of class \"foo\"\\.$"),
+  list(name = "an integer vector as tag", call = function(ctx) send_object(1, 1:2),
+       class = "yaplr_bad_tag", regexp = "not an integer vector of length 2\\.$"),
+  list(name = "a function as tag", call = function(ctx) send_object(1, mean),
+       class = "yaplr_bad_tag", regexp = "not a function\\.$"),
+  list(name = "a long string as timeout", call = function(ctx) send_object(1, "x", timeout = strrep("x", 1e5)),
+       class = "yaplr_bad_argument", regexp = "not the string \"x{57}\\.\\.\\.\"\\.$"),
+  list(name = "a string with a newline as timeout", call = function(ctx) send_object(1, "x", timeout = "1\n"),
+       class = "yaplr_bad_argument", regexp = "not the string \"1\\\\n\"\\.$")
+)
+
+# --- more arguments ---------------------------------------------------------
+
+a_dir <- function(env) list(d = withr::local_tempdir(.local_envir = env))
+more_cases <- list(
+  list(name = "description that is not valid UTF-8",
+       call = function(ctx) send_object(1, "x", description = "\xff\xfe"),
+       check = function(err, ctx) expect_false(does_object_exist("x")),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "description with bytes encoding",
+       call = function(ctx) send_object(1, "x", description = bytes_tag),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "send_objects() description with bytes encoding",
+       call = function(ctx) send_objects(list(a = 1), description = bytes_tag),
+       check = function(err, ctx) expect_false(does_object_exist("a")),
+       class = "yaplr_bad_argument", regexp = "^`description` must be valid text"),
+  list(name = "send_objects() NA description for one object",
+       call = function(ctx) send_objects(list(a = 1), description = NA),
+       class = "yaplr_bad_argument", regexp = "^`description` must be NULL or a single string, not `NA`\\.$"),
+  list(name = "send_objects() three descriptions for two objects",
+       call = function(ctx) send_objects(list(a = 1, b = 2), description = c("x", "y", "z")),
+       class = "yaplr_bad_argument", regexp = "or a character vector of length 1 or 2, not a character vector of length 3\\.$"),
+  list(name = "send_objects() a name too long",
+       call = function(ctx) send_objects(setNames(list(1, 2), c("a", strrep("x", 2000)))),
+       class = "yaplr_bad_tag", regexp = "^`names\\(objects\\)\\[2\\]` must be at most 1024 bytes long, not 2000 bytes\\.$"),
+  list(name = "retrieve_objects() an NA tag",
+       call = function(ctx) retrieve_objects(c("a", NA)),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[2\\]` must be a single non-empty string, not `NA_character_`\\.$"),
+  list(name = "retrieve_objects() an empty tag",
+       call = function(ctx) retrieve_objects(c("a", "b", "")),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[3\\]` must be a single non-empty string, not the string \"\"\\.$"),
+  list(name = "retrieve_objects() a factor",
+       call = function(ctx) retrieve_objects(factor("a")),
+       class = "yaplr_bad_tag", regexp = "^`tags` must be a character vector, not a factor\\.$"),
+  list(name = "save_objects() an NA tag",
+       call = function(ctx) save_objects(tempfile(), tags = c(NA, "a")),
+       class = "yaplr_bad_tag", regexp = "^`tags\\[1\\]` must be a single non-empty string"),
+  list(name = "save_objects() into a directory",
+       setup = a_dir,
+       call = function(ctx) save_objects(ctx$d),
+       check = function(err, ctx) expect_false(file.exists(paste0(ctx$d, ".yaplr-partial"))),
+       class = "yaplr_bad_argument", regexp = "^`file` must be the path of a file, not of the directory \""),
+  list(name = "save_objects() into a missing directory",
+       setup = a_dir,
+       call = function(ctx) save_objects(file.path(ctx$d, "no-such-dir", "dump")),
+       class = "yaplr_bad_argument", regexp = "^the directory of `file`, \".*/no-such-dir\", does not exist; create it first or choose another path\\.$"),
+  list(name = "save_objects() a file name that is not valid UTF-8",
+       call = function(ctx) save_objects(paste0(tempdir(), "/\xff\xfe")),
+       class = "yaplr_bad_argument", regexp = "^`file` must be valid text"),
+  list(name = "an object whose class name is not valid UTF-8",
+       call = function(ctx) {
+         x <- structure(1, class = "caf\xe9")
+         send_object(x, "odd-class")
+         if (!identical(retrieve_object("odd-class"), x)) stop("a different value came back")
+         if (!identical(object_info("odd-class")$class, "caf<e9>")) stop("class listed as ", object_info("odd-class")$class)
+       },
+       class = character(), regexp = ""),
+  list(name = "load_objects() a directory",
+       setup = a_dir,
+       call = function(ctx) load_objects(ctx$d),
+       class = "yaplr_bad_argument", regexp = "^`file` must be the path of a dump file, not of the directory \"")
+)
+
 bad_inputs <- c(bad_tag_cases, bad_timeout_cases, flag_cases, namespace_cases, new_api_cases,
-                store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases)
+                store_cases, space_cases, serialize_cases, corrupt_cases, journal_cases,
+                path_cases, missing_cases, class_cases, more_cases)
 
 # --- the runner ------------------------------------------------------------
 
@@ -802,6 +984,85 @@ test_that("representative messages keep their wording", {
   expect_snapshot(error = TRUE, transform = function(x) sub("[0-9]+ expected", "<n> expected", x),
                   retrieve_object("t"))
   remove_object("t")
+  expect_store_works()
+})
+
+test_that("a store path names its directory whatever its spelling", {
+  dir <- local_store()
+  with_dir(paste0(dir, "/"), {
+    expect_identical(store_dir(), dir)
+    send_object(1, "x")
+  })
+  with_dir(paste0("/", dir, "//./"), {
+    expect_identical(store_dir(), dir)
+    expect_identical(retrieve_object("x"), 1)
+  })
+  with_dir(file.path(dir, "no-such-dir", ".."), {
+    expect_identical(store_dir(), dir)
+    expect_true(does_object_exist("x"))
+  })
+  expect_false(dir.exists(file.path(dir, "no-such-dir")))
+  # A relative store of a handle is fixed when the handle is made.
+  wd <- withr::local_tempdir()
+  h <- withr::with_dir(wd, yaplr_store(dir = "rel/"))
+  expect_identical(attr(h, "dir"), file.path(normalizePath(wd), "rel"))
+})
+
+# Run R code as user nobody (uid 65534) with this yaplr; its stdout lines.
+run_as_nobody <- function(code, args = character()) {
+  skip_if_not(is_root(), "needs root")
+  setpriv <- Sys.which("setpriv")
+  skip_if(!nzchar(setpriv), "setpriv is missing")
+  libs <- paste(c(dirname(find.package("yaplr")), .libPaths()), collapse = ":")
+  out <- callr::run(setpriv,
+    c("--reuid=65534", "--regid=65534", "--clear-groups", "env", paste0("R_LIBS=", libs),
+      "HOME=/tmp", "TMPDIR=/tmp", file.path(R.home("bin"), "Rscript"), "--vanilla", "-e", code, args),
+    error_on_status = FALSE, wd = "/", timeout = 60, stderr_to_stdout = TRUE
+  )
+  skip_if(out$status != 0L || !grepl("^ran\n", out$stdout),
+          paste("nobody can not run R with yaplr:", out$stdout))
+  strsplit(out$stdout, "\n", fixed = TRUE)[[1L]][-1L]
+}
+
+test_that("is_server_running() on a store of another user is a yaplr_store error", {
+  skip_if_not(is_root(), "needs root")
+  theirs <- tempfile("yaplr-root-", tmpdir = "/dev/shm")
+  dir.create(theirs, mode = "0700")
+  withr::defer(unlink(theirs, recursive = TRUE))
+  got <- run_as_nobody(paste(
+    'cat("ran\\n"); library(yaplr); options(yaplr.dir = commandArgs(TRUE)[1]);',
+    'e <- tryCatch(is_server_running(), error = identity);',
+    'cat(class(e), "\\n", conditionMessage(e), "\\n", sep = "")'
+  ), theirs)
+  expect_identical(got[1L], "yaplr_storeyaplr_errorerrorcondition")
+  expect_match(got[2L], paste0("^the store directory \"", theirs, "\" belongs to uid 0, not to this user \\(uid 65534\\); choose another with options\\(yaplr.dir = \\)$"))
+  expect_identical(list.files(theirs, all.files = TRUE, no.. = TRUE), character())
+})
+
+test_that("messages about store paths, missing arguments and classes keep their wording", {
+  dir <- local_store()
+  default <- yaplr:::default_store_dir_()
+  tr <- function(x) gsub(default, "<default store>", x, fixed = TRUE)
+  expect_snapshot(error = TRUE, transform = tr, {
+    with_dir("/", send_object(1, "x"))
+    withr::with_envvar(c(HOME = "/"), with_dir("~", is_server_running()))
+    with_dir("/usr/", store_dir())
+  })
+  shared <- shared_dir(environment())$shared
+  expect_snapshot(error = TRUE, transform = function(x) gsub("[0-9]+\"$", "<uid>\"", gsub(shared, "<dir>", x, fixed = TRUE)), {
+    with_dir(shared, send_object(1, "x"))
+  })
+  expect_snapshot(error = TRUE, {
+    send_object(tag = "x")
+    send_objects()
+    retrieve_objects()
+    resize_store()
+    send_object(1, factor("a"))
+    send_objects(data.frame(a = 1))
+    send_object(1, "x", timeout = as.Date("2020-01-01"))
+    retrieve_objects(c("a", NA))
+    send_objects(list(a = 1), description = NA)
+  })
   expect_store_works()
 })
 
