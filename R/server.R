@@ -85,38 +85,7 @@ make_sure_server_is_started <- function(server_type = NULL, quiet = FALSE,
 #' @rdname server
 #' @export
 is_server_running <- function() {
-  dir <- store_dir()
-  res <- is_server_running_(dir)
-  if (inherits(res, "yaplr_io")) {
-    # The lock file of another user's store can not be opened: say so as
-    # every other function does (until the Rust probe checks the owner).
-    check_store_owner(dir)
-  }
-  check_result(res)
-}
-
-# A yaplr_store error when `dir` exists and is not a directory of this
-# user, worded as the Rust layer's owner check.
-check_store_owner <- function(dir, call = caller_call()) {
-  info <- file.info(dir, extra_cols = TRUE)
-  if (is.na(info$isdir)) {
-    return(invisible())
-  }
-  if (!info$isdir || nzchar(Sys.readlink(dir))) {
-    abort_yaplr("store",
-      "the store path \"{dir}\" exists but is not a directory (a symbolic link is refused too); choose another with options(yaplr.dir = )",
-      call = call
-    )
-  }
-  # /proc/self belongs to this process's user.
-  uid <- file.info("/proc/self", extra_cols = TRUE)$uid
-  if (!is.na(uid) && info$uid != uid) {
-    abort_yaplr("store",
-      "the store directory \"{dir}\" belongs to uid {info$uid}, not to this user (uid {uid}); choose another with options(yaplr.dir = )",
-      call = call
-    )
-  }
-  invisible()
+  check_result(is_server_running_(store_dir()))
 }
 
 #' @rdname server

@@ -1035,7 +1035,7 @@ test_that("is_server_running() on a store of another user is a yaplr_store error
     'cat(class(e), "\\n", conditionMessage(e), "\\n", sep = "")'
   ), theirs)
   expect_identical(got[1L], "yaplr_storeyaplr_errorerrorcondition")
-  expect_match(got[2L], paste0("^the store directory \"", theirs, "\" belongs to uid 0, not to this user \\(uid 65534\\); choose another with options\\(yaplr.dir = \\)$"))
+  expect_match(got[2L], paste0("^the store directory \"", theirs, "\" belongs to uid 0, not to this user \\(uid 65534\\); choose a directory of your own with options\\(yaplr.dir = \\)$"))
   expect_identical(list.files(theirs, all.files = TRUE, no.. = TRUE), character())
 })
 

@@ -784,6 +784,7 @@ impl Client {
 
     /// Whether a helper holds this store (without connecting or starting).
     pub fn is_running(&self) -> Result<bool> {
+        self.store.check_owner()?;
         FileLock::is_held(&self.store.helper_lock_path())
     }
 }

@@ -65,6 +65,16 @@ impl Store {
     /// If the directory exists, check it is a real directory of this user
     /// (before trusting a socket found in it). A missing one is fine.
     pub fn check_owner(&self) -> Result<()> {
+        // A relative path would name a socket in whatever directory the
+        // process happens to be in.
+        if !self.dir.is_absolute() {
+            return Err(Error::Store {
+                message: format!(
+                    "the store directory \"{}\" is not an absolute path; set options(yaplr.dir = ) to a directory",
+                    self.dir.display()
+                ),
+            });
+        }
         let meta = match fs::symlink_metadata(&self.dir) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -300,7 +310,7 @@ fn check_dir_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
         return Err(Error::Store {
             message: format!(
                 "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
-                 remove it or choose another with options(yaplr.dir = )",
+                 choose a directory of your own with options(yaplr.dir = )",
                 dir.display(),
                 meta.uid()
             ),
