@@ -661,6 +661,28 @@ impl Client {
         r
     }
 
+    /// After a failed publish (or batch) of the committed object files
+    /// `ids`: remove them when the helper said no, or when the call timed
+    /// out (the helper never applies a change after its deadline); when the
+    /// connection broke, the change may have taken effect, so only the
+    /// helper may decide (if it can not be asked now, its sweep removes them
+    /// once this process is gone).
+    pub fn discard_staged(&mut self, e: &Error, ids: &[String]) {
+        for id in ids {
+            if !e.breaks_connection() || matches!(e, Error::Timeout { .. }) {
+                let _ = std::fs::remove_file(self.store.object_path(id));
+            } else {
+                let quick = CallOptions {
+                    timeout: Duration::from_secs(1),
+                    autostart: false,
+                    helper_exe: None,
+                    interrupted: &|| false,
+                };
+                let _ = self.discard(id, &quick);
+            }
+        }
+    }
+
     /// Remove object file `id` unless the catalog links to it; Ok(true)
     /// when it is linked (and so kept).
     pub fn discard(&mut self, id: &str, opts: &CallOptions<'_>) -> Result<bool> {

@@ -1,32 +1,42 @@
 //! Dump files: many objects (with namespace, tag, description, metadata and
 //! send time) streamed into one file, and back into any store. Neither side
-//! holds more than one object's metadata and a copy buffer in memory, so a
-//! store of many GB dumps and loads in constant memory.
+//! holds more than one object's metadata and a copy buffer in memory (plus,
+//! when loading, the small objects of one batch), so a store of many GB
+//! dumps and loads in constant memory.
 //!
-//! Format, version 1 (little endian):
-//!   file header:  b"YAPLRDMP", u32 version = 1, u32 reserved = 0
-//!   per object:   u8 1, u32 n, n bytes of a bincode DumpEntry, u64 FNV-1a 64
-//!                 of those n bytes, then DumpEntry.payload_len payload bytes
-//!                 (as stored: R serialization, or a raw vector payload)
+//! The dump is a disk format with its own versioned types (never the
+//! protocol's). Format 2 (little endian):
+//!   file header:  b"YAPLRDMP", u32 version = 2, u32 reserved = 0
+//!   per object:   u8 1, u32 n, n bytes of a bincode DumpEntry, u64 xxh3 of
+//!                 those n bytes, then DumpEntry.payload_len payload bytes
+//!                 (as stored: R serialization, or a raw vector payload),
+//!                 then u64 xxh3 of the payload
 //!   end:          u8 0, u64 number of objects
-//! A reader checks every entry's checksum and the final count, so a
-//! truncated or damaged dump is an error, never a partial silent load.
+//! Format 1 is the same without the payload checksums, and with FNV-1a 64
+//! checksums of the entries; it is still read.
+//! A reader checks every checksum and the final count, and a load makes
+//! every object visible at once, after all were read and checked: a
+//! truncated or damaged dump, or a loading process killed at any moment,
+//! loads nothing.
 
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
-use crate::object_file::{fnv1a64, ObjectWriter};
-use crate::protocol::{Entry, INLINE_MAX};
+use crate::object_file::{checksum, fnv1a64, ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
+use crate::protocol::{Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"YAPLRDMP";
-pub const DUMP_VERSION: u32 = 1;
+/// The format this version writes.
+pub const DUMP_VERSION: u32 = 2;
+const DUMP_VERSION_1: u32 = 1;
 const MAX_ENTRY: usize = 1 << 20;
+const COPY_BUFFER: usize = 8 << 20;
 
-/// What the sender said about an object, as a dump keeps it: a disk
-/// format of its own, never the protocol's type.
+/// What the sender said about an object, as a dump keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
 pub struct Meta {
     pub class: Vec<String>,
@@ -76,55 +86,96 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 
 fn bad_dump(path: &Path, why: &str) -> Error {
     Error::Corrupt {
-        message: format!("\"{}\" is not a complete yaplr dump: {why}", path.display()),
+        message: format!(
+            "\"{}\" is not a complete yaplr dump: {why}; nothing was loaded",
+            path.display()
+        ),
     }
+}
+
+/// Copies an object's payload into a dump, checking it against the
+/// checksum written with it.
+fn copy_payload(
+    out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    found: &Found,
+    payload_len: u64,
+    recorded: u64,
+    tag: &str,
+) -> Result<u64> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    match found {
+        Found::Inline(_, b) => {
+            hasher.update(b);
+            out(b)?;
+        }
+        Found::File(_, f) => {
+            // pread in chunks: no mapping, so memory stays one buffer.
+            let mut buf = vec![0u8; COPY_BUFFER.min(payload_len as usize)];
+            let mut at = 0u64;
+            while at < payload_len {
+                let n = (payload_len - at).min(buf.len() as u64) as usize;
+                f.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at)
+                    .map_err(|e| Error::Corrupt {
+                        message: format!(
+                            "the stored object \"{tag}\" could not be read whole: {e}"
+                        ),
+                    })?;
+                hasher.update(&buf[..n]);
+                out(&buf[..n])?;
+                at += n as u64;
+            }
+        }
+    }
+    let sum = hasher.digest();
+    if recorded != 0 && sum != recorded {
+        return Err(Error::Corrupt {
+            message: format!(
+                "the stored object \"{tag}\" is damaged (its checksum does not match what was written); \
+                 nothing was saved"
+            ),
+        });
+    }
+    Ok(sum)
 }
 
 /// Write the objects `entries` (as listed by the helper) to `path`.
 /// Returns how many were written. The file is written to a temporary name
-/// and renamed at the end, so a failed dump leaves no partial file.
+/// and renamed at the end, so a failed dump leaves no partial file. A
+/// damaged object makes it fail (`Error::Corrupt`, naming the tag).
 pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'_>) -> Result<u64> {
     let tmp = path.with_extension("yaplr-partial");
     let result = (|| {
         let f = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
-        let w = |out: &mut BufWriter<File>, b: &[u8]| {
-            out.write_all(b).map_err(|e| io_err("writing", &tmp, e))
-        };
-        w(&mut out, MAGIC)?;
-        w(&mut out, &DUMP_VERSION.to_le_bytes())?;
-        w(&mut out, &0u32.to_le_bytes())?;
+        let mut w = |b: &[u8]| out.write_all(b).map_err(|e| io_err("writing", &tmp, e));
+        w(MAGIC)?;
+        w(&DUMP_VERSION.to_le_bytes())?;
+        w(&0u32.to_le_bytes())?;
         let mut n = 0u64;
         for e in entries {
             let found = c.lookup(&e.namespace, &e.tag, opts)?;
-            let (entry, inline, file) = match found {
-                Found::Inline(entry, bytes) => (entry, Some(bytes), None),
-                Found::File(entry, file) => (entry, None, Some(file)),
-            };
-            // Check the file as a reader would, then copy it in chunks with
-            // pread: no mapping, so this process's memory stays a buffer.
-            let header = match &file {
-                Some(f) => {
-                    let h = crate::object_file::read_header(f)?;
-                    if h.state != crate::object_file::STATE_COMMITTED {
+            let (entry, payload_len, kind, recorded) = match &found {
+                Found::Inline(entry, bytes) => (
+                    entry.clone(),
+                    bytes.len() as u64,
+                    entry.kind,
+                    entry.checksum,
+                ),
+                Found::File(entry, file) => {
+                    let h = crate::object_file::read_header(file)?;
+                    if h.state != STATE_COMMITTED {
                         return Err(Error::Corrupt {
                             message: format!("object \"{}\" was never completely written", h.tag),
                         });
                     }
-                    Some(h)
+                    (entry.clone(), h.payload_len, h.kind, h.checksum)
                 }
-                None => None,
-            };
-            let payload_len = match (&inline, &header) {
-                (Some(b), _) => b.len() as u64,
-                (None, Some(h)) => h.payload_len,
-                _ => 0,
             };
             let d = DumpEntry {
                 namespace: entry.namespace.clone(),
                 tag: entry.tag.clone(),
                 ctime_ns: entry.ctime_ns,
-                kind: header.as_ref().map_or(entry.kind, |h| h.kind),
+                kind,
                 payload_len,
                 meta: Meta::from(&entry.meta),
             };
@@ -133,35 +184,16 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
                     message: e.to_string(),
                 }
             })?;
-            w(&mut out, &[1u8])?;
-            w(&mut out, &(head.len() as u32).to_le_bytes())?;
-            w(&mut out, &head)?;
-            w(&mut out, &fnv1a64(&head).to_le_bytes())?;
-            match (&inline, &file) {
-                (Some(b), _) => w(&mut out, b)?,
-                (None, Some(f)) => {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; 8 << 20];
-                    let mut at = 0u64;
-                    while at < payload_len {
-                        let n = (payload_len - at).min(buf.len() as u64) as usize;
-                        f.read_exact_at(&mut buf[..n], crate::object_file::HEADER_SIZE as u64 + at)
-                            .map_err(|e| Error::Corrupt {
-                                message: format!(
-                                    "object \"{}\" could not be read whole: {e}",
-                                    entry.tag
-                                ),
-                            })?;
-                        w(&mut out, &buf[..n])?;
-                        at += n as u64;
-                    }
-                }
-                _ => {}
-            }
+            w(&[1u8])?;
+            w(&(head.len() as u32).to_le_bytes())?;
+            w(&head)?;
+            w(&checksum(&head).to_le_bytes())?;
+            let sum = copy_payload(&mut w, &found, payload_len, recorded, &entry.tag)?;
+            w(&sum.to_le_bytes())?;
             n += 1;
         }
-        w(&mut out, &[0u8])?;
-        w(&mut out, &n.to_le_bytes())?;
+        w(&[0u8])?;
+        w(&n.to_le_bytes())?;
         let f = out
             .into_inner()
             .map_err(|e| io_err("writing", &tmp, e.into_error()))?;
@@ -179,6 +211,7 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
 struct Reader<'a> {
     path: &'a Path,
     input: BufReader<File>,
+    version: u32,
 }
 
 impl Reader<'_> {
@@ -187,6 +220,7 @@ impl Reader<'_> {
         let mut r = Reader {
             path,
             input: BufReader::with_capacity(1 << 20, f),
+            version: 0,
         };
         let mut head = [0u8; 16];
         r.exact(&mut head)?;
@@ -194,12 +228,13 @@ impl Reader<'_> {
             return Err(bad_dump(path, "wrong magic number"));
         }
         let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
-        if version != DUMP_VERSION {
+        if version != DUMP_VERSION && version != DUMP_VERSION_1 {
             return Err(bad_dump(
                 path,
-                &format!("format version {version}, this yaplr reads {DUMP_VERSION}"),
+                &format!("format version {version}, this yaplr reads {DUMP_VERSION_1} and {DUMP_VERSION}"),
             ));
         }
+        r.version = version;
         Ok(r)
     }
 
@@ -223,6 +258,15 @@ impl Reader<'_> {
             if u64::from_le_bytes(n) != seen {
                 return Err(bad_dump(self.path, "the object count does not match"));
             }
+            let mut rest = [0u8; 1];
+            if self
+                .input
+                .read(&mut rest)
+                .map_err(|e| io_err("reading", self.path, e))?
+                != 0
+            {
+                return Err(bad_dump(self.path, "bytes follow its end"));
+            }
             return Ok(None);
         }
         if t[0] != 1 {
@@ -238,18 +282,58 @@ impl Reader<'_> {
         self.exact(&mut head)?;
         let mut sum = [0u8; 8];
         self.exact(&mut sum)?;
-        if u64::from_le_bytes(sum) != fnv1a64(&head) {
+        let expected = if self.version == DUMP_VERSION_1 {
+            fnv1a64(&head)
+        } else {
+            checksum(&head)
+        };
+        if u64::from_le_bytes(sum) != expected {
             return Err(bad_dump(self.path, "an entry's checksum does not match"));
         }
-        let (d, _): (DumpEntry, usize) =
+        let (d, used): (DumpEntry, usize) =
             bincode::decode_from_slice(&head, bincode::config::standard())
                 .map_err(|_| bad_dump(self.path, "an entry can not be decoded"))?;
+        if used != len {
+            return Err(bad_dump(self.path, "an entry can not be decoded"));
+        }
         Ok(Some(d))
     }
 
-    fn skip(&mut self, n: u64) -> Result<()> {
+    /// Pass the payload of `d` to `sink` in chunks, then check it against
+    /// its checksum (format 2).
+    fn payload(&mut self, d: &DumpEntry, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; COPY_BUFFER.min(d.payload_len as usize)];
+        let mut left = d.payload_len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.exact(&mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            sink(&buf[..n])?;
+            left -= n as u64;
+        }
+        if self.version != DUMP_VERSION_1 {
+            let mut sum = [0u8; 8];
+            self.exact(&mut sum)?;
+            if u64::from_le_bytes(sum) != hasher.digest() {
+                return Err(bad_dump(
+                    self.path,
+                    &format!("the data of \"{}\" is damaged (checksum mismatch)", d.tag),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_payload(&mut self, d: &DumpEntry) -> Result<()> {
+        let trailer = if self.version == DUMP_VERSION_1 { 0 } else { 8 };
+        let n = d
+            .payload_len
+            .checked_add(trailer)
+            .and_then(|n| i64::try_from(n).ok())
+            .ok_or_else(|| bad_dump(self.path, "an entry is too large"))?;
         self.input
-            .seek(SeekFrom::Current(n as i64))
+            .seek(SeekFrom::Current(n))
             .map_err(|e| io_err("reading", self.path, e))?;
         Ok(())
     }
@@ -260,15 +344,17 @@ pub fn entries(path: &Path) -> Result<Vec<DumpEntry>> {
     let mut r = Reader::open(path)?;
     let mut out = Vec::new();
     while let Some(d) = r.next(out.len() as u64)? {
-        r.skip(d.payload_len)?;
+        r.skip_payload(&d)?;
         out.push(d);
     }
     Ok(out)
 }
 
-/// Load every object of the dump at `path` into the client's store.
-/// Unless `overwrite`, refuses (before loading anything) when a tag
-/// already exists. Returns the entries loaded.
+/// Load every object of the dump at `path` into the client's store, all or
+/// none: every object is read, checked and staged (small ones in memory,
+/// the others in unpublished object files) before one batch makes them all
+/// visible at once. Unless `overwrite`, refuses (before loading anything)
+/// when a tag already exists. Returns the entries loaded.
 pub fn load(
     c: &mut Client,
     path: &Path,
@@ -287,40 +373,57 @@ pub fn load(
             }
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    for d in &all {
+        crate::object_file::check_tag(&d.tag)?;
+        crate::object_file::check_namespace(&d.namespace)?;
+        if !seen.insert((&d.namespace, &d.tag)) {
+            return Err(bad_dump(path, &format!("it holds \"{}\" twice", d.tag)));
+        }
+    }
+    let mut staged: Vec<String> = Vec::new();
+    let result = stage_all(c, path, &mut staged).and_then(|items| c.put_many(items, opts));
+    if let Err(e) = &result {
+        c.discard_staged(e, &staged);
+    }
+    result.map(|_| all)
+}
+
+/// Read every object of the dump into PutItems; the ids of the files made
+/// go to `staged` as they are committed.
+fn stage_all(c: &Client, path: &Path, staged: &mut Vec<String>) -> Result<Vec<PutItem>> {
     let mut r = Reader::open(path)?;
-    let mut done = 0u64;
-    while let Some(d) = r.next(done)? {
-        if d.payload_len as usize <= INLINE_MAX {
-            let mut bytes = vec![0u8; d.payload_len as usize];
-            r.exact(&mut bytes)?;
-            c.put_inline_at(
-                &d.namespace,
-                &d.tag,
-                d.kind,
-                bytes,
-                (&d.meta).into(),
-                d.ctime_ns,
-                opts,
-            )?;
+    let mut items = Vec::new();
+    let mut inline_bytes = 0usize;
+    while let Some(d) = r.next(items.len() as u64)? {
+        let small = d.payload_len as usize <= INLINE_MAX;
+        let (inline, id) = if small && inline_bytes + d.payload_len as usize <= BATCH_INLINE_BUDGET
+        {
+            let mut bytes = Vec::with_capacity(d.payload_len as usize);
+            r.payload(&d, &mut |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            })?;
+            inline_bytes += bytes.len();
+            (Some(bytes), None)
         } else {
             let mut w =
                 ObjectWriter::create(c.store(), &d.namespace, &d.tag, d.kind, d.payload_len)?;
             w.set_ctime(d.ctime_ns);
-            let mut left = d.payload_len;
-            let mut buf = vec![0u8; 8 << 20];
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                r.exact(&mut buf[..n])?;
-                w.write(&buf[..n])?;
-                left -= n as u64;
-            }
+            r.payload(&d, &mut |b| w.write(b))?;
             let (id, _) = w.commit()?;
-            if let Err(e) = c.publish(&d.namespace, &d.tag, &id, (&d.meta).into(), opts) {
-                let _ = std::fs::remove_file(c.store().object_path(&id));
-                return Err(e);
-            }
-        }
-        done += 1;
+            staged.push(id.clone());
+            (None, Some(id))
+        };
+        items.push(PutItem {
+            namespace: d.namespace.clone(),
+            tag: d.tag.clone(),
+            kind: d.kind,
+            ctime_ns: d.ctime_ns,
+            inline,
+            id,
+            meta: (&d.meta).into(),
+        });
     }
-    Ok(all)
+    Ok(items)
 }

@@ -157,19 +157,6 @@ fn capacity_option() -> Result<Option<u64>, Error> {
     }
 }
 
-fn no_interrupt() -> bool {
-    false
-}
-
-fn spawn_opts() -> CallOptions<'static> {
-    CallOptions {
-        timeout: Duration::from_secs(10),
-        autostart: false,
-        helper_exe: None,
-        interrupted: &no_interrupt,
-    }
-}
-
 /// An R condition object of class c("yaplr_<kind>", "yaplr_error", "error",
 /// "condition"), carrying the tag and store when known.
 fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
@@ -294,25 +281,6 @@ fn stage_object(
     Ok(Staged::File(id, header.kind))
 }
 
-/// After a failed publish of object files: remove them when the helper
-/// said no, or when the call timed out (the helper never applies a change
-/// after its deadline); when the connection broke, the publish may have
-/// taken effect, so only the helper may decide (if it can not be asked
-/// now, its sweep removes them once this process is gone).
-fn clean_up_after(c: &mut Client, e: &Error, ids: &[String]) {
-    for id in ids {
-        if !e.breaks_connection() || matches!(e, Error::Timeout { .. }) {
-            let _ = std::fs::remove_file(c.store().object_path(id));
-        } else {
-            let quick = CallOptions {
-                timeout: Duration::from_secs(1),
-                ..spawn_opts()
-            };
-            let _ = c.discard(id, &quick);
-        }
-    }
-}
-
 /// Write `sexp` for `tag` and make it the tag's value.
 fn store_object(
     c: &mut Client,
@@ -332,7 +300,7 @@ fn store_object(
     };
     let published = c.publish(ns, tag, &id, meta, opts);
     if let Err(e) = &published {
-        clean_up_after(c, e, std::slice::from_ref(&id));
+        c.discard_staged(e, std::slice::from_ref(&id));
     }
     published
 }
@@ -466,7 +434,7 @@ fn send_objects_(
                 }
                 let r = c.put_many(items, &opts);
                 if let Err(e) = &r {
-                    clean_up_after(c, e, &ids);
+                    c.discard_staged(e, &ids);
                 }
                 r
             })
