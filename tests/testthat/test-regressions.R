@@ -163,3 +163,36 @@ test_that("large batches work: more than a frame of small objects, more than 253
   expect_identical(got, c(big, small[1:50]))
   expect_identical(retrieve_objects(names(big)), big)
 })
+
+test_that("a mapping refused for lack of address space says why and what to do", {
+  skip_if(!nzchar(Sys.which("bash")), "needs bash")
+  dir <- local_store()
+  send_object(runif(6.25e7), "big")   # 500 MB
+  script <- tempfile(fileext = ".R")
+  withr::defer(unlink(script))
+  writeLines(c(
+    sprintf("options(yaplr.dir = %s)", deparse(dir)),
+    "e <- tryCatch(yaplr::retrieve_object('big'), error = identity)",
+    "cat(class(e)[1L], conditionMessage(e), sep = '\\n')"
+  ), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  out <- system2("bash", c("-c", shQuote(paste("ulimit -v 400000;", shQuote(rscript), shQuote(script)))),
+                 stdout = TRUE, stderr = TRUE, env = paste0("R_LIBS=", paste(.libPaths(), collapse = ":")))
+  expect_identical(out[1L], "yaplr_io")
+  expect_match(paste(out[-1L], collapse = " "), "out of address space.*ulimit -v.*vm.max_map_count")
+  # The session that could map it still can.
+  expect_length(retrieve_object("big"), 6.25e7)
+})
+
+test_that("a helper that died is noticed before a large object is written", {
+  dir <- local_store()
+  send_object(1, "x")
+  pid <- server_info()$pid
+  tools::pskill(pid, tools::SIGKILL)
+  wait_until(function() !pid_alive(pid), what = "the helper to die")
+  # The session's connection is stale: the call must fail at once, before
+  # serializing, and leave nothing behind.
+  err <- expect_error(send_object(runif(1e7), "big", automatic_server_start = FALSE),
+                      class = "yaplr_no_server")
+  expect_identical(nrow(object_headers(dir)), 1L - 1L)
+})

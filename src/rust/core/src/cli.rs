@@ -447,6 +447,58 @@ impl Cli<'_> {
                 let _ = write!(out, "storage:     {storage}\nstore:       {dir}\n");
                 Ok(Output::ok(out))
             }
+            ("verify", None) => {
+                self.connect(&mut c, self.start)?;
+                let checked =
+                    crate::verify::verify_store(&mut c, self.namespace, &self.opts(self.start))?;
+                let damaged: Vec<&crate::verify::Checked> =
+                    checked.iter().filter(|c| c.problem.is_some()).collect();
+                let unchecked = checked.iter().filter(|c| !c.recorded).count();
+                let status = if damaged.is_empty() { 0 } else { EXIT_ERROR };
+                if self.json {
+                    let items: Vec<String> = damaged
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{{\"namespace\":{},\"tag\":{},\"problem\":{}}}",
+                                json_string(&d.entry.namespace),
+                                json_string(&d.entry.tag),
+                                json_string(d.problem.as_deref().unwrap_or_default())
+                            )
+                        })
+                        .collect();
+                    return Ok(Output {
+                        text: format!(
+                            "{{\"checked\":{},\"without_checksum\":{unchecked},\"damaged\":[{}]}}\n",
+                            checked.len(),
+                            items.join(",")
+                        ),
+                        status,
+                    });
+                }
+                let mut out = String::new();
+                for d in &damaged {
+                    let _ = writeln!(
+                        out,
+                        "damaged: {} ({}): {}",
+                        terminal_text(&d.entry.tag),
+                        terminal_text(&d.entry.namespace),
+                        terminal_text(d.problem.as_deref().unwrap_or_default())
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{} object(s) checked in {dir}: {} damaged{}",
+                    checked.len(),
+                    damaged.len(),
+                    if unchecked > 0 {
+                        format!(", {unchecked} written without a checksum (by an older yaplr)")
+                    } else {
+                        String::new()
+                    }
+                );
+                Ok(Output { text: out, status })
+            }
             ("rm", Some(tag)) => {
                 self.connect(&mut c, self.start)?;
                 c.remove(self.ns(), tag, &self.opts(self.start))?;

@@ -449,7 +449,10 @@ impl Journal {
         } else {
             (None, 0, false)
         };
-        j.damaged = skipped || (records.is_some() && valid < bytes.len());
+        // A torn last record (the helper died mid-append) was never
+        // acknowledged: cutting it loses nothing. Only records skipped
+        // within the journal are damage.
+        j.damaged = skipped;
         if records.is_none() {
             j.file
                 .set_len(0)
@@ -507,8 +510,9 @@ impl Journal {
         Ok(buf)
     }
 
-    /// True when records were lost to damage (not just a torn last append
-    /// can look like this, so callers should then trust file headers more).
+    /// True when records within the journal were lost to damage (a torn
+    /// last append is not damage); callers should then trust file headers
+    /// more.
     pub fn was_damaged(&self) -> bool {
         self.damaged
     }

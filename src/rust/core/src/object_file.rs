@@ -615,6 +615,22 @@ impl Drop for CowMap {
     }
 }
 
+fn map_error(header: &Header, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOMEM) {
+        return Error::Io {
+            context: format!(
+                "mapping the object \"{}\" ({} bytes) failed: this process is out of address space \
+                 (a limit set with ulimit -v, or the kernel's limit on mappings, vm.max_map_count, \
+                 reached by many live zero-copy views); raise the limit, or let unused views go (rm() and gc())",
+                header.tag,
+                header.file_size()
+            ),
+            source: e,
+        };
+    }
+    Error::io(format!("mapping the object \"{}\"", header.tag), e)
+}
+
 /// A mapping of a committed object file.
 pub struct ObjectMap {
     map: Option<Mapping>,
@@ -674,7 +690,7 @@ impl ObjectMap {
         } else {
             unsafe { opts.map(file) }.map(Mapping::ReadOnly)
         }
-        .map_err(|e| Error::io("mapping an object file", e))?;
+        .map_err(|e| map_error(&header, e))?;
         Ok(ObjectMap {
             map: Some(map),
             header,

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// A client that starts a frame must finish it within this time.
 const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+/// How many superseded object ids a helper remembers (see State::retired).
+const RETIRED_KEPT: usize = 4096;
 /// Files whose header is unreadable are left alone this long (a writer may
 /// be about to write it).
 const UNREADABLE_GRACE: Duration = Duration::from_secs(60);
@@ -127,6 +129,11 @@ struct State {
     overhead_per_object: u64,
     /// The last change of each client, so a retry is answered, not redone.
     applied: HashMap<u64, Applied>,
+    /// Object files this helper unlinked because a newer value replaced
+    /// them (or a remove): a publish of one of them that arrives late was
+    /// applied and then superseded, which is a success (bounded, oldest
+    /// forgotten first).
+    retired: std::collections::VecDeque<String>,
     journal: Journal,
     started_ns: i64,
 }
@@ -259,6 +266,10 @@ impl State {
                 let same = self.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str());
                 if !same {
                     let _ = std::fs::remove_file(self.store.object_path(id));
+                    if self.retired.len() == RETIRED_KEPT {
+                        self.retired.pop_front();
+                    }
+                    self.retired.push_back(id.clone());
                 }
             }
         }
@@ -396,6 +407,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         inline_bytes: 0,
         overhead_per_object: 0,
         applied: HashMap::new(),
+        retired: std::collections::VecDeque::new(),
         journal,
         started_ns: object_file::now_ns(),
     };
@@ -1148,7 +1160,10 @@ fn publish(
     if let Err(e) = check_item(&namespace, &tag, &meta) {
         return failed(&e);
     }
-
+    if st.retired.contains(&id) {
+        // Published (or adopted after journal damage), then replaced.
+        return Response::Ok;
+    }
     let header: Header = match st
         .store
         .open_object(&id)

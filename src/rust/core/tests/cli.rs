@@ -557,3 +557,39 @@ fn concurrent_launchers_all_succeed_with_one_helper() {
     assert_eq!(code, 0);
     store.assert_clean();
 }
+
+#[test]
+fn verify_checks_every_object_and_names_the_damaged() {
+    let t = TempStore::new("verify");
+    t.start_helper();
+    let mut c = t.client();
+    put(&mut c, "default", "small", 100, None);
+    let mut w =
+        yaplr_core::object_file::ObjectWriter::create(c.store(), "default", "big", 1, 200_000)
+            .unwrap();
+    w.write(&[3u8; 200_000]).unwrap();
+    let (id, _) = w.commit().unwrap();
+    c.publish("default", "big", &id, Meta::default(), &opts(false))
+        .unwrap();
+    let (code, out, err) = yaplrd(t.dir(), &["verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 object(s) checked"), "{out}");
+    assert!(out.contains(": 0 damaged"), "{out}");
+    // Damage the large object's payload.
+    let path = c.store().object_path(&id);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xff; 8], 2048 + 1000).unwrap();
+    let (code, out, _) = yaplrd(t.dir(), &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("damaged: big (default)"), "{out}");
+    assert!(out.contains(": 1 damaged"), "{out}");
+    let (code, out, _) = yaplrd(t.dir(), &["verify", "--json"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("{\"checked\":2,\"without_checksum\":0,\"damaged\":[{\"namespace\":\"default\",\"tag\":\"big\""), "{out}");
+    let (code, _, _) = yaplrd(t.dir(), &["stop"]);
+    assert_eq!(code, 0);
+    drop(c);
+    t.kill_all();
+    t.assert_clean();
+}

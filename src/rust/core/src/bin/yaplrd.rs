@@ -18,10 +18,12 @@ Commands on a yaplr store (default: $YAPLR_DIR, else /dev/shm/yaplr-<uid>):
   list        the stored objects: namespace, tag, size, when sent, kind
   info TAG    one object (of namespace \"default\" unless --namespace)
   rm TAG      remove one object (idem)
+  verify      check every object (of --namespace, or all) against the
+              checksum written with it; exit status 1 when one is damaged
   stop        stop the helper; it removes every object of the store
   serve       run the helper (the R package starts it with --daemon)
 
-list, info and rm ask the store's running helper. When none runs (it was
+list, info, rm and verify ask the store's running helper. When none runs (it was
 stopped, or died and left its objects in the store) they fail and say so,
 unless given --start: then they start a helper, which serves the objects
 the store kept.
@@ -32,7 +34,7 @@ Options:
   --json         machine-readable output; an error is then also printed on
                  standard output, as {\"error\":{\"kind\":...,\"message\":...}}
   --timeout SEC  how long to wait for the helper (default 10)
-  --start        list, info, rm: start a helper if none runs
+  --start        list, info, rm, verify: start a helper if none runs
   --force        stop: end a helper that does not answer within --timeout
                  by signal (SIGTERM, then SIGKILL) and remove its files
   --version, --help
@@ -130,7 +132,9 @@ fn parse(args: &[OsString]) -> Result<Action, String> {
             },
             "--version" | "-V" => return Ok(Action::Version),
             "--help" | "-h" => return Ok(Action::Help),
-            c @ ("serve" | "status" | "list" | "info" | "rm" | "stop") if a.cmd.is_empty() => {
+            c @ ("serve" | "status" | "list" | "info" | "rm" | "stop" | "verify")
+                if a.cmd.is_empty() =>
+            {
                 a.cmd = c.into()
             }
             other if !a.cmd.is_empty() && a.arg.is_none() && !other.starts_with("--") => {
@@ -154,7 +158,11 @@ fn parse(args: &[OsString]) -> Result<Action, String> {
         ));
     }
     for (given, flag, applies) in [
-        (a.start, "--start", matches!(cmd, "list" | "info" | "rm")),
+        (
+            a.start,
+            "--start",
+            matches!(cmd, "list" | "info" | "rm" | "verify"),
+        ),
         (a.force, "--force", cmd == "stop"),
         (a.daemon, "--daemon", cmd == "serve"),
     ] {
