@@ -225,8 +225,8 @@ impl Client {
     pub fn connect(&mut self, opts: &CallOptions<'_>) -> Result<()> {
         if let Some(c) = &self.connection {
             // A helper that died since the last call is noticed now (one
-            // kill(2)), not after the caller has written a large object.
-            if c.owner == sys::getpid() && process_exists(c.helper_pid) {
+            // poll(2)), not after the caller has written a large object.
+            if c.owner == sys::getpid() && !c.conn.is_stale() {
                 return Ok(());
             }
             // Forked child: drop the inherited copy without touching it.
@@ -811,16 +811,6 @@ impl Client {
         self.store.check_owner()?;
         FileLock::is_held(&self.store.helper_lock_path())
     }
-}
-
-/// Whether a process exists (a zombie counts; cheap: one kill(2)).
-fn process_exists(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Errors after which the same request may be sent again on a new

@@ -58,6 +58,20 @@ impl Conn {
         self.stream.as_raw_fd()
     }
 
+    /// Whether the connection can no longer carry a request: the peer
+    /// closed it (it exited, even if it is now a zombie), or it holds bytes
+    /// nobody asked for. One poll(2), no waiting.
+    pub fn is_stale(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd; a zero timeout never blocks.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r != 0
+    }
+
     fn wait(&self, write: bool, w: &Wait<'_>) -> Result<()> {
         let Some(deadline) = w.deadline else {
             return sys::wait_fd_forever(self.raw_fd(), write)
