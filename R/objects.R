@@ -28,6 +28,12 @@
 #' serialization (format version 3, native byte order) directly into a file
 #' of the store, and read back directly from a mapping of that file.
 #'
+#' Ctrl-C stops a long send or retrieve within a few MB: a send then stores
+#' nothing (the tag keeps any earlier value) and signals a condition of
+#' class `"interrupt"` (see [yaplr-conditions]). In an interactive session,
+#' a transfer that runs longer than about 2 seconds shows a progress bar
+#' (see `yaplr.progress` in [yaplr-options]).
+#'
 #' @section Zero-copy vectors:
 #' Plain atomic vectors (double, integer, logical, raw and complex, with
 #' any attributes such as names, dim or a class, but not S4 objects) of at
@@ -111,7 +117,8 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
   meta <- object_meta(obj, check_description(description))
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart))
+  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart,
+                            progress_delay()))
   invisible(NULL)
 }
 
@@ -126,7 +133,8 @@ retrieve_object <- function(tag, automatic_server_start = NULL,
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   check_flag(copy, "copy")
-  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy)
+  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy,
+                          progress_delay())
   check_result(res)[[1L]]
 }
 
@@ -284,7 +292,7 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
     object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else enc2utf8(description[i]))
   })
   check_result(send_objects_(unname(objects), tags, namespace, metas, store_dir(),
-                             helper_path(), timeout, autostart))
+                             helper_path(), timeout, autostart, progress_delay()))
   invisible(NULL)
 }
 
@@ -301,7 +309,7 @@ retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   res <- check_result(retrieve_objects_(tags, namespace, store_dir(), helper_path(),
-                                        timeout, autostart, copy))
+                                        timeout, autostart, copy, progress_delay()))
   names(res) <- tags
   res
 }

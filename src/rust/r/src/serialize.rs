@@ -9,6 +9,7 @@ use extendr_ffi::{
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
 use yaplr_core::object_file::PayloadSink;
+use yaplr_core::progress::Meter;
 use yaplr_core::Error;
 
 type OutChar = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
@@ -40,35 +41,52 @@ extern "C" {
         pdata: SEXP,
     );
     fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void) -> c_int;
-    fn R_CheckUserInterrupt();
+    // Rinterface.h: jumps to the innermost R_ToplevelExec without calling
+    // any handler or printing a message.
+    fn Rf_jump_to_toplevel() -> !;
 }
 
-unsafe extern "C" fn check_interrupt_cb(_: *mut c_void) {
-    R_CheckUserInterrupt();
+/// Run `f(data)` inside R_ToplevelExec: an R error in it (reported on the
+/// console) ends it and gives false, without jumping over Rust frames.
+///
+/// # Safety
+/// On R's main thread; `f` must accept `data`.
+pub unsafe fn toplevel_exec(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> bool {
+    R_ToplevelExec(Some(f), data) != 0
 }
 
-/// Whether the user pressed Ctrl-C; safe to call between Rust operations
-/// (the R error, if any, is caught by R_ToplevelExec and never unwinds
-/// through Rust frames).
-pub fn interrupted() -> bool {
-    // SAFETY: called on R's main thread; R_ToplevelExec confines the jump.
-    unsafe { R_ToplevelExec(Some(check_interrupt_cb), std::ptr::null_mut()) == 0 }
+/// Abandon the R_Serialize or R_Unserialize running (always inside
+/// R_ToplevelExec, here) from one of its stream callbacks, so that a long
+/// transfer stops at once. R cleans up its own state as on an error.
+///
+/// # Safety
+/// Only from a stream callback that holds nothing to drop: the jump skips
+/// the Rust frames between it and R_ToplevelExec.
+unsafe fn abandon_stream() -> ! {
+    Rf_jump_to_toplevel()
 }
 
-struct Sink<'a> {
+struct Sink<'a, 'm> {
     writer: &'a mut dyn PayloadSink,
+    meter: &'a mut Meter<'m>,
     error: Option<Error>,
 }
 
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_int) {
     // SAFETY: `data` is the Sink we installed; R gives `n` readable bytes.
-    let sink = &mut *((*stream).data as *mut Sink<'_>);
+    let sink = &mut *((*stream).data as *mut Sink<'_, '_>);
     if sink.error.is_some() || n <= 0 {
         return;
     }
     let bytes = std::slice::from_raw_parts(buf as *const u8, n as usize);
-    if let Err(e) = sink.writer.write(bytes) {
+    let r = sink
+        .writer
+        .write(bytes)
+        .and_then(|_| sink.meter.add(n as u64));
+    if let Err(e) = r {
+        // A failed write or Ctrl-C: stop serializing (nothing to drop here).
         sink.error = Some(e);
+        abandon_stream();
     }
 }
 
@@ -87,10 +105,16 @@ unsafe extern "C" fn serialize_cb(data: *mut c_void) {
     R_Serialize(call.obj, call.stream);
 }
 
-/// Serialize `obj` (format version 3, native binary) into `writer`.
-pub fn serialize_into(obj: SEXP, writer: &mut dyn PayloadSink) -> Result<(), Error> {
+/// Serialize `obj` (format version 3, native binary) into `writer`,
+/// counting the bytes on `meter` (whose hook may abort it).
+pub fn serialize_into(
+    obj: SEXP,
+    writer: &mut dyn PayloadSink,
+    meter: &mut Meter<'_>,
+) -> Result<(), Error> {
     let mut sink = Sink {
         writer,
+        meter,
         error: None,
     };
     let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
@@ -100,7 +124,7 @@ pub fn serialize_into(obj: SEXP, writer: &mut dyn PayloadSink) -> Result<(), Err
     let ok = unsafe {
         R_InitOutPStream(
             stream.as_mut_ptr(),
-            &mut sink as *mut Sink as *mut c_void,
+            &mut sink as *mut Sink<'_, '_> as *mut c_void,
             R_pstream_format_t::R_pstream_binary_format,
             3,
             Some(out_char),
@@ -128,15 +152,17 @@ pub fn serialize_into(obj: SEXP, writer: &mut dyn PayloadSink) -> Result<(), Err
     Ok(())
 }
 
-struct Source<'a> {
+struct Source<'a, 'm> {
     bytes: &'a [u8],
     pos: usize,
     short: bool,
+    meter: &'a mut Meter<'m>,
+    error: Option<Error>,
 }
 
 unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int) {
     // SAFETY: `data` is the Source we installed; R gives room for `n` bytes.
-    let src = &mut *((*stream).data as *mut Source);
+    let src = &mut *((*stream).data as *mut Source<'_, '_>);
     let n = n.max(0) as usize;
     let out = std::slice::from_raw_parts_mut(buf as *mut u8, n);
     let avail = src.bytes.len() - src.pos;
@@ -150,6 +176,11 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int)
     }
     out.copy_from_slice(&src.bytes[src.pos..src.pos + n]);
     src.pos += n;
+    if let Err(e) = src.meter.add(n as u64) {
+        // Ctrl-C: stop reading (nothing to drop here).
+        src.error = Some(e);
+        abandon_stream();
+    }
 }
 
 unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
@@ -171,20 +202,23 @@ unsafe extern "C" fn unserialize_cb(data: *mut c_void) {
     call.result = v;
 }
 
-/// Unserialize an object from `bytes`. The result is preserved with
-/// R_PreserveObject; the caller must release it.
-pub fn unserialize_from(bytes: &[u8], tag: &str) -> Result<SEXP, Error> {
+/// Unserialize an object from `bytes`, counting them on `meter` (whose
+/// hook may abort it). The result is preserved with R_PreserveObject; the
+/// caller must release it.
+pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
     let mut src = Source {
         bytes,
         pos: 0,
         short: false,
+        meter,
+        error: None,
     };
     let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
     // SAFETY: as in serialize_into; the source outlives the stream.
     let (ok, result) = unsafe {
         R_InitInPStream(
             stream.as_mut_ptr(),
-            &mut src as *mut Source as *mut c_void,
+            &mut src as *mut Source<'_, '_> as *mut c_void,
             R_pstream_format_t::R_pstream_any_format,
             Some(in_char),
             Some(in_bytes),
@@ -201,10 +235,13 @@ pub fn unserialize_from(bytes: &[u8], tag: &str) -> Result<SEXP, Error> {
         );
         (ok, call.result)
     };
-    if ok == 0 || result.is_null() || src.short {
+    if ok == 0 || result.is_null() || src.short || src.error.is_some() {
         if !result.is_null() {
             // SAFETY: we preserved it above.
             unsafe { extendr_ffi::R_ReleaseObject(result) };
+        }
+        if let Some(e) = src.error {
+            return Err(e);
         }
         return Err(Error::Corrupt {
             message: format!(
