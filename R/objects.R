@@ -36,10 +36,14 @@
 #'
 #' @section Zero-copy vectors:
 #' Plain atomic vectors (double, integer, logical, raw and complex, with
-#' any attributes such as names, dim or a class, but not S4 objects) of at
-#' least 64 KiB are stored as their raw elements. `retrieve_object()` then
-#' returns them as a *view* of the read-only shared memory of the stored
-#' object instead of a copy, which takes the same time whatever the size.
+#' any attributes such as names, dim or a class, but not S4 objects) of
+#' 64 KiB or more are stored as their raw elements. `retrieve_object()`
+#' returns those of 256 KiB or more (elements and attributes as stored) as
+#' a *view* of the read-only shared memory of the stored object instead of
+#' a copy, which takes the same time whatever the size; smaller ones are
+#' copied, which costs no more than a view at those sizes
+#' (`bench/zero-copy.R` in the sources measures both). `object_info()`
+#' tells which (`zero_copy`).
 #' A view behaves like an ordinary vector for every R operation. The first
 #' time R asks to modify it, it makes a private copy of the elements (as R
 #' does for any shared value) and lets the shared memory go. A view stays
@@ -49,6 +53,15 @@
 #' the system once no view of it remains, that is when R garbage-collects
 #' the last view (see [gc()]) or the view makes its private copy. Use
 #' `copy = TRUE` to get an ordinary vector at once.
+#'
+#' Limit: every live view is one memory mapping of the R process, and Linux
+#' allows a process `vm.max_map_count` mappings in all (65530 by default;
+#' see `sysctl vm.max_map_count`), which R itself also needs for its large
+#' vectors. A session holding tens of thousands of views at once (say a
+#' list of 60,000 retrieved vectors) exhausts them, and then R's own
+#' allocations fail. Retrieve such collections with `copy = TRUE`, keep
+#' them as one object (a list or a matrix is stored and read as one), or
+#' raise the limit (as root: `sysctl -w vm.max_map_count=262144`).
 #'
 #' @param obj The object to store.
 #' @param tag The name of the object: a single non-empty string of at most
@@ -69,9 +82,9 @@
 #' @param description For `send_object()`: `NULL` (the default) or a single
 #'   string describing the object, shown by `list_objects()` and
 #'   `object_info()`.
-#' @param copy For `retrieve_object()`: `FALSE` (the default) returns large
-#'   plain vectors as zero-copy views of shared memory (see below); `TRUE`
-#'   always returns an ordinary copy.
+#' @param copy For `retrieve_object()`: `FALSE` (the default) returns
+#'   plain vectors of 256 KiB or more as zero-copy views of shared memory
+#'   (see below); `TRUE` always returns an ordinary copy.
 #' @return `send_object()` and `remove_object()` return `NULL` invisibly;
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row

@@ -46,8 +46,11 @@ extern "C" {
 pub const MIN_RAW_VECTOR_BYTES: u64 = INLINE_MAX as u64;
 
 /// Stored vectors with a payload of at least this many bytes are retrieved
-/// as zero-copy views, smaller ones as copies read with pread.
-pub const MIN_ZERO_COPY_BYTES: u64 = 64 << 10;
+/// as zero-copy views, smaller ones as copies read with pread. Each live
+/// view costs the process one memory mapping (vm.max_map_count, 65530 by
+/// default, bounds them all), and below this size a copy costs no more than
+/// a view: bench/zero-copy.R measures where the view starts to win.
+pub const MIN_ZERO_COPY_BYTES: u64 = 256 << 10;
 
 const LGLSXP: u32 = 10;
 const INTSXP: u32 = 13;
