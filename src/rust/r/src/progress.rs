@@ -17,6 +17,7 @@
 
 use extendr_api::prelude::*;
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use yaplr_core::progress::{status_line, Progress};
 use yaplr_core::Error;
@@ -27,6 +28,10 @@ extern "C" {
     static mut R_interrupts_suspended: c_int;
 }
 
+/// Whether interrupts are suspended by `with_interrupts_held` (rather than
+/// by R, which then wants them left alone).
+static HELD: AtomicBool = AtomicBool::new(false);
+
 /// Whether the user pressed Ctrl-C; takes the interrupt, which the caller
 /// must report (as `Error::Interrupted`).
 pub fn interrupted() -> bool {
@@ -34,9 +39,8 @@ pub fn interrupted() -> bool {
     // signal handler only ever sets the pending flag to 1).
     unsafe {
         let pending = std::ptr::addr_of_mut!(R_interrupts_pending);
-        if std::ptr::addr_of!(R_interrupts_suspended).read_volatile() != 0
-            || pending.read_volatile() == 0
-        {
+        let suspended = std::ptr::addr_of!(R_interrupts_suspended).read_volatile() != 0;
+        if (suspended && !HELD.load(Ordering::Relaxed)) || pending.read_volatile() == 0 {
             return false;
         }
         pending.write_volatile(0);
@@ -44,14 +48,21 @@ pub fn interrupted() -> bool {
     true
 }
 
-/// Run `f`, which calls R, with interrupts held pending.
-fn with_interrupts_suspended<T>(f: impl FnOnce() -> T) -> T {
+/// Run `f`, which runs R code, with interrupts held pending for R (so that
+/// R never jumps to the user's interrupt handler over Rust frames) but
+/// still seen by `interrupted`.
+pub fn with_interrupts_held<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: as in interrupted(); restored before returning.
     unsafe {
         let flag = std::ptr::addr_of_mut!(R_interrupts_suspended);
         let old = flag.read_volatile();
+        let held = HELD.load(Ordering::Relaxed);
         flag.write_volatile(1);
+        if old == 0 {
+            HELD.store(true, Ordering::Relaxed);
+        }
         let out = f();
+        HELD.store(held, Ordering::Relaxed);
         flag.write_volatile(old);
         out
     }
@@ -59,7 +70,7 @@ fn with_interrupts_suspended<T>(f: impl FnOnce() -> T) -> T {
 
 /// Call the R function `yaplr:::<name>` with `args`; None if it failed.
 fn call_r(name: &str, args: Pairlist) -> Option<Robj> {
-    with_interrupts_suspended(|| {
+    with_interrupts_held(|| {
         let f: Function = eval_string(&format!("yaplr:::{name}"))
             .ok()?
             .try_into()

@@ -4,12 +4,14 @@
 
 use extendr_ffi::{
     R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t,
-    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, SEXP,
+    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, R_xlen_t, Rf_xlength,
+    R_CHAR, SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
 };
+use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
 use yaplr_core::object_file::PayloadSink;
-use yaplr_core::progress::Meter;
+use yaplr_core::progress::{Meter, STEP};
 use yaplr_core::Error;
 
 type OutChar = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
@@ -41,9 +43,12 @@ extern "C" {
         pdata: SEXP,
     );
     fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void) -> c_int;
-    // Rinterface.h: jumps to the innermost R_ToplevelExec without calling
-    // any handler or printing a message.
-    fn Rf_jump_to_toplevel() -> !;
+    fn R_tryCatchError(
+        body: Option<unsafe extern "C" fn(*mut c_void) -> SEXP>,
+        bdata: *mut c_void,
+        handler: Option<unsafe extern "C" fn(SEXP, *mut c_void) -> SEXP>,
+        hdata: *mut c_void,
+    ) -> SEXP;
 }
 
 /// Run `f(data)` inside R_ToplevelExec: an R error in it (reported on the
@@ -55,21 +60,120 @@ pub unsafe fn toplevel_exec(f: unsafe extern "C" fn(*mut c_void), data: *mut c_v
     R_ToplevelExec(Some(f), data) != 0
 }
 
-/// Abandon the R_Serialize or R_Unserialize running (always inside
-/// R_ToplevelExec, here) from one of its stream callbacks, so that a long
-/// transfer stops at once. R cleans up its own state as on an error.
+/// How an R_Serialize or R_Unserialize that may run long is protected:
+/// inside R_tryCatchError, so that a stream callback can stop it with an R
+/// error (on Ctrl-C), caught silently, with interrupts held so that R
+/// itself never jumps to the user's interrupt handler over Rust frames.
+/// Short ones run inside R_ToplevelExec, which costs nothing but prints an
+/// R error raised in it (such as a C stack overflow).
+struct Guarded {
+    f: unsafe extern "C" fn(*mut c_void),
+    data: *mut c_void,
+}
+
+unsafe extern "C" fn guarded_body(data: *mut c_void) -> SEXP {
+    let g = &*(data as *const Guarded);
+    (g.f)(g.data);
+    R_NilValue
+}
+
+/// Keeps the message of the R error that ended a guarded call.
+unsafe extern "C" fn guarded_failed(cond: SEXP, out: *mut c_void) -> SEXP {
+    let out = &mut *(out as *mut Option<String>);
+    let mut message = String::new();
+    if TYPEOF(cond) == SEXPTYPE::VECSXP && Rf_xlength(cond) > 0 {
+        let m = VECTOR_ELT(cond, 0);
+        if TYPEOF(m) == SEXPTYPE::STRSXP && Rf_xlength(m) > 0 {
+            message = CStr::from_ptr(R_CHAR(STRING_ELT(m, 0)))
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    *out = Some(message);
+    R_NilValue
+}
+
+/// Run `f(data)`, stoppable (see Guarded) or not. Err carries the message
+/// of the R error that ended it, when it was caught.
 ///
 /// # Safety
-/// Only from a stream callback that holds nothing to drop: the jump skips
-/// the Rust frames between it and R_ToplevelExec.
-unsafe fn abandon_stream() -> ! {
-    Rf_jump_to_toplevel()
+/// On R's main thread; `f` must accept `data`.
+unsafe fn run_guarded(
+    stoppable: bool,
+    f: unsafe extern "C" fn(*mut c_void),
+    data: *mut c_void,
+) -> Result<(), Option<String>> {
+    if !stoppable {
+        return if R_ToplevelExec(Some(f), data) != 0 {
+            Ok(())
+        } else {
+            Err(None)
+        };
+    }
+    let mut g = Guarded { f, data };
+    let mut failed: Option<String> = None;
+    crate::progress::with_interrupts_held(|| {
+        R_tryCatchError(
+            Some(guarded_body),
+            &mut g as *mut Guarded as *mut c_void,
+            Some(guarded_failed),
+            &mut failed as *mut Option<String> as *mut c_void,
+        )
+    });
+    match failed {
+        None => Ok(()),
+        Some(m) => Err(Some(m)),
+    }
+}
+
+/// Stop the stoppable R_Serialize or R_Unserialize running, from one of its
+/// stream callbacks.
+///
+/// # Safety
+/// Only from a stream callback of a stoppable call, holding nothing to
+/// drop: the R error jumps over it to R_tryCatchError.
+unsafe fn stop_stream() -> ! {
+    extendr_ffi::Rf_error(c"%s".as_ptr(), c"yaplr: transfer stopped".as_ptr())
+}
+
+/// Whether serializing `x` will likely write at least STEP bytes (so that
+/// it must be stoppable): the elements of its atomic vectors, looking two
+/// levels into lists. Cheap: it stops counting at STEP.
+fn likely_large(x: SEXP) -> bool {
+    fn size(x: SEXP, depth: u32, acc: &mut u64) {
+        // SAFETY: read-only accessors on live SEXPs.
+        unsafe {
+            let n = Rf_xlength(x) as u64;
+            match TYPEOF(x) {
+                SEXPTYPE::LGLSXP | SEXPTYPE::INTSXP => *acc += 4 * n,
+                SEXPTYPE::REALSXP => *acc += 8 * n,
+                SEXPTYPE::CPLXSXP => *acc += 16 * n,
+                SEXPTYPE::RAWSXP => *acc += n,
+                // At least a length and a few bytes per string.
+                SEXPTYPE::STRSXP => *acc += 8 * n,
+                SEXPTYPE::VECSXP | SEXPTYPE::EXPRSXP if depth < 3 => {
+                    for i in 0..n {
+                        if *acc >= STEP {
+                            return;
+                        }
+                        size(VECTOR_ELT(x, i as R_xlen_t), depth + 1, acc);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut acc = 0;
+    size(x, 0, &mut acc);
+    acc >= STEP
 }
 
 struct Sink<'a, 'm> {
     writer: &'a mut dyn PayloadSink,
     meter: &'a mut Meter<'m>,
     error: Option<Error>,
+    /// R_Serialize runs stoppable (see Guarded).
+    stoppable: bool,
 }
 
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_int) {
@@ -79,14 +183,17 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
         return;
     }
     let bytes = std::slice::from_raw_parts(buf as *const u8, n as usize);
-    let r = sink
+    if let Err(e) = sink
         .writer
         .write(bytes)
-        .and_then(|_| sink.meter.add(n as u64));
-    if let Err(e) = r {
-        // A failed write or Ctrl-C: stop serializing (nothing to drop here).
+        .and_then(|_| sink.meter.add(n as u64))
+    {
+        // A failed write or Ctrl-C: stop, or (a small object) let R walk the
+        // rest of it, writing nothing.
         sink.error = Some(e);
-        abandon_stream();
+        if sink.stoppable {
+            stop_stream();
+        }
     }
 }
 
@@ -112,16 +219,18 @@ pub fn serialize_into(
     writer: &mut dyn PayloadSink,
     meter: &mut Meter<'_>,
 ) -> Result<(), Error> {
+    let stoppable = likely_large(obj);
     let mut sink = Sink {
         writer,
         meter,
         error: None,
+        stoppable,
     };
     let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
     // SAFETY: R_InitOutPStream fills every field; the sink outlives the
-    // stream, which lives only for this call. R_ToplevelExec catches any R
-    // error (it is reported on the console) so no jump crosses Rust frames.
-    let ok = unsafe {
+    // stream, which lives only for this call. run_guarded catches any R
+    // error so no jump crosses Rust frames.
+    let ran = unsafe {
         R_InitOutPStream(
             stream.as_mut_ptr(),
             &mut sink as *mut Sink<'_, '_> as *mut c_void,
@@ -136,20 +245,24 @@ pub fn serialize_into(
             obj,
             stream: stream.as_mut_ptr(),
         };
-        R_ToplevelExec(
-            Some(serialize_cb),
+        run_guarded(
+            stoppable,
+            serialize_cb,
             &call as *const SerializeCall as *mut c_void,
         )
     };
     if let Some(e) = sink.error {
         return Err(e);
     }
-    if ok == 0 {
-        return Err(Error::BadArgument(
+    match ran {
+        Ok(()) => Ok(()),
+        Err(None) => Err(Error::BadArgument(
             "the object could not be serialized (see the error above); nothing was stored".into(),
-        ));
+        )),
+        Err(Some(m)) => Err(Error::BadArgument(format!(
+            "the object could not be serialized ({m}); nothing was stored"
+        ))),
     }
-    Ok(())
 }
 
 struct Source<'a, 'm> {
@@ -158,6 +271,8 @@ struct Source<'a, 'm> {
     short: bool,
     meter: &'a mut Meter<'m>,
     error: Option<Error>,
+    /// R_Unserialize runs stoppable (see Guarded).
+    stoppable: bool,
 }
 
 unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int) {
@@ -177,9 +292,11 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int)
     out.copy_from_slice(&src.bytes[src.pos..src.pos + n]);
     src.pos += n;
     if let Err(e) = src.meter.add(n as u64) {
-        // Ctrl-C: stop reading (nothing to drop here).
+        // Ctrl-C: stop, or (a small payload) read it to its end.
         src.error = Some(e);
-        abandon_stream();
+        if src.stoppable {
+            stop_stream();
+        }
     }
 }
 
@@ -206,12 +323,14 @@ unsafe extern "C" fn unserialize_cb(data: *mut c_void) {
 /// hook may abort it). The result is preserved with R_PreserveObject; the
 /// caller must release it.
 pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
+    let stoppable = bytes.len() as u64 >= STEP;
     let mut src = Source {
         bytes,
         pos: 0,
         short: false,
         meter,
         error: None,
+        stoppable,
     };
     let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
     // SAFETY: as in serialize_into; the source outlives the stream.
@@ -229,13 +348,11 @@ pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Resul
             stream: stream.as_mut_ptr(),
             result: std::ptr::null_mut(),
         };
-        let ok = R_ToplevelExec(
-            Some(unserialize_cb),
-            &mut call as *mut UnserializeCall as *mut c_void,
-        );
-        (ok, call.result)
+        let data = &mut call as *mut UnserializeCall as *mut c_void;
+        let ran = run_guarded(stoppable, unserialize_cb, data);
+        (ran.is_ok(), call.result)
     };
-    if ok == 0 || result.is_null() || src.short || src.error.is_some() {
+    if !ok || result.is_null() || src.short || src.error.is_some() {
         if !result.is_null() {
             // SAFETY: we preserved it above.
             unsafe { extendr_ffi::R_ReleaseObject(result) };
