@@ -3,7 +3,7 @@
 #' Errors signalled by yaplr
 #'
 #' Every error has class `c("yaplr_<kind>", "yaplr_error", "error",
-#' "condition")` and fields `message`, `tag` (when a tag was involved) and
+#' "condition")` (an interrupt: see `interrupted` below) and fields `message`, `tag` (when a tag was involved) and
 #' `store` (the store directory), so it can be caught precisely:
 #'
 #' ```
@@ -20,7 +20,12 @@
 #'   was stored and the store keeps working.
 #' * `timeout`: the helper did not start or answer within `timeout` seconds
 #'   (see [yaplr-options]).
-#' * `interrupted`: the wait was interrupted by the user.
+#' * `interrupted`: the user pressed Ctrl-C during a wait or a transfer. A
+#'   send stops without storing anything (the tag keeps any earlier value);
+#'   a retrieve returns nothing. Like R's own interrupts, this condition has
+#'   class `"interrupt"` and not `"error"`: `c("yaplr_interrupted",
+#'   "yaplr_error", "interrupt", "condition")`, so `tryCatch(interrupt = )`
+#'   catches it and `try()` does not swallow it.
 #' * `no_server`: no helper is running and automatic start is off.
 #' * `store`: the store directory can not be used (not writable, owned by
 #'   another user, not a directory, path too long, or a directory shared by

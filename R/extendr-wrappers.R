@@ -8,10 +8,10 @@ is_shared_view_ <- function(x) .Call(wrap__is_shared_view_, x)
 default_store_dir_ <- function() .Call(wrap__default_store_dir_)
 
 #' @noRd
-send_object_ <- function(obj, tag, ns, meta, dir, exe, timeout, autostart) .Call(wrap__send_object_, obj, tag, ns, meta, dir, exe, timeout, autostart)
+send_object_ <- function(obj, tag, ns, meta, dir, exe, timeout, autostart, progress) .Call(wrap__send_object_, obj, tag, ns, meta, dir, exe, timeout, autostart, progress)
 
 #' @noRd
-retrieve_object_ <- function(tag, ns, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_object_, tag, ns, dir, exe, timeout, autostart, copy)
+retrieve_object_ <- function(tag, ns, dir, exe, timeout, autostart, copy, progress) .Call(wrap__retrieve_object_, tag, ns, dir, exe, timeout, autostart, copy, progress)
 
 #' @noRd
 remove_object_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__remove_object_, tag, ns, dir, exe, timeout, autostart)
@@ -44,6 +44,11 @@ is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)
 
+#' Check every object of `ns` (empty: every namespace) against its
+#' checksum; returns one row per object.
+#' @noRd
+verify_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__verify_objects_, ns, dir, exe, timeout, autostart)
+
 #' `ns` empty: every namespace; `tags` empty: every tag of it.
 #' @noRd
 save_objects_ <- function(file, tags, ns, dir, exe, timeout, autostart) .Call(wrap__save_objects_, file, tags, ns, dir, exe, timeout, autostart)
@@ -52,10 +57,10 @@ save_objects_ <- function(file, tags, ns, dir, exe, timeout, autostart) .Call(wr
 load_objects_ <- function(file, overwrite, dir, exe, timeout, autostart) .Call(wrap__load_objects_, file, overwrite, dir, exe, timeout, autostart)
 
 #' @noRd
-send_objects_ <- function(objs, tags, ns, metas, dir, exe, timeout, autostart) .Call(wrap__send_objects_, objs, tags, ns, metas, dir, exe, timeout, autostart)
+send_objects_ <- function(objs, tags, ns, metas, dir, exe, timeout, autostart, progress) .Call(wrap__send_objects_, objs, tags, ns, metas, dir, exe, timeout, autostart, progress)
 
 #' @noRd
-retrieve_objects_ <- function(tags, ns, dir, exe, timeout, autostart, copy) .Call(wrap__retrieve_objects_, tags, ns, dir, exe, timeout, autostart, copy)
+retrieve_objects_ <- function(tags, ns, dir, exe, timeout, autostart, copy, progress) .Call(wrap__retrieve_objects_, tags, ns, dir, exe, timeout, autostart, copy, progress)
 
 #' `bytes` negative: no capacity.
 #' @noRd
@@ -65,8 +70,3 @@ resize_store_ <- function(bytes, dir, exe, timeout, autostart) .Call(wrap__resiz
 object_info_ <- function(tag, ns, dir, exe, timeout, autostart) .Call(wrap__object_info_, tag, ns, dir, exe, timeout, autostart)
 
 
-
-#' Check every object of `ns` (empty: every namespace) against its
-#' checksum; returns one row per object.
-#' @noRd
-verify_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__verify_objects_, ns, dir, exe, timeout, autostart)

@@ -28,12 +28,22 @@
 #' serialization (format version 3, native byte order) directly into a file
 #' of the store, and read back directly from a mapping of that file.
 #'
+#' Ctrl-C stops a long send or retrieve within a few MB: a send then stores
+#' nothing (the tag keeps any earlier value) and signals a condition of
+#' class `"interrupt"` (see [yaplr-conditions]). In an interactive session,
+#' a transfer that runs longer than about 2 seconds shows a progress bar
+#' (see `yaplr.progress` in [yaplr-options]).
+#'
 #' @section Zero-copy vectors:
 #' Plain atomic vectors (double, integer, logical, raw and complex, with
-#' any attributes such as names, dim or a class, but not S4 objects) of at
-#' least 64 KiB are stored as their raw elements. `retrieve_object()` then
-#' returns them as a *view* of the read-only shared memory of the stored
-#' object instead of a copy, which takes the same time whatever the size.
+#' any attributes such as names, dim or a class, but not S4 objects) of
+#' 64 KiB or more are stored as their raw elements. `retrieve_object()`
+#' returns those of 256 KiB or more (elements and attributes as stored) as
+#' a *view* of the read-only shared memory of the stored object instead of
+#' a copy, which takes the same time whatever the size; smaller ones are
+#' copied, which costs no more than a view at those sizes
+#' (`bench/zero-copy.R` in the sources measures both). `object_info()`
+#' tells which (`zero_copy`).
 #' A view behaves like an ordinary vector for every R operation. The first
 #' time R asks to modify it, it makes a private copy of the elements (as R
 #' does for any shared value) and lets the shared memory go. A view stays
@@ -43,6 +53,15 @@
 #' the system once no view of it remains, that is when R garbage-collects
 #' the last view (see [gc()]) or the view makes its private copy. Use
 #' `copy = TRUE` to get an ordinary vector at once.
+#'
+#' Limit: every live view is one memory mapping of the R process, and Linux
+#' allows a process `vm.max_map_count` mappings in all (65530 by default;
+#' see `sysctl vm.max_map_count`), which R itself also needs for its large
+#' vectors. A session holding tens of thousands of views at once (say a
+#' list of 60,000 retrieved vectors) exhausts them, and then R's own
+#' allocations fail. Retrieve such collections with `copy = TRUE`, keep
+#' them as one object (a list or a matrix is stored and read as one), or
+#' raise the limit (as root: `sysctl -w vm.max_map_count=262144`).
 #'
 #' @param obj The object to store.
 #' @param tag The name of the object: a single non-empty string of at most
@@ -63,9 +82,9 @@
 #' @param description For `send_object()`: `NULL` (the default) or a single
 #'   string describing the object, shown by `list_objects()` and
 #'   `object_info()`.
-#' @param copy For `retrieve_object()`: `FALSE` (the default) returns large
-#'   plain vectors as zero-copy views of shared memory (see below); `TRUE`
-#'   always returns an ordinary copy.
+#' @param copy For `retrieve_object()`: `FALSE` (the default) returns
+#'   plain vectors of 256 KiB or more as zero-copy views of shared memory
+#'   (see below); `TRUE` always returns an ordinary copy.
 #' @return `send_object()` and `remove_object()` return `NULL` invisibly;
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row
@@ -112,7 +131,8 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
   meta <- object_meta(obj, check_description(description))
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart))
+  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart,
+                            progress_delay()))
   invisible(NULL)
 }
 
@@ -127,7 +147,8 @@ retrieve_object <- function(tag, automatic_server_start = NULL,
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   check_flag(copy, "copy")
-  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy)
+  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy,
+                          progress_delay())
   check_result(res)[[1L]]
 }
 
@@ -288,7 +309,7 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
     object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else description[i])
   })
   check_result(send_objects_(unname(objects), tags, namespace, metas, store_dir(),
-                             helper_path(), timeout, autostart))
+                             helper_path(), timeout, autostart, progress_delay()))
   invisible(NULL)
 }
 
@@ -306,7 +327,7 @@ retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
   res <- check_result(retrieve_objects_(tags, namespace, store_dir(), helper_path(),
-                                        timeout, autostart, copy))
+                                        timeout, autostart, copy, progress_delay()))
   names(res) <- tags
   res
 }

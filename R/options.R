@@ -22,6 +22,14 @@
 #' * `yaplr.automatic_server_start`: whether a call that finds no helper
 #'   starts one. Default `TRUE`. With `FALSE`, such a call fails with a
 #'   `yaplr_no_server` error until [make_sure_server_is_started()] is called.
+#' * `yaplr.progress`: whether a transfer that runs longer than about 2
+#'   seconds (a send, a retrieve that copies, [send_objects()],
+#'   [retrieve_objects()]) shows a progress bar with the bytes done, the rate
+#'   and the time left. Default `interactive()`: shown in an interactive
+#'   session, never under `Rscript`. A number sets the delay in seconds. The
+#'   bar is drawn by the cli package when it is installed (nothing is shown
+#'   otherwise); objects under a few MB never show one. Ctrl-C stops any
+#'   transfer within a few MB, whatever this option.
 #'
 #' @name yaplr-options
 #' @examples

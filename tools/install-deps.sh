@@ -5,7 +5,8 @@
 set -euo pipefail
 
 DEBS="r-base-dev r-cran-testthat r-cran-callr r-cran-withr r-cran-knitr
-r-cran-rmarkdown pandoc r-cran-roxygen2 r-cran-processx r-cran-ps qpdf"
+r-cran-rmarkdown pandoc r-cran-roxygen2 r-cran-processx r-cran-ps qpdf
+r-cran-cli"
 
 missing=""
 for p in $DEBS; do

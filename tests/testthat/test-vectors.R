@@ -3,15 +3,16 @@ is_view <- function(x) yaplr:::is_shared_view_(x)
 test_that("large plain vectors come back as zero-copy views, identical to the original", {
   local_store()
   n <- 1e5
+  # Each at least 256 KiB: smaller vectors are copied (see below).
   vecs <- list(
     dbl = runif(n),
     int = sample.int(1000L, n, replace = TRUE),
     lgl = sample(c(TRUE, FALSE, NA), n, replace = TRUE),
-    raw = as.raw(sample(0:255, n, replace = TRUE)),
-    cplx = complex(real = runif(n / 10), imaginary = runif(n / 10)),
-    named = structure(runif(20000), names = paste0("n", 1:20000)),
+    raw = as.raw(sample(0:255, 3 * n, replace = TRUE)),
+    cplx = complex(real = runif(n / 5), imaginary = runif(n / 5)),
+    named = structure(runif(40000), names = paste0("n", 1:40000)),
     mat = matrix(runif(n), 1000, dimnames = list(NULL, paste0("c", 1:100))),
-    date = structure(as.double(1:20000), class = "Date"),
+    date = structure(as.double(1:40000), class = "Date"),
     fac = factor(sample(letters, n, replace = TRUE)),
     special = c(NA, NaN, Inf, -Inf, -0, runif(n))
   )
@@ -27,6 +28,48 @@ test_that("large plain vectors come back as zero-copy views, identical to the or
   # Small vectors travel as R serialization.
   send_object(1:10, "small")
   expect_false(is_view(retrieve_object("small")))
+})
+
+test_that("vectors from 64 KiB to 256 KiB are stored raw but come back as copies", {
+  local_store()
+  # A raw vector payload is a 64-byte header and the elements: 32760
+  # doubles make 256 KiB exactly.
+  cases <- list(inline = runif(8000), raw = runif(8192), mid = runif(30000),
+                below = runif(32759), view = runif(32760))
+  for (nm in names(cases)) send_object(cases[[nm]], nm)
+  for (nm in names(cases)) {
+    info <- object_info(nm)
+    got <- retrieve_object(nm)
+    expect_identical(got, cases[[nm]], label = nm)
+    expect_identical(is_view(got), nm == "view", label = nm)
+    expect_identical(info$zero_copy, nm == "view", label = nm)
+    expect_identical(info$storage, if (nm == "inline") "inline" else "file", label = nm)
+    expect_identical(retrieve_objects(nm)[[1L]], cases[[nm]], label = nm)
+  }
+  # A copy keeps the attributes.
+  x <- structure(runif(20000), class = "foo", note = "kept")
+  send_object(x, "x")
+  got <- retrieve_object("x")
+  expect_identical(got, x)
+  expect_false(is_view(got))
+  expect_false(object_info("x")$zero_copy)
+})
+
+test_that("only vectors of 256 KiB or more hold a mapping of the store", {
+  skip_if_not(file.exists("/proc/self/maps"))
+  dir <- local_store()
+  mapped <- function() sum(grepl(dir, readLines("/proc/self/maps"), fixed = TRUE))
+  send_object(runif(20000), "small") # 160 KB
+  send_object(runif(40000), "large") # 320 KB
+  before <- mapped()
+  small <- lapply(1:100, function(i) retrieve_object("small"))
+  expect_identical(mapped(), before)
+  large <- lapply(1:100, function(i) retrieve_object("large"))
+  # One mapping per live view.
+  expect_identical(mapped(), before + 100L)
+  rm(small, large)
+  invisible(gc())
+  expect_identical(mapped(), before)
 })
 
 test_that("a view behaves like an ordinary vector and copies on first write", {

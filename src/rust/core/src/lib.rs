@@ -10,6 +10,7 @@ pub mod error;
 pub mod journal;
 pub mod lock;
 pub mod object_file;
+pub mod progress;
 pub mod protocol;
 pub mod server;
 pub mod store;

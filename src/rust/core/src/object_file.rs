@@ -69,10 +69,16 @@ impl VectorHeader {
 
     /// Decode and check against the payload it starts.
     pub fn decode(payload: &[u8]) -> Result<VectorHeader> {
+        Self::decode_prefix(payload, payload.len() as u64)
+    }
+
+    /// Decode from the first bytes of a payload of `payload_len` bytes
+    /// (read on their own, e.g. with pread) and check against that length.
+    pub fn decode_prefix(payload: &[u8], payload_len: u64) -> Result<VectorHeader> {
         let corrupt = |m: &str| Error::Corrupt {
             message: format!("damaged vector object: {m}"),
         };
-        if payload.len() < VECTOR_HEADER_SIZE {
+        if payload.len() < VECTOR_HEADER_SIZE || payload_len < VECTOR_HEADER_SIZE as u64 {
             return Err(corrupt("payload shorter than its vector header"));
         }
         let h = VectorHeader {
@@ -88,7 +94,7 @@ impl VectorHeader {
             .length
             .checked_mul(h.elt_size as u64)
             .and_then(|n| n.checked_add(VECTOR_HEADER_SIZE as u64))
-            .is_some_and(|n| n <= payload.len() as u64);
+            .is_some_and(|n| n <= payload_len);
         if !fits {
             return Err(corrupt("elements extend past the payload"));
         }
@@ -111,6 +117,9 @@ pub struct Header {
     /// xxh3 of the payload (0: not recorded, a file of format 2).
     pub checksum: u64,
 }
+
+/// The streaming form of `checksum`, for payloads read or written in parts.
+pub use xxhash_rust::xxh3::Xxh3 as Hasher;
 
 /// The checksum of payloads (xxh3, 64 bits), at memory speed.
 pub fn checksum(bytes: &[u8]) -> u64 {
@@ -567,6 +576,30 @@ pub fn read_header(file: &File) -> Result<Header> {
     Header::decode(&b[..got])
 }
 
+/// Check that an object file with this header is committed and whole, as
+/// a reader must before using its payload (mapped or read with pread).
+pub fn check_complete(file: &File, header: &Header) -> Result<()> {
+    if header.state != STATE_COMMITTED {
+        return Err(Error::Corrupt {
+            message: format!("object \"{}\" was never completely written", header.tag),
+        });
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("inspecting an object file", e))?
+        .len();
+    if len < header.file_size() {
+        return Err(Error::Corrupt {
+            message: format!(
+                "object \"{}\" is truncated: {len} bytes on disk, {} expected",
+                header.tag,
+                header.file_size()
+            ),
+        });
+    }
+    Ok(())
+}
+
 enum Mapping {
     ReadOnly(memmap2::Mmap),
     /// MAP_PRIVATE, writable: a write copies the page for this process only
@@ -881,6 +914,62 @@ mod tests {
         assert!(ObjectMap::open(&f)
             .err()
             .unwrap()
+            .to_string()
+            .contains("truncated"));
+        std::fs::remove_dir_all(s.dir()).unwrap();
+    }
+
+    #[test]
+    fn a_vector_header_read_on_its_own_is_checked_against_the_payload() {
+        let h = VectorHeader {
+            sexptype: 14,
+            elt_size: 8,
+            length: 1000,
+            object: 0,
+        };
+        let b = h.encode();
+        let need = VECTOR_HEADER_SIZE as u64 + 8000;
+        assert_eq!(VectorHeader::decode_prefix(&b, need).unwrap(), h);
+        assert_eq!(VectorHeader::decode_prefix(&b, need + 100).unwrap(), h);
+        assert!(VectorHeader::decode_prefix(&b, need - 1).is_err());
+        assert!(VectorHeader::decode_prefix(&b[..20], need).is_err());
+        assert!(VectorHeader::decode_prefix(&b, 10).is_err());
+    }
+
+    #[test]
+    fn check_complete_refuses_what_a_mapping_would() {
+        let s = temp_store("complete");
+        let path = s.object_path(&crate::store::new_id());
+        let h = Header {
+            state: STATE_WRITING,
+            kind: KIND_R_VECTOR,
+            creator_pid: sys::getpid(),
+            payload_len: 0,
+            ctime_ns: 1,
+            namespace: "default".into(),
+            tag: "t".into(),
+            checksum: 0,
+        };
+        std::fs::write(&path, h.encode()).unwrap();
+        let f = File::open(&path).unwrap();
+        let h = read_header(&f).unwrap();
+        assert!(check_complete(&f, &h)
+            .unwrap_err()
+            .to_string()
+            .contains("never completely written"));
+        std::fs::remove_file(&path).unwrap();
+        let mut w = ObjectWriter::create(&s, "default", "t", KIND_R_VECTOR, 0).unwrap();
+        w.write(&[1u8; 5000]).unwrap();
+        let (id, h) = w.commit().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(s.object_path(&id))
+            .unwrap();
+        check_complete(&f, &h).unwrap();
+        f.set_len(3000).unwrap();
+        assert!(check_complete(&f, &h)
+            .unwrap_err()
             .to_string()
             .contains("truncated"));
         std::fs::remove_dir_all(s.dir()).unwrap();

@@ -2,19 +2,22 @@
 //! the R layer; every failure comes back as a condition object (never a
 //! longjmp from Rust), which the R layer signals.
 
+mod progress;
 mod serialize;
 mod vector;
 
 use extendr_api::prelude::*;
 use extendr_ffi::SEXP;
+use progress::{Transfer, Verb};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{
-    check_namespace, check_tag, verify, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED,
-    KIND_R_VECTOR, VECTOR_HEADER_SIZE,
+    check_namespace, check_tag, read_header, verify, ObjectMap, ObjectWriter, PayloadSink,
+    KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE,
 };
+use yaplr_core::progress::Meter;
 use yaplr_core::protocol::{Entry, Meta, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
 use yaplr_core::store::{self, Store};
 use yaplr_core::Error;
@@ -50,7 +53,7 @@ impl<'a> Ctx<'a> {
             } else {
                 Some(Path::new(self.exe))
             },
-            interrupted: &serialize::interrupted,
+            interrupted: &progress::interrupted,
         }
     }
 }
@@ -172,10 +175,13 @@ fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
     .expect("names and values match");
     let mut class = vec![format!("yaplr_{kind}"), "yaplr_error".to_string()];
     if matches!(e, Error::Interrupted { .. }) {
-        // Lets tryCatch(interrupt = ) see a Ctrl-C that ended a wait.
+        // Ctrl-C, as R's own: tryCatch(interrupt = ) sees it, and like R's
+        // own it is no "error", so try() does not swallow it.
         class.push("interrupt".to_string());
+    } else {
+        class.push("error".to_string());
     }
-    class.extend(["error".to_string(), "condition".to_string()]);
+    class.push("condition".to_string());
     l.set_class(class).expect("class");
     l.into()
 }
@@ -236,19 +242,21 @@ enum Staged {
 }
 
 /// Write `sexp` for `tag`: in memory when it is small, else to a committed
-/// object file (which the caller must publish or remove).
+/// object file (which the caller must publish or remove). An error (or
+/// Ctrl-C, through `meter`) leaves no file.
 fn stage_object(
     store: &Store,
     sexp: SEXP,
     ns: &str,
     tag: &str,
     inline_ok: bool,
+    meter: &mut Meter<'_>,
 ) -> Result<Staged, Error> {
     let writer = match vector::as_vector(sexp) {
         Some(h) => {
             let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
             let mut w = ObjectWriter::create(store, ns, tag, KIND_R_VECTOR, size)?;
-            vector::write_vector(sexp, &h, &mut w)?;
+            vector::write_vector(sexp, &h, &mut w, meter)?;
             w
         }
         None => {
@@ -270,7 +278,7 @@ fn stage_object(
                 kind: KIND_R_SERIALIZED,
                 payload,
             };
-            serialize::serialize_into(sexp, &mut pw)?;
+            serialize::serialize_into(sexp, &mut pw, meter)?;
             match pw.payload {
                 Payload::Inline(bytes) => return Ok(Staged::Inline(bytes)),
                 Payload::File(w) => *w,
@@ -289,10 +297,11 @@ fn store_object(
     tag: &str,
     meta: Meta,
     opts: &CallOptions<'_>,
+    meter: &mut Meter<'_>,
 ) -> Result<(), Error> {
     let store = c.store().clone();
     meta.check()?;
-    let id = match stage_object(&store, sexp, ns, tag, true)? {
+    let id = match stage_object(&store, sexp, ns, tag, true, meter)? {
         Staged::Inline(bytes) => {
             return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
         }
@@ -305,18 +314,30 @@ fn store_object(
     published
 }
 
-/// Decode one looked-up object into a preserved SEXP.
-fn decode_found(found: Found, tag: &str, copy: bool) -> Result<SEXP, Error> {
+/// Whether a stored object is retrieved as a zero-copy view (unless the
+/// caller asks for a copy).
+fn is_zero_copy(kind: u32, payload_len: u64) -> bool {
+    kind == KIND_R_VECTOR && payload_len >= vector::MIN_ZERO_COPY_BYTES
+}
+
+/// Decode one looked-up object into a preserved SEXP, counting the bytes
+/// it copies on `meter` (whose hook may abort it).
+fn decode_found(found: Found, tag: &str, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
     match found {
         Found::Inline(entry, bytes) => {
             verify(&bytes, entry.checksum, tag).map_err(advise_resend)?;
-            serialize::unserialize_from(&bytes, tag)
+            serialize::unserialize_from(&bytes, tag, meter)
         }
         Found::File(_, file) => {
-            let map = if copy {
-                ObjectMap::open(&file)
-            } else {
+            let header = read_header(&file).map_err(|e| damaged(e, tag))?;
+            let view = !copy && is_zero_copy(header.kind, header.payload_len);
+            if header.kind == KIND_R_VECTOR && !view {
+                return vector::read_copy(&file, &header, tag, meter).map_err(|e| damaged(e, tag));
+            }
+            let map = if view {
                 ObjectMap::open_for_view(&file)
+            } else {
+                ObjectMap::open(&file)
             }
             .map_err(|e| damaged(e, tag))?;
             // Every retrieve that copies checks the payload; a zero-copy
@@ -325,8 +346,8 @@ fn decode_found(found: Found, tag: &str, copy: bool) -> Result<SEXP, Error> {
                 verify(map.payload(), map.header.checksum, tag).map_err(advise_resend)?;
             }
             match map.header.kind {
-                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag),
-                KIND_R_VECTOR => vector::read_vector(map, tag, copy),
+                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag, meter),
+                KIND_R_VECTOR => vector::read_view(map, tag),
                 other => Err(Error::Corrupt {
                     message: format!(
                         "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
@@ -376,8 +397,10 @@ fn send_objects_(
     exe: &str,
     timeout: f64,
     autostart: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::many(Verb::Send, tags.len(), progress::delay(progress));
     let r = tags
         .iter()
         .try_for_each(|t| check_key(ns, t))
@@ -386,6 +409,7 @@ fn send_objects_(
                 let opts = ctx.opts();
                 c.connect(&opts)?;
                 let store = c.store().clone();
+                let mut meter = Meter::new(&mut transfer, None);
                 let mut items = Vec::with_capacity(tags.len());
                 let mut ids: Vec<String> = Vec::new();
                 // Small objects travel in the batch's one message until it
@@ -401,7 +425,7 @@ fn send_objects_(
                         .unwrap_or_default();
                     // SAFETY: the list (and so its elements) is protected by extendr.
                     let staged = meta.check().and_then(|_| {
-                        stage_object(&store, unsafe { obj.get() }, ns, tag, inline_ok)
+                        stage_object(&store, unsafe { obj.get() }, ns, tag, inline_ok, &mut meter)
                     });
                     let staged = match staged {
                         Ok(s) => s,
@@ -432,6 +456,7 @@ fn send_objects_(
                         meta,
                     });
                 }
+                drop(meter);
                 let r = c.put_many(items, &opts);
                 if let Err(e) = &r {
                     c.discard_staged(e, &ids);
@@ -444,6 +469,7 @@ fn send_objects_(
 
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn retrieve_objects_(
     tags: Vec<String>,
     ns: &str,
@@ -452,8 +478,10 @@ fn retrieve_objects_(
     timeout: f64,
     autostart: bool,
     copy: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::many(Verb::Retrieve, tags.len(), progress::delay(progress));
     let keys: Vec<(String, String)> = tags.iter().map(|t| (ns.to_string(), t.clone())).collect();
     let r = tags
         .iter()
@@ -463,9 +491,10 @@ fn retrieve_objects_(
                 // Decoded as they arrive: only a frame's worth of object
                 // files is open at once, however many there are.
                 let mut values = Vec::with_capacity(tags.len());
+                let mut meter = Meter::new(&mut transfer, None);
                 let r = c.lookup_many(keys, &ctx.opts(), |found| {
                     let tag = tags.get(values.len()).map_or("", |t| t.as_str());
-                    values.push(decode_found(found, tag, copy)?);
+                    values.push(decode_found(found, tag, copy, &mut meter)?);
                     Ok(())
                 });
                 match r {
@@ -501,15 +530,20 @@ fn send_object_(
     exe: &str,
     timeout: f64,
     autostart: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::one(Verb::Send, tag, progress::delay(progress));
     let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| {
             let opts = ctx.opts();
             // Connect first: no point serializing for a helper we can't reach.
             c.connect(&opts)?;
             // SAFETY: obj is protected by extendr for the duration of the call.
-            store_object(c, unsafe { obj.get() }, ns, tag, parse_meta(&meta), &opts)
+            let sexp = unsafe { obj.get() };
+            let total = vector::as_vector(sexp).map(|h| h.data_len());
+            let mut meter = Meter::new(&mut transfer, total);
+            store_object(c, sexp, ns, tag, parse_meta(&meta), &opts, &mut meter)
         })
     });
     done(r, Some(tag), dir)
@@ -517,6 +551,7 @@ fn send_object_(
 
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn retrieve_object_(
     tag: &str,
     ns: &str,
@@ -525,14 +560,21 @@ fn retrieve_object_(
     timeout: f64,
     autostart: bool,
     copy: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
     let r = check_key(ns, tag).and_then(|_| {
         with_client(dir, |c| {
             let found = c
                 .lookup(ns, tag, &ctx.opts())
                 .map_err(|e| damaged(e, tag))?;
-            decode_found(found, tag, copy)
+            let total = match &found {
+                Found::File(e, _) => Some(e.size),
+                Found::Inline(..) => None,
+            };
+            let mut meter = Meter::new(&mut transfer, total);
+            decode_found(found, tag, copy, &mut meter)
         })
     });
     match r {
@@ -643,7 +685,7 @@ fn entry_info(e: &Entry) -> Robj {
             Robj::from(m.length as f64),
             dim,
             description,
-            Robj::from(e.kind == KIND_R_VECTOR),
+            Robj::from(!e.inline && is_zero_copy(e.kind, e.size)),
             Robj::from(e.version as f64),
             Robj::from(if e.inline { "inline" } else { "file" }),
         ],

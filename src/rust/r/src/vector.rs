@@ -1,6 +1,7 @@
-//! Plain atomic vectors stored as raw elements, and the ALTREP class that
-//! returns them as zero-copy views of a copy-on-write (MAP_PRIVATE) mapping
-//! of their object file. A view behaves as an ordinary vector: a write
+//! Plain atomic vectors stored as raw elements, read back as copies (with
+//! pread) or, when large, through the ALTREP class that returns them as
+//! zero-copy views of a copy-on-write (MAP_PRIVATE) mapping of their object
+//! file. A view behaves as an ordinary vector: a write
 //! copies the touched pages for this process only, never the file. The
 //! mapping is released when R garbage-collects the view; it stays valid
 //! after the tag is removed or overwritten, or the helper quits, because an
@@ -18,8 +19,14 @@ use extendr_ffi::{
     LOGICAL_GET_REGION, RAW_GET_REGION, REAL_GET_REGION, SET_ATTRIB, SET_OBJECT, SEXP, SEXPTYPE,
     TYPEOF,
 };
+use std::fs::File;
 use std::os::raw::{c_char, c_int, c_void};
-use yaplr_core::object_file::{ObjectMap, ObjectWriter, VectorHeader, VECTOR_HEADER_SIZE};
+use std::os::unix::fs::FileExt;
+use yaplr_core::object_file::{
+    check_complete, Header, ObjectMap, ObjectWriter, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
+};
+use yaplr_core::progress::{Meter, Silent, STEP};
+use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::Error;
 
 use crate::serialize;
@@ -33,9 +40,17 @@ extern "C" {
     fn Rprintf(fmt: *const c_char, ...);
 }
 
-/// Vectors with fewer data bytes than this travel as R serialization: a
-/// mapping per small object would cost more than it saves.
-pub const MIN_ZERO_COPY_BYTES: usize = 64 << 10;
+/// Vectors with fewer data bytes than this travel as R serialization
+/// (inline in the helper's journal when small enough); larger ones are
+/// stored as their raw elements.
+pub const MIN_RAW_VECTOR_BYTES: u64 = INLINE_MAX as u64;
+
+/// Stored vectors with a payload of at least this many bytes are retrieved
+/// as zero-copy views, smaller ones as copies read with pread. Each live
+/// view costs the process one memory mapping (vm.max_map_count, 65530 by
+/// default, bounds them all), and below this size a copy costs no more than
+/// a view: bench/zero-copy.R measures where the view starts to win.
+pub const MIN_ZERO_COPY_BYTES: u64 = 256 << 10;
 
 const LGLSXP: u32 = 10;
 const INTSXP: u32 = 13;
@@ -74,7 +89,7 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
             return None;
         }
         let length = extendr_ffi::Rf_xlength(x) as u64;
-        if (length * elt as u64) < MIN_ZERO_COPY_BYTES as u64 {
+        if (length * elt as u64) < MIN_RAW_VECTOR_BYTES {
             return None;
         }
         Some(VectorHeader {
@@ -86,8 +101,14 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
     }
 }
 
-/// Write `x` (described by `h`) as a KIND_R_VECTOR payload.
-pub fn write_vector(x: SEXP, h: &VectorHeader, w: &mut ObjectWriter) -> Result<(), Error> {
+/// Write `x` (described by `h`) as a KIND_R_VECTOR payload, counting the
+/// bytes on `meter` (whose hook may abort it).
+pub fn write_vector(
+    x: SEXP,
+    h: &VectorHeader,
+    w: &mut ObjectWriter,
+    meter: &mut Meter<'_>,
+) -> Result<(), Error> {
     w.write(&h.encode())?;
     // SAFETY: x is protected by the caller for the whole call. A plain
     // vector gives its buffer; an ALTREP one without a buffer (a compact
@@ -96,7 +117,7 @@ pub fn write_vector(x: SEXP, h: &VectorHeader, w: &mut ObjectWriter) -> Result<(
     let ptr = unsafe { DATAPTR_OR_NULL(x) };
     if !ptr.is_null() {
         let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, h.data_len() as usize) };
-        w.write(data)?;
+        meter.write_all(data, |piece| w.write(piece))?;
     } else {
         let mut buf = vec![0u8; 1 << 20];
         let per = buf.len() / h.elt_size as usize;
@@ -119,101 +140,199 @@ pub fn write_vector(x: SEXP, h: &VectorHeader, w: &mut ObjectWriter) -> Result<(
                     "the vector could not be read; nothing was stored".into(),
                 ));
             }
-            w.write(&buf[..got as usize * h.elt_size as usize])?;
+            let piece = &buf[..got as usize * h.elt_size as usize];
+            w.write(piece)?;
+            meter.add(piece.len() as u64)?;
             at += got;
         }
     }
     // SAFETY: ATTRIB is a read-only accessor.
     let attrib = unsafe { ATTRIB(x) };
     if attrib != unsafe { R_NilValue } {
-        serialize::serialize_into(attrib, w)?;
+        serialize::serialize_into(attrib, w, meter)?;
     }
     Ok(())
 }
 
-/// Attributes stored after the elements, unserialized (R_NilValue when
-/// none). The result is preserved; the caller releases it.
-fn read_attributes(payload: &[u8], h: &VectorHeader, tag: &str) -> Result<Option<SEXP>, Error> {
-    let start = VECTOR_HEADER_SIZE + h.data_len() as usize;
-    if start == payload.len() {
+/// Attributes stored after the elements, unserialized (None when none).
+/// The result is preserved; the caller releases it.
+fn read_attributes(bytes: &[u8], tag: &str) -> Result<Option<SEXP>, Error> {
+    if bytes.is_empty() {
         return Ok(None);
     }
-    serialize::unserialize_from(&payload[start..], tag).map(Some)
+    serialize::unserialize_from(bytes, tag, &mut Meter::new(&mut Silent, None)).map(Some)
 }
 
-/// Build the R vector of a KIND_R_VECTOR object: a zero-copy view of the
-/// mapping, or (copy = true) an ordinary vector. The result is preserved;
-/// the caller releases it.
-pub fn read_vector(mut map: ObjectMap, tag: &str, copy: bool) -> Result<SEXP, Error> {
-    let payload = map.payload();
-    let h = VectorHeader::decode(payload)?;
+fn check_type(h: &VectorHeader, tag: &str) -> Result<(), Error> {
     if elt_size(h.sexptype) != Some(h.elt_size) {
         return Err(Error::Corrupt {
             message: format!("the stored object \"{tag}\" has an unknown vector type"),
         });
     }
-    let attrs = read_attributes(payload, &h, tag)?;
+    Ok(())
+}
+
+/// The R vector of a KIND_R_VECTOR object as a zero-copy view of its
+/// mapping (made with ObjectMap::open_for_view). The result is preserved;
+/// the caller releases it.
+pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
+    let payload = map.payload();
+    let h = VectorHeader::decode(payload)?;
+    check_type(&h, tag)?;
+    let attrs = read_attributes(&payload[VECTOR_HEADER_SIZE + h.data_len() as usize..], tag)?;
     // SAFETY: all R allocations below are protected until the result is
     // preserved; pointers into the mapping stay valid while `map` lives,
     // and `map` moves into the external pointer that the view keeps.
     unsafe {
-        let result = if copy {
-            let v = Rf_protect(Rf_allocVector(
-                sexptype_of(h.sexptype),
-                h.length as R_xlen_t,
-            ));
-            let src = &payload[VECTOR_HEADER_SIZE..VECTOR_HEADER_SIZE + h.data_len() as usize];
-            std::ptr::copy_nonoverlapping(src.as_ptr(), DATAPTR(v) as *mut u8, src.len());
-            v
-        } else {
-            let Some(base) = map.payload_mut_ptr() else {
-                release(attrs);
-                return Err(Error::Corrupt {
-                    message: format!("the stored object \"{tag}\" is not mapped copy-on-write"),
-                });
-            };
-            let view = Box::new(View {
-                length: h.length as R_xlen_t,
-                data: base.add(VECTOR_HEADER_SIZE),
-                _map: map,
+        let Some(base) = map.payload_mut_ptr() else {
+            release(attrs);
+            return Err(Error::Corrupt {
+                message: format!("the stored object \"{tag}\" is not mapped copy-on-write"),
             });
-            let ptr = Rf_protect(R_MakeExternalPtr(
-                Box::into_raw(view) as *mut c_void,
-                R_NilValue,
-                R_NilValue,
-            ));
-            // Not at exit: a finalizer running later could still read the view,
-            // and the process unmaps everything when it ends anyway.
-            R_RegisterCFinalizerEx(ptr, Some(finalize_view), Rboolean::FALSE);
-            let class = class_for(h.sexptype).ok_or_else(|| Error::Corrupt {
+        };
+        let Some(class) = class_for(h.sexptype) else {
+            release(attrs);
+            return Err(Error::Corrupt {
                 message: "vector class not registered".into(),
             });
-            let class = match class {
-                Ok(c) => c,
-                Err(e) => {
-                    Rf_unprotect(1);
-                    release(attrs);
-                    return Err(e);
-                }
-            };
-            let v = R_new_altrep(class, ptr, R_NilValue);
-            Rf_unprotect(1);
-            Rf_protect(v)
         };
+        let view = Box::new(View {
+            length: h.length as R_xlen_t,
+            data: base.add(VECTOR_HEADER_SIZE),
+            _map: map,
+        });
+        let ptr = Rf_protect(R_MakeExternalPtr(
+            Box::into_raw(view) as *mut c_void,
+            R_NilValue,
+            R_NilValue,
+        ));
+        // Not at exit: a finalizer running later could still read the view,
+        // and the process unmaps everything when it ends anyway.
+        R_RegisterCFinalizerEx(ptr, Some(finalize_view), Rboolean::FALSE);
+        let v = Rf_protect(R_new_altrep(class, ptr, R_NilValue));
         if let Some(a) = attrs {
-            SET_ATTRIB(result, a);
-            SET_OBJECT(result, h.object as c_int);
+            SET_ATTRIB(v, a);
+            SET_OBJECT(v, h.object as c_int);
         }
         release(attrs);
-        extendr_ffi::R_PreserveObject(result);
-        Rf_unprotect(1);
-        Ok(result)
+        extendr_ffi::R_PreserveObject(v);
+        Rf_unprotect(2);
+        Ok(v)
     }
 }
 
-fn release(attrs: Option<SEXP>) {
+struct Alloc {
+    sexptype: SEXPTYPE,
+    length: R_xlen_t,
+    result: SEXP,
+}
+
+unsafe extern "C" fn alloc_cb(data: *mut c_void) {
+    let a = &mut *(data as *mut Alloc);
+    let v = Rf_allocVector(a.sexptype, a.length);
+    extendr_ffi::R_PreserveObject(v);
+    a.result = v;
+}
+
+/// A new R vector, preserved; an error instead of a jump when R has no
+/// memory for it.
+fn alloc_vector(h: &VectorHeader, tag: &str) -> Result<SEXP, Error> {
+    let mut a = Alloc {
+        sexptype: sexptype_of(h.sexptype),
+        length: h.length as R_xlen_t,
+        result: std::ptr::null_mut(),
+    };
+    // SAFETY: R_ToplevelExec confines R's error (out of memory) to it.
+    let ok = unsafe { serialize::toplevel_exec(alloc_cb, &mut a as *mut Alloc as *mut c_void) };
+    if !ok || a.result.is_null() {
+        return Err(Error::io(
+            format!("allocating {} bytes for a copy of \"{tag}\"", h.data_len()),
+            std::io::Error::from_raw_os_error(libc::ENOMEM),
+        ));
+    }
+    Ok(a.result)
+}
+
+/// The R vector of a KIND_R_VECTOR object as an ordinary vector, read from
+/// its file with pread (no mapping), counting the bytes on `meter` (whose
+/// hook may abort it). The result is preserved; the caller releases it.
+pub fn read_copy(
+    file: &File,
+    header: &Header,
+    tag: &str,
+    meter: &mut Meter<'_>,
+) -> Result<SEXP, Error> {
+    let damaged = |e: std::io::Error| Error::Corrupt {
+        message: format!("object \"{tag}\" could not be read whole: {e}"),
+    };
+    check_complete(file, header)?;
+    let base = HEADER_SIZE as u64;
+    let mut head = [0u8; VECTOR_HEADER_SIZE];
+    file.read_exact_at(&mut head, base).map_err(damaged)?;
+    let h = VectorHeader::decode_prefix(&head, header.payload_len)?;
+    check_type(&h, tag)?;
+    let data_at = base + VECTOR_HEADER_SIZE as u64;
+    let attrs_at = data_at + h.data_len();
+    let mut attr_bytes = vec![0u8; (base + header.payload_len - attrs_at) as usize];
+    file.read_exact_at(&mut attr_bytes, attrs_at)
+        .map_err(damaged)?;
+    // The payload is checked against its checksum as it is read, in file
+    // order: vector header, elements, attributes.
+    let mut hasher = yaplr_core::object_file::Hasher::new();
+    hasher.update(&head);
+    let attrs = read_attributes(&attr_bytes, tag)?;
+    let v = match alloc_vector(&h, tag) {
+        Ok(v) => v,
+        Err(e) => {
+            release(attrs);
+            return Err(e);
+        }
+    };
+    let mut at = 0u64;
+    let r = if h.data_len() == 0 {
+        Ok(())
+    } else {
+        // SAFETY: v is a preserved vector of h.data_len() bytes.
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(DATAPTR(v) as *mut u8, h.data_len() as usize) };
+        dst.chunks_mut(STEP as usize).try_for_each(|piece| {
+            file.read_exact_at(piece, data_at + at).map_err(damaged)?;
+            hasher.update(piece);
+            at += piece.len() as u64;
+            meter.add(piece.len() as u64)
+        })
+    };
+    let r = r.and_then(|_| {
+        hasher.update(&attr_bytes);
+        if header.checksum != 0 && hasher.digest() != header.checksum {
+            return Err(Error::Corrupt {
+                message: format!(
+                    "the stored object \"{tag}\" could not be read back: its data is damaged \
+                     (its checksum does not match what was written); remove it with remove_object() and send it again"
+                ),
+            });
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        release(attrs);
+        release(Some(v));
+        return Err(e);
+    }
     if let Some(a) = attrs {
-        // SAFETY: preserved by unserialize_from.
+        // SAFETY: both preserved; setting attributes allocates nothing.
+        unsafe {
+            SET_ATTRIB(v, a);
+            SET_OBJECT(v, h.object as c_int);
+        }
+    }
+    release(attrs);
+    Ok(v)
+}
+
+fn release(x: Option<SEXP>) {
+    if let Some(a) = x {
+        // SAFETY: preserved when made.
         unsafe { extendr_ffi::R_ReleaseObject(a) };
     }
 }
