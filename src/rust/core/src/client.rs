@@ -400,8 +400,10 @@ impl Client {
         };
         frame.extend_from_slice(&body);
         // A change may be applied until its deadline: wait a little longer
-        // for the answer that says whether it was.
-        let w = opts.wait(deadline + ANSWER_GRACE, &what);
+        // for the answer that says whether it was (a retry sent after the
+        // deadline still gets that little time: the helper answers it at
+        // once, applied earlier or refused).
+        let w = opts.wait(deadline.max(Instant::now()) + ANSWER_GRACE, &what);
         let result =
             c.conn
                 .write_frame(&frame, &[], &w)
@@ -559,6 +561,13 @@ impl Client {
 
     /// Store several objects at once: all or none take effect.
     pub fn put_many(&mut self, items: Vec<PutItem>, opts: &CallOptions<'_>) -> Result<()> {
+        if items.len() > protocol::MAX_BATCH_ITEMS {
+            return Err(Error::BadArgument(format!(
+                "one batch holds at most {} objects, not {}; send them in several batches",
+                protocol::MAX_BATCH_ITEMS,
+                items.len()
+            )));
+        }
         self.call(&Request::PutMany { items }, opts).map(|_| ())
     }
 
@@ -664,16 +673,19 @@ impl Client {
     }
 
     /// After a failed publish (or batch) of the committed object files
-    /// `ids`: remove them when the helper said no, or when the call timed
-    /// out (the helper never applies a change after its deadline); when the
-    /// connection broke, the change may have taken effect, so only the
-    /// helper may decide (if it can not be asked now, its sweep removes them
-    /// once this process is gone).
+    /// `ids`: remove them when the helper said no; when the call timed out
+    /// or the connection broke, the change may have taken effect, so only
+    /// the helper may decide (if it can not be asked now, it removes them
+    /// when it refuses the late change, or its sweep once this process is
+    /// gone).
     pub fn discard_staged(&mut self, e: &Error, ids: &[String]) {
         for id in ids {
-            if !e.breaks_connection() || matches!(e, Error::Timeout { .. }) {
+            if !e.breaks_connection() {
                 let _ = std::fs::remove_file(self.store.object_path(id));
             } else {
+                // Only the helper knows (under its catalog lock) whether the
+                // change was made; a helper that refuses a late change
+                // removes its files itself.
                 let quick = CallOptions {
                     timeout: Duration::from_secs(1),
                     autostart: false,

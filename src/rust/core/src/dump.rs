@@ -17,12 +17,15 @@
 //! A reader checks every checksum and the final count, and a load makes
 //! every object visible at once, after all were read and checked: a
 //! truncated or damaged dump, or a loading process killed at any moment,
-//! loads nothing.
+//! loads nothing. (A dump of more than MAX_BATCH_ITEMS objects is made
+//! visible in batches of that many, each all or none.)
 
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
 use crate::object_file::{checksum, fnv1a64, ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
-use crate::protocol::{Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
+use crate::protocol::{
+    Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX, MAX_BATCH_ITEMS, MAX_FRAME,
+};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -382,11 +385,42 @@ pub fn load(
         }
     }
     let mut staged: Vec<String> = Vec::new();
-    let result = stage_all(c, path, &mut staged).and_then(|items| c.put_many(items, opts));
-    if let Err(e) = &result {
-        c.discard_staged(e, &staged);
+    let items = match stage_all(c, path, &mut staged) {
+        Ok(items) => items,
+        Err(e) => {
+            c.discard_staged(&e, &staged);
+            return Err(e);
+        }
+    };
+    // One batch when it fits in a message (MAX_BATCH_ITEMS objects, and a
+    // frame's worth of tags and metadata); a larger dump is published in
+    // several batches, each all or none.
+    let mut groups: Vec<Vec<PutItem>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for item in items {
+        let size = 256
+            + item.tag.len()
+            + item.namespace.len()
+            + item.meta.description.as_ref().map_or(0, |d| d.len())
+            + item.meta.class.iter().map(|c| c.len() + 2).sum::<usize>()
+            + item.inline.as_ref().map_or(0, |b| b.len());
+        let last = groups.last_mut().expect("one group");
+        if !last.is_empty() && (last.len() == MAX_BATCH_ITEMS || bytes + size > MAX_FRAME / 2) {
+            groups.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        groups.last_mut().expect("one group").push(item);
     }
-    result.map(|_| all)
+    for group in groups {
+        let ids: Vec<String> = group.iter().filter_map(|i| i.id.clone()).collect();
+        if let Err(e) = c.put_many(group, opts) {
+            c.discard_staged(&e, &staged);
+            return Err(e);
+        }
+        staged.retain(|id| !ids.contains(id));
+    }
+    Ok(all)
 }
 
 /// Read every object of the dump into PutItems; the ids of the files made

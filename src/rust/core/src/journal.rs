@@ -9,8 +9,9 @@
 //! defined here, never borrowed from the protocol, so a new protocol field
 //! can not make a kept store unreadable. Format 4 (little endian):
 //!   b"YAPLRJN4", then records:
-//!   u32 body length, u64 payload length, u64 xxh3 of the body,
-//!   the body (bincode `Record`), then the inline payloads of the record's
+//!   u32 body length, u64 payload length, u64 xxh3 of the body, u64 xxh3
+//!   of the 20 bytes before it (so a damaged length is told from a torn
+//!   last record), the body (bincode `Record`), then the inline payloads of the record's
 //!   `Put`s, back to back, in the order they appear (each checked by the
 //!   xxh3 its `Put` carries).
 //! Inline payloads are not kept in the helper's memory: it reads them from
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::store::{Dir, How};
 use bincode::{Decode, Encode};
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,9 @@ pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 const MAGIC: &[u8; 8] = b"YAPLRJN4";
 const MAGIC_V3: &[u8; 8] = b"YAPLRJN3";
 /// Bytes before each record's body.
-const FRAME_HEAD: usize = 4 + 8 + 8;
+const FRAME_HEAD: usize = 4 + 8 + 8 + 8;
+/// A damaged journal is kept under this name before it is cut.
+pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
 /// The largest record body (payloads not included).
 const MAX_BODY: usize = 64 << 20;
 /// Journals smaller than this are never compacted.
@@ -161,6 +164,8 @@ fn frame_head(body: &[u8], payload_len: u64) -> [u8; FRAME_HEAD] {
     h[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
     h[4..12].copy_from_slice(&payload_len.to_le_bytes());
     h[12..20].copy_from_slice(&checksum(body).to_le_bytes());
+    let head_sum = checksum(&h[..20]);
+    h[20..28].copy_from_slice(&head_sum.to_le_bytes());
     h
 }
 
@@ -174,6 +179,12 @@ fn parse(bytes: &[u8]) -> (Vec<Stored>, usize, bool) {
     let mut skipped = false;
     let mut at = MAGIC.len();
     while at + FRAME_HEAD <= bytes.len() {
+        let head_sum = u64::from_le_bytes(bytes[at + 20..at + 28].try_into().unwrap());
+        if checksum(&bytes[at..at + 20]) != head_sum {
+            // A damaged length: nothing after it can be framed.
+            skipped = true;
+            break;
+        }
         let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let p = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
         let sum = u64::from_le_bytes(bytes[at + 12..at + 20].try_into().unwrap());
@@ -404,10 +415,25 @@ impl Journal {
         let path = dir.join(JOURNAL_NAME);
         let dir = Dir::open(dir)?;
         // Never through a link, never a file of another user.
-        let mut file = dir.open_file(JOURNAL_NAME, How::ReadWrite)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let file = dir.open_file(JOURNAL_NAME, How::ReadWrite)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        // Mapped, not read: a journal of many GB of small objects costs no
+        // memory of its own to replay.
+        // SAFETY: only this helper (it holds the store's helper lock) writes
+        // the journal, and it does not while the mapping lives; the mapping
+        // is dropped before the file is cut or rewritten.
+        let map = if len == 0 {
+            None
+        } else {
+            Some(
+                unsafe { memmap2::Mmap::map(&file) }
+                    .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?,
+            )
+        };
+        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
         let mut j = Journal {
             file,
             dir,
@@ -417,8 +443,8 @@ impl Journal {
             damaged: false,
         };
         if bytes.starts_with(MAGIC_V3) {
-            let (old, lost) = v3::parse(&bytes);
-            drop(bytes);
+            let (old, lost) = v3::parse(bytes);
+            drop(map);
             let mut payloads = Vec::new();
             let recs: Vec<Record> = old
                 .into_iter()
@@ -443,16 +469,39 @@ impl Journal {
             j.damaged = lost;
             return Ok((j, Some(recs)));
         }
+        if bytes.starts_with(b"YAPLRJN") && !bytes.starts_with(MAGIC) {
+            // A journal of another (newer) version: never reset it.
+            return Err(Error::Store {
+                message: format!(
+                    "the journal {} was written by another version of yaplr (format {}); \
+                     use that version with this store, or another store directory",
+                    j.path.display(),
+                    String::from_utf8_lossy(&bytes[7..bytes.len().min(8)])
+                ),
+            });
+        }
         let (records, valid, skipped) = if bytes.starts_with(MAGIC) {
-            let (r, valid, skipped) = parse(&bytes);
+            let (r, valid, skipped) = parse(bytes);
             (Some(r), valid, skipped)
         } else {
             (None, 0, false)
         };
         // A torn last record (the helper died mid-append) was never
-        // acknowledged: cutting it loses nothing. Only records skipped
-        // within the journal are damage.
+        // acknowledged: cutting it loses nothing. Records skipped within
+        // the journal, or a damaged length, are damage: the journal is kept
+        // as it was, for inspection, before it is cut.
         j.damaged = skipped;
+        if skipped {
+            let _ = j.dir.unlink(JOURNAL_DAMAGED_NAME);
+            if let Ok(mut copy) = j.dir.open_file(JOURNAL_DAMAGED_NAME, How::CreateNew) {
+                let _ = copy.write_all(bytes);
+            }
+        }
+        drop(map);
+        if durable {
+            // The journal's directory entry, if it was just created.
+            let _ = j.dir.sync();
+        }
         if records.is_none() {
             j.file
                 .set_len(0)
@@ -580,6 +629,9 @@ impl Journal {
             self.dir
                 .rename(JOURNAL_TMP_NAME, JOURNAL_NAME)
                 .map_err(io)?;
+            if self.durable {
+                self.dir.sync().map_err(io)?;
+            }
             Ok((f, len, starts))
         })();
         match written {
@@ -665,6 +717,27 @@ mod tests {
         let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(j.was_damaged());
         assert_eq!(records(recs), vec![remove("a")]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_length_is_damage_and_the_journal_is_kept() {
+        let d = temp_dir("length");
+        let (mut j, _) = Journal::open(&d, false).unwrap();
+        j.append(&put("a", b"one"), &[b"one"]).unwrap();
+        let second = j.len();
+        j.append(&put("b", b"two"), &[b"two"]).unwrap();
+        j.append(&put("c", b"three"), &[b"three"]).unwrap();
+        drop(j);
+        let path = d.join(JOURNAL_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The payload length of the second record.
+        bytes[second as usize + 5] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, recs) = Journal::open(&d, false).unwrap();
+        assert!(j.was_damaged(), "a damaged length is not a torn tail");
+        assert_eq!(records(recs), vec![put("a", b"one")]);
+        assert_eq!(std::fs::read(d.join(JOURNAL_DAMAGED_NAME)).unwrap(), bytes);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

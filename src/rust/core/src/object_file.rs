@@ -511,6 +511,13 @@ impl ObjectWriter {
         if self.durable {
             sync(&self.file)?;
         }
+        if self.named && self.durable {
+            // A file named at creation (no O_TMPFILE here): its entry must
+            // be durable before the journal refers to it.
+            self.dir
+                .sync()
+                .map_err(|e| Error::io(format!("syncing {}", self.dir.path().display()), e))?;
+        }
         if !self.named {
             let name = format!("{}{}", self.id, crate::store::OBJECT_SUFFIX);
             self.dir

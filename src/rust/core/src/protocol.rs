@@ -11,6 +11,12 @@ pub const PROTOCOL_VERSION: u32 = 9;
 pub const INLINE_MAX: usize = 64 << 10;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
+/// What decoding an answer of the helper may allocate (see
+/// decode_response).
+const MAX_DECODED: usize = 256 << 20;
+/// The most objects one batch (`PutMany`) may hold: decoding a request may
+/// allocate at most MAX_FRAME bytes, and each item takes a few hundred.
+pub const MAX_BATCH_ITEMS: usize = 40_000;
 /// The longest description of an object, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
 /// A batch of changes carries at most this many inline payload bytes (the
@@ -307,7 +313,7 @@ pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
 /// more room than its frame, and the helper (same user) is trusted not to
 /// send a small frame that claims a huge list.
 pub fn decode_response(payload: &[u8]) -> Result<Response, DecodeError> {
-    let config = bincode::config::standard().with_limit::<{ 256 << 20 }>();
+    let config = bincode::config::standard().with_limit::<MAX_DECODED>();
     finish(
         bincode::decode_from_slice::<Response, _>(payload, config),
         payload.len(),

@@ -129,6 +129,8 @@ struct State {
     overhead_per_object: u64,
     /// The last change of each client, so a retry is answered, not redone.
     applied: HashMap<u64, Applied>,
+    /// After a failed compaction, the journal length to wait for.
+    compact_after: u64,
     /// Object files this helper unlinked because a newer value replaced
     /// them (or a remove): a publish of one of them that arrives late was
     /// applied and then superseded, which is a success (bounded, oldest
@@ -177,7 +179,7 @@ impl State {
         };
         let at = self.journal.append(&rec, payloads)?;
         self.apply_stored(rec, &mut { at });
-        self.maybe_compact();
+        // Compaction waits until the change is answered (see handle).
         Ok(())
     }
 
@@ -274,6 +276,19 @@ impl State {
             }
         }
     }
+    /// Remove the object files `ids` that no object links to.
+    fn drop_unlinked(&self, ids: &[String]) {
+        for id in ids {
+            if !self
+                .objects
+                .values()
+                .any(|o| o.file_id() == Some(id.as_str()))
+            {
+                let _ = std::fs::remove_file(self.store.object_path(id));
+            }
+        }
+    }
+
     /// Payload bytes of every object.
     fn used(&self) -> u64 {
         self.used
@@ -314,10 +329,13 @@ impl State {
     /// last change of every client that still runs.
     fn maybe_compact(&mut self) {
         let live = self.inline_bytes + self.overhead_per_object * (self.objects.len() as u64 + 1);
-        if !self.journal.wants_compaction(live) {
+        if !self.journal.wants_compaction(live) || self.journal.len() < self.compact_after {
             return;
         }
         if let Err(e) = self.compact() {
+            // (A full filesystem, say.) Try again once the journal has
+            // grown by a fifth, not on every change.
+            self.compact_after = self.journal.len() + self.journal.len() / 5;
             log(&format!("could not compact the journal: {e}"));
         }
     }
@@ -407,6 +425,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         inline_bytes: 0,
         overhead_per_object: 0,
         applied: HashMap::new(),
+        compact_after: 0,
         retired: std::collections::VecDeque::new(),
         journal,
         started_ns: object_file::now_ns(),
@@ -420,7 +439,11 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     }
     st.seq = st.objects.values().map(|o| o.seq).max().unwrap_or(0);
     if !replayed || damaged {
-        st.compact()?;
+        // Serve anyway when this fails (a full filesystem): the journal
+        // as it is still replays to the same catalog.
+        if let Err(e) = st.compact() {
+            log(&format!("could not rewrite the journal at start: {e}"));
+        }
     }
     let objects_count = st.objects.len();
     log(&format!(
@@ -643,6 +666,19 @@ fn replay(st: &mut State, records: Vec<journal::Stored>, damaged: bool) -> Resul
 }
 
 fn remove_if_stale(path: &std::path::Path, why: &str) {
+    // A yaplr object file this version can not read (a newer format, or a
+    // damaged header) is never removed: only garbage that is not one.
+    let mut magic = [0u8; 8];
+    let is_ours = std::fs::File::open(path)
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.read_exact_at(&mut magic, 0)
+        })
+        .is_ok()
+        && &magic == object_file::MAGIC;
+    if is_ours {
+        return;
+    }
     let old = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
@@ -798,6 +834,9 @@ fn handle(stream: UnixStream, shared: Shared) {
                 reply(&conn, &resp, &fds)
             }
         };
+        // A rewrite of the journal takes time: never between a change and
+        // its answer, which must arrive before the change's deadline.
+        lock_state(&shared).maybe_compact();
         if sent.is_err() {
             return;
         }
@@ -813,25 +852,38 @@ fn reply_many(conn: &Conn, items: Vec<(Entry, Option<Vec<u8>>)>, files: Vec<File
     let mut chunk = Vec::new();
     let mut fds: Vec<File> = Vec::new();
     let mut bytes = 0usize;
-    let n = items.len();
-    for (i, (e, inline)) in items.into_iter().enumerate() {
-        match &inline {
-            Some(b) => bytes += b.len(),
-            None => fds.extend(files.next()),
-        }
-        chunk.push((e, inline));
-        let last = i + 1 == n;
-        if last || fds.len() == sys::MAX_PASSED_FDS || bytes >= protocol::BATCH_INLINE_BUDGET {
-            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-            reply(conn, &Response::FoundMany(std::mem::take(&mut chunk)), &raw)?;
-            fds.clear();
+    let send = |chunk: &mut Vec<(Entry, Option<Vec<u8>>)>, fds: &mut Vec<File>| {
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let r = reply(conn, &Response::FoundMany(std::mem::take(chunk)), &raw);
+        fds.clear();
+        r
+    };
+    if items.is_empty() {
+        return send(&mut chunk, &mut fds);
+    }
+    for (e, inline) in items {
+        // What this item adds to the frame, metadata included.
+        let m = &e.meta;
+        let size = 64
+            + e.namespace.len()
+            + e.tag.len()
+            + m.rtype.len()
+            + m.class.iter().map(|c| c.len() + 2).sum::<usize>()
+            + m.dim.len() * 10
+            + m.description.as_ref().map_or(0, |d| d.len())
+            + inline.as_ref().map_or(0, |b| b.len());
+        let full = fds.len() == sys::MAX_PASSED_FDS && inline.is_none();
+        if !chunk.is_empty() && (full || bytes + size > protocol::BATCH_INLINE_BUDGET) {
+            send(&mut chunk, &mut fds)?;
             bytes = 0;
         }
+        if inline.is_none() {
+            fds.extend(files.next());
+        }
+        bytes += size;
+        chunk.push((e, inline));
     }
-    if n == 0 {
-        reply(conn, &Response::FoundMany(Vec::new()), &[])?;
-    }
-    Ok(())
+    send(&mut chunk, &mut fds)
 }
 
 fn reply(conn: &Conn, resp: &Response, fds: &[i32]) -> Result<()> {
@@ -904,6 +956,18 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
     let mut st = lock_state(shared);
     if origin.seq != 0 && req.is_change() {
         if let Some(a) = st.applied.get(&origin.client) {
+            if origin.seq < a.seq {
+                // An older request of this client, still queued on a
+                // connection the client has given up: a newer change of
+                // the same client has been made since; this one never is.
+                return (
+                    error_response(
+                        "timeout",
+                        "a newer change of the same session was made first",
+                    ),
+                    Vec::new(),
+                );
+            }
             if a.seq == origin.seq {
                 // A retry of a change that took effect: the same answer.
                 let resp = match req {
@@ -1087,6 +1151,11 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
         }
         Request::PutMany { items } => (put_many(&mut st, origin, items), Vec::new()),
         Request::LookupMany { keys } => {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(k) = keys.iter().find(|k| !seen.insert(*k)) {
+                let msg = format!("the tag \"{}\" is asked for twice", k.1);
+                return (error_response("bad_argument", &msg), Vec::new());
+            }
             let mut found = Vec::with_capacity(keys.len());
             let mut files = Vec::new();
             for key in keys {
@@ -1199,7 +1268,7 @@ fn publish(
     let rec = Record::Link {
         namespace,
         tag,
-        id,
+        id: id.clone(),
         ctime_ns: header.ctime_ns,
         kind: header.kind,
         size: header.payload_len,
@@ -1208,7 +1277,14 @@ fn publish(
     };
     match st.commit(origin, rec, &[], 0) {
         Ok(()) => Response::Ok,
-        Err(e) => failed(&e),
+        Err(e) => {
+            // Refused for good (its deadline passed): the file will never
+            // be published, and its writer has given up on it.
+            if matches!(e, Error::Timeout { .. }) {
+                st.drop_unlinked(&[id]);
+            }
+            failed(&e)
+        }
     }
 }
 
@@ -1312,9 +1388,21 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
         }
     }
     let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    let ids: Vec<String> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Link { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
     match st.commit(origin, Record::Batch(recs), &slices, 0) {
         Ok(()) => Response::Ok,
-        Err(e) => failed(&e),
+        Err(e) => {
+            if matches!(e, Error::Timeout { .. }) {
+                st.drop_unlinked(&ids);
+            }
+            failed(&e)
+        }
     }
 }
 

@@ -178,6 +178,22 @@ impl Store {
             let Some(name) = name.to_str() else {
                 continue;
             };
+            // Only the names yaplr uses: a store at the root of a
+            // filesystem may hold lost+found, say.
+            let ours = name.ends_with(OBJECT_SUFFIX)
+                || [
+                    SOCKET_NAME,
+                    HELPER_LOCK_NAME,
+                    SPAWN_LOCK_NAME,
+                    LOG_NAME,
+                    crate::journal::JOURNAL_NAME,
+                    crate::journal::JOURNAL_TMP_NAME,
+                    crate::journal::JOURNAL_DAMAGED_NAME,
+                ]
+                .contains(&name);
+            if !ours {
+                continue;
+            }
             match d.lstat(name) {
                 Ok(st) => check_entry_stat(&self.dir, name, &st, true)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -219,6 +235,7 @@ impl Store {
             }
         }
         let _ = d.unlink(crate::journal::JOURNAL_TMP_NAME);
+        let _ = d.unlink(crate::journal::JOURNAL_DAMAGED_NAME);
         let _ = d.unlink(crate::journal::JOURNAL_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(LOG_NAME);
