@@ -9,9 +9,17 @@
 #' needs no more memory than a copy buffer, as the objects go straight
 #' between the store's files and the dump.
 #'
-#' The dump format is versioned and described in `vignette("yaplr")`; a
-#' truncated or damaged dump is refused with a `yaplr_corrupt` error before
-#' anything is loaded.
+#' The dump format is versioned and described in `vignette("yaplr")`. Every
+#' object carries a checksum: `save_objects()` refuses to dump a damaged
+#' object, and a truncated or damaged dump is refused with a `yaplr_corrupt`
+#' error before anything is loaded. Loading is all or none: every object is
+#' read and checked first, then all become visible at once (a dump of more
+#' than 40,000 objects is made visible in batches of that many, each all or
+#' none); a session killed while loading leaves nothing.
+#'
+#' Both show a progress bar when they run longer than about two seconds in
+#' an interactive session (see `yaplr.progress` in [yaplr-options]), and
+#' stop at Ctrl-C: then no dump file is written, or nothing is loaded.
 #'
 #' @param file The dump file. `save_objects()` writes it to a temporary name
 #'   first and renames it when complete.
@@ -61,7 +69,8 @@ save_objects <- function(file, tags = NULL, namespace = NULL,
   autostart <- autostart_option(automatic_server_start)
   n <- check_result(save_objects_(file, if (is.null(tags)) character() else tags,
                                   if (is.null(namespace)) "" else namespace,
-                                  store_dir(), helper_path(), timeout, autostart))
+                                  store_dir(), helper_path(), timeout, autostart,
+                                  progress_delay()))
   invisible(n)
 }
 
@@ -80,7 +89,8 @@ load_objects <- function(file, overwrite = FALSE,
   check_flag(overwrite, "overwrite")
   timeout <- check_timeout(timeout)
   autostart <- autostart_option(automatic_server_start)
-  res <- check_result(load_objects_(file, overwrite, store_dir(), helper_path(), timeout, autostart))
+  res <- check_result(load_objects_(file, overwrite, store_dir(), helper_path(), timeout,
+                                    autostart, progress_delay()))
   invisible(data.frame(namespace = res$namespace, tag = res$tag, stringsAsFactors = FALSE))
 }
 

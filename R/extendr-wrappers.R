@@ -51,10 +51,10 @@ verify_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__verify
 
 #' `ns` empty: every namespace; `tags` empty: every tag of it.
 #' @noRd
-save_objects_ <- function(file, tags, ns, dir, exe, timeout, autostart) .Call(wrap__save_objects_, file, tags, ns, dir, exe, timeout, autostart)
+save_objects_ <- function(file, tags, ns, dir, exe, timeout, autostart, progress) .Call(wrap__save_objects_, file, tags, ns, dir, exe, timeout, autostart, progress)
 
 #' @noRd
-load_objects_ <- function(file, overwrite, dir, exe, timeout, autostart) .Call(wrap__load_objects_, file, overwrite, dir, exe, timeout, autostart)
+load_objects_ <- function(file, overwrite, dir, exe, timeout, autostart, progress) .Call(wrap__load_objects_, file, overwrite, dir, exe, timeout, autostart, progress)
 
 #' @noRd
 send_objects_ <- function(objs, tags, ns, metas, dir, exe, timeout, autostart, progress) .Call(wrap__send_objects_, objs, tags, ns, metas, dir, exe, timeout, autostart, progress)

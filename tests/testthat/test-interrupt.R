@@ -115,3 +115,34 @@ test_that("Ctrl-C stops reading a large serialized object", {
   expect_true(does_object_exist("big"))
   expect_length(yobj_files(dir), 1L)
 })
+
+test_that("Ctrl-C stops loading a large dump: nothing is loaded", {
+  skip_on_cran()
+  dir <- local_store()
+  f <- withr::local_tempfile(fileext = ".ydump")
+  for (i in 1:4) send_object(runif(2.5e7), paste0("big", i))   # 4 x 200 MB
+  save_objects(f)
+  quit_server()
+  send_object("here before", "other")
+  got <- interrupt_transfer(dir, function() NULL,
+                            function(x) yaplr::load_objects(f))
+  expect_identical(got$result, "interrupted")
+  expect_true("yaplr_interrupted" %in% got$class)
+  expect_identical(rownames(list_objects()), "other")
+  wait_until(function() length(yobj_files(dir)) == 0L, timeout = 20,
+             what = "no staged object file to remain")
+})
+
+test_that("Ctrl-C stops saving a large dump: no dump file is written", {
+  skip_on_cran()
+  dir <- local_store()
+  for (i in 1:4) send_object(runif(2.5e7), paste0("big", i))
+  out <- withr::local_tempdir()
+  f <- file.path(out, "store.ydump")
+  got <- interrupt_transfer(dir, function() NULL,
+                            function(x) yaplr::save_objects(f))
+  expect_identical(got$result, "interrupted")
+  expect_true("yaplr_interrupted" %in% got$class)
+  expect_identical(list.files(out), character())
+  expect_length(yobj_files(dir), 4L)
+})

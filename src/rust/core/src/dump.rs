@@ -23,6 +23,7 @@
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
 use crate::object_file::{checksum, fnv1a64, ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
+use crate::progress::{Meter, Progress};
 use crate::protocol::{
     Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX, MAX_BATCH_ITEMS, MAX_FRAME,
 };
@@ -104,12 +105,14 @@ fn copy_payload(
     payload_len: u64,
     recorded: u64,
     tag: &str,
+    meter: &mut Meter<'_>,
 ) -> Result<u64> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     match found {
         Found::Inline(_, b) => {
             hasher.update(b);
             out(b)?;
+            meter.add(b.len() as u64)?;
         }
         Found::File(_, f) => {
             // pread in chunks: no mapping, so memory stays one buffer.
@@ -125,6 +128,7 @@ fn copy_payload(
                     })?;
                 hasher.update(&buf[..n]);
                 out(&buf[..n])?;
+                meter.add(n as u64)?;
                 at += n as u64;
             }
         }
@@ -143,11 +147,20 @@ fn copy_payload(
 
 /// Write the objects `entries` (as listed by the helper) to `path`.
 /// Returns how many were written. The file is written to a temporary name
-/// and renamed at the end, so a failed dump leaves no partial file. A
-/// damaged object makes it fail (`Error::Corrupt`, naming the tag).
-pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'_>) -> Result<u64> {
+/// and renamed at the end, so a failed (or, through `progress`, stopped)
+/// dump leaves no partial file. A damaged object makes it fail
+/// (`Error::Corrupt`, naming the tag).
+pub fn save(
+    c: &mut Client,
+    path: &Path,
+    entries: &[Entry],
+    opts: &CallOptions<'_>,
+    progress: &mut dyn Progress,
+) -> Result<u64> {
     let tmp = path.with_extension("yaplr-partial");
+    let total = entries.iter().map(|e| e.size).sum();
     let result = (|| {
+        let mut meter = Meter::new(progress, Some(total));
         let f = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
         let mut w = |b: &[u8]| out.write_all(b).map_err(|e| io_err("writing", &tmp, e));
@@ -191,7 +204,14 @@ pub fn save(c: &mut Client, path: &Path, entries: &[Entry], opts: &CallOptions<'
             w(&(head.len() as u32).to_le_bytes())?;
             w(&head)?;
             w(&checksum(&head).to_le_bytes())?;
-            let sum = copy_payload(&mut w, &found, payload_len, recorded, &entry.tag)?;
+            let sum = copy_payload(
+                &mut w,
+                &found,
+                payload_len,
+                recorded,
+                &entry.tag,
+                &mut meter,
+            )?;
             w(&sum.to_le_bytes())?;
             n += 1;
         }
@@ -363,6 +383,7 @@ pub fn load(
     path: &Path,
     overwrite: bool,
     opts: &CallOptions<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<DumpEntry>> {
     let all = entries(path)?;
     if !overwrite {
@@ -385,7 +406,11 @@ pub fn load(
         }
     }
     let mut staged: Vec<String> = Vec::new();
-    let items = match stage_all(c, path, &mut staged) {
+    let total = all.iter().map(|d| d.payload_len).sum();
+    let mut meter = Meter::new(progress, Some(total));
+    let staging = stage_all(c, path, &mut staged, &mut meter);
+    drop(meter);
+    let items = match staging {
         Ok(items) => items,
         Err(e) => {
             c.discard_staged(&e, &staged);
@@ -425,7 +450,12 @@ pub fn load(
 
 /// Read every object of the dump into PutItems; the ids of the files made
 /// go to `staged` as they are committed.
-fn stage_all(c: &Client, path: &Path, staged: &mut Vec<String>) -> Result<Vec<PutItem>> {
+fn stage_all(
+    c: &Client,
+    path: &Path,
+    staged: &mut Vec<String>,
+    meter: &mut Meter<'_>,
+) -> Result<Vec<PutItem>> {
     let mut r = Reader::open(path)?;
     let mut items = Vec::new();
     let mut inline_bytes = 0usize;
@@ -436,7 +466,7 @@ fn stage_all(c: &Client, path: &Path, staged: &mut Vec<String>) -> Result<Vec<Pu
             let mut bytes = Vec::with_capacity(d.payload_len as usize);
             r.payload(&d, &mut |b| {
                 bytes.extend_from_slice(b);
-                Ok(())
+                meter.add(b.len() as u64)
             })?;
             inline_bytes += bytes.len();
             (Some(bytes), None)
@@ -444,7 +474,10 @@ fn stage_all(c: &Client, path: &Path, staged: &mut Vec<String>) -> Result<Vec<Pu
             let mut w =
                 ObjectWriter::create(c.store(), &d.namespace, &d.tag, d.kind, d.payload_len)?;
             w.set_ctime(d.ctime_ns);
-            r.payload(&d, &mut |b| w.write(b))?;
+            r.payload(&d, &mut |b| {
+                w.write(b)?;
+                meter.add(b.len() as u64)
+            })?;
             let (id, _) = w.commit()?;
             staged.push(id.clone());
             (None, Some(id))

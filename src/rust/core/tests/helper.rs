@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
+use yaplr_core::progress::Silent;
 use yaplr_core::store::Store;
 use yaplr_core::{sys, Error};
 
@@ -575,11 +576,14 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
         .unwrap();
     let entries = ca.list(None, &o).unwrap();
     let file = std::env::temp_dir().join(format!("yaplr-dump-{}.ydump", sys::getpid()));
-    assert_eq!(dump::save(&mut ca, &file, &entries, &o).unwrap(), 2);
+    assert_eq!(
+        dump::save(&mut ca, &file, &entries, &o, &mut Silent).unwrap(),
+        2
+    );
     assert_eq!(dump::entries(&file).unwrap().len(), 2);
 
     let mut cb = b.client();
-    let loaded = dump::load(&mut cb, &file, false, &o).unwrap();
+    let loaded = dump::load(&mut cb, &file, false, &o, &mut Silent).unwrap();
     assert_eq!(loaded.len(), 2);
     let in_b = cb.list(None, &o).unwrap();
     for (x, y) in entries.iter().zip(&in_b) {
@@ -597,17 +601,22 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
     }
     // Loading again refuses to overwrite, before loading anything.
     assert!(matches!(
-        dump::load(&mut cb, &file, false, &o),
+        dump::load(&mut cb, &file, false, &o, &mut Silent),
         Err(Error::BadArgument(_))
     ));
-    assert_eq!(dump::load(&mut cb, &file, true, &o).unwrap().len(), 2);
+    assert_eq!(
+        dump::load(&mut cb, &file, true, &o, &mut Silent)
+            .unwrap()
+            .len(),
+        2
+    );
     // A truncated dump is an error, not a partial load.
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
     let c = TempStore::new("dump-c");
     let mut cc = c.client();
     assert!(matches!(
-        dump::load(&mut cc, &file, false, &o),
+        dump::load(&mut cc, &file, false, &o, &mut Silent),
         Err(Error::Corrupt { .. })
     ));
     assert!(cc.list(None, &o).unwrap().is_empty());

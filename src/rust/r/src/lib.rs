@@ -732,8 +732,10 @@ fn save_objects_(
     exe: &str,
     timeout: f64,
     autostart: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::one(Verb::Save, file, progress::delay(progress));
     let r = with_client(dir, |c| {
         let opts = ctx.opts();
         let which = if ns.is_empty() { None } else { Some(ns) };
@@ -749,7 +751,7 @@ fn save_objects_(
             }
             entries.retain(|e| tags.contains(&e.tag));
         }
-        yaplr_core::dump::save(c, Path::new(file), &entries, &opts)
+        yaplr_core::dump::save(c, Path::new(file), &entries, &opts, &mut transfer)
     });
     done(r.map(|n| n as f64), None, dir)
 }
@@ -763,10 +765,13 @@ fn load_objects_(
     exe: &str,
     timeout: f64,
     autostart: bool,
+    progress: f64,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
+    let mut transfer = Transfer::one(Verb::Load, file, progress::delay(progress));
     let r = with_client(dir, |c| {
-        let loaded = yaplr_core::dump::load(c, Path::new(file), overwrite, &ctx.opts())?;
+        let loaded =
+            yaplr_core::dump::load(c, Path::new(file), overwrite, &ctx.opts(), &mut transfer)?;
         let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
         let tags: Vec<String> = loaded.iter().map(|d| d.tag.clone()).collect();
         Ok(

@@ -89,6 +89,10 @@ pub fn delay(seconds: f64) -> Option<Duration> {
 pub enum Verb {
     Send,
     Retrieve,
+    /// save_objects(): the subject is the dump file.
+    Save,
+    /// load_objects(): the subject is the dump file.
+    Load,
 }
 
 /// The progress hook of one R call that moves objects.
@@ -139,6 +143,8 @@ impl<'a> Transfer<'a> {
         let verb = match self.verb {
             Verb::Send => "Sending",
             Verb::Retrieve => "Retrieving",
+            Verb::Save => "Saving to",
+            Verb::Load => "Loading",
         };
         format!("{verb} {}", self.subject())
     }
@@ -152,6 +158,14 @@ impl<'a> Transfer<'a> {
             ),
             (Verb::Send, None) => format!("{} to be sent; none was stored", self.subject()),
             (Verb::Retrieve, _) => format!("{} to be read", self.subject()),
+            (Verb::Save, _) => format!(
+                "the objects to be saved to {}; no dump was written",
+                self.subject()
+            ),
+            (Verb::Load, _) => format!(
+                "the objects of {} to be loaded; none was loaded",
+                self.subject()
+            ),
         }
     }
 
