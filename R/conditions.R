@@ -142,7 +142,9 @@ check_required <- function(arg, what, kind = "bad_argument", name = arg,
 }
 
 check_tag <- function(tag, arg = "tag", call = caller_call()) {
-  check_required("tag", "the name of the object", kind = "bad_tag", name = arg, call = call)
+  if (missing(tag)) {
+    abort_yaplr("bad_tag", "`{arg}` is missing; give the name of the object.", call = call)
+  }
   if (!is.character(tag) || length(tag) != 1L || is.na(tag) || !nzchar(tag)) {
     abort_yaplr("bad_tag",
       "`{arg}` must be a single non-empty string, not {describe(tag)}.",
@@ -238,6 +240,10 @@ check_flag <- function(x, arg, call = caller_call(), option = NULL) {
 # bytes as "<ff>".
 is_valid_text <- function(x) {
   enc <- Encoding(x)
+  # The common case first: text in a UTF-8 session.
+  if (enc == "unknown" && identical(the$locale, "utf8")) {
+    return(validUTF8(x))
+  }
   if (enc == "bytes") {
     return(FALSE)
   }

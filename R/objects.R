@@ -125,7 +125,9 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
                         namespace = yaplr_namespace(), description = NULL) {
-  check_required("obj", "the object to store")
+  if (missing(obj)) {
+    abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
+  }
   tag <- check_tag(tag)
   namespace <- check_namespace(namespace)
   meta <- object_meta(obj, check_description(description))
@@ -259,6 +261,9 @@ object_meta <- function(obj, description) {
 utf8_label <- function(x) {
   x <- enc2utf8(x)
   bad <- !validUTF8(x)
+  if (!any(bad)) {
+    return(x)
+  }
   x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
   x
 }

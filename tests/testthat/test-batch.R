@@ -59,3 +59,10 @@ test_that("a reader never sees a batch half applied", {
   expect_identical(mixed, 0)
   expect_identical(retrieve_objects(c("x", "y")), list(x = 300L, y = 300L))
 })
+
+test_that("retrieve_objects() refuses a tag given twice, with a classed error", {
+  local_store()
+  send_object(1, "a")
+  err <- expect_error(retrieve_objects(c("a", "a")), class = "yaplr_bad_argument")
+  expect_match(conditionMessage(err), "\"a\" is asked for twice")
+})

@@ -873,6 +873,7 @@ fn server_error(kind: &str, message: String) -> Error {
         "protocol" => Error::Protocol { message },
         "corrupt" => Error::Corrupt { message },
         "bad_tag" => Error::BadTag(message),
+        "bad_argument" => Error::BadArgument(message),
         "no_space" => Error::NoSpace { needed: 0, message },
         _ => Error::Server { message },
     }

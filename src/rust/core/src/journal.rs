@@ -38,6 +38,8 @@ const FRAME_HEAD: usize = 4 + 8 + 8 + 8;
 pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
 /// The largest record body (payloads not included).
 const MAX_BODY: usize = 64 << 20;
+/// Records with at most this many payload bytes are written in one call.
+const SMALL_RECORD: u64 = 256 << 10;
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
 
@@ -543,10 +545,19 @@ impl Journal {
         let body = encode_body(rec)?;
         let total: u64 = payloads.iter().map(|p| p.len() as u64).sum();
         let head = frame_head(&body, total);
-        let mut parts: Vec<&[u8]> = vec![&head, &body];
-        parts.extend_from_slice(payloads);
         let payload_at = self.len + (FRAME_HEAD + body.len()) as u64;
-        self.write_at_end(&parts)?;
+        if total <= SMALL_RECORD {
+            // One write for a small record: one system call.
+            let mut one = Vec::with_capacity(FRAME_HEAD + body.len() + total as usize);
+            one.extend_from_slice(&head);
+            one.extend_from_slice(&body);
+            payloads.iter().for_each(|p| one.extend_from_slice(p));
+            self.write_at_end(&[&one])?;
+        } else {
+            let mut parts: Vec<&[u8]> = vec![&head, &body];
+            parts.extend_from_slice(payloads);
+            self.write_at_end(&parts)?;
+        }
         Ok(payload_at)
     }
 

@@ -328,7 +328,12 @@ impl ObjectWriter {
         // Unnamed until committed: a writer killed at any moment leaves no
         // file behind. Where the filesystem can not, a named file whose
         // header names its writer (the helper removes it once that dies).
-        let (file, named) = match dir.create_unnamed() {
+        let unnamed = if dir.can_name_unnamed() {
+            dir.create_unnamed()
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        };
+        let (file, named) = match unnamed {
             Ok(f) => (f, false),
             Err(e)
                 if matches!(

@@ -568,6 +568,31 @@ impl Dir {
         }
     }
 
+    /// Whether files made by `create_unnamed` can be given a name here (it
+    /// takes /proc, or a privilege): probed once per process, with a file
+    /// that is named and removed at once.
+    pub fn can_name_unnamed(&self) -> bool {
+        use std::sync::atomic::AtomicU8;
+        static WORKS: AtomicU8 = AtomicU8::new(0);
+        match WORKS.load(Ordering::Relaxed) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        let Ok(f) = self.create_unnamed() else {
+            // The filesystem can not make unnamed files: the caller sees
+            // that when it tries, and names its file at once.
+            return true;
+        };
+        let name = format!(".probe-{}-{}", sys::getpid(), new_id());
+        let works = self.link_unnamed(&f, &name).is_ok();
+        if works {
+            let _ = self.unlink(&name);
+        }
+        WORKS.store(if works { 1 } else { 2 }, Ordering::Relaxed);
+        works
+    }
+
     /// Make the directory's entries durable (after a link or rename).
     pub fn sync(&self) -> std::io::Result<()> {
         // SAFETY: fsync on our descriptor.
