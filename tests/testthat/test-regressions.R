@@ -201,3 +201,21 @@ test_that("a helper that died is noticed before a large object is written", {
                class = "yaplr_no_server")
   expect_identical(nrow(object_headers(dir)), 0L)
 })
+
+test_that("small objects are kept once: the helper's memory stays small, the journal near their size", {
+  dir <- local_store()
+  x <- lapply(1:2000, function(i) as.raw(sample(0:255, 60000, TRUE)))
+  for (i in seq_along(x)) send_object(x[[i]], paste0("t", i))
+  for (i in 1:1000) send_object(x[[i + 1000]], paste0("t", i))   # overwrite half
+  for (i in seq_along(x)) retrieve_object(paste0("t", i))
+  stored <- sum(list_objects()$size)
+  expect_gt(stored, 1.2e8)
+  st <- readLines(sprintf("/proc/%d/status", server_info()$pid))
+  rss <- as.numeric(sub("VmRSS:\\s+([0-9]+) kB", "\\1", grep("^VmRSS", st, value = TRUE))) * 1024
+  journal <- file.size(file.path(dir, "catalog.journal"))
+  # The helper no longer holds a copy of every small object in memory.
+  expect_lt(rss, 0.25 * stored)
+  # The journal holds them once, plus at most a fifth of dead records.
+  expect_lt(journal, 1.25 * stored + 2^20)
+  expect_identical(retrieve_object("t1"), x[[1001]])
+})
