@@ -31,7 +31,7 @@ writer <- function(dir, w, ctl) {
 }
 procs <- lapply(seq_len(n_writers), function(w) callr::r_bg(writer, list(dir = dir, w = w, ctl = ctl)))
 while (!all(file.exists(file.path(ctl, paste0("ready-", seq_len(n_writers)))))) Sys.sleep(0.01)
-file.create(file.path(ctl, "go"))
+invisible(file.create(file.path(ctl, "go")))
 t0 <- Sys.time()
 kills <- 0L
 while (as.numeric(Sys.time() - t0, units = "secs") < secs) {
@@ -41,7 +41,7 @@ while (as.numeric(Sys.time() - t0, units = "secs") < secs) {
   tools::pskill(pid, tools::SIGKILL)
   kills <- kills + 1L
 }
-file.create(file.path(ctl, "stop"))
+invisible(file.create(file.path(ctl, "stop")))
 for (p in procs) p$wait(30000)
 res <- lapply(procs, function(p) p$get_result())
 errs <- unlist(lapply(res, `[[`, "errors"))
