@@ -11,7 +11,6 @@ n <- if (length(args) >= 1L) args[1L] else 10000
 bytes <- if (length(args) >= 2L) args[2L] else 62000
 dir <- tempfile("yaplr-mem-", tmpdir = "/dev/shm")
 options(yaplr.dir = dir)
-on.exit(quit_server(), add = TRUE)
 rss <- function(pid) {
   l <- grep("^VmRSS", readLines(sprintf("/proc/%d/status", pid)), value = TRUE)
   as.numeric(sub("VmRSS:\\s+([0-9]+) kB", "\\1", l)) * 1024
@@ -34,3 +33,4 @@ cat(sprintf(paste0(
   "%d sends in %.1f s\n"),
   n, bytes, stored / 1e6, journal / 1e6, files / 1e6, rss1 / 1e6, rss2 / 1e6,
   (journal + max(rss1, rss2)) / stored, n + n %/% 2, sends))
+invisible(quit_server())
