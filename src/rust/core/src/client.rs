@@ -66,7 +66,7 @@ impl Ident {
         // a fresh allocation, mixed.
         let heap = Box::new(0u8);
         let seed = (pid as u64)
-            ^ (object_file_now() as u64).rotate_left(17)
+            ^ (crate::object_file::now_ns() as u64).rotate_left(17)
             ^ ((&*heap as *const u8 as u64) << 7);
         let id = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes()) | 1;
         Ident {
@@ -75,10 +75,6 @@ impl Ident {
             last_seq: 0,
         }
     }
-}
-
-fn object_file_now() -> i64 {
-    crate::object_file::now_ns()
 }
 
 /// Once a request's deadline has passed, how much longer a client waits

@@ -293,15 +293,6 @@ mod v3 {
         Batch(Vec<Record>),
     }
 
-    fn fnv1a64(bytes: &[u8]) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    }
-
     /// Records of a format 3 journal (after its magic); damaged ones are
     /// skipped, a torn tail is cut. Returns the records and whether any was
     /// lost.
@@ -317,7 +308,7 @@ mod v3 {
                 lost = true;
                 break;
             };
-            let decoded = (fnv1a64(body) == sum)
+            let decoded = (crate::object_file::fnv1a64(body) == sum)
                 .then(|| bincode::decode_from_slice::<Record, _>(body, config).ok())
                 .flatten()
                 .filter(|(_, used)| *used == n);

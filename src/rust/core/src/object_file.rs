@@ -703,24 +703,7 @@ impl ObjectMap {
     }
 
     fn open_with(file: &File, header: Header, cow: bool) -> Result<ObjectMap> {
-        if header.state != STATE_COMMITTED {
-            return Err(Error::Corrupt {
-                message: format!("object \"{}\" was never completely written", header.tag),
-            });
-        }
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("inspecting an object file", e))?
-            .len();
-        if len < header.file_size() {
-            return Err(Error::Corrupt {
-                message: format!(
-                    "object \"{}\" is truncated: {len} bytes on disk, {} expected",
-                    header.tag,
-                    header.file_size()
-                ),
-            });
-        }
+        check_complete(file, &header)?;
         if header.payload_len == 0 {
             return Ok(ObjectMap { map: None, header });
         }

@@ -826,6 +826,7 @@ fn handle(stream: UnixStream, shared: Shared) {
                 deadline_ns: 0,
             },
         };
+        let changes = req.is_change();
         let (resp, files) = dispatch(req, origin, &shared);
         let sent = match resp {
             Response::FoundMany(items) => reply_many(&conn, items, files),
@@ -836,7 +837,9 @@ fn handle(stream: UnixStream, shared: Shared) {
         };
         // A rewrite of the journal takes time: never between a change and
         // its answer, which must arrive before the change's deadline.
-        lock_state(&shared).maybe_compact();
+        if changes {
+            lock_state(&shared).maybe_compact();
+        }
         if sent.is_err() {
             return;
         }
@@ -1229,10 +1232,6 @@ fn publish(
     if let Err(e) = check_item(&namespace, &tag, &meta) {
         return failed(&e);
     }
-    if st.retired.contains(&id) {
-        // Published (or adopted after journal damage), then replaced.
-        return Response::Ok;
-    }
     let header: Header = match st
         .store
         .open_object(&id)
@@ -1240,6 +1239,8 @@ fn publish(
     {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+        // Published (or adopted after journal damage), then replaced.
+        Err(_) if st.retired.contains(&id) => return Response::Ok,
         Err(e) => {
             return error_response(
                 "server",

@@ -195,7 +195,7 @@ impl Store {
                 continue;
             }
             match d.lstat(name) {
-                Ok(st) => check_entry_stat(&self.dir, name, &st, true)?,
+                Ok(st) => check_entry(&self.dir, name, st.st_uid, st.st_mode)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(Error::io(
@@ -353,23 +353,22 @@ fn check_dir_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     Ok(())
 }
 
-/// Refuse an entry of the store that belongs to another user, or that is a
-/// symbolic link (`links_refused`) or not a regular file or socket.
-fn check_entry_stat(dir: &Path, name: &str, st: &libc::stat, links_refused: bool) -> Result<()> {
+/// Refuse an entry of the store (of this owner and st_mode) that belongs to
+/// another user or is a symbolic link.
+fn check_entry(dir: &Path, name: &str, owner: u32, mode: u32) -> Result<()> {
     let uid = sys::getuid();
-    let kind = st.st_mode & libc::S_IFMT;
     let path = dir.join(name);
-    if st.st_uid != uid {
+    if owner != uid {
         return Err(Error::Store {
             message: format!(
                 "the store entry \"{}\" belongs to uid {}, not to this user (uid {uid}): another user has planted it; \
                  yaplr will not use this store until it is removed (check it first), or choose another store with options(yaplr.dir = )",
                 path.display(),
-                st.st_uid
+                owner
             ),
         });
     }
-    if links_refused && kind == libc::S_IFLNK {
+    if mode & libc::S_IFMT == libc::S_IFLNK {
         return Err(Error::Store {
             message: format!(
                 "the store entry \"{}\" is a symbolic link: yaplr never follows links in its store; \
@@ -484,7 +483,7 @@ impl Dir {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ELOOP) {
                 if let Ok(st) = self.lstat(name) {
-                    check_entry_stat(&self.path, name, &st, true)?;
+                    check_entry(&self.path, name, st.st_uid, st.st_mode)?;
                 }
             }
             return Err(Error::io(format!("opening {}", path.display()), e));
@@ -494,11 +493,7 @@ impl Dir {
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
-        // SAFETY: zeroed stat is plain data; fill the fields the check reads.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        st.st_uid = meta.uid();
-        st.st_mode = meta.mode();
-        check_entry_stat(&self.path, name, &st, true)?;
+        check_entry(&self.path, name, meta.uid(), meta.mode())?;
         if !meta.file_type().is_file() {
             return Err(Error::Store {
                 message: format!(
