@@ -33,13 +33,13 @@ start_server_ <- function(dir, exe, timeout, capacity) .Call(wrap__start_server_
 #' TRUE when the helper answered, FALSE when none runs, a condition when
 #' it is there but does not answer in time.
 #' @noRd
-ping_server_ <- function(dir, timeout) .Call(wrap__ping_server_, dir, timeout)
+ping_server_ <- function(dir, exe, timeout) .Call(wrap__ping_server_, dir, exe, timeout)
 
 #' @noRd
-quit_server_ <- function(dir, timeout, keep) .Call(wrap__quit_server_, dir, timeout, keep)
+quit_server_ <- function(dir, exe, timeout, keep) .Call(wrap__quit_server_, dir, exe, timeout, keep)
 
 #' @noRd
-is_server_running_ <- function(dir) .Call(wrap__is_server_running_, dir)
+is_server_running_ <- function(dir, exe) .Call(wrap__is_server_running_, dir, exe)
 
 #' @noRd
 remove_objects_ <- function(ns, dir, exe, timeout, autostart) .Call(wrap__remove_objects_, ns, dir, exe, timeout, autostart)

@@ -85,7 +85,7 @@ make_sure_server_is_started <- function(server_type = NULL, quiet = FALSE,
 #' @rdname server
 #' @export
 is_server_running <- function() {
-  check_result(is_server_running_(store_dir()))
+  check_result(is_server_running_(store_dir(), helper_path()))
 }
 
 #' @rdname server
@@ -93,7 +93,7 @@ is_server_running <- function() {
 ping_server <- function(quiet = FALSE, timeout = yaplr_timeout()) {
   timeout <- check_timeout(timeout)
   check_flag(quiet, "quiet")
-  ok <- check_result(ping_server_(store_dir(), timeout))
+  ok <- check_result(ping_server_(store_dir(), helper_path(), timeout))
   if (!ok && !quiet) {
     warning("No yaplr helper is running for the store ", store_dir(), ".", call. = FALSE)
   }
@@ -142,7 +142,7 @@ resize_store <- function(capacity, timeout = yaplr_timeout()) {
 quit_server <- function(timeout = yaplr_timeout(), keep = FALSE) {
   timeout <- check_timeout(timeout)
   check_flag(keep, "keep")
-  invisible(check_result(quit_server_(store_dir(), timeout, keep)))
+  invisible(check_result(quit_server_(store_dir(), helper_path(), timeout, keep)))
 }
 
 #' @rdname server
@@ -150,5 +150,5 @@ quit_server <- function(timeout = yaplr_timeout(), keep = FALSE) {
 make_sure_server_is_down <- function(timeout = yaplr_timeout(), keep = FALSE) {
   timeout <- check_timeout(timeout)
   check_flag(keep, "keep")
-  invisible(check_result(quit_server_(store_dir(), timeout, keep)))
+  invisible(check_result(quit_server_(store_dir(), helper_path(), timeout, keep)))
 }

@@ -3,10 +3,11 @@
 //! `yaplrd status|list|info TAG|rm TAG|stop [--dir DIR] [--json]`.
 //! Its messages speak of command-line options, never of R options.
 
-use crate::client::{CallOptions, Client, Found};
+use crate::backend::{CallOptions, Key, Payload};
 use crate::error::{Error, Result};
 use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
 use crate::protocol::Entry;
+use crate::session::{Checked, Session};
 use crate::store::Store;
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -191,7 +192,6 @@ impl Cli<'_> {
         CallOptions {
             timeout: self.timeout,
             autostart: autostart && self.exe.is_some(),
-            helper_exe: self.exe,
             interrupted: &never,
         }
     }
@@ -201,8 +201,12 @@ impl Cli<'_> {
             .unwrap_or(crate::object_file::DEFAULT_NAMESPACE)
     }
 
-    fn client(&self) -> Client {
-        Client::new(Store::new(self.dir))
+    fn session(&self) -> Session {
+        Session::local(self.dir.to_path_buf(), self.exe.map(Path::to_path_buf))
+    }
+
+    fn key(&self, tag: &str) -> Result<Key> {
+        Key::new(self.ns(), tag)
     }
 
     fn dir_text(&self) -> String {
@@ -225,7 +229,7 @@ impl Cli<'_> {
     /// for an existing store: its objects may be waiting for one after a
     /// crash. A helper that holds the store but does not listen yet (it is
     /// starting) is waited for.
-    fn connect(&self, c: &mut Client, start: bool) -> Result<()> {
+    fn connect(&self, c: &mut Session, start: bool) -> Result<()> {
         if !self.dir.is_dir() {
             return Err(Error::Store {
                 message: format!("there is no yaplr store at \"{}\"", self.dir.display()),
@@ -245,7 +249,7 @@ impl Cli<'_> {
             match c.connect(&self.opts(start)) {
                 Err(Error::NoServer { .. }) if c.is_running()? => {
                     if Instant::now() >= deadline {
-                        return Err(self.unreachable(c));
+                        return Err(self.unreachable());
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -255,11 +259,11 @@ impl Cli<'_> {
     }
 
     /// A helper holds the store's lock but accepts no connection.
-    fn unreachable(&self, c: &Client) -> Error {
+    fn unreachable(&self) -> Error {
         Error::Timeout {
             waited_for: format!(
                 "the yaplr helper{} of \"{}\" to accept connections",
-                c.store()
+                Store::new(self.dir)
                     .helper_pid_from_lock()
                     .map(|p| format!(" (pid {p})"))
                     .unwrap_or_default(),
@@ -325,13 +329,13 @@ impl Cli<'_> {
 
     /// Ask the helper to quit. Ok(false) when none holds the store; a
     /// helper that holds it without accepting connections is waited for.
-    fn quit(&self, c: &mut Client) -> Result<bool> {
+    fn quit(&self, c: &mut Session) -> Result<bool> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            match c.quit(false, &self.opts(false))? {
+            match c.quit(false, false, &self.opts(false))? {
                 false if c.is_running()? => {
                     if Instant::now() >= deadline {
-                        return Err(self.unreachable(c));
+                        return Err(self.unreachable());
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -342,7 +346,7 @@ impl Cli<'_> {
 
     /// Run one command; returns what to print on standard output.
     pub fn run(&self, cmd: &str, arg: Option<&str>) -> Result<Output> {
-        let mut c = self.client();
+        let mut c = self.session();
         let dir = self.dir_text();
         match (cmd, arg) {
             ("status", None) => {
@@ -421,10 +425,12 @@ impl Cli<'_> {
             }
             ("info", Some(tag)) => {
                 self.connect(&mut c, self.start)?;
-                let (entry, storage) = match c.lookup(self.ns(), tag, &self.opts(self.start))? {
-                    Found::File(e, _) => (e, "own file"),
-                    Found::Inline(e, _) => (e, "inline in the journal"),
+                let found = c.get(&self.key(tag)?, &self.opts(self.start))?;
+                let storage = match found.payload {
+                    Payload::File(_) => "own file",
+                    Payload::Bytes(_) => "inline in the journal",
                 };
+                let entry = found.entry;
                 if self.json {
                     return Ok(Output::ok(format!(
                         "{}\n",
@@ -449,9 +455,8 @@ impl Cli<'_> {
             }
             ("verify", None) => {
                 self.connect(&mut c, self.start)?;
-                let checked =
-                    crate::verify::verify_store(&mut c, self.namespace, &self.opts(self.start))?;
-                let damaged: Vec<&crate::verify::Checked> =
+                let checked = c.verify(self.namespace, &self.opts(self.start))?;
+                let damaged: Vec<&Checked> =
                     checked.iter().filter(|c| c.problem.is_some()).collect();
                 let unchecked = checked.iter().filter(|c| !c.recorded).count();
                 let status = if damaged.is_empty() { 0 } else { EXIT_ERROR };
@@ -501,7 +506,7 @@ impl Cli<'_> {
             }
             ("rm", Some(tag)) => {
                 self.connect(&mut c, self.start)?;
-                c.remove(self.ns(), tag, &self.opts(self.start))?;
+                c.remove(&self.key(tag)?, &self.opts(self.start))?;
                 Ok(Output::ok(if self.json {
                     format!("{{\"removed\":{}}}\n", json_string(tag))
                 } else {
@@ -512,14 +517,14 @@ impl Cli<'_> {
                 // The pid from the lock file: asking a hung helper would
                 // spend the whole timeout.
                 let pid = if c.is_running()? {
-                    c.store().helper_pid_from_lock()
+                    Store::new(self.dir).helper_pid_from_lock()
                 } else {
                     None
                 };
                 let (stopped, forced) = match self.quit(&mut c) {
                     Ok(stopped) => (stopped, false),
                     Err(Error::Timeout { .. }) if self.force => {
-                        (c.force_quit(false, &self.opts(false))?, true)
+                        (c.quit(false, true, &self.opts(false))?, true)
                     }
                     Err(e) => return Err(e),
                 };

@@ -16,15 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How one call may wait and whether it may start the helper.
-pub struct CallOptions<'a> {
-    pub timeout: Duration,
-    /// Start the helper when none runs (needs `helper_exe`).
-    pub autostart: bool,
-    pub helper_exe: Option<&'a Path>,
-    /// Polled during waits; returning true abandons the wait.
-    pub interrupted: &'a dyn Fn() -> bool,
-}
+pub use crate::backend::CallOptions;
 
 impl CallOptions<'_> {
     fn wait<'b>(&'b self, deadline: Instant, what: &'b str) -> Wait<'b> {
@@ -41,6 +33,22 @@ impl CallOptions<'_> {
 pub enum Found {
     File(Entry, std::fs::File),
     Inline(Entry, Vec<u8>),
+}
+
+impl From<Found> for crate::backend::Found {
+    fn from(f: Found) -> crate::backend::Found {
+        use crate::backend::Payload;
+        match f {
+            Found::File(entry, file) => crate::backend::Found {
+                entry,
+                payload: Payload::File(file),
+            },
+            Found::Inline(entry, bytes) => crate::backend::Found {
+                entry,
+                payload: Payload::Bytes(bytes),
+            },
+        }
+    }
 }
 
 struct Connection {
@@ -87,6 +95,8 @@ pub struct Client {
     ident: Ident,
     /// Capacity given to a helper this client starts, before any request.
     spawn_capacity: Option<u64>,
+    /// The helper program, started when no helper runs (None: never).
+    helper_exe: Option<PathBuf>,
 }
 
 enum Connect {
@@ -96,12 +106,13 @@ enum Connect {
 }
 
 impl Client {
-    pub fn new(store: Store) -> Client {
+    pub fn new(store: Store, helper_exe: Option<PathBuf>) -> Client {
         Client {
             store,
             connection: None,
             ident: Ident::new(),
             spawn_capacity: None,
+            helper_exe,
         }
     }
 
@@ -268,7 +279,7 @@ impl Client {
         opts: &CallOptions<'_>,
         deadline: Instant,
     ) -> Result<(Connection, bool)> {
-        let exe = opts.helper_exe.ok_or_else(|| Error::Server {
+        let exe = self.helper_exe.clone().ok_or_else(|| Error::Server {
             message: "the yaplrd helper program was not found; reinstall yaplr".into(),
         })?;
         let what = format!(
@@ -294,7 +305,7 @@ impl Client {
                         ),
                     });
                 }
-                spawn(exe, &self.store, deadline).map_err(|e| with_seconds(e, opts.timeout))?;
+                spawn(&exe, &self.store, deadline).map_err(|e| with_seconds(e, opts.timeout))?;
                 spawned += 1;
             }
             // Wait for the helper (ours or one that was already starting).
@@ -685,7 +696,6 @@ impl Client {
                 let quick = CallOptions {
                     timeout: Duration::from_secs(1),
                     autostart: false,
-                    helper_exe: None,
                     interrupted: &|| false,
                 };
                 let _ = self.discard(id, &quick);
@@ -718,12 +728,7 @@ impl Client {
     /// socket and locks) and exit, and wait until its process is gone.
     /// Ok(false) when no helper was running.
     pub fn quit(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {
-        let no_start = CallOptions {
-            timeout: opts.timeout,
-            autostart: false,
-            helper_exe: None,
-            interrupted: opts.interrupted,
-        };
+        let no_start = opts.no_start();
         match self.connect(&no_start) {
             Err(Error::NoServer { .. }) => return Ok(false),
             // A helper we can not talk to (another version of yaplr):

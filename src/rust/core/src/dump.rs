@@ -20,17 +20,11 @@
 //! loads nothing. (A dump of more than MAX_BATCH_ITEMS objects is made
 //! visible in batches of that many, each all or none.)
 
-use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
-use crate::object_file::{checksum, fnv1a64, ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
-use crate::progress::{Meter, Progress};
-use crate::protocol::{
-    Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX, MAX_BATCH_ITEMS, MAX_FRAME,
-};
+use crate::object_file::{checksum, fnv1a64};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"YAPLRDMP";
@@ -88,7 +82,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("{what} {}", path.display()), e)
 }
 
-fn bad_dump(path: &Path, why: &str) -> Error {
+pub(crate) fn bad_dump(path: &Path, why: &str) -> Error {
     Error::Corrupt {
         message: format!(
             "\"{}\" is not a complete yaplr dump: {why}; nothing was loaded",
@@ -97,148 +91,136 @@ fn bad_dump(path: &Path, why: &str) -> Error {
     }
 }
 
-/// Copies an object's payload into a dump, checking it against the
-/// checksum written with it.
-fn copy_payload(
-    out: &mut dyn FnMut(&[u8]) -> Result<()>,
-    found: &Found,
-    payload_len: u64,
-    recorded: u64,
-    tag: &str,
-    meter: &mut Meter<'_>,
-) -> Result<u64> {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    match found {
-        Found::Inline(_, b) => {
-            hasher.update(b);
-            out(b)?;
-            meter.add(b.len() as u64)?;
-        }
-        Found::File(_, f) => {
-            // pread in chunks: no mapping, so memory stays one buffer.
-            let mut buf = vec![0u8; COPY_BUFFER.min(payload_len as usize)];
-            let mut at = 0u64;
-            while at < payload_len {
-                let n = (payload_len - at).min(buf.len() as u64) as usize;
-                f.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at)
-                    .map_err(|e| Error::Corrupt {
-                        message: format!(
-                            "the stored object \"{tag}\" could not be read whole: {e}"
-                        ),
-                    })?;
-                hasher.update(&buf[..n]);
-                out(&buf[..n])?;
-                meter.add(n as u64)?;
-                at += n as u64;
-            }
-        }
-    }
-    let sum = hasher.digest();
-    if recorded != 0 && sum != recorded {
-        return Err(Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" is damaged (its checksum does not match what was written); \
-                 nothing was saved"
-            ),
-        });
-    }
-    Ok(sum)
+/// Writes a dump: to a temporary name, renamed over `path` by `finish`;
+/// dropped before, it removes the temporary file, so a failed (or stopped)
+/// dump leaves no partial file.
+pub(crate) struct Writer {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    out: Option<BufWriter<File>>,
+    count: u64,
+    /// The payload of the current entry: bytes left, and their checksum.
+    left: u64,
+    hasher: xxhash_rust::xxh3::Xxh3,
 }
 
-/// Write the objects `entries` (as listed by the helper) to `path`.
-/// Returns how many were written. The file is written to a temporary name
-/// and renamed at the end, so a failed (or, through `progress`, stopped)
-/// dump leaves no partial file. A damaged object makes it fail
-/// (`Error::Corrupt`, naming the tag).
-pub fn save(
-    c: &mut Client,
-    path: &Path,
-    entries: &[Entry],
-    opts: &CallOptions<'_>,
-    progress: &mut dyn Progress,
-) -> Result<u64> {
-    let tmp = path.with_extension("yaplr-partial");
-    let total = entries.iter().map(|e| e.size).sum();
-    let result = (|| {
-        let mut meter = Meter::new(progress, Some(total));
+impl Writer {
+    pub(crate) fn create(path: &Path) -> Result<Writer> {
+        let tmp = path.with_extension("yaplr-partial");
         let f = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
-        let mut w = |b: &[u8]| out.write_all(b).map_err(|e| io_err("writing", &tmp, e));
-        w(MAGIC)?;
-        w(&DUMP_VERSION.to_le_bytes())?;
-        w(&0u32.to_le_bytes())?;
-        let mut n = 0u64;
-        for e in entries {
-            let found = c.lookup(&e.namespace, &e.tag, opts)?;
-            let (entry, payload_len, kind, recorded) = match &found {
-                Found::Inline(entry, bytes) => (
-                    entry.clone(),
-                    bytes.len() as u64,
-                    entry.kind,
-                    entry.checksum,
-                ),
-                Found::File(entry, file) => {
-                    let h = crate::object_file::read_header(file)?;
-                    if h.state != STATE_COMMITTED {
-                        return Err(Error::Corrupt {
-                            message: format!("object \"{}\" was never completely written", h.tag),
-                        });
-                    }
-                    (entry.clone(), h.payload_len, h.kind, h.checksum)
-                }
-            };
-            let d = DumpEntry {
-                namespace: entry.namespace.clone(),
-                tag: entry.tag.clone(),
-                ctime_ns: entry.ctime_ns,
-                kind,
-                payload_len,
-                meta: Meta::from(&entry.meta),
-            };
-            let head = bincode::encode_to_vec(&d, bincode::config::standard()).map_err(|e| {
-                Error::Protocol {
-                    message: e.to_string(),
-                }
-            })?;
-            w(&[1u8])?;
-            w(&(head.len() as u32).to_le_bytes())?;
-            w(&head)?;
-            w(&checksum(&head).to_le_bytes())?;
-            let sum = copy_payload(
-                &mut w,
-                &found,
-                payload_len,
-                recorded,
-                &entry.tag,
-                &mut meter,
-            )?;
-            w(&sum.to_le_bytes())?;
-            n += 1;
-        }
-        w(&[0u8])?;
-        w(&n.to_le_bytes())?;
-        let f = out
-            .into_inner()
-            .map_err(|e| io_err("writing", &tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_err("renaming", &tmp, e))?;
-        Ok(n)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let mut w = Writer {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            count: 0,
+            left: 0,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+        };
+        w.put(MAGIC)?;
+        w.put(&DUMP_VERSION.to_le_bytes())?;
+        w.put(&0u32.to_le_bytes())?;
+        Ok(w)
     }
-    result
+
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(io_err(
+                "writing",
+                &self.tmp,
+                std::io::Error::other("the dump is finished"),
+            ));
+        };
+        out.write_all(b)
+            .map_err(|e| io_err("writing", &self.tmp, e))
+    }
+
+    /// Start an entry; its `payload_len` bytes follow through `payload`.
+    pub(crate) fn begin(&mut self, d: &DumpEntry) -> Result<()> {
+        let head = bincode::encode_to_vec(d, bincode::config::standard()).map_err(|e| {
+            Error::Protocol {
+                message: e.to_string(),
+            }
+        })?;
+        let len = u32::try_from(head.len()).map_err(|_| {
+            Error::BadArgument(format!(
+                "the description of \"{}\" is too large for a dump",
+                d.tag
+            ))
+        })?;
+        self.put(&[1u8])?;
+        self.put(&len.to_le_bytes())?;
+        self.put(&head)?;
+        self.put(&checksum(&head).to_le_bytes())?;
+        self.left = d.payload_len;
+        self.hasher = xxhash_rust::xxh3::Xxh3::new();
+        Ok(())
+    }
+
+    /// Payload bytes of the current entry.
+    pub(crate) fn payload(&mut self, b: &[u8]) -> Result<()> {
+        if b.len() as u64 > self.left {
+            return Err(Error::Corrupt {
+                message: "an object is larger than its entry says".into(),
+            });
+        }
+        self.left -= b.len() as u64;
+        self.hasher.update(b);
+        self.put(b)
+    }
+
+    /// End the current entry; returns the checksum of its payload.
+    pub(crate) fn end(&mut self) -> Result<u64> {
+        if self.left != 0 {
+            return Err(Error::Corrupt {
+                message: "an object is shorter than its entry says".into(),
+            });
+        }
+        let sum = self.hasher.digest();
+        self.put(&sum.to_le_bytes())?;
+        self.count += 1;
+        Ok(sum)
+    }
+
+    /// Write the end marker, sync and rename into place; returns the
+    /// number of objects.
+    pub(crate) fn finish(mut self) -> Result<u64> {
+        self.put(&[0u8])?;
+        let n = self.count;
+        self.put(&n.to_le_bytes())?;
+        let out = self.out.take().ok_or_else(|| Error::Protocol {
+            message: "the dump is finished".into(),
+        })?;
+        let done = out
+            .into_inner()
+            .map_err(|e| io_err("writing", &self.tmp, e.into_error()))
+            .and_then(|f| f.sync_all().map_err(|e| io_err("syncing", &self.tmp, e)))
+            .and_then(|_| {
+                std::fs::rename(&self.tmp, &self.path).map_err(|e| io_err("renaming", &self.tmp, e))
+            });
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done.map(|_| n)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Reads a dump entry by entry.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     path: &'a Path,
     input: BufReader<File>,
     version: u32,
 }
 
 impl Reader<'_> {
-    fn open(path: &Path) -> Result<Reader<'_>> {
+    pub(crate) fn open(path: &Path) -> Result<Reader<'_>> {
         let f = File::open(path).map_err(|e| io_err("opening", path, e))?;
         let mut r = Reader {
             path,
@@ -272,7 +254,7 @@ impl Reader<'_> {
     }
 
     /// The next entry, or None at the end marker (after checking the count).
-    fn next(&mut self, seen: u64) -> Result<Option<DumpEntry>> {
+    pub(crate) fn next(&mut self, seen: u64) -> Result<Option<DumpEntry>> {
         let mut t = [0u8; 1];
         self.exact(&mut t)?;
         if t[0] == 0 {
@@ -324,7 +306,11 @@ impl Reader<'_> {
 
     /// Pass the payload of `d` to `sink` in chunks, then check it against
     /// its checksum (format 2).
-    fn payload(&mut self, d: &DumpEntry, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub(crate) fn payload(
+        &mut self,
+        d: &DumpEntry,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut buf = vec![0u8; COPY_BUFFER.min(d.payload_len as usize)];
         let mut left = d.payload_len;
@@ -371,126 +357,4 @@ pub fn entries(path: &Path) -> Result<Vec<DumpEntry>> {
         out.push(d);
     }
     Ok(out)
-}
-
-/// Load every object of the dump at `path` into the client's store, all or
-/// none: every object is read, checked and staged (small ones in memory,
-/// the others in unpublished object files) before one batch makes them all
-/// visible at once. Unless `overwrite`, refuses (before loading anything)
-/// when a tag already exists. Returns the entries loaded.
-pub fn load(
-    c: &mut Client,
-    path: &Path,
-    overwrite: bool,
-    opts: &CallOptions<'_>,
-    progress: &mut dyn Progress,
-) -> Result<Vec<DumpEntry>> {
-    let all = entries(path)?;
-    if !overwrite {
-        for d in &all {
-            if c.exists(&d.namespace, &d.tag, opts)? {
-                return Err(Error::BadArgument(format!(
-                    "the store already holds \"{}\" (namespace \"{}\"); nothing was loaded; \
-                     use overwrite = TRUE to replace it",
-                    d.tag, d.namespace
-                )));
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for d in &all {
-        crate::object_file::check_tag(&d.tag)?;
-        crate::object_file::check_namespace(&d.namespace)?;
-        if !seen.insert((&d.namespace, &d.tag)) {
-            return Err(bad_dump(path, &format!("it holds \"{}\" twice", d.tag)));
-        }
-    }
-    let mut staged: Vec<String> = Vec::new();
-    let total = all.iter().map(|d| d.payload_len).sum();
-    let mut meter = Meter::new(progress, Some(total));
-    let staging = stage_all(c, path, &mut staged, &mut meter);
-    drop(meter);
-    let items = match staging {
-        Ok(items) => items,
-        Err(e) => {
-            c.discard_staged(&e, &staged);
-            return Err(e);
-        }
-    };
-    // One batch when it fits in a message (MAX_BATCH_ITEMS objects, and a
-    // frame's worth of tags and metadata); a larger dump is published in
-    // several batches, each all or none.
-    let mut groups: Vec<Vec<PutItem>> = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for item in items {
-        let size = 256
-            + item.tag.len()
-            + item.namespace.len()
-            + item.meta.description.as_ref().map_or(0, |d| d.len())
-            + item.meta.class.iter().map(|c| c.len() + 2).sum::<usize>()
-            + item.inline.as_ref().map_or(0, |b| b.len());
-        let last = groups.last_mut().expect("one group");
-        if !last.is_empty() && (last.len() == MAX_BATCH_ITEMS || bytes + size > MAX_FRAME / 2) {
-            groups.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        groups.last_mut().expect("one group").push(item);
-    }
-    for group in groups {
-        let ids: Vec<String> = group.iter().filter_map(|i| i.id.clone()).collect();
-        if let Err(e) = c.put_many(group, opts) {
-            c.discard_staged(&e, &staged);
-            return Err(e);
-        }
-        staged.retain(|id| !ids.contains(id));
-    }
-    Ok(all)
-}
-
-/// Read every object of the dump into PutItems; the ids of the files made
-/// go to `staged` as they are committed.
-fn stage_all(
-    c: &Client,
-    path: &Path,
-    staged: &mut Vec<String>,
-    meter: &mut Meter<'_>,
-) -> Result<Vec<PutItem>> {
-    let mut r = Reader::open(path)?;
-    let mut items = Vec::new();
-    let mut inline_bytes = 0usize;
-    while let Some(d) = r.next(items.len() as u64)? {
-        let small = d.payload_len as usize <= INLINE_MAX;
-        let (inline, id) = if small && inline_bytes + d.payload_len as usize <= BATCH_INLINE_BUDGET
-        {
-            let mut bytes = Vec::with_capacity(d.payload_len as usize);
-            r.payload(&d, &mut |b| {
-                bytes.extend_from_slice(b);
-                meter.add(b.len() as u64)
-            })?;
-            inline_bytes += bytes.len();
-            (Some(bytes), None)
-        } else {
-            let mut w =
-                ObjectWriter::create(c.store(), &d.namespace, &d.tag, d.kind, d.payload_len)?;
-            w.set_ctime(d.ctime_ns);
-            r.payload(&d, &mut |b| {
-                w.write(b)?;
-                meter.add(b.len() as u64)
-            })?;
-            let (id, _) = w.commit()?;
-            staged.push(id.clone());
-            (None, Some(id))
-        };
-        items.push(PutItem {
-            namespace: d.namespace.clone(),
-            tag: d.tag.clone(),
-            kind: d.kind,
-            ctime_ns: d.ctime_ns,
-            inline,
-            id,
-            meta: (&d.meta).into(),
-        });
-    }
-    Ok(items)
 }

@@ -2,19 +2,23 @@
 //! locks, the control protocol, the helper (`yaplrd`) and its client.
 //! Nothing here depends on R.
 
+pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod dump;
 pub mod error;
 pub mod journal;
+pub mod local;
 pub mod lock;
 pub mod object_file;
 pub mod progress;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod sys;
-pub mod verify;
 
+pub use backend::{CallOptions, Found, Key, Payload};
 pub use error::{Error, Result};
+pub use session::Session;

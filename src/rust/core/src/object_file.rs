@@ -272,17 +272,6 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Where payload bytes go while an object is being written.
-pub trait PayloadSink {
-    fn write(&mut self, bytes: &[u8]) -> Result<()>;
-}
-
-impl PayloadSink for ObjectWriter {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        ObjectWriter::write(self, bytes)
-    }
-}
-
 /// Writes one object file. Owns the file until `commit`: if dropped before,
 /// the file is unlinked, so no error path leaves a partial object behind.
 pub struct ObjectWriter {

@@ -75,7 +75,6 @@ fn opts(autostart: bool) -> CallOptions<'static> {
     CallOptions {
         timeout: Duration::from_secs(10),
         autostart,
-        helper_exe: Some(exe()),
         interrupted: &|| false,
     }
 }
@@ -126,7 +125,7 @@ impl TempStore {
         &self.0
     }
     fn client(&self) -> Client {
-        Client::new(Store::new(&self.0))
+        Client::new(Store::new(&self.0), Some(exe().into()))
     }
     /// Start a helper as the R package does; returns its pid.
     fn start_helper(&self) -> u32 {

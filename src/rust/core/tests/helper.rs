@@ -23,7 +23,6 @@ fn opts(timeout_ms: u64) -> CallOptions<'static> {
     CallOptions {
         timeout: Duration::from_millis(timeout_ms),
         autostart: true,
-        helper_exe: Some(exe()),
         interrupted: &no,
     }
 }
@@ -39,7 +38,10 @@ impl TempStore {
         TempStore { dir }
     }
     fn client(&self) -> Client {
-        Client::new(Store::new(&self.dir))
+        Client::new(Store::new(&self.dir), Some(exe().into()))
+    }
+    fn session(&self) -> yaplr_core::Session {
+        yaplr_core::Session::local(self.dir.clone(), Some(exe().into()))
     }
 }
 
@@ -191,7 +193,7 @@ fn concurrent_first_calls_start_one_helper() {
         .map(|_| {
             let dir = dir.clone();
             std::thread::spawn(move || {
-                let mut c = Client::new(Store::new(dir));
+                let mut c = Client::new(Store::new(dir), Some(exe().into()));
                 c.ping(&opts(10_000)).unwrap();
                 c.helper_pid().unwrap()
             })
@@ -486,11 +488,11 @@ fn a_store_on_disk_is_durable_and_not_volatile() {
     store.prepare().unwrap();
     assert!(!store.is_volatile());
     assert!(Store::new("/dev/shm").is_volatile() || !Path::new("/dev/shm").is_dir());
-    let mut c = Client::new(store);
+    let mut c = Client::new(store, Some(exe().into()));
     put(&mut c, "on disk", b"value");
     assert_eq!(get(&mut c, "on disk"), b"value");
     assert!(c.quit(true, &opts(5000)).unwrap());
-    let mut c = Client::new(Store::new(&dir));
+    let mut c = Client::new(Store::new(&dir), Some(exe().into()));
     assert_eq!(get(&mut c, "on disk"), b"value");
     assert!(c.quit(false, &opts(5000)).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
@@ -576,14 +578,16 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
         .unwrap();
     let entries = ca.list(None, &o).unwrap();
     let file = std::env::temp_dir().join(format!("yaplr-dump-{}.ydump", sys::getpid()));
-    assert_eq!(
-        dump::save(&mut ca, &file, &entries, &o, &mut Silent).unwrap(),
-        2
-    );
+    let all = yaplr_core::session::SaveSelection {
+        namespace: None,
+        tags: &[],
+    };
+    assert_eq!(a.session().save(&file, all, &o, &mut Silent).unwrap(), 2);
     assert_eq!(dump::entries(&file).unwrap().len(), 2);
 
     let mut cb = b.client();
-    let loaded = dump::load(&mut cb, &file, false, &o, &mut Silent).unwrap();
+    let mut sb = b.session();
+    let loaded = sb.load(&file, false, &o, &mut Silent).unwrap();
     assert_eq!(loaded.len(), 2);
     let in_b = cb.list(None, &o).unwrap();
     for (x, y) in entries.iter().zip(&in_b) {
@@ -601,22 +605,17 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
     }
     // Loading again refuses to overwrite, before loading anything.
     assert!(matches!(
-        dump::load(&mut cb, &file, false, &o, &mut Silent),
+        sb.load(&file, false, &o, &mut Silent),
         Err(Error::BadArgument(_))
     ));
-    assert_eq!(
-        dump::load(&mut cb, &file, true, &o, &mut Silent)
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(sb.load(&file, true, &o, &mut Silent).unwrap().len(), 2);
     // A truncated dump is an error, not a partial load.
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
     let c = TempStore::new("dump-c");
     let mut cc = c.client();
     assert!(matches!(
-        dump::load(&mut cc, &file, false, &o, &mut Silent),
+        c.session().load(&file, false, &o, &mut Silent),
         Err(Error::Corrupt { .. })
     ));
     assert!(cc.list(None, &o).unwrap().is_empty());

@@ -859,7 +859,6 @@ fn opts(timeout_ms: u64) -> CallOptions<'static> {
     CallOptions {
         timeout: Duration::from_millis(timeout_ms),
         autostart: true,
-        helper_exe: Some(exe()),
         interrupted: &no,
     }
 }
@@ -875,14 +874,14 @@ impl Helper {
     fn start(name: &str) -> Helper {
         let dir = std::env::temp_dir().join(format!("yaplr-rb-{name}-{}", sys::getpid()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut c = Client::new(Store::new(&dir));
+        let mut c = Client::new(Store::new(&dir), Some(exe().into()));
         c.ping(&opts(TIMEOUT_MS)).expect("starting the helper");
         let pid = c.helper_pid().unwrap();
         Helper { dir, pid }
     }
 
     fn client(&self) -> Client {
-        Client::new(Store::new(&self.dir))
+        Client::new(Store::new(&self.dir), Some(exe().into()))
     }
 
     fn store(&self) -> Store {
@@ -1457,7 +1456,7 @@ fn silent_clients_do_not_block_others() {
             let dir = dir.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut c = Client::new(Store::new(dir));
+                let mut c = Client::new(Store::new(dir), Some(exe().into()));
                 let o = CallOptions {
                     autostart: false,
                     ..opts(TIMEOUT_MS)
@@ -1597,7 +1596,7 @@ fn many_concurrent_clients_all_succeed() {
         .map(|t| {
             let dir = dir.clone();
             std::thread::spawn(move || {
-                let mut c = Client::new(Store::new(dir));
+                let mut c = Client::new(Store::new(dir), Some(exe().into()));
                 let o = CallOptions {
                     autostart: false,
                     ..opts(TIMEOUT_MS)

@@ -12,20 +12,24 @@ use progress::{Transfer, Verb};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use yaplr_core::client::{CallOptions, Client, Found};
-use yaplr_core::object_file::{
-    check_namespace, check_tag, read_header, verify, ObjectMap, ObjectWriter, PayloadSink,
-    KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE,
-};
+use yaplr_core::backend::{PayloadSink, Started};
+use yaplr_core::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE};
 use yaplr_core::progress::Meter;
-use yaplr_core::protocol::{Entry, Meta, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
-use yaplr_core::store::{self, Store};
-use yaplr_core::Error;
+use yaplr_core::protocol::{Entry, Meta};
+use yaplr_core::session::{self, Content, PutRequest, SaveSelection, Source};
+use yaplr_core::{store, CallOptions, Error, Found, Key, Payload, Session};
+
+/// The session of this process, with its store directory and whether it
+/// may start a helper. R calls us from one thread; the session re-creates
+/// its connection after fork itself.
+struct Current {
+    dir: String,
+    has_helper: bool,
+    session: Session,
+}
 
 thread_local! {
-    // R calls us from one thread; the client is per process and is
-    // re-created after fork by Client itself.
-    static CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+    static SESSION: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 /// The common arguments of every call, as the R layer passes them.
@@ -48,42 +52,49 @@ impl<'a> Ctx<'a> {
         CallOptions {
             timeout: Duration::from_secs_f64(self.timeout.clamp(0.0, 1e9)),
             autostart: self.autostart,
-            helper_exe: if self.exe.is_empty() {
-                None
-            } else {
-                Some(Path::new(self.exe))
-            },
             interrupted: &progress::interrupted,
         }
     }
 }
 
-fn with_client<T>(dir: &str, f: impl FnOnce(&mut Client) -> Result<T, Error>) -> Result<T, Error> {
-    // The client is taken out of its cell for the call: R may raise an error
-    // (a failed allocation) in the middle, and a jump over a live RefCell
-    // borrow would leave it borrowed for ever. The worst outcome is then a
-    // new connection on the next call.
-    let taken = CLIENT.with(|cell| cell.borrow_mut().take());
-    let mut c = match taken {
-        Some(c) if c.store().dir() == Path::new(dir) => c,
-        _ => Client::new(Store::new(PathBuf::from(dir))),
+fn with_session<T>(
+    dir: &str,
+    ctx: &Ctx<'_>,
+    f: impl FnOnce(&mut Session) -> Result<T, Error>,
+) -> Result<T, Error> {
+    // The session is taken out of its cell for the call: R may raise an
+    // error (a failed allocation) in the middle, and a jump over a live
+    // RefCell borrow would leave it borrowed for ever. The worst outcome is
+    // then a new connection on the next call.
+    let taken = SESSION.with(|cell| cell.borrow_mut().take());
+    let mut cur = match taken {
+        // A session made without the helper program can not start one.
+        Some(c) if c.dir == dir && (c.has_helper || ctx.exe.is_empty()) => c,
+        _ => Current {
+            dir: dir.to_string(),
+            has_helper: !ctx.exe.is_empty(),
+            session: Session::local(
+                PathBuf::from(dir),
+                (!ctx.exe.is_empty()).then(|| PathBuf::from(ctx.exe)),
+            ),
+        },
     };
-    if !c.is_connected() {
+    if !cur.session.is_connected() {
         // This call may start a helper: it gets the session's capacity
         // before any request (options(yaplr.capacity = )).
         match capacity_option() {
-            Ok(cap) => c.set_spawn_capacity(cap),
+            Ok(cap) => cur.session.set_spawn_capacity(cap),
             Err(e) => {
-                CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
+                SESSION.with(|cell| *cell.borrow_mut() = Some(cur));
                 return Err(e);
             }
         }
     }
-    // No panic may cross into R: it becomes a yaplr_error (and the client,
+    // No panic may cross into R: it becomes a yaplr_error (and the session,
     // whose state is then unknown, is dropped: the next call reconnects).
-    match guarded(|| f(&mut c)) {
+    match guarded(|| f(&mut cur.session)) {
         Ok(r) => {
-            CLIENT.with(|cell| *cell.borrow_mut() = Some(c));
+            SESSION.with(|cell| *cell.borrow_mut() = Some(cur));
             r
         }
         Err(e) => Err(e),
@@ -199,162 +210,60 @@ fn default_store_dir_() -> String {
     store::default_dir().display().to_string()
 }
 
-/// Collects a payload in memory while it is small, and moves it to an
-/// object file as soon as it outgrows INLINE_MAX: one serialization pass
-/// either way.
-enum Payload {
-    Inline(Vec<u8>),
-    File(Box<ObjectWriter>),
+/// An R object to store: a plain atomic vector as its raw elements, any
+/// other object as R serialization.
+struct RObject {
+    sexp: SEXP,
+    vector: Option<yaplr_core::object_file::VectorHeader>,
 }
 
-struct PayloadWriter<'a> {
-    store: &'a Store,
-    ns: &'a str,
-    tag: &'a str,
-    kind: u32,
-    payload: Payload,
-}
-
-impl PayloadSink for PayloadWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        match &mut self.payload {
-            Payload::File(w) => w.write(bytes),
-            Payload::Inline(buf) if buf.len() + bytes.len() <= INLINE_MAX => {
-                buf.extend_from_slice(bytes);
-                Ok(())
-            }
-            Payload::Inline(buf) => {
-                let mut w = ObjectWriter::create(self.store, self.ns, self.tag, self.kind, 0)?;
-                w.write(buf)?;
-                w.write(bytes)?;
-                self.payload = Payload::File(Box::new(w));
-                Ok(())
-            }
+impl RObject {
+    fn new(sexp: SEXP) -> RObject {
+        RObject {
+            sexp,
+            vector: vector::as_vector(sexp),
         }
     }
 }
 
-/// An object written but not yet published.
-enum Staged {
-    Inline(Vec<u8>),
-    /// A committed object file, by id, with its payload kind.
-    File(String, u32),
-}
-
-/// Write `sexp` for `tag`: in memory when it is small, else to a committed
-/// object file (which the caller must publish or remove). An error (or
-/// Ctrl-C, through `meter`) leaves no file.
-fn stage_object(
-    store: &Store,
-    sexp: SEXP,
-    ns: &str,
-    tag: &str,
-    inline_ok: bool,
-    meter: &mut Meter<'_>,
-) -> Result<Staged, Error> {
-    let writer = match vector::as_vector(sexp) {
-        Some(h) => {
-            let size = VECTOR_HEADER_SIZE as u64 + h.data_len();
-            let mut w = ObjectWriter::create(store, ns, tag, KIND_R_VECTOR, size)?;
-            vector::write_vector(sexp, &h, &mut w, meter)?;
-            w
+impl Source for RObject {
+    fn kind(&self) -> u32 {
+        if self.vector.is_some() {
+            KIND_R_VECTOR
+        } else {
+            KIND_R_SERIALIZED
         }
-        None => {
-            let payload = if inline_ok {
-                Payload::Inline(Vec::with_capacity(256))
-            } else {
-                Payload::File(Box::new(ObjectWriter::create(
-                    store,
-                    ns,
-                    tag,
-                    KIND_R_SERIALIZED,
-                    0,
-                )?))
-            };
-            let mut pw = PayloadWriter {
-                store,
-                ns,
-                tag,
-                kind: KIND_R_SERIALIZED,
-                payload,
-            };
-            serialize::serialize_into(sexp, &mut pw, meter)?;
-            match pw.payload {
-                Payload::Inline(bytes) => return Ok(Staged::Inline(bytes)),
-                Payload::File(w) => *w,
-            }
-        }
-    };
-    let (id, header) = writer.commit()?;
-    Ok(Staged::File(id, header.kind))
-}
-
-/// Write `sexp` for `tag` and make it the tag's value.
-fn store_object(
-    c: &mut Client,
-    sexp: SEXP,
-    ns: &str,
-    tag: &str,
-    meta: Meta,
-    opts: &CallOptions<'_>,
-    meter: &mut Meter<'_>,
-) -> Result<(), Error> {
-    let store = c.store().clone();
-    meta.check()?;
-    let id = match stage_object(&store, sexp, ns, tag, true, meter)? {
-        Staged::Inline(bytes) => {
-            return c.put_inline(ns, tag, KIND_R_SERIALIZED, bytes, meta, opts)
-        }
-        Staged::File(id, _) => id,
-    };
-    let published = c.publish(ns, tag, &id, meta, opts);
-    if let Err(e) = &published {
-        c.discard_staged(e, std::slice::from_ref(&id));
     }
-    published
-}
 
-/// Whether a stored object is retrieved as a zero-copy view (unless the
-/// caller asks for a copy).
-fn is_zero_copy(kind: u32, payload_len: u64) -> bool {
-    kind == KIND_R_VECTOR && payload_len >= vector::MIN_ZERO_COPY_BYTES
+    fn size_hint(&self) -> Option<u64> {
+        self.vector
+            .as_ref()
+            .map(|h| VECTOR_HEADER_SIZE as u64 + h.data_len())
+    }
+
+    /// The elements of a vector are counted, not its header or attributes.
+    fn metered_len(&self) -> Option<u64> {
+        self.vector.as_ref().map(|h| h.data_len())
+    }
+
+    fn write(&mut self, out: &mut dyn PayloadSink, meter: &mut Meter<'_>) -> Result<(), Error> {
+        match &self.vector {
+            Some(h) => vector::write_vector(self.sexp, h, out, meter),
+            None => serialize::serialize_into(self.sexp, out, meter),
+        }
+    }
 }
 
 /// Decode one looked-up object into a preserved SEXP, counting the bytes
 /// it copies on `meter` (whose hook may abort it).
-fn decode_found(found: Found, tag: &str, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
-    match found {
-        Found::Inline(entry, bytes) => {
-            verify(&bytes, entry.checksum, tag).map_err(advise_resend)?;
-            serialize::unserialize_from(&bytes, tag, meter)
+fn decode_found(found: Found, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
+    let tag = found.entry.tag.clone();
+    match found.content(copy)? {
+        Content::Serialized(bytes) => serialize::unserialize_from(&bytes, &tag, meter),
+        Content::VectorFile(file, header) => {
+            vector::read_copy(&file, &header, &tag, meter).map_err(|e| session::damaged(e, &tag))
         }
-        Found::File(_, file) => {
-            let header = read_header(&file).map_err(|e| damaged(e, tag))?;
-            let view = !copy && is_zero_copy(header.kind, header.payload_len);
-            if header.kind == KIND_R_VECTOR && !view {
-                return vector::read_copy(&file, &header, tag, meter).map_err(|e| damaged(e, tag));
-            }
-            let map = if view {
-                ObjectMap::open_for_view(&file)
-            } else {
-                ObjectMap::open(&file)
-            }
-            .map_err(|e| damaged(e, tag))?;
-            // Every retrieve that copies checks the payload; a zero-copy
-            // view is not read here, so it is not checked.
-            if copy || map.header.kind != KIND_R_VECTOR {
-                verify(map.payload(), map.header.checksum, tag).map_err(advise_resend)?;
-            }
-            match map.header.kind {
-                KIND_R_SERIALIZED => serialize::unserialize_from(map.payload(), tag, meter),
-                KIND_R_VECTOR => vector::read_view(map, tag),
-                other => Err(Error::Corrupt {
-                    message: format!(
-                        "the stored object \"{tag}\" has payload kind {other}, unknown to this version of yaplr"
-                    ),
-                }),
-            }
-        }
+        Content::VectorView(map) => vector::read_view(map, &tag),
     }
 }
 
@@ -401,69 +310,30 @@ fn send_objects_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::many(Verb::Send, tags.len(), progress::delay(progress));
-    let r = tags
-        .iter()
-        .try_for_each(|t| check_key(ns, t))
-        .and_then(|_| {
-            with_client(dir, |c| {
-                let opts = ctx.opts();
-                c.connect(&opts)?;
-                let store = c.store().clone();
-                let mut meter = Meter::new(&mut transfer, None);
-                let mut items = Vec::with_capacity(tags.len());
-                let mut ids: Vec<String> = Vec::new();
-                // Small objects travel in the batch's one message until it
-                // holds BATCH_INLINE_BUDGET bytes; the others go to files.
-                let mut inline_bytes = 0usize;
-                for (i, ((_, obj), tag)) in objs.iter().zip(&tags).enumerate() {
-                    let inline_ok = inline_bytes + INLINE_MAX <= BATCH_INLINE_BUDGET;
-                    let meta = metas
-                        .elt(i)
-                        .ok()
-                        .and_then(|m| m.as_list())
-                        .map(|m| parse_meta(&m))
-                        .unwrap_or_default();
-                    // SAFETY: the list (and so its elements) is protected by extendr.
-                    let staged = meta.check().and_then(|_| {
-                        stage_object(&store, unsafe { obj.get() }, ns, tag, inline_ok, &mut meter)
-                    });
-                    let staged = match staged {
-                        Ok(s) => s,
-                        Err(e) => {
-                            for id in &ids {
-                                let _ = std::fs::remove_file(store.object_path(id));
-                            }
-                            return Err(e);
-                        }
-                    };
-                    let (inline, id, kind) = match staged {
-                        Staged::Inline(b) => {
-                            inline_bytes += b.len();
-                            (Some(b), None, KIND_R_SERIALIZED)
-                        }
-                        Staged::File(id, kind) => {
-                            ids.push(id.clone());
-                            (None, Some(id), kind)
-                        }
-                    };
-                    items.push(PutItem {
-                        namespace: ns.to_string(),
-                        tag: tag.clone(),
-                        kind,
-                        ctime_ns: yaplr_core::object_file::now_ns(),
-                        inline,
-                        id,
-                        meta,
-                    });
-                }
-                drop(meter);
-                let r = c.put_many(items, &opts);
-                if let Err(e) = &r {
-                    c.discard_staged(e, &ids);
-                }
-                r
+    let r = keys(ns, &tags).and_then(|keys| {
+        // SAFETY: the list (and so its elements) is protected by extendr
+        // for the whole call.
+        let mut sources: Vec<RObject> = objs
+            .iter()
+            .map(|(_, obj)| RObject::new(unsafe { obj.get() }))
+            .collect();
+        let items = keys
+            .into_iter()
+            .zip(sources.iter_mut())
+            .enumerate()
+            .map(|(i, (key, source))| PutRequest {
+                key,
+                meta: metas
+                    .elt(i)
+                    .ok()
+                    .and_then(|m| m.as_list())
+                    .map(|m| parse_meta(&m))
+                    .unwrap_or_default(),
+                source,
             })
-        });
+            .collect();
+        with_session(dir, &ctx, |s| s.put_many(items, &ctx.opts(), &mut transfer))
+    });
     done(r, None, dir)
 }
 
@@ -482,30 +352,25 @@ fn retrieve_objects_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::many(Verb::Retrieve, tags.len(), progress::delay(progress));
-    let keys: Vec<(String, String)> = tags.iter().map(|t| (ns.to_string(), t.clone())).collect();
-    let r = tags
-        .iter()
-        .try_for_each(|t| check_key(ns, t))
-        .and_then(|_| {
-            with_client(dir, |c| {
-                // Decoded as they arrive: only a frame's worth of object
-                // files is open at once, however many there are.
-                let mut values = Vec::with_capacity(tags.len());
-                let mut meter = Meter::new(&mut transfer, None);
-                let r = c.lookup_many(keys, &ctx.opts(), |found| {
-                    let tag = tags.get(values.len()).map_or("", |t| t.as_str());
-                    values.push(decode_found(found, tag, copy, &mut meter)?);
-                    Ok(())
-                });
-                match r {
-                    Ok(_) => Ok(values),
-                    Err(e) => {
-                        release_all(values);
-                        Err(e)
-                    }
+    let r = keys(ns, &tags).and_then(|keys| {
+        with_session(dir, &ctx, |s| {
+            // Decoded as they arrive: only a frame's worth of object
+            // files is open at once, however many there are.
+            let mut values = Vec::with_capacity(keys.len());
+            let mut meter = Meter::new(&mut transfer, None);
+            let r = s.get_many(&keys, &ctx.opts(), |found| {
+                values.push(decode_found(found, copy, &mut meter)?);
+                Ok(())
+            });
+            match r {
+                Ok(()) => Ok(values),
+                Err(e) => {
+                    release_all(values);
+                    Err(e)
                 }
-            })
-        });
+            }
+        })
+    });
     match r {
         Ok(values) => list_of(values, Some(&tags)),
         Err(e) => {
@@ -534,16 +399,17 @@ fn send_object_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::one(Verb::Send, tag, progress::delay(progress));
-    let r = check_key(ns, tag).and_then(|_| {
-        with_client(dir, |c| {
-            let opts = ctx.opts();
-            // Connect first: no point serializing for a helper we can't reach.
-            c.connect(&opts)?;
+    let r = Key::new(ns, tag).and_then(|key| {
+        with_session(dir, &ctx, |s| {
             // SAFETY: obj is protected by extendr for the duration of the call.
-            let sexp = unsafe { obj.get() };
-            let total = vector::as_vector(sexp).map(|h| h.data_len());
-            let mut meter = Meter::new(&mut transfer, total);
-            store_object(c, sexp, ns, tag, parse_meta(&meta), &opts, &mut meter)
+            let mut source = RObject::new(unsafe { obj.get() });
+            s.put(
+                &key,
+                &mut source,
+                parse_meta(&meta),
+                &ctx.opts(),
+                &mut transfer,
+            )
         })
     });
     done(r, Some(tag), dir)
@@ -564,17 +430,17 @@ fn retrieve_object_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
-    let r = check_key(ns, tag).and_then(|_| {
-        with_client(dir, |c| {
-            let found = c
-                .lookup(ns, tag, &ctx.opts())
-                .map_err(|e| damaged(e, tag))?;
-            let total = match &found {
-                Found::File(e, _) => Some(e.size),
-                Found::Inline(..) => None,
+    let r = Key::new(ns, tag).and_then(|key| {
+        with_session(dir, &ctx, |s| {
+            let found = s
+                .get(&key, &ctx.opts())
+                .map_err(|e| session::damaged(e, tag))?;
+            let total = match &found.payload {
+                Payload::File(_) => Some(found.entry.size),
+                Payload::Bytes(_) => None,
             };
             let mut meter = Meter::new(&mut transfer, total);
-            decode_found(found, tag, copy, &mut meter)
+            decode_found(found, copy, &mut meter)
         })
     });
     match r {
@@ -601,8 +467,9 @@ fn remove_object_(
     autostart: bool,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.remove(ns, tag, &ctx.opts())));
-    done(r.map(|_| ()), Some(tag), dir)
+    let r =
+        Key::new(ns, tag).and_then(|key| with_session(dir, &ctx, |s| s.remove(&key, &ctx.opts())));
+    done(r, Some(tag), dir)
 }
 
 /// @noRd
@@ -616,7 +483,8 @@ fn does_object_exist_(
     autostart: bool,
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r = check_key(ns, tag).and_then(|_| with_client(dir, |c| c.exists(ns, tag, &ctx.opts())));
+    let r =
+        Key::new(ns, tag).and_then(|key| with_session(dir, &ctx, |s| s.exists(&key, &ctx.opts())));
     done(r, Some(tag), dir)
 }
 
@@ -626,7 +494,7 @@ fn does_object_exist_(
 fn list_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let which = if ns.is_empty() { None } else { Some(ns) };
-    let r = with_client(dir, |c| c.list(which, &ctx.opts())).map(|entries| {
+    let r = with_session(dir, &ctx, |s| s.list(which, &ctx.opts())).map(|entries| {
         let col = |f: &dyn Fn(&Entry) -> String| -> Robj {
             entries.iter().map(f).collect::<Vec<String>>().into()
         };
@@ -685,7 +553,7 @@ fn entry_info(e: &Entry) -> Robj {
             Robj::from(m.length as f64),
             dim,
             description,
-            Robj::from(!e.inline && is_zero_copy(e.kind, e.size)),
+            Robj::from(session::is_zero_copy(e)),
             Robj::from(e.version as f64),
             Robj::from(if e.inline { "inline" } else { "file" }),
         ],
@@ -698,9 +566,9 @@ fn entry_info(e: &Entry) -> Robj {
 #[extendr]
 fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r = check_key(ns, tag).and_then(|_| {
-        with_client(dir, |c| match c.lookup(ns, tag, &ctx.opts())? {
-            Found::File(e, _) | Found::Inline(e, _) => Ok(entry_info(&e)),
+    let r = Key::new(ns, tag).and_then(|key| {
+        with_session(dir, &ctx, |s| {
+            s.get(&key, &ctx.opts()).map(|f| entry_info(&f.entry))
         })
     });
     done(r, Some(tag), dir)
@@ -716,7 +584,7 @@ fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool
     } else {
         None
     };
-    let r = with_client(dir, |c| c.set_capacity(cap, &ctx.opts()));
+    let r = with_session(dir, &ctx, |s| s.set_capacity(cap, &ctx.opts()));
     done(r, None, dir)
 }
 
@@ -736,22 +604,12 @@ fn save_objects_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::one(Verb::Save, file, progress::delay(progress));
-    let r = with_client(dir, |c| {
-        let opts = ctx.opts();
-        let which = if ns.is_empty() { None } else { Some(ns) };
-        let mut entries = c.list(which, &opts)?;
-        if !tags.is_empty() {
-            for t in &tags {
-                if !entries.iter().any(|e| &e.tag == t) {
-                    return Err(Error::NotFound {
-                        tag: t.clone(),
-                        namespace: ns.to_string(),
-                    });
-                }
-            }
-            entries.retain(|e| tags.contains(&e.tag));
-        }
-        yaplr_core::dump::save(c, Path::new(file), &entries, &opts, &mut transfer)
+    let r = with_session(dir, &ctx, |s| {
+        let which = SaveSelection {
+            namespace: if ns.is_empty() { None } else { Some(ns) },
+            tags: &tags,
+        };
+        s.save(Path::new(file), which, &ctx.opts(), &mut transfer)
     });
     done(r.map(|n| n as f64), None, dir)
 }
@@ -769,9 +627,8 @@ fn load_objects_(
 ) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let mut transfer = Transfer::one(Verb::Load, file, progress::delay(progress));
-    let r = with_client(dir, |c| {
-        let loaded =
-            yaplr_core::dump::load(c, Path::new(file), overwrite, &ctx.opts(), &mut transfer)?;
+    let r = with_session(dir, &ctx, |s| {
+        let loaded = s.load(Path::new(file), overwrite, &ctx.opts(), &mut transfer)?;
         let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
         let tags: Vec<String> = loaded.iter().map(|d| d.tag.clone()).collect();
         Ok(
@@ -789,44 +646,31 @@ fn load_objects_(
 fn verify_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let which = if ns.is_empty() { None } else { Some(ns) };
-    let r = with_client(dir, |c| {
-        yaplr_core::verify::verify_store(c, which, &ctx.opts())
-    })
-    .map(|checked| {
+    let r = with_session(dir, &ctx, |s| s.verify(which, &ctx.opts())).map(|checked| {
+        let strings = |f: &dyn Fn(&session::Checked) -> String| -> Robj {
+            checked.iter().map(f).collect::<Vec<_>>().into()
+        };
         List::from_names_and_values(
             ["namespace", "tag", "size", "ok", "checked", "problem"],
             [
-                Robj::from(
-                    checked
-                        .iter()
-                        .map(|c| c.entry.namespace.clone())
-                        .collect::<Vec<_>>(),
-                ),
-                Robj::from(
-                    checked
-                        .iter()
-                        .map(|c| c.entry.tag.clone())
-                        .collect::<Vec<_>>(),
-                ),
-                Robj::from(
-                    checked
-                        .iter()
-                        .map(|c| c.entry.size as f64)
-                        .collect::<Vec<_>>(),
-                ),
-                Robj::from(
-                    checked
-                        .iter()
-                        .map(|c| c.problem.is_none())
-                        .collect::<Vec<_>>(),
-                ),
-                Robj::from(checked.iter().map(|c| c.recorded).collect::<Vec<_>>()),
-                Robj::from(
-                    checked
-                        .iter()
-                        .map(|c| c.problem.clone().unwrap_or_default())
-                        .collect::<Vec<_>>(),
-                ),
+                strings(&|c| c.entry.namespace.clone()),
+                strings(&|c| c.entry.tag.clone()),
+                checked
+                    .iter()
+                    .map(|c| c.entry.size as f64)
+                    .collect::<Vec<_>>()
+                    .into(),
+                checked
+                    .iter()
+                    .map(|c| c.problem.is_none())
+                    .collect::<Vec<_>>()
+                    .into(),
+                checked
+                    .iter()
+                    .map(|c| c.recorded)
+                    .collect::<Vec<_>>()
+                    .into(),
+                strings(&|c| c.problem.clone().unwrap_or_default()),
             ],
         )
         .expect("names and values match")
@@ -838,8 +682,7 @@ fn verify_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r =
-        check_namespace(ns).and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
+    let r = with_session(dir, &ctx, |s| s.remove_namespace(ns, &ctx.opts()));
     done(r.map(|n| n as f64), None, dir)
 }
 
@@ -878,38 +721,16 @@ fn parse_meta(l: &List) -> Meta {
     }
 }
 
-/// A damaged object file, explained with its tag and what to do.
-/// A payload that fails its checksum: say what to do.
-fn advise_resend(e: Error) -> Error {
-    match e {
-        Error::Corrupt { message } => Error::Corrupt {
-            message: format!("{message}; remove it with remove_object() and send it again"),
-        },
-        e => e,
-    }
-}
-
-fn damaged(e: Error, tag: &str) -> Error {
-    match e {
-        Error::Corrupt { message } => Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" is damaged ({message}); remove it with remove_object() and send it again"
-            ),
-        },
-        e => e,
-    }
-}
-
-fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
-    check_tag(tag)?;
-    check_namespace(ns)
+/// The keys of `tags` in namespace `ns`, each checked.
+fn keys(ns: &str, tags: &[String]) -> Result<Vec<Key>, Error> {
+    tags.iter().map(|t| Key::new(ns, t)).collect()
 }
 
 /// @noRd
 #[extendr]
 fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r = with_client(dir, |c| c.info(&ctx.opts())).map(|i| {
+    let r = with_session(dir, &ctx, |s| s.info(&ctx.opts())).map(|i| {
         List::from_names_and_values(
             [
                 "pid", "dir", "objects", "bytes", "capacity", "free", "started", "version",
@@ -935,17 +756,15 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
 #[extendr]
 fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
     let ctx = Ctx::new(exe, timeout, true);
-    let r = with_client(dir, |c| {
-        let was_running = c.is_running()?;
-        c.ping(&ctx.opts())?;
+    let r = with_session(dir, &ctx, |s| {
+        let Started { pid, started } = s.start(&ctx.opts())?;
         if capacity >= 0.0 {
             // An explicit capacity wins over options(yaplr.capacity = ).
-            c.set_capacity(Some(capacity as u64), &ctx.opts())?;
+            s.set_capacity(Some(capacity as u64), &ctx.opts())?;
         }
-        let pid = c.helper_pid().unwrap_or(0) as i32;
         Ok(List::from_names_and_values(
             ["pid", "started"],
-            [Robj::from(pid), Robj::from(!was_running)],
+            [Robj::from(pid as i32), Robj::from(started)],
         )
         .expect("names and values match"))
     });
@@ -956,28 +775,25 @@ fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
 /// it is there but does not answer in time.
 /// @noRd
 #[extendr]
-fn ping_server_(dir: &str, timeout: f64) -> Robj {
-    let ctx = Ctx::new("", timeout, false);
-    let r = with_client(dir, |c| match c.ping(&ctx.opts()) {
-        Ok(()) => Ok(true),
-        Err(Error::NoServer { .. }) => Ok(false),
-        Err(e) => Err(e),
-    });
+fn ping_server_(dir: &str, exe: &str, timeout: f64) -> Robj {
+    let ctx = Ctx::new(exe, timeout, false);
+    let r = with_session(dir, &ctx, |s| s.ping(&ctx.opts()));
     done(r, None, dir)
 }
 
 /// @noRd
 #[extendr]
-fn quit_server_(dir: &str, timeout: f64, keep: bool) -> Robj {
-    let ctx = Ctx::new("", timeout, false);
-    let r = with_client(dir, |c| c.quit(keep, &ctx.opts()));
+fn quit_server_(dir: &str, exe: &str, timeout: f64, keep: bool) -> Robj {
+    let ctx = Ctx::new(exe, timeout, false);
+    let r = with_session(dir, &ctx, |s| s.quit(keep, false, &ctx.opts()));
     done(r, None, dir)
 }
 
 /// @noRd
 #[extendr]
-fn is_server_running_(dir: &str) -> Robj {
-    let r = with_client(dir, |c| c.is_running());
+fn is_server_running_(dir: &str, exe: &str) -> Robj {
+    let ctx = Ctx::new(exe, 0.0, false);
+    let r = with_session(dir, &ctx, |s| s.is_running());
     done(r, None, dir)
 }
 

@@ -10,7 +10,7 @@ use extendr_ffi::{
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
-use yaplr_core::object_file::PayloadSink;
+use yaplr_core::backend::PayloadSink;
 use yaplr_core::progress::{Meter, STEP};
 use yaplr_core::Error;
 

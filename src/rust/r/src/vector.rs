@@ -22,8 +22,9 @@ use extendr_ffi::{
 use std::fs::File;
 use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::fs::FileExt;
+use yaplr_core::backend::PayloadSink;
 use yaplr_core::object_file::{
-    check_complete, Header, ObjectMap, ObjectWriter, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
+    check_complete, Header, ObjectMap, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
 };
 use yaplr_core::progress::{Meter, Silent, STEP};
 use yaplr_core::protocol::INLINE_MAX;
@@ -44,13 +45,6 @@ extern "C" {
 /// (inline in the helper's journal when small enough); larger ones are
 /// stored as their raw elements.
 pub const MIN_RAW_VECTOR_BYTES: u64 = INLINE_MAX as u64;
-
-/// Stored vectors with a payload of at least this many bytes are retrieved
-/// as zero-copy views, smaller ones as copies read with pread. Each live
-/// view costs the process one memory mapping (vm.max_map_count, 65530 by
-/// default, bounds them all), and below this size a copy costs no more than
-/// a view: bench/zero-copy.R measures where the view starts to win.
-pub const MIN_ZERO_COPY_BYTES: u64 = 256 << 10;
 
 const LGLSXP: u32 = 10;
 const INTSXP: u32 = 13;
@@ -106,7 +100,7 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
 pub fn write_vector(
     x: SEXP,
     h: &VectorHeader,
-    w: &mut ObjectWriter,
+    w: &mut dyn PayloadSink,
     meter: &mut Meter<'_>,
 ) -> Result<(), Error> {
     w.write(&h.encode())?;

@@ -1,7 +1,8 @@
 //! Checking a whole store: every object's payload against the checksum
 //! recorded when it was written (`verify_objects()` in R, `yaplrd verify`).
 
-use crate::client::{CallOptions, Client, Found};
+use super::Session;
+use crate::backend::{CallOptions, Found, Key, Payload};
 use crate::error::{Error, Result};
 use crate::object_file::{self, HEADER_SIZE, STATE_COMMITTED};
 use crate::protocol::Entry;
@@ -17,38 +18,38 @@ pub struct Checked {
     pub recorded: bool,
 }
 
-/// Check every object of namespace `ns` (None: every namespace). Objects
-/// removed meanwhile are skipped. The payloads are read in chunks, so the
-/// memory used stays small whatever their size.
-pub fn verify_store(
-    c: &mut Client,
-    ns: Option<&str>,
-    opts: &CallOptions<'_>,
-) -> Result<Vec<Checked>> {
-    let entries = c.list(ns, opts)?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let found = match c.lookup(&e.namespace, &e.tag, opts) {
-            Ok(f) => f,
-            Err(Error::NotFound { .. }) => continue,
-            Err(Error::Corrupt { message }) => {
-                out.push(Checked {
-                    entry: e,
-                    problem: Some(message),
-                    recorded: false,
-                });
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        out.push(check(found)?);
+impl Session {
+    /// Check every object of namespace `ns` (None: every namespace) against
+    /// the checksum recorded when it was written. Objects removed meanwhile
+    /// are skipped. The payloads are read in chunks, so the memory used
+    /// stays small whatever their size.
+    pub fn verify(&mut self, ns: Option<&str>, opts: &CallOptions<'_>) -> Result<Vec<Checked>> {
+        let entries = self.list(ns, opts)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let found = match self.get(&Key::new(&e.namespace, &e.tag)?, opts) {
+                Ok(f) => f,
+                Err(Error::NotFound { .. }) => continue,
+                Err(Error::Corrupt { message }) => {
+                    out.push(Checked {
+                        entry: e,
+                        problem: Some(message),
+                        recorded: false,
+                    });
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            out.push(check(found)?);
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 fn check(found: Found) -> Result<Checked> {
-    match found {
-        Found::Inline(entry, bytes) => {
+    let entry = found.entry;
+    match found.payload {
+        Payload::Bytes(bytes) => {
             let problem = object_file::verify(&bytes, entry.checksum, &entry.tag)
                 .err()
                 .map(|e| e.to_string());
@@ -59,7 +60,7 @@ fn check(found: Found) -> Result<Checked> {
                 recorded,
             })
         }
-        Found::File(entry, file) => {
+        Payload::File(file) => {
             let header = match object_file::read_header(&file) {
                 Ok(h) => h,
                 Err(e) => {

@@ -1,0 +1,175 @@
+//! `Session`: the public API of yaplr-core. One session talks to one
+//! backend (the local store, later other ones) over one connection, which
+//! it re-creates after `fork()`. Every client (the R package, the `yaplrd`
+//! command line, other languages) calls these methods; nothing about
+//! staging, retries or formats lives in a language binding.
+
+mod read;
+mod stage;
+mod transfer;
+mod verify;
+
+pub use read::{damaged, is_zero_copy, Bytes, Content, MIN_ZERO_COPY_BYTES};
+pub use stage::{PutRequest, Source};
+pub use transfer::SaveSelection;
+pub use verify::Checked;
+
+use crate::backend::{Backend, CallOptions, Found, Key, Started};
+use crate::error::Result;
+use crate::local::Local;
+use crate::progress::{Meter, Progress};
+use crate::protocol::{Entry, Meta, ServerInfo};
+use std::path::PathBuf;
+
+pub struct Session {
+    backend: Box<dyn Backend>,
+}
+
+impl Session {
+    pub fn new(backend: Box<dyn Backend>) -> Session {
+        Session { backend }
+    }
+
+    /// A session on the local store in `dir`; `helper` is the `yaplrd`
+    /// program started when no helper runs (None: never start one).
+    pub fn local(dir: PathBuf, helper: Option<PathBuf>) -> Session {
+        Session::new(Box::new(Local::new(dir, helper)))
+    }
+
+    /// What serves this session (the store directory), for messages.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Store what `source` writes under `key`, replacing any value. The
+    /// payload is written once: into memory while it is small enough to
+    /// travel with the request, else straight into the backend. An error
+    /// (or an abort through `progress`) stores nothing and leaves nothing.
+    pub fn put(
+        &mut self,
+        key: &Key,
+        source: &mut dyn Source,
+        meta: Meta,
+        opts: &CallOptions<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        // No point writing for a server that can not be reached.
+        self.backend.connect(opts)?;
+        meta.check()?;
+        let mut meter = Meter::new(progress, source.metered_len());
+        let staged = stage::stage(&mut *self.backend, key, source, meta, true, &mut meter)?;
+        drop(meter);
+        self.backend.put(staged, opts)
+    }
+
+    /// Store several values at once: all or none take effect.
+    pub fn put_many(
+        &mut self,
+        items: Vec<PutRequest<'_>>,
+        opts: &CallOptions<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        stage::check_batch(&*self.backend, items.len())?;
+        self.backend.connect(opts)?;
+        let mut meter = Meter::new(progress, None);
+        let staged = stage::stage_many(&mut *self.backend, items, &mut meter)?;
+        drop(meter);
+        self.backend.put_many(staged, opts)
+    }
+
+    /// Look up `key`: its entry and its payload (see `Found::content`).
+    pub fn get(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Found> {
+        self.backend.get(key, opts)
+    }
+
+    /// Look up several objects at one consistent moment, handing each to
+    /// `f` as it arrives, in the order of `keys` (so that only a few
+    /// payloads are open at once, however many objects there are).
+    pub fn get_many(
+        &mut self,
+        keys: &[Key],
+        opts: &CallOptions<'_>,
+        mut f: impl FnMut(Found) -> Result<()>,
+    ) -> Result<()> {
+        self.backend.get_many(keys, opts, &mut f)
+    }
+
+    pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {
+        self.backend.exists(key, opts)
+    }
+
+    pub fn remove(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.remove(key, opts)
+    }
+
+    /// Remove every object of a namespace; returns how many there were.
+    pub fn remove_namespace(&mut self, namespace: &str, opts: &CallOptions<'_>) -> Result<u64> {
+        crate::object_file::check_namespace(namespace)?;
+        self.backend.remove_namespace(namespace, opts)
+    }
+
+    /// The objects of a namespace (None: of every namespace), sorted by
+    /// namespace and tag.
+    pub fn list(&mut self, namespace: Option<&str>, opts: &CallOptions<'_>) -> Result<Vec<Entry>> {
+        self.backend.list(namespace, opts)
+    }
+
+    /// What the server says about itself and the store.
+    pub fn info(&mut self, opts: &CallOptions<'_>) -> Result<ServerInfo> {
+        self.backend.info(opts)
+    }
+
+    /// Set the store's capacity in bytes (None: unlimited).
+    pub fn set_capacity(&mut self, bytes: Option<u64>, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.set_capacity(bytes, opts)
+    }
+
+    /// The capacity a server started by this session gets before any
+    /// request.
+    pub fn set_spawn_capacity(&mut self, bytes: Option<u64>) {
+        self.backend.set_spawn_capacity(bytes);
+    }
+
+    /// Whether the session is connected (so that a call will not start a
+    /// server).
+    pub fn is_connected(&self) -> bool {
+        self.backend.is_connected()
+    }
+
+    /// Connect, starting the server when `opts` allow.
+    pub fn connect(&mut self, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.connect(opts)
+    }
+
+    /// Make sure the server runs (starting it when `opts` allow).
+    pub fn start(&mut self, opts: &CallOptions<'_>) -> Result<Started> {
+        self.backend.start(opts)
+    }
+
+    /// Whether a server answers; Ok(false) when none runs.
+    pub fn ping(&mut self, opts: &CallOptions<'_>) -> Result<bool> {
+        self.backend.ping(opts)
+    }
+
+    /// Whether a server runs, without connecting or starting one.
+    pub fn is_running(&self) -> Result<bool> {
+        self.backend.is_running()
+    }
+
+    /// The pid of the server of the current connection, if any.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.backend.server_pid()
+    }
+
+    /// Stop the server and remove every object (with `keep`, the objects
+    /// stay for the next server). With `force`, stop it by signal without
+    /// asking. Ok(false) when none ran.
+    pub fn quit(&mut self, keep: bool, force: bool, opts: &CallOptions<'_>) -> Result<bool> {
+        self.backend.quit(keep, force, opts)
+    }
+
+    /// Forget the connection (the server is left alone).
+    pub fn disconnect(&mut self) {
+        self.backend.disconnect();
+    }
+}
