@@ -87,7 +87,7 @@ extern "C" {
 /// behind Rust's back. It is only ever read or written whole, with volatile
 /// loads and stores, so that no access is cached or elided; the
 /// `UnsafeCell` tells Rust that it changes through a shared reference, so
-/// no `static mut` is needed.
+/// the extern statics need not be mutable.
 ///
 /// Values of this type exist only as the extern statics below: there is no
 /// constructor.
