@@ -2,6 +2,10 @@
 //! the R layer; every failure comes back as a condition object (never a
 //! longjmp from Rust), which the R layer signals.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod ffi;
 mod progress;
 mod serialize;
 mod vector;
@@ -282,6 +286,8 @@ fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> Robj {
         None => List::from_values(robjs).into(),
     };
     for v in values {
+        // SAFETY: preserved once when made, released once here; the list
+        // now protects it.
         unsafe { extendr_ffi::R_ReleaseObject(v) };
     }
     out
@@ -449,6 +455,8 @@ fn retrieve_object_(
             // list protects it before we release the preservation.
             let value = unsafe { Robj::from_sexp(sexp) };
             let out = List::from_values([value]);
+            // SAFETY: preserved once when made, released once here; the
+            // list now protects it.
             unsafe { extendr_ffi::R_ReleaseObject(sexp) };
             out.into()
         }

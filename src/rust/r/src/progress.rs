@@ -15,57 +15,47 @@
 //! interrupts held pending so that a Ctrl-C during the drawing is seen by
 //! the next check here.
 
+use crate::ffi;
 use extendr_api::prelude::*;
-use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use yaplr_core::progress::{status_line, Progress};
 use yaplr_core::Error;
-
-// R_ext/GraphicsDevice.h (LibExtern). Rboolean is an int-sized C enum.
-extern "C" {
-    static mut R_interrupts_pending: c_int;
-    static mut R_interrupts_suspended: c_int;
-}
 
 /// Whether interrupts are suspended by `with_interrupts_held` (rather than
 /// by R, which then wants them left alone).
 static HELD: AtomicBool = AtomicBool::new(false);
 
 /// Whether the user pressed Ctrl-C; takes the interrupt, which the caller
-/// must report (as `Error::Interrupted`).
+/// must report (as `Error::Interrupted`). Only on R's main thread: R's
+/// flags are read and written there, and R's SIGINT handler only ever sets
+/// the pending flag to 1.
 pub fn interrupted() -> bool {
-    // SAFETY: plain reads and a write of R's flags, on R's main thread (the
-    // signal handler only ever sets the pending flag to 1).
-    unsafe {
-        let pending = std::ptr::addr_of_mut!(R_interrupts_pending);
-        let suspended = std::ptr::addr_of!(R_interrupts_suspended).read_volatile() != 0;
-        if (suspended && !HELD.load(Ordering::Relaxed)) || pending.read_volatile() == 0 {
-            return false;
-        }
-        pending.write_volatile(0);
+    let pending = ffi::interrupts_pending();
+    let suspended = ffi::interrupts_suspended().get() != 0;
+    if (suspended && !HELD.load(Ordering::Relaxed)) || pending.get() == 0 {
+        return false;
     }
+    pending.set(0);
     true
 }
 
 /// Run `f`, which runs R code, with interrupts held pending for R (so that
 /// R never jumps to the user's interrupt handler over Rust frames) but
-/// still seen by `interrupted`.
+/// still seen by `interrupted`. Only on R's main thread; R's flag is
+/// restored before returning.
 pub fn with_interrupts_held<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: as in interrupted(); restored before returning.
-    unsafe {
-        let flag = std::ptr::addr_of_mut!(R_interrupts_suspended);
-        let old = flag.read_volatile();
-        let held = HELD.load(Ordering::Relaxed);
-        flag.write_volatile(1);
-        if old == 0 {
-            HELD.store(true, Ordering::Relaxed);
-        }
-        let out = f();
-        HELD.store(held, Ordering::Relaxed);
-        flag.write_volatile(old);
-        out
+    let flag = ffi::interrupts_suspended();
+    let old = flag.get();
+    let held = HELD.load(Ordering::Relaxed);
+    flag.set(1);
+    if old == 0 {
+        HELD.store(true, Ordering::Relaxed);
     }
+    let out = f();
+    HELD.store(held, Ordering::Relaxed);
+    flag.set(old);
+    out
 }
 
 /// Call the R function `yaplr:::<name>` with `args`; None if it failed.
@@ -79,10 +69,15 @@ fn call_r(name: &str, args: Pairlist) -> Option<Robj> {
     })
 }
 
+/// The longest delay, in seconds (some 31 years: in effect never), so that
+/// any finite delay converts to a Duration.
+const MAX_DELAY_SECS: f64 = 1e9;
+
 /// The delay before a progress bar appears, from the R layer's `progress`
 /// argument (seconds; negative or NA: never).
 pub fn delay(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_DELAY_SECS)))
 }
 
 #[derive(Clone, Copy)]

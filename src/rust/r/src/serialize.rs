@@ -2,62 +2,49 @@
 //! through custom R_outpstream/R_inpstream callbacks: no intermediate raw
 //! vector on either side.
 
+use crate::ffi::{R_InitInPStream, R_InitOutPStream, R_ToplevelExec, R_tryCatchError};
 use extendr_ffi::{
     R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t,
-    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, R_xlen_t, Rf_xlength,
+    R_outpstream_st, R_outpstream_t, R_pstream_format_t, R_xlen_t, Rbyte, Rcomplex, Rf_xlength,
     R_CHAR, SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
 };
 use std::ffi::CStr;
-use std::mem::MaybeUninit;
+use std::mem::{size_of, MaybeUninit};
 use std::os::raw::{c_int, c_void};
 use yaplr_core::backend::PayloadSink;
 use yaplr_core::progress::{Meter, STEP};
 use yaplr_core::Error;
 
-type OutChar = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
-type OutBytes = Option<unsafe extern "C" fn(R_outpstream_t, *mut c_void, c_int)>;
-type InChar = Option<unsafe extern "C" fn(R_inpstream_t) -> c_int>;
-type InBytes = Option<unsafe extern "C" fn(R_inpstream_t, *mut c_void, c_int)>;
-type Hook = Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>;
+/// The R serialization format version written (as serialize(version = 3)).
+const SERIALIZE_VERSION: c_int = 3;
 
-// SEXP is an opaque pointer to R; these are declared as in Rinternals.h.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn R_InitOutPStream(
-        stream: R_outpstream_t,
-        data: R_pstream_data_t,
-        type_: R_pstream_format_t,
-        version: c_int,
-        out_char: OutChar,
-        out_bytes: OutBytes,
-        phook: Hook,
-        pdata: SEXP,
-    );
-    fn R_InitInPStream(
-        stream: R_inpstream_t,
-        data: R_pstream_data_t,
-        type_: R_pstream_format_t,
-        in_char: InChar,
-        in_bytes: InBytes,
-        phook: Hook,
-        pdata: SEXP,
-    );
-    fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void) -> c_int;
-    fn R_tryCatchError(
-        body: Option<unsafe extern "C" fn(*mut c_void) -> SEXP>,
-        bdata: *mut c_void,
-        handler: Option<unsafe extern "C" fn(SEXP, *mut c_void) -> SEXP>,
-        hdata: *mut c_void,
-    ) -> SEXP;
-}
+/// How many levels of nested lists likely_large looks into.
+const LIKELY_LARGE_DEPTH: u32 = 3;
+
+/// What likely_large counts for one string: at least its length (a C int)
+/// and a few bytes.
+const MIN_STRING_BYTES: u64 = 8;
+
+// About stream callbacks and the callbacks of R_ToplevelExec and
+// R_tryCatchError below: R calls them on its main thread, from within the
+// R_Serialize, R_Unserialize, R_ToplevelExec or R_tryCatchError call made
+// here, with the data pointer given to it (or to R_Init*PStream), which
+// points to a value of this module that outlives that call, and with a
+// buffer of `n` bytes (readable for output, writable for input). None of
+// them can let a Rust panic unwind into R: an `extern "C"` function aborts
+// the process instead. An R error raised in them, or in R code below them,
+// longjmps to the enclosing R_ToplevelExec or R_tryCatchError over their
+// frames, which hold nothing with a destructor at that point.
 
 /// Run `f(data)` inside R_ToplevelExec: an R error in it (reported on the
 /// console) ends it and gives false, without jumping over Rust frames.
 ///
 /// # Safety
-/// On R's main thread; `f` must accept `data`.
+/// On R's main thread; `f` must accept `data`, and may be ended at any
+/// point by an R error (so it must hold nothing with a destructor then).
 pub unsafe fn toplevel_exec(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> bool {
-    R_ToplevelExec(Some(f), data) != 0
+    // SAFETY: the caller's contract above is R_ToplevelExec's.
+    unsafe { R_ToplevelExec(Some(f), data) != 0 }
 }
 
 /// How an R_Serialize or R_Unserialize that may run long is protected:
@@ -71,40 +58,65 @@ struct Guarded {
     data: *mut c_void,
 }
 
+/// The body of R_tryCatchError: runs the guarded function.
+///
+/// # Safety
+/// Called by R_tryCatchError in run_guarded only (see the note on
+/// callbacks above), with `data` the `Guarded` given there.
 unsafe extern "C" fn guarded_body(data: *mut c_void) -> SEXP {
-    let g = &*(data as *const Guarded);
-    (g.f)(g.data);
-    R_NilValue
+    // SAFETY: `data` is run_guarded's `Guarded`, alive for the call, whose
+    // `f` accepts its `data` (run_guarded's contract); an R error in it is
+    // caught by R_tryCatchError, over this frame with nothing to drop.
+    unsafe {
+        let g = &*(data as *const Guarded);
+        (g.f)(g.data);
+        R_NilValue
+    }
 }
 
 /// Keeps the message of the R error that ended a guarded call.
+///
+/// # Safety
+/// Called by R_tryCatchError in run_guarded only (see the note on
+/// callbacks above), with `cond` the error condition and `out` the
+/// `Option<String>` given there.
 unsafe extern "C" fn guarded_failed(cond: SEXP, out: *mut c_void) -> SEXP {
-    let out = &mut *(out as *mut Option<String>);
+    // SAFETY: `out` is run_guarded's `failed`, alive and not otherwise
+    // borrowed during the call.
+    let out = unsafe { &mut *(out as *mut Option<String>) };
     let mut message = String::new();
-    if TYPEOF(cond) == SEXPTYPE::VECSXP && Rf_xlength(cond) > 0 {
-        let m = VECTOR_ELT(cond, 0);
-        if TYPEOF(m) == SEXPTYPE::STRSXP && Rf_xlength(m) > 0 {
-            message = CStr::from_ptr(R_CHAR(STRING_ELT(m, 0)))
-                .to_string_lossy()
-                .into_owned();
+    // SAFETY: cond is a live condition object (a list), which R protects
+    // during the handler; these accessors only read it, checking types and
+    // lengths first, and R_CHAR gives a NUL-terminated string of a CHARSXP.
+    unsafe {
+        if TYPEOF(cond) == SEXPTYPE::VECSXP && Rf_xlength(cond) > 0 {
+            let m = VECTOR_ELT(cond, 0);
+            if TYPEOF(m) == SEXPTYPE::STRSXP && Rf_xlength(m) > 0 {
+                message = CStr::from_ptr(R_CHAR(STRING_ELT(m, 0)))
+                    .to_string_lossy()
+                    .into_owned();
+            }
         }
     }
     *out = Some(message);
-    R_NilValue
+    // SAFETY: R_NilValue is a libR global set once R has started.
+    unsafe { R_NilValue }
 }
 
 /// Run `f(data)`, stoppable (see Guarded) or not. Err carries the message
 /// of the R error that ended it, when it was caught.
 ///
 /// # Safety
-/// On R's main thread; `f` must accept `data`.
+/// On R's main thread; `f` must accept `data`, and may be ended at any
+/// point by an R error (so it must hold nothing with a destructor then).
 unsafe fn run_guarded(
     stoppable: bool,
     f: unsafe extern "C" fn(*mut c_void),
     data: *mut c_void,
 ) -> Result<(), Option<String>> {
     if !stoppable {
-        return if R_ToplevelExec(Some(f), data) != 0 {
+        // SAFETY: the caller's contract above is R_ToplevelExec's.
+        return if unsafe { R_ToplevelExec(Some(f), data) } != 0 {
             Ok(())
         } else {
             Err(None)
@@ -113,12 +125,18 @@ unsafe fn run_guarded(
     let mut g = Guarded { f, data };
     let mut failed: Option<String> = None;
     crate::progress::with_interrupts_held(|| {
-        R_tryCatchError(
-            Some(guarded_body),
-            &mut g as *mut Guarded as *mut c_void,
-            Some(guarded_failed),
-            &mut failed as *mut Option<String> as *mut c_void,
-        )
+        // SAFETY: on R's main thread; guarded_body and guarded_failed get
+        // `g` and `failed`, which outlive the call. R_tryCatchError catches
+        // any R error of the body, and interrupts are held, so no jump
+        // leaves it: with_interrupts_held restores R's flag.
+        unsafe {
+            R_tryCatchError(
+                Some(guarded_body),
+                &mut g as *mut Guarded as *mut c_void,
+                Some(guarded_failed),
+                &mut failed as *mut Option<String> as *mut c_void,
+            )
+        }
     });
     match failed {
         None => Ok(()),
@@ -130,10 +148,13 @@ unsafe fn run_guarded(
 /// stream callbacks.
 ///
 /// # Safety
-/// Only from a stream callback of a stoppable call, holding nothing to
-/// drop: the R error jumps over it to R_tryCatchError.
+/// Only from a stream callback of a stoppable call (run by run_guarded
+/// inside R_tryCatchError), with nothing to drop in any Rust frame up to
+/// R_tryCatchError: the R error jumps over them to it.
 unsafe fn stop_stream() -> ! {
-    extendr_ffi::Rf_error(c"%s".as_ptr(), c"yaplr: transfer stopped".as_ptr())
+    // SAFETY: a "%s" format with one NUL-terminated string argument; the
+    // jump lands in R_tryCatchError (the caller's contract above).
+    unsafe { extendr_ffi::Rf_error(c"%s".as_ptr(), c"yaplr: transfer stopped".as_ptr()) }
 }
 
 /// Whether serializing `x` will likely write at least STEP bytes (so that
@@ -141,17 +162,18 @@ unsafe fn stop_stream() -> ! {
 /// levels into lists. Cheap: it stops counting at STEP.
 fn likely_large(x: SEXP) -> bool {
     fn size(x: SEXP, depth: u32, acc: &mut u64) {
-        // SAFETY: read-only accessors on live SEXPs.
+        // SAFETY: x and its elements are live SEXPs, protected by the
+        // caller's protection of the object, on R's main thread; these
+        // accessors only read them and raise no R error.
         unsafe {
             let n = Rf_xlength(x) as u64;
             match TYPEOF(x) {
-                SEXPTYPE::LGLSXP | SEXPTYPE::INTSXP => *acc += 4 * n,
-                SEXPTYPE::REALSXP => *acc += 8 * n,
-                SEXPTYPE::CPLXSXP => *acc += 16 * n,
-                SEXPTYPE::RAWSXP => *acc += n,
-                // At least a length and a few bytes per string.
-                SEXPTYPE::STRSXP => *acc += 8 * n,
-                SEXPTYPE::VECSXP | SEXPTYPE::EXPRSXP if depth < 3 => {
+                SEXPTYPE::LGLSXP | SEXPTYPE::INTSXP => *acc += size_of::<c_int>() as u64 * n,
+                SEXPTYPE::REALSXP => *acc += size_of::<f64>() as u64 * n,
+                SEXPTYPE::CPLXSXP => *acc += size_of::<Rcomplex>() as u64 * n,
+                SEXPTYPE::RAWSXP => *acc += size_of::<Rbyte>() as u64 * n,
+                SEXPTYPE::STRSXP => *acc += MIN_STRING_BYTES * n,
+                SEXPTYPE::VECSXP | SEXPTYPE::EXPRSXP if depth < LIKELY_LARGE_DEPTH => {
                     for i in 0..n {
                         if *acc >= STEP {
                             return;
@@ -176,13 +198,21 @@ struct Sink<'a, 'm> {
     stoppable: bool,
 }
 
+/// OutBytes of the output stream: writes R's bytes to the sink.
+///
+/// # Safety
+/// Called by R_Serialize only (see the note on callbacks above), with the
+/// stream set up in serialize_into, whose data is the `Sink`, and `n`
+/// readable bytes at `buf`.
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_int) {
-    // SAFETY: `data` is the Sink we installed; R gives `n` readable bytes.
-    let sink = &mut *((*stream).data as *mut Sink<'_, '_>);
+    // SAFETY: the stream's data is serialize_into's Sink, alive and not
+    // otherwise borrowed while R_Serialize runs.
+    let sink = unsafe { &mut *((*stream).data as *mut Sink<'_, '_>) };
     if sink.error.is_some() || n <= 0 {
         return;
     }
-    let bytes = std::slice::from_raw_parts(buf as *const u8, n as usize);
+    // SAFETY: R gives `n > 0` readable bytes at `buf`, for this call.
+    let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) };
     if let Err(e) = sink
         .writer
         .write(bytes)
@@ -192,14 +222,23 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
         // rest of it, writing nothing.
         sink.error = Some(e);
         if sink.stoppable {
-            stop_stream();
+            // SAFETY: a stoppable R_Serialize runs inside R_tryCatchError
+            // (run_guarded), and nothing with a destructor is live here or
+            // in guarded_body and serialize_cb (the error is in the sink).
+            unsafe { stop_stream() };
         }
     }
 }
 
+/// OutChar of the output stream: one byte.
+///
+/// # Safety
+/// As out_bytes.
 unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
     let mut b = c as u8;
-    out_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
+    // SAFETY: the stream is ours (the contract above), and `b` is one
+    // readable byte for the call.
+    unsafe { out_bytes(stream, &mut b as *mut u8 as *mut c_void, 1) };
 }
 
 struct SerializeCall {
@@ -207,9 +246,19 @@ struct SerializeCall {
     stream: *mut R_outpstream_st,
 }
 
+/// Runs R_Serialize for serialize_into.
+///
+/// # Safety
+/// Called through run_guarded only (see the note on callbacks above), with
+/// `data` serialize_into's `SerializeCall`.
 unsafe extern "C" fn serialize_cb(data: *mut c_void) {
-    let call = &*(data as *const SerializeCall);
-    R_Serialize(call.obj, call.stream);
+    // SAFETY: `data` is a live SerializeCall, whose object is protected by
+    // serialize_into's caller and whose stream is initialized; an R error
+    // jumps over this frame, which holds nothing to drop.
+    unsafe {
+        let call = &*(data as *const SerializeCall);
+        R_Serialize(call.obj, call.stream);
+    }
 }
 
 /// Serialize `obj` (format version 3, native binary) into `writer`,
@@ -227,15 +276,18 @@ pub fn serialize_into(
         stoppable,
     };
     let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
-    // SAFETY: R_InitOutPStream fills every field; the sink outlives the
-    // stream, which lives only for this call. run_guarded catches any R
-    // error so no jump crosses Rust frames.
+    // SAFETY: on R's main thread, with `obj` protected by the caller.
+    // R_InitOutPStream fills every field; the sink outlives the stream,
+    // which lives only for this call, and the callbacks match what the
+    // stream's data is. run_guarded catches any R error, so no jump crosses
+    // the Rust frames of this function or its callers; the frames it does
+    // cross (serialize_cb, out_bytes) hold nothing to drop.
     let ran = unsafe {
         R_InitOutPStream(
             stream.as_mut_ptr(),
             &mut sink as *mut Sink<'_, '_> as *mut c_void,
             R_pstream_format_t::R_pstream_binary_format,
-            3,
+            SERIALIZE_VERSION,
             Some(out_char),
             Some(out_bytes),
             None,
@@ -275,11 +327,20 @@ struct Source<'a, 'm> {
     stoppable: bool,
 }
 
+/// InBytes of the input stream: gives R the next `n` bytes of the source.
+///
+/// # Safety
+/// Called by R_Unserialize only (see the note on callbacks above), with the
+/// stream set up in unserialize_from, whose data is the `Source`, and room
+/// for `n` bytes at `buf`.
 unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int) {
-    // SAFETY: `data` is the Source we installed; R gives room for `n` bytes.
-    let src = &mut *((*stream).data as *mut Source<'_, '_>);
+    // SAFETY: the stream's data is unserialize_from's Source, alive and not
+    // otherwise borrowed while R_Unserialize runs.
+    let src = unsafe { &mut *((*stream).data as *mut Source<'_, '_>) };
     let n = n.max(0) as usize;
-    let out = std::slice::from_raw_parts_mut(buf as *mut u8, n);
+    // SAFETY: R gives `n` writable bytes at `buf`, for this call, which it
+    // does not read while we fill them.
+    let out = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, n) };
     let avail = src.bytes.len() - src.pos;
     if n > avail {
         // Never read past the payload; R gets zeros and we report damage.
@@ -295,14 +356,24 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int)
         // Ctrl-C: stop, or (a small payload) read it to its end.
         src.error = Some(e);
         if src.stoppable {
-            stop_stream();
+            // SAFETY: a stoppable R_Unserialize runs inside R_tryCatchError
+            // (run_guarded), and nothing with a destructor is live here or
+            // in guarded_body and unserialize_cb (the error is in the
+            // source).
+            unsafe { stop_stream() };
         }
     }
 }
 
+/// InChar of the input stream: one byte.
+///
+/// # Safety
+/// As in_bytes.
 unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
     let mut b = 0u8;
-    in_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
+    // SAFETY: the stream is ours (the contract above), and `b` is room for
+    // one byte for the call.
+    unsafe { in_bytes(stream, &mut b as *mut u8 as *mut c_void, 1) };
     b as c_int
 }
 
@@ -311,12 +382,23 @@ struct UnserializeCall {
     result: SEXP,
 }
 
+/// Runs R_Unserialize for unserialize_from.
+///
+/// # Safety
+/// Called through run_guarded only (see the note on callbacks above), with
+/// `data` unserialize_from's `UnserializeCall`.
 unsafe extern "C" fn unserialize_cb(data: *mut c_void) {
-    let call = &mut *(data as *mut UnserializeCall);
-    let v = R_Unserialize(call.stream);
-    // Kept alive until the caller takes ownership.
-    R_PreserveObject(v);
-    call.result = v;
+    // SAFETY: `data` is a live UnserializeCall, not otherwise borrowed,
+    // whose stream is initialized; an R error jumps over this frame, which
+    // holds nothing to drop, leaving `result` null. The result is preserved
+    // (kept alive until the caller takes ownership) before anything else
+    // can allocate.
+    unsafe {
+        let call = &mut *(data as *mut UnserializeCall);
+        let v = R_Unserialize(call.stream);
+        R_PreserveObject(v);
+        call.result = v;
+    }
 }
 
 /// Unserialize an object from `bytes`, counting them on `meter` (whose
@@ -333,7 +415,9 @@ pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Resul
         stoppable,
     };
     let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
-    // SAFETY: as in serialize_into; the source outlives the stream.
+    // SAFETY: as in serialize_into; the source outlives the stream, and the
+    // frames an R error crosses (unserialize_cb, in_bytes) hold nothing to
+    // drop.
     let (ok, result) = unsafe {
         R_InitInPStream(
             stream.as_mut_ptr(),
@@ -354,7 +438,8 @@ pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Resul
     };
     if !ok || result.is_null() || src.short || src.error.is_some() {
         if !result.is_null() {
-            // SAFETY: we preserved it above.
+            // SAFETY: preserved once in unserialize_cb, released once here,
+            // on R's main thread.
             unsafe { extendr_ffi::R_ReleaseObject(result) };
         }
         if let Some(e) = src.error {
