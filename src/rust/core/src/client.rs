@@ -66,7 +66,7 @@ impl Ident {
         // a fresh allocation, mixed.
         let heap = Box::new(0u8);
         let seed = (pid as u64)
-            ^ (crate::object_file::now_ns() as u64).rotate_left(17)
+            ^ (crate::codec::now_ns() as u64).rotate_left(17)
             ^ ((&*heap as *const u8 as u64) << 7);
         let id = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes()) | 1;
         Ident {
@@ -455,15 +455,7 @@ impl Client {
         meta: Meta,
         opts: &CallOptions<'_>,
     ) -> Result<()> {
-        self.put_inline_at(
-            ns,
-            tag,
-            kind,
-            bytes,
-            meta,
-            crate::object_file::now_ns(),
-            opts,
-        )
+        self.put_inline_at(ns, tag, kind, bytes, meta, crate::codec::now_ns(), opts)
     }
 
     /// put_inline with a given send time (restoring a dump).

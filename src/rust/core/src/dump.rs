@@ -21,8 +21,10 @@
 //! visible in batches of that many, each all or none.)
 
 use crate::client::{CallOptions, Client, Found};
+use crate::codec::{checksum, fnv1a64, Hasher};
 use crate::error::{Error, Result};
-use crate::object_file::{checksum, fnv1a64, ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
+use crate::key::{check_namespace, check_tag};
+use crate::object_file::{ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
 use crate::progress::{Meter, Progress};
 use crate::protocol::{
     Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX, MAX_BATCH_ITEMS, MAX_FRAME,
@@ -107,7 +109,7 @@ fn copy_payload(
     tag: &str,
     meter: &mut Meter<'_>,
 ) -> Result<u64> {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut hasher = Hasher::new();
     match found {
         Found::Inline(_, b) => {
             hasher.update(b);
@@ -325,7 +327,7 @@ impl Reader<'_> {
     /// Pass the payload of `d` to `sink` in chunks, then check it against
     /// its checksum (format 2).
     fn payload(&mut self, d: &DumpEntry, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = Hasher::new();
         let mut buf = vec![0u8; COPY_BUFFER.min(d.payload_len as usize)];
         let mut left = d.payload_len;
         while left > 0 {
@@ -399,8 +401,8 @@ pub fn load(
     }
     let mut seen = std::collections::HashSet::new();
     for d in &all {
-        crate::object_file::check_tag(&d.tag)?;
-        crate::object_file::check_namespace(&d.namespace)?;
+        check_tag(&d.tag)?;
+        check_namespace(&d.namespace)?;
         if !seen.insert((&d.namespace, &d.tag)) {
             return Err(bad_dump(path, &format!("it holds \"{}\" twice", d.tag)));
         }

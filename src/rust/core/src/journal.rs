@@ -19,31 +19,25 @@
 //! Format 3 (b"YAPLRJN3", payloads inside the bincode body, FNV-1a
 //! checksums) is read and converted to format 4 when a helper opens it.
 
+use crate::codec::checksum;
 use crate::error::{Error, Result};
-use crate::store::{Dir, How};
+use crate::store::{Dir, How, JOURNAL_DAMAGED_NAME, JOURNAL_NAME, JOURNAL_TMP_NAME};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const JOURNAL_NAME: &str = "catalog.journal";
-/// The new journal while a compaction writes it.
-pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 const MAGIC: &[u8; 8] = b"YAPLRJN4";
 const MAGIC_V3: &[u8; 8] = b"YAPLRJN3";
 /// Bytes before each record's body.
 const FRAME_HEAD: usize = 4 + 8 + 8 + 8;
-/// A damaged journal is kept under this name before it is cut.
-pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
 /// The largest record body (payloads not included).
 const MAX_BODY: usize = 64 << 20;
 /// Records with at most this many payload bytes are written in one call.
 const SMALL_RECORD: u64 = 256 << 10;
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
-
-pub use crate::object_file::checksum;
 
 /// What the sender said about an object, as the journal keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
@@ -308,7 +302,7 @@ mod v3 {
                 lost = true;
                 break;
             };
-            let decoded = (crate::object_file::fnv1a64(body) == sum)
+            let decoded = (crate::codec::fnv1a64(body) == sum)
                 .then(|| bincode::decode_from_slice::<Record, _>(body, config).ok())
                 .flatten()
                 .filter(|(_, used)| *used == n);
@@ -346,7 +340,7 @@ mod v3 {
                     ctime_ns,
                     kind,
                     len: bytes.len() as u64,
-                    sum: super::checksum(&bytes),
+                    sum: crate::codec::checksum(&bytes),
                     meta: meta(m),
                     seq,
                 };

@@ -4,10 +4,12 @@
 
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod conn;
 pub mod dump;
 pub mod error;
 pub mod journal;
+pub mod key;
 pub mod lock;
 pub mod object_file;
 pub mod progress;

@@ -13,7 +13,9 @@
 //!   1088 namespace bytes [u8; MAX_NAMESPACE_BYTES]
 //!   2040 FNV-1a 64 checksum of bytes 0..2040
 
+use crate::codec::{fnv1a64, now_ns, Hasher};
 use crate::error::{Error, Result};
+use crate::key::{check_namespace, check_tag, MAX_NAMESPACE_BYTES, MAX_TAG_BYTES};
 use crate::store::{Dir, How, Store};
 use crate::sys;
 use std::fs::File;
@@ -24,9 +26,6 @@ pub const MAGIC: &[u8; 8] = b"YAPLROBJ";
 /// The format this version writes; format 2 (no payload checksum) is read.
 pub const FORMAT_VERSION: u32 = 3;
 const FORMAT_VERSION_2: u32 = 2;
-pub const MAX_TAG_BYTES: usize = 1024;
-pub const MAX_NAMESPACE_BYTES: usize = 256;
-pub const DEFAULT_NAMESPACE: &str = "default";
 pub const HEADER_SIZE: usize = 2048;
 const NAMESPACE_AT: usize = 64 + MAX_TAG_BYTES;
 const CHECKSUM_AT: usize = HEADER_SIZE - 8;
@@ -118,71 +117,6 @@ pub struct Header {
     pub checksum: u64,
 }
 
-/// The streaming form of `checksum`, for payloads read or written in parts.
-pub use xxhash_rust::xxh3::Xxh3 as Hasher;
-
-/// The checksum of payloads (xxh3, 64 bits), at memory speed.
-pub fn checksum(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
-}
-
-/// Check a payload against the checksum recorded when it was written (0:
-/// none was recorded).
-pub fn verify(bytes: &[u8], sum: u64, tag: &str) -> Result<()> {
-    if sum != 0 && checksum(bytes) != sum {
-        return Err(Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" could not be read back: its data is damaged \
-                 (its checksum does not match what was written)"
-            ),
-        });
-    }
-    Ok(())
-}
-
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// Check a tag: a non-empty UTF-8 string of at most MAX_TAG_BYTES bytes
-/// without NUL.
-pub fn check_tag(tag: &str) -> Result<()> {
-    if tag.is_empty() {
-        return Err(Error::BadTag(
-            "`tag` must be a non-empty string, not \"\"".into(),
-        ));
-    }
-    if tag.len() > MAX_TAG_BYTES {
-        return Err(Error::BadTag(format!(
-            "`tag` must be at most {MAX_TAG_BYTES} bytes long, not {} bytes",
-            tag.len()
-        )));
-    }
-    if tag.as_bytes().contains(&0) {
-        return Err(Error::BadTag(
-            "`tag` must not contain a NUL character".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Check a namespace: a non-empty UTF-8 string of at most
-/// MAX_NAMESPACE_BYTES bytes without NUL.
-pub fn check_namespace(ns: &str) -> Result<()> {
-    if ns.is_empty() || ns.len() > MAX_NAMESPACE_BYTES || ns.as_bytes().contains(&0) {
-        return Err(Error::BadArgument(format!(
-            "`namespace` must be a non-empty string of at most {MAX_NAMESPACE_BYTES} bytes, not {} bytes",
-            ns.len()
-        )));
-    }
-    Ok(())
-}
-
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
@@ -265,13 +199,6 @@ impl Header {
     }
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Where payload bytes go while an object is being written.
 pub trait PayloadSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()>;
@@ -295,7 +222,7 @@ pub struct ObjectWriter {
     reserved: u64,
     buf: Vec<u8>,
     /// The payload's checksum, computed as it is written.
-    hasher: xxhash_rust::xxh3::Xxh3,
+    hasher: Hasher,
     /// Whether the file has a name yet: it is created unnamed where the
     /// filesystem allows, and named only once committed.
     named: bool,
@@ -369,7 +296,7 @@ impl ObjectWriter {
             written: 0,
             reserved: 0,
             buf: Vec::with_capacity(64 << 10),
-            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            hasher: Hasher::new(),
             named,
             committed: false,
             durable: !store.is_volatile(),
@@ -814,15 +741,6 @@ mod tests {
         assert!(VectorHeader::decode(&p2).is_err());
         let bad = VectorHeader { elt_size: 3, ..h };
         assert!(VectorHeader::decode(&bad.encode()).is_err());
-    }
-
-    #[test]
-    fn tags_are_checked() {
-        assert!(check_tag("ok").is_ok());
-        assert_eq!(check_tag("").unwrap_err().kind(), "bad_tag");
-        assert_eq!(check_tag("a\0b").unwrap_err().kind(), "bad_tag");
-        assert_eq!(check_tag(&"x".repeat(1025)).unwrap_err().kind(), "bad_tag");
-        assert!(check_tag(&"x".repeat(1024)).is_ok());
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub const SOCKET_NAME: &str = "yaplrd.sock";
 pub const HELPER_LOCK_NAME: &str = "yaplrd.lock";
 pub const SPAWN_LOCK_NAME: &str = "spawn.lock";
 pub const LOG_NAME: &str = "yaplrd.log";
+/// The helper's journal (see `journal`).
+pub const JOURNAL_NAME: &str = "catalog.journal";
+/// The new journal while a compaction writes it.
+pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
+/// A damaged journal is kept under this name before it is cut.
+pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
 /// Longest socket path the kernel accepts in sockaddr_un (108 with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -186,9 +192,9 @@ impl Store {
                     HELPER_LOCK_NAME,
                     SPAWN_LOCK_NAME,
                     LOG_NAME,
-                    crate::journal::JOURNAL_NAME,
-                    crate::journal::JOURNAL_TMP_NAME,
-                    crate::journal::JOURNAL_DAMAGED_NAME,
+                    JOURNAL_NAME,
+                    JOURNAL_TMP_NAME,
+                    JOURNAL_DAMAGED_NAME,
                 ]
                 .contains(&name);
             if !ours {
@@ -234,9 +240,9 @@ impl Store {
                 let _ = d.unlink(&format!("{id}{OBJECT_SUFFIX}"));
             }
         }
-        let _ = d.unlink(crate::journal::JOURNAL_TMP_NAME);
-        let _ = d.unlink(crate::journal::JOURNAL_DAMAGED_NAME);
-        let _ = d.unlink(crate::journal::JOURNAL_NAME);
+        let _ = d.unlink(JOURNAL_TMP_NAME);
+        let _ = d.unlink(JOURNAL_DAMAGED_NAME);
+        let _ = d.unlink(JOURNAL_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(LOG_NAME);
         let _ = d.unlink(HELPER_LOCK_NAME);

@@ -49,7 +49,7 @@ pub fn verify_store(
 fn check(found: Found) -> Result<Checked> {
     match found {
         Found::Inline(entry, bytes) => {
-            let problem = object_file::verify(&bytes, entry.checksum, &entry.tag)
+            let problem = crate::codec::verify(&bytes, entry.checksum, &entry.tag)
                 .err()
                 .map(|e| e.to_string());
             let recorded = entry.checksum != 0;
@@ -74,7 +74,7 @@ fn check(found: Found) -> Result<Checked> {
             let problem = if header.state != STATE_COMMITTED {
                 Some("it was never completely written".to_string())
             } else {
-                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                let mut hasher = crate::codec::Hasher::new();
                 let mut buf = vec![0u8; 8 << 20];
                 let mut at = 0u64;
                 let mut short = None;

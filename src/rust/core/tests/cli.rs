@@ -10,7 +10,7 @@ use yaplr_core::protocol::Meta;
 use yaplr_core::store::Store;
 use yaplr_core::sys;
 
-const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+const D: &str = yaplr_core::key::DEFAULT_NAMESPACE;
 /// No yaplrd run by these tests may take longer than this.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 

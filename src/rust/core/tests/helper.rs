@@ -9,7 +9,7 @@ use yaplr_core::progress::Silent;
 use yaplr_core::store::Store;
 use yaplr_core::{sys, Error};
 
-const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+const D: &str = yaplr_core::key::DEFAULT_NAMESPACE;
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_yaplrd"))
@@ -316,7 +316,7 @@ fn many_inline_overwrites_compact_the_journal() {
         )
         .unwrap();
     }
-    let len = std::fs::metadata(t.dir.join(yaplr_core::journal::JOURNAL_NAME))
+    let len = std::fs::metadata(t.dir.join(yaplr_core::store::JOURNAL_NAME))
         .unwrap()
         .len();
     assert!(len < 4 << 20, "journal of {len} bytes was not compacted");
@@ -437,7 +437,7 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
             std::thread::sleep(Duration::from_millis(2));
         }
         if drop_journal {
-            std::fs::remove_file(t.dir.join(yaplr_core::journal::JOURNAL_NAME)).unwrap();
+            std::fs::remove_file(t.dir.join(yaplr_core::store::JOURNAL_NAME)).unwrap();
         }
         assert_eq!(in_ns(&mut c, "b", "big").len(), 100_000);
         assert!(c.exists("b", "big", &o).unwrap());

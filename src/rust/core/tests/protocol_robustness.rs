@@ -33,9 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use yaplr_core::client::{CallOptions, Client, Found};
-use yaplr_core::object_file::{
-    ObjectMap, ObjectWriter, DEFAULT_NAMESPACE, KIND_R_SERIALIZED, MAX_TAG_BYTES,
-};
+use yaplr_core::key::{DEFAULT_NAMESPACE, MAX_TAG_BYTES};
+use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::protocol::{
     decode, encode, frame_len, DecodeError, Entry, Meta, Request, Response, ServerInfo, INLINE_MAX,
     MAX_FRAME, PROTOCOL_VERSION,

@@ -13,9 +13,11 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::client::{CallOptions, Client, Found};
+use yaplr_core::codec::{now_ns, verify};
+use yaplr_core::key::{check_namespace, check_tag};
 use yaplr_core::object_file::{
-    check_namespace, check_tag, read_header, verify, ObjectMap, ObjectWriter, PayloadSink,
-    KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE,
+    read_header, ObjectMap, ObjectWriter, PayloadSink, KIND_R_SERIALIZED, KIND_R_VECTOR,
+    VECTOR_HEADER_SIZE,
 };
 use yaplr_core::progress::Meter;
 use yaplr_core::protocol::{Entry, Meta, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX};
@@ -450,7 +452,7 @@ fn send_objects_(
                         namespace: ns.to_string(),
                         tag: tag.clone(),
                         kind,
-                        ctime_ns: yaplr_core::object_file::now_ns(),
+                        ctime_ns: now_ns(),
                         inline,
                         id,
                         meta,
@@ -838,8 +840,9 @@ fn verify_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool
 #[extendr]
 fn remove_objects_(ns: &str, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
-    let r =
-        check_namespace(ns).and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
+    let r = check_namespace(ns)
+        .map_err(Error::from)
+        .and_then(|_| with_client(dir, |c| c.remove_namespace(ns, &ctx.opts())));
     done(r.map(|n| n as f64), None, dir)
 }
 
@@ -902,7 +905,7 @@ fn damaged(e: Error, tag: &str) -> Error {
 
 fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
     check_tag(tag)?;
-    check_namespace(ns)
+    Ok(check_namespace(ns)?)
 }
 
 /// @noRd

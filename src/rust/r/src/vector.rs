@@ -278,7 +278,7 @@ pub fn read_copy(
         .map_err(damaged)?;
     // The payload is checked against its checksum as it is read, in file
     // order: vector header, elements, attributes.
-    let mut hasher = yaplr_core::object_file::Hasher::new();
+    let mut hasher = yaplr_core::codec::Hasher::new();
     hasher.update(&head);
     let attrs = read_attributes(&attr_bytes, tag)?;
     let v = match alloc_vector(&h, tag) {
