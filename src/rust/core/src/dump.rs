@@ -26,9 +26,8 @@ use crate::error::{Error, Result};
 use crate::key::{check_namespace, check_tag};
 use crate::object_file::{ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
 use crate::progress::{Meter, Progress};
-use crate::protocol::{
-    Entry, PutItem, BATCH_INLINE_BUDGET, INLINE_MAX, MAX_BATCH_ITEMS, MAX_FRAME,
-};
+use crate::protocol::{Entry, PutItem, BATCH_INLINE_BUDGET, MAX_BATCH_ITEMS, MAX_FRAME};
+use crate::store::INLINE_MAX;
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};

@@ -8,7 +8,7 @@ use bincode::{Decode, Encode};
 pub const PROTOCOL_VERSION: u32 = 9;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
-pub const INLINE_MAX: usize = 64 << 10;
+pub use crate::store::INLINE_MAX;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// What decoding an answer of the helper may allocate (see

@@ -24,6 +24,10 @@ pub const JOURNAL_NAME: &str = "catalog.journal";
 pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 /// A damaged journal is kept under this name before it is cut.
 pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
+/// Payloads up to this size (64 KiB) are small: they travel inline in
+/// protocol frames and live in the helper's journal; larger ones get an
+/// object file of their own.
+pub const INLINE_MAX: usize = 64 << 10;
 /// Longest socket path the kernel accepts in sockaddr_un (108 with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
