@@ -75,6 +75,12 @@ pub fn put_i64(b: &mut [u8], at: usize, v: i64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// How many of `left` more bytes to handle at once with a buffer of `cap`
+/// bytes: the smaller of the two (sizes a copy buffer, or the next chunk).
+pub fn chunk(left: u64, cap: usize) -> usize {
+    usize::try_from(left).map_or(cap, |n| n.min(cap))
+}
+
 /// Nanoseconds since the Unix epoch on the wall clock (0 when the clock is
 /// set before 1970). The low 64 bits, as an i64: a wrapped value after the
 /// year 2262 rather than a failure.
@@ -123,6 +129,14 @@ mod tests {
         assert!(verify(b"x", 0, "t").is_ok());
         assert!(verify(b"x", checksum(b"x"), "t").is_ok());
         assert_eq!(verify(b"x", 1, "t").unwrap_err().kind(), "corrupt");
+    }
+
+    #[test]
+    fn chunks_are_bounded_by_both() {
+        assert_eq!(chunk(10, 4), 4);
+        assert_eq!(chunk(3, 4), 3);
+        assert_eq!(chunk(0, 4), 0);
+        assert_eq!(chunk(u64::MAX, 8 << 20), 8 << 20);
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! visible in batches of that many, each all or none.)
 
 use crate::client::{CallOptions, Client, Found};
-use crate::codec::{checksum, fnv1a64, Hasher};
+use crate::codec::{checksum, chunk, fnv1a64, Hasher};
 use crate::error::{Error, Result};
 use crate::key::{check_namespace, check_tag};
 use crate::object_file::{ObjectWriter, HEADER_SIZE, STATE_COMMITTED};
@@ -117,10 +117,10 @@ fn copy_payload(
         }
         Found::File(_, f) => {
             // pread in chunks: no mapping, so memory stays one buffer.
-            let mut buf = vec![0u8; COPY_BUFFER.min(payload_len as usize)];
+            let mut buf = vec![0u8; chunk(payload_len, COPY_BUFFER)];
             let mut at = 0u64;
             while at < payload_len {
-                let n = (payload_len - at).min(buf.len() as u64) as usize;
+                let n = chunk(payload_len - at, buf.len());
                 f.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at)
                     .map_err(|e| Error::Corrupt {
                         message: format!(
@@ -202,7 +202,9 @@ pub fn save(
                 }
             })?;
             w(&[1u8])?;
-            w(&(head.len() as u32).to_le_bytes())?;
+            // Tags and metadata are bounded far below 4 GiB (a reader
+            // refuses an entry over MAX_ENTRY bytes anyway).
+            w(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes())?;
             w(&head)?;
             w(&checksum(&head).to_le_bytes())?;
             let sum = copy_payload(
@@ -251,7 +253,7 @@ impl Reader<'_> {
         if &head[..8] != MAGIC {
             return Err(bad_dump(path, "wrong magic number"));
         }
-        let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
+        let version = crate::codec::u32_at(&head, 8);
         if version != DUMP_VERSION && version != DUMP_VERSION_1 {
             return Err(bad_dump(
                 path,
@@ -327,10 +329,10 @@ impl Reader<'_> {
     /// its checksum (format 2).
     fn payload(&mut self, d: &DumpEntry, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; COPY_BUFFER.min(d.payload_len as usize)];
+        let mut buf = vec![0u8; chunk(d.payload_len, COPY_BUFFER)];
         let mut left = d.payload_len;
         while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
+            let n = chunk(left, buf.len());
             self.exact(&mut buf[..n])?;
             hasher.update(&buf[..n]);
             sink(&buf[..n])?;
@@ -461,10 +463,10 @@ fn stage_all(
     let mut items = Vec::new();
     let mut inline_bytes = 0usize;
     while let Some(d) = r.next(items.len() as u64)? {
-        let small = d.payload_len as usize <= INLINE_MAX;
-        let (inline, id) = if small && inline_bytes + d.payload_len as usize <= BATCH_INLINE_BUDGET
-        {
-            let mut bytes = Vec::with_capacity(d.payload_len as usize);
+        let len = usize::try_from(d.payload_len).unwrap_or(usize::MAX);
+        let small = len <= INLINE_MAX;
+        let (inline, id) = if small && inline_bytes + len <= BATCH_INLINE_BUDGET {
+            let mut bytes = Vec::with_capacity(len);
             r.payload(&d, &mut |b| {
                 bytes.extend_from_slice(b);
                 meter.add(b.len() as u64)

@@ -287,9 +287,11 @@ mod tests {
             if lo > hi {
                 continue;
             }
+            // Both are at least 3: as u32, the same numbers.
+            let (first, last) = (lo.unsigned_abs(), hi.unsigned_abs());
             // SAFETY: close_range only closes descriptors; nothing in the
             // child uses the ones closed.
-            let r = unsafe { libc::syscall(libc::SYS_close_range, lo as u32, hi as u32, 0u32) };
+            let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
             if r != 0 {
                 for fd in lo..hi.min(4096) {
                     // SAFETY: as above, for kernels without close_range.

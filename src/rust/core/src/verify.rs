@@ -79,7 +79,7 @@ fn check(found: Found) -> Result<Checked> {
                 let mut at = 0u64;
                 let mut short = None;
                 while at < header.payload_len {
-                    let n = (header.payload_len - at).min(buf.len() as u64) as usize;
+                    let n = crate::codec::chunk(header.payload_len - at, buf.len());
                     if let Err(e) = file.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at) {
                         short = Some(format!("its file could not be read whole: {e}"));
                         break;
