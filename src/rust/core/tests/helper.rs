@@ -1,6 +1,8 @@
 //! Integration tests that start a real yaplrd and talk to it as the R
 //! package does.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use yaplr_core::client::{CallOptions, Client, Found};
@@ -145,8 +147,7 @@ fn killed_helper_is_replaced_and_loses_nothing() {
     let mut c = t.client();
     put(&mut c, "keep", b"precious");
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a child helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     while sys::pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -164,14 +165,12 @@ fn a_stopped_helper_gives_a_timeout_not_a_hang() {
     let t = TempStore::new("stop");
     let mut c = t.client();
     c.ping(&opts(5000)).unwrap();
-    let pid = c.helper_pid().unwrap() as i32;
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    wait_for_state(pid as u32, 'T');
+    let pid = c.helper_pid().unwrap();
+    let _ = sys::kill(pid, libc::SIGSTOP);
+    wait_for_state(pid, 'T');
     let t0 = Instant::now();
     let r = c.ping(&opts(300));
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = sys::kill(pid, libc::SIGCONT);
     match r {
         Err(Error::Timeout { waited_for, .. }) => {
             assert!(waited_for.contains("helper"), "{waited_for}")
@@ -279,8 +278,7 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
         Found::Inline(..)
     ));
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     while sys::pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -431,8 +429,7 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     // Both rebuild paths keep namespaces: the journal, then file headers.
     for drop_journal in [false, true] {
         let pid = c.helper_pid().unwrap();
-        // SAFETY: signalling a helper we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = sys::kill(pid, libc::SIGKILL);
         while sys::pid_alive(pid) {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -540,8 +537,7 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
     }
     // The batch is one journal record: a restarted helper has both.
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     while sys::pid_alive(pid) {
         std::thread::sleep(Duration::from_millis(2));
     }
