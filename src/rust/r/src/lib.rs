@@ -153,7 +153,7 @@ fn capacity_option() -> Result<Option<u64>, Error> {
     };
     match eval_string("yaplr:::capacity_option()") {
         Ok(v) => match (v.as_real(), v.as_str()) {
-            (Some(x), _) if x.is_finite() && x >= 0.0 => Ok(Some(x as u64)),
+            (Some(x), _) if x.is_finite() && x >= 0.0 => Ok(Some(bytes_from_r(x))),
             (Some(x), _) if x.is_nan() => Ok(None),
             (_, Some(message)) => Err(Error::BadArgument(message.to_string())),
             _ => Err(bad()),
@@ -714,7 +714,7 @@ fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autosta
 fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let cap = if bytes >= 0.0 {
-        Some(bytes as u64)
+        Some(bytes_from_r(bytes))
     } else {
         None
     };
@@ -874,9 +874,9 @@ fn parse_meta(l: &List) -> Meta {
         rtype: strings(get("type")).into_iter().next().unwrap_or_default(),
         length: numbers(get("length"))
             .first()
-            .map(|x| *x as u64)
+            .map(|x| bytes_from_r(*x))
             .unwrap_or(0),
-        dim: numbers(get("dim")).into_iter().map(|x| x as u64).collect(),
+        dim: numbers(get("dim")).into_iter().map(bytes_from_r).collect(),
         description: strings(get("description")).into_iter().next(),
     }
 }
@@ -903,6 +903,17 @@ fn damaged(e: Error, tag: &str) -> Error {
     }
 }
 
+/// A count or size R gives as a double, as a u64: the integer part, 0 for
+/// NaN or a negative number, saturating above u64::MAX.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the saturating conversion of `as` is the intent"
+)]
+fn bytes_from_r(x: f64) -> u64 {
+    x as u64
+}
+
 fn check_key(ns: &str, tag: &str) -> Result<(), Error> {
     check_tag(tag)?;
     Ok(check_namespace(ns)?)
@@ -918,7 +929,7 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
                 "pid", "dir", "objects", "bytes", "capacity", "free", "started", "version",
             ],
             [
-                Robj::from(i.pid as i32),
+                Robj::from(i32::try_from(i.pid).unwrap_or(0)),
                 Robj::from(i.dir),
                 Robj::from(i.objects as f64),
                 Robj::from(i.bytes as f64),
@@ -943,9 +954,12 @@ fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
         c.ping(&ctx.opts())?;
         if capacity >= 0.0 {
             // An explicit capacity wins over options(yaplr.capacity = ).
-            c.set_capacity(Some(capacity as u64), &ctx.opts())?;
+            c.set_capacity(Some(bytes_from_r(capacity)), &ctx.opts())?;
         }
-        let pid = c.helper_pid().unwrap_or(0) as i32;
+        let pid = c
+            .helper_pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0);
         Ok(List::from_names_and_values(
             ["pid", "started"],
             [Robj::from(pid), Robj::from(!was_running)],

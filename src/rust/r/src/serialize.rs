@@ -4,8 +4,8 @@
 
 use extendr_ffi::{
     R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t,
-    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, R_xlen_t, Rf_xlength,
-    R_CHAR, SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
+    R_outpstream_st, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, Rf_xlength, R_CHAR,
+    SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
 };
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
@@ -143,7 +143,8 @@ fn likely_large(x: SEXP) -> bool {
     fn size(x: SEXP, depth: u32, acc: &mut u64) {
         // SAFETY: read-only accessors on live SEXPs.
         unsafe {
-            let n = Rf_xlength(x) as u64;
+            let len = Rf_xlength(x);
+            let n = u64::try_from(len).unwrap_or(0);
             match TYPEOF(x) {
                 SEXPTYPE::LGLSXP | SEXPTYPE::INTSXP => *acc += 4 * n,
                 SEXPTYPE::REALSXP => *acc += 8 * n,
@@ -152,11 +153,11 @@ fn likely_large(x: SEXP) -> bool {
                 // At least a length and a few bytes per string.
                 SEXPTYPE::STRSXP => *acc += 8 * n,
                 SEXPTYPE::VECSXP | SEXPTYPE::EXPRSXP if depth < 3 => {
-                    for i in 0..n {
+                    for i in 0..len {
                         if *acc >= STEP {
                             return;
                         }
-                        size(VECTOR_ELT(x, i as R_xlen_t), depth + 1, acc);
+                        size(VECTOR_ELT(x, i), depth + 1, acc);
                     }
                 }
                 _ => {}
@@ -182,11 +183,12 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
     if sink.error.is_some() || n <= 0 {
         return;
     }
-    let bytes = std::slice::from_raw_parts(buf as *const u8, n as usize);
+    // Positive, checked above.
+    let bytes = std::slice::from_raw_parts(buf as *const u8, usize::try_from(n).unwrap_or(0));
     if let Err(e) = sink
         .writer
         .write(bytes)
-        .and_then(|_| sink.meter.add(n as u64))
+        .and_then(|_| sink.meter.add(bytes.len() as u64))
     {
         // A failed write or Ctrl-C: stop, or (a small object) let R walk the
         // rest of it, writing nothing.
@@ -198,7 +200,8 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
 }
 
 unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
-    let mut b = c as u8;
+    // The low byte, as R's stream writes a char.
+    let mut b = c.to_le_bytes()[0];
     out_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
 }
 
@@ -278,7 +281,7 @@ struct Source<'a, 'm> {
 unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int) {
     // SAFETY: `data` is the Source we installed; R gives room for `n` bytes.
     let src = &mut *((*stream).data as *mut Source<'_, '_>);
-    let n = n.max(0) as usize;
+    let n = usize::try_from(n).unwrap_or(0);
     let out = std::slice::from_raw_parts_mut(buf as *mut u8, n);
     let avail = src.bytes.len() - src.pos;
     if n > avail {
@@ -303,7 +306,7 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int)
 unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
     let mut b = 0u8;
     in_bytes(stream, &mut b as *mut u8 as *mut c_void, 1);
-    b as c_int
+    c_int::from(b)
 }
 
 struct UnserializeCall {

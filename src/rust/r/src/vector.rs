@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use yaplr_core::object_file::{
     check_complete, Header, ObjectMap, ObjectWriter, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
 };
-use yaplr_core::progress::{Meter, Silent, STEP};
+use yaplr_core::progress::{Meter, Silent, STEP_USIZE};
 use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::Error;
 
@@ -88,15 +88,15 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
         if IS_S4_OBJECT(x) != 0 {
             return None;
         }
-        let length = extendr_ffi::Rf_xlength(x) as u64;
-        if (length * elt as u64) < MIN_RAW_VECTOR_BYTES {
+        let length = u64::try_from(extendr_ffi::Rf_xlength(x)).unwrap_or(0);
+        if (length * u64::from(elt)) < MIN_RAW_VECTOR_BYTES {
             return None;
         }
         Some(VectorHeader {
             sexptype,
             elt_size: elt,
             length,
-            object: (OBJECT(x) != 0) as u32,
+            object: u32::from(OBJECT(x) != 0),
         })
     }
 }
@@ -115,15 +115,18 @@ pub fn write_vector(
     // sequence such as 1:n) is copied by regions, so sending it neither
     // expands it in this session nor allocates in R.
     let ptr = unsafe { DATAPTR_OR_NULL(x) };
+    let too_large = || Error::BadArgument("the vector does not fit in memory".into());
     if !ptr.is_null() {
-        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, h.data_len() as usize) };
+        let n = usize::try_from(h.data_len()).map_err(|_| too_large())?;
+        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
         meter.write_all(data, |piece| w.write(piece))?;
     } else {
         let mut buf = vec![0u8; 1 << 20];
-        let per = buf.len() / h.elt_size as usize;
+        let per = R_xlen_t::try_from(buf.len() / h.elt_size as usize).unwrap_or(R_xlen_t::MAX);
+        let total = R_xlen_t::try_from(h.length).map_err(|_| too_large())?;
         let mut at: R_xlen_t = 0;
-        while (at as u64) < h.length {
-            let n = per.min((h.length - at as u64) as usize) as R_xlen_t;
+        while at < total {
+            let n = per.min(total - at);
             // SAFETY: buf holds at least n elements of the vector's type.
             let got = unsafe {
                 let b = buf.as_mut_ptr();
@@ -140,7 +143,9 @@ pub fn write_vector(
                     "the vector could not be read; nothing was stored".into(),
                 ));
             }
-            let piece = &buf[..got as usize * h.elt_size as usize];
+            // Positive, checked above.
+            let got_n = usize::try_from(got).unwrap_or(0);
+            let piece = &buf[..got_n * h.elt_size as usize];
             w.write(piece)?;
             meter.add(piece.len() as u64)?;
             at += got;
@@ -179,7 +184,9 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
     let payload = map.payload();
     let h = VectorHeader::decode(payload)?;
     check_type(&h, tag)?;
-    let attrs = read_attributes(&payload[VECTOR_HEADER_SIZE + h.data_len() as usize..], tag)?;
+    let length = length_as::<R_xlen_t>(h.length, tag)?;
+    let data_len = length_as::<usize>(h.data_len(), tag)?;
+    let attrs = read_attributes(&payload[VECTOR_HEADER_SIZE + data_len..], tag)?;
     // SAFETY: all R allocations below are protected until the result is
     // preserved; pointers into the mapping stay valid while `map` lives,
     // and `map` moves into the external pointer that the view keeps.
@@ -197,7 +204,7 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
             });
         };
         let view = Box::new(View {
-            length: h.length as R_xlen_t,
+            length,
             data: base.add(VECTOR_HEADER_SIZE),
             _map: map,
         });
@@ -212,7 +219,7 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
         let v = Rf_protect(R_new_altrep(class, ptr, R_NilValue));
         if let Some(a) = attrs {
             SET_ATTRIB(v, a);
-            SET_OBJECT(v, h.object as c_int);
+            SET_OBJECT(v, c_int::try_from(h.object).unwrap_or(0));
         }
         release(attrs);
         extendr_ffi::R_PreserveObject(v);
@@ -239,7 +246,7 @@ unsafe extern "C" fn alloc_cb(data: *mut c_void) {
 fn alloc_vector(h: &VectorHeader, tag: &str) -> Result<SEXP, Error> {
     let mut a = Alloc {
         sexptype: sexptype_of(h.sexptype),
-        length: h.length as R_xlen_t,
+        length: length_as(h.length, tag)?,
         result: std::ptr::null_mut(),
     };
     // SAFETY: R_ToplevelExec confines R's error (out of memory) to it.
@@ -271,9 +278,10 @@ pub fn read_copy(
     file.read_exact_at(&mut head, base).map_err(damaged)?;
     let h = VectorHeader::decode_prefix(&head, header.payload_len)?;
     check_type(&h, tag)?;
+    let data_len = length_as::<usize>(h.data_len(), tag)?;
     let data_at = base + VECTOR_HEADER_SIZE as u64;
     let attrs_at = data_at + h.data_len();
-    let mut attr_bytes = vec![0u8; (base + header.payload_len - attrs_at) as usize];
+    let mut attr_bytes = vec![0u8; length_as(base + header.payload_len - attrs_at, tag)?];
     file.read_exact_at(&mut attr_bytes, attrs_at)
         .map_err(damaged)?;
     // The payload is checked against its checksum as it is read, in file
@@ -293,9 +301,8 @@ pub fn read_copy(
         Ok(())
     } else {
         // SAFETY: v is a preserved vector of h.data_len() bytes.
-        let dst =
-            unsafe { std::slice::from_raw_parts_mut(DATAPTR(v) as *mut u8, h.data_len() as usize) };
-        dst.chunks_mut(STEP as usize).try_for_each(|piece| {
+        let dst = unsafe { std::slice::from_raw_parts_mut(DATAPTR(v) as *mut u8, data_len) };
+        dst.chunks_mut(STEP_USIZE).try_for_each(|piece| {
             file.read_exact_at(piece, data_at + at).map_err(damaged)?;
             hasher.update(piece);
             at += piece.len() as u64;
@@ -323,11 +330,21 @@ pub fn read_copy(
         // SAFETY: both preserved; setting attributes allocates nothing.
         unsafe {
             SET_ATTRIB(v, a);
-            SET_OBJECT(v, h.object as c_int);
+            SET_OBJECT(v, c_int::try_from(h.object).unwrap_or(0));
         }
     }
     release(attrs);
     Ok(v)
+}
+
+/// A length of a stored vector, checked against its payload (so it fits
+/// in memory), as a usize or an R_xlen_t; anything else is damage.
+fn length_as<T: TryFrom<u64>>(n: u64, tag: &str) -> Result<T, Error> {
+    T::try_from(n).map_err(|_| Error::Corrupt {
+        message: format!(
+            "the stored object \"{tag}\" is damaged: a length of {n} does not fit in memory"
+        ),
+    })
 }
 
 fn release(x: Option<SEXP>) {
@@ -377,7 +394,7 @@ unsafe extern "C" fn duplicate_method(x: SEXP, _deep: Rboolean) -> SEXP {
     // An ordinary vector; R copies the attributes.
     let v = view(x);
     let t = TYPEOF(x) as u32;
-    let bytes = v.length as usize * elt_size(t).unwrap_or(1) as usize;
+    let bytes = usize::try_from(v.length).unwrap_or(0) * elt_size(t).unwrap_or(1) as usize;
     let out = Rf_protect(Rf_allocVector(sexptype_of(t), v.length));
     std::ptr::copy_nonoverlapping(v.data as *const u8, DATAPTR(out) as *mut u8, bytes);
     Rf_unprotect(1);
