@@ -1,6 +1,12 @@
 //! yaplr-core: the store directory, the object file format, cross-process
 //! locks, the control protocol, the helper (`yaplrd`) and its client.
 //! Nothing here depends on R.
+//!
+//! Layers, each using only those before it: `key`; `error`; `codec`;
+//! `sys`; `store`; `lock`; the formats (`object_file`, `journal`);
+//! `protocol`; `conn` and `client`; then `dump`, `verify`, `progress`,
+//! `server` and `cli`. (The journal still converts to and from
+//! `protocol::Meta`; `progress` uses `cli::human_size`.)
 
 pub mod cli;
 pub mod client;
