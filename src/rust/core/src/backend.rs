@@ -23,8 +23,8 @@ pub struct Key {
 impl Key {
     /// Check `tag` then `namespace` against the key rules.
     pub fn new(namespace: &str, tag: &str) -> Result<Key> {
-        crate::object_file::check_tag(tag)?;
-        crate::object_file::check_namespace(namespace)?;
+        crate::key::check_tag(tag)?;
+        crate::key::check_namespace(namespace)?;
         Ok(Key {
             namespace: namespace.to_string(),
             tag: tag.to_string(),

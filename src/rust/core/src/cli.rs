@@ -197,8 +197,7 @@ impl Cli<'_> {
     }
 
     fn ns(&self) -> &str {
-        self.namespace
-            .unwrap_or(crate::object_file::DEFAULT_NAMESPACE)
+        self.namespace.unwrap_or(crate::key::DEFAULT_NAMESPACE)
     }
 
     fn session(&self) -> Session {
@@ -219,7 +218,7 @@ impl Cli<'_> {
     fn looks_like_store(&self) -> bool {
         let store = Store::new(self.dir);
         self.dir.is_dir()
-            && (self.dir.join(crate::journal::JOURNAL_NAME).exists()
+            && (self.dir.join(crate::store::JOURNAL_NAME).exists()
                 || store.helper_lock_path().exists()
                 || store.spawn_lock_path().exists()
                 || store.object_ids().is_ok_and(|ids| !ids.is_empty()))

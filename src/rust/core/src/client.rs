@@ -73,8 +73,9 @@ impl Ident {
         // Unique per process instance: the pid, the time and the address of
         // a fresh allocation, mixed.
         let heap = Box::new(0u8);
-        let seed = (pid as u64)
-            ^ (crate::object_file::now_ns() as u64).rotate_left(17)
+        #[allow(clippy::cast_sign_loss, reason = "only the bits of the time matter")]
+        let seed = u64::from(pid)
+            ^ (crate::codec::now_ns() as u64).rotate_left(17)
             ^ ((&*heap as *const u8 as u64) << 7);
         let id = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes()) | 1;
         Ident {
@@ -396,6 +397,10 @@ impl Client {
         let mut frame = Vec::new();
         if let Some(seq) = seq {
             let left = deadline.saturating_duration_since(Instant::now());
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "left is bounded by a timeout given in seconds"
+            )]
             let deadline_ns = protocol::monotonic_ns() + left.as_nanos() as u64;
             frame = protocol::encode(&Request::Call { seq, deadline_ns });
         }
@@ -466,15 +471,7 @@ impl Client {
         meta: Meta,
         opts: &CallOptions<'_>,
     ) -> Result<()> {
-        self.put_inline_at(
-            ns,
-            tag,
-            kind,
-            bytes,
-            meta,
-            crate::object_file::now_ns(),
-            opts,
-        )
+        self.put_inline_at(ns, tag, kind, bytes, meta, crate::codec::now_ns(), opts)
     }
 
     /// put_inline with a given send time (restoring a dump).
@@ -791,8 +788,7 @@ impl Client {
         };
         let deadline = Instant::now() + opts.timeout;
         for signal in [libc::SIGTERM, libc::SIGKILL] {
-            // SAFETY: plain kill(2) on the pid that holds the helper lock.
-            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            let _ = sys::kill(pid, signal);
             let until = if signal == libc::SIGTERM {
                 Instant::now() + Duration::from_secs(2).min(opts.timeout)
             } else {

@@ -20,8 +20,8 @@
 //! loads nothing. (A dump of more than MAX_BATCH_ITEMS objects is made
 //! visible in batches of that many, each all or none.)
 
+use crate::codec::{checksum, chunk, fnv1a64};
 use crate::error::{Error, Result};
-use crate::object_file::{checksum, fnv1a64};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -232,7 +232,7 @@ impl Reader<'_> {
         if &head[..8] != MAGIC {
             return Err(bad_dump(path, "wrong magic number"));
         }
-        let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
+        let version = crate::codec::u32_at(&head, 8);
         if version != DUMP_VERSION && version != DUMP_VERSION_1 {
             return Err(bad_dump(
                 path,
@@ -312,10 +312,10 @@ impl Reader<'_> {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut buf = vec![0u8; COPY_BUFFER.min(d.payload_len as usize)];
+        let mut buf = vec![0u8; chunk(d.payload_len, COPY_BUFFER)];
         let mut left = d.payload_len;
         while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
+            let n = chunk(left, buf.len());
             self.exact(&mut buf[..n])?;
             hasher.update(&buf[..n]);
             sink(&buf[..n])?;

@@ -1,6 +1,8 @@
 //! The one error type of yaplr-core. Each variant maps to an R condition
-//! class `yaplr_<kind>` at the R boundary (see `Error::kind`).
+//! class `yaplr_<kind>` at the R boundary (see `Error::kind`). Uses nothing
+//! in the crate but `key`.
 
+use crate::key::{KeyError, DEFAULT_NAMESPACE};
 use std::fmt;
 use std::io;
 
@@ -87,7 +89,7 @@ impl fmt::Display for Error {
             Error::BadTag(m) | Error::BadArgument(m) => write!(f, "{m}"),
             Error::NotFound { tag, namespace } => {
                 write!(f, "no object is stored under tag \"{tag}\"")?;
-                if namespace != crate::object_file::DEFAULT_NAMESPACE {
+                if namespace != DEFAULT_NAMESPACE {
                     write!(f, " in namespace \"{namespace}\"")?;
                 }
                 Ok(())
@@ -114,6 +116,15 @@ impl fmt::Display for Error {
     }
 }
 
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Error {
+        match e {
+            KeyError::Tag(m) => Error::BadTag(m),
+            KeyError::Namespace(m) => Error::BadArgument(m),
+        }
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -124,3 +135,20 @@ impl std::error::Error for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{check_namespace, check_tag};
+
+    #[test]
+    fn refused_keys_keep_their_condition_kinds() {
+        let kind = |e: KeyError| Error::from(e).kind();
+        assert_eq!(kind(check_tag("").unwrap_err()), "bad_tag");
+        assert_eq!(kind(check_tag("a\0b").unwrap_err()), "bad_tag");
+        assert_eq!(kind(check_tag(&"x".repeat(1025)).unwrap_err()), "bad_tag");
+        assert_eq!(kind(check_namespace("").unwrap_err()), "bad_argument");
+        let e = Error::from(check_tag("").unwrap_err());
+        assert_eq!(e.to_string(), "`tag` must be a non-empty string, not \"\"");
+    }
+}

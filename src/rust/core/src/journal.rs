@@ -19,31 +19,32 @@
 //! Format 3 (b"YAPLRJN3", payloads inside the bincode body, FNV-1a
 //! checksums) is read and converted to format 4 when a helper opens it.
 
+use crate::codec::{checksum, put_u32, put_u64, u32_at, u64_at};
 use crate::error::{Error, Result};
-use crate::store::{Dir, How};
+use crate::store::{Dir, How, JOURNAL_DAMAGED_NAME, JOURNAL_NAME, JOURNAL_TMP_NAME};
 use bincode::{Decode, Encode};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const JOURNAL_NAME: &str = "catalog.journal";
-/// The new journal while a compaction writes it.
-pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 const MAGIC: &[u8; 8] = b"YAPLRJN4";
 const MAGIC_V3: &[u8; 8] = b"YAPLRJN3";
+/// Offsets in a record's frame head: the body length (u32), the payload
+/// length (u64), the xxh3 of the body, the xxh3 of the bytes before it.
+const BODY_LEN_AT: usize = 0;
+const PAYLOAD_LEN_AT: usize = BODY_LEN_AT + 4;
+const BODY_SUM_AT: usize = PAYLOAD_LEN_AT + 8;
+const HEAD_SUM_AT: usize = BODY_SUM_AT + 8;
 /// Bytes before each record's body.
-const FRAME_HEAD: usize = 4 + 8 + 8 + 8;
-/// A damaged journal is kept under this name before it is cut.
-pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
+const FRAME_HEAD: usize = HEAD_SUM_AT + 8;
+const _: () = assert!(FRAME_HEAD == 4 + 8 + 8 + 8);
 /// The largest record body (payloads not included).
 const MAX_BODY: usize = 64 << 20;
 /// Records with at most this many payload bytes are written in one call.
 const SMALL_RECORD: u64 = 256 << 10;
 /// Journals smaller than this are never compacted.
 const COMPACT_MIN: u64 = 1 << 20;
-
-pub use crate::object_file::checksum;
 
 /// What the sender said about an object, as the journal keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
@@ -161,13 +162,20 @@ fn encode_body(rec: &Record) -> Result<Vec<u8>> {
     Ok(body)
 }
 
+/// The frame head of a record whose body (at most MAX_BODY bytes, see
+/// `encode_body`) is followed by `payload_len` payload bytes.
 fn frame_head(body: &[u8], payload_len: u64) -> [u8; FRAME_HEAD] {
+    const _: () = assert!(MAX_BODY <= u32::MAX as usize);
     let mut h = [0u8; FRAME_HEAD];
-    h[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    h[4..12].copy_from_slice(&payload_len.to_le_bytes());
-    h[12..20].copy_from_slice(&checksum(body).to_le_bytes());
-    let head_sum = checksum(&h[..20]);
-    h[20..28].copy_from_slice(&head_sum.to_le_bytes());
+    put_u32(
+        &mut h,
+        BODY_LEN_AT,
+        u32::try_from(body.len()).unwrap_or(u32::MAX),
+    );
+    put_u64(&mut h, PAYLOAD_LEN_AT, payload_len);
+    put_u64(&mut h, BODY_SUM_AT, checksum(body));
+    let head_sum = checksum(&h[..HEAD_SUM_AT]);
+    put_u64(&mut h, HEAD_SUM_AT, head_sum);
     h
 }
 
@@ -181,15 +189,15 @@ fn parse(bytes: &[u8]) -> (Vec<Stored>, usize, bool) {
     let mut skipped = false;
     let mut at = MAGIC.len();
     while at + FRAME_HEAD <= bytes.len() {
-        let head_sum = u64::from_le_bytes(bytes[at + 20..at + 28].try_into().unwrap());
-        if checksum(&bytes[at..at + 20]) != head_sum {
+        let head_sum = u64_at(bytes, at + HEAD_SUM_AT);
+        if checksum(&bytes[at..at + HEAD_SUM_AT]) != head_sum {
             // A damaged length: nothing after it can be framed.
             skipped = true;
             break;
         }
-        let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let p = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
-        let sum = u64::from_le_bytes(bytes[at + 12..at + 20].try_into().unwrap());
+        let n = u32_at(bytes, at + BODY_LEN_AT) as usize;
+        let p = u64_at(bytes, at + PAYLOAD_LEN_AT);
+        let sum = u64_at(bytes, at + BODY_SUM_AT);
         let body_at = at + FRAME_HEAD;
         let Some(end) = usize::try_from(p)
             .ok()
@@ -249,6 +257,17 @@ fn collect_sums(rec: &Record, out: &mut Vec<u64>) {
     }
 }
 
+/// A payload length as a buffer size: more than the address space can
+/// hold is a failure to allocate (on 64-bit targets, it always fits).
+fn to_usize(len: u64) -> Result<usize> {
+    usize::try_from(len).map_err(|_| {
+        Error::io(
+            format!("reading a journal payload of {len} bytes"),
+            std::io::ErrorKind::OutOfMemory.into(),
+        )
+    })
+}
+
 /// Format 3, read only to convert kept stores.
 mod v3 {
     use bincode::{Decode, Encode};
@@ -302,13 +321,13 @@ mod v3 {
         let mut lost = false;
         let mut at = 8;
         while at + 12 <= bytes.len() {
-            let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            let sum = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+            let n = crate::codec::u32_at(bytes, at) as usize;
+            let sum = crate::codec::u64_at(bytes, at + 4);
             let Some(body) = bytes.get(at + 12..at + 12 + n) else {
                 lost = true;
                 break;
             };
-            let decoded = (crate::object_file::fnv1a64(body) == sum)
+            let decoded = (crate::codec::fnv1a64(body) == sum)
                 .then(|| bincode::decode_from_slice::<Record, _>(body, config).ok())
                 .flatten()
                 .filter(|(_, used)| *used == n);
@@ -346,7 +365,7 @@ mod v3 {
                     ctime_ns,
                     kind,
                     len: bytes.len() as u64,
-                    sum: super::checksum(&bytes),
+                    sum: crate::codec::checksum(&bytes),
                     meta: meta(m),
                     seq,
                 };
@@ -415,13 +434,14 @@ impl Journal {
             .len();
         // Mapped, not read: a journal of many GB of small objects costs no
         // memory of its own to replay.
-        // SAFETY: only this helper (it holds the store's helper lock) writes
-        // the journal, and it does not while the mapping lives; the mapping
-        // is dropped before the file is cut or rewritten.
         let map = if len == 0 {
             None
         } else {
             Some(
+                // SAFETY: only this helper (it holds the store's helper
+                // lock) writes the journal, and it does not while the
+                // mapping lives; the mapping is dropped before the file is
+                // cut or rewritten.
                 unsafe { memmap2::Mmap::map(&file) }
                     .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?,
             )
@@ -539,7 +559,9 @@ impl Journal {
         let payload_at = self.len + (FRAME_HEAD + body.len()) as u64;
         if total <= SMALL_RECORD {
             // One write for a small record: one system call.
-            let mut one = Vec::with_capacity(FRAME_HEAD + body.len() + total as usize);
+            // `total` is at most SMALL_RECORD, so it fits.
+            let small = usize::try_from(total).unwrap_or(0);
+            let mut one = Vec::with_capacity(FRAME_HEAD + body.len() + small);
             one.extend_from_slice(&head);
             one.extend_from_slice(&body);
             payloads.iter().for_each(|p| one.extend_from_slice(p));
@@ -554,7 +576,7 @@ impl Journal {
 
     /// Read `len` payload bytes at `at`.
     pub fn read(&self, at: u64, len: u64) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; to_usize(len)?];
         self.file
             .read_exact_at(&mut buf, at)
             .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
@@ -615,7 +637,7 @@ impl Journal {
                     match p {
                         Payload::Bytes(b) => out.write_all(b).map_err(io)?,
                         Payload::At { at, len } => {
-                            buf.resize(*len as usize, 0);
+                            buf.resize(to_usize(*len)?, 0);
                             self.file.read_exact_at(&mut buf, *at).map_err(io)?;
                             out.write_all(&buf).map_err(io)?;
                         }
@@ -734,7 +756,7 @@ mod tests {
         let path = d.join(JOURNAL_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         // The payload length of the second record.
-        bytes[second as usize + 5] ^= 0x01;
+        bytes[usize::try_from(second).unwrap() + 5] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(j.was_damaged(), "a damaged length is not a torn tail");
@@ -749,7 +771,7 @@ mod tests {
         let (mut j, _) = Journal::open(&d, false).unwrap();
         let mut last = 0;
         for i in 0..100 {
-            let b = vec![i as u8; 1000];
+            let b = vec![u8::try_from(i).unwrap(); 1000];
             last = j.append(&put("x", &b), &[&b]).unwrap();
         }
         assert!(j.wants_compaction(2000) || j.len() < COMPACT_MIN);

@@ -1,14 +1,22 @@
 //! yaplr-core: the store directory, the object file format, cross-process
 //! locks, the control protocol, the helper (`yaplrd`) and its client.
 //! Nothing here depends on R.
+//!
+//! Layers, each using only those before it: `key`; `error`; `codec`;
+//! `sys`; `store`; `lock`; the formats (`object_file`, `journal`);
+//! `protocol`; `conn` and `client`; then `dump`, `verify`, `progress`,
+//! `server` and `cli`. (The journal still converts to and from
+//! `protocol::Meta`; `progress` uses `cli::human_size`.)
 
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod conn;
 pub mod dump;
 pub mod error;
 pub mod journal;
+pub mod key;
 pub mod local;
 pub mod lock;
 pub mod object_file;

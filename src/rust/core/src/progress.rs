@@ -12,6 +12,9 @@ use std::time::Duration;
 
 /// Bytes between two calls of the hook: a few milliseconds of copying.
 pub const STEP: u64 = 4 << 20;
+/// STEP, as a buffer size.
+pub const STEP_USIZE: usize = 4 << 20;
+const _: () = assert!(STEP_USIZE as u64 == STEP);
 
 /// What a long transfer reports to.
 pub trait Progress {
@@ -83,7 +86,7 @@ impl<'a> Meter<'a> {
         bytes: &[u8],
         mut write: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        for piece in bytes.chunks(STEP as usize) {
+        for piece in bytes.chunks(STEP_USIZE) {
             write(piece)?;
             self.add(piece.len() as u64)?;
         }
@@ -109,21 +112,32 @@ pub fn status_line(done: u64, total: Option<u64>, elapsed: Duration) -> String {
             "{} of {} | {}/s | ETA {}",
             human_size(done),
             human_size(t),
-            human_size(rate as u64),
+            human_size(whole(rate)),
             duration(t.saturating_sub(done) as f64 / rate.max(1.0))
         ),
         None => format!(
             "{} | {}/s | {}",
             human_size(done),
-            human_size(rate as u64),
+            human_size(whole(rate)),
             duration(secs)
         ),
     }
 }
 
+/// A non-negative number of bytes or seconds, for display: the integer
+/// part (0 for NaN, saturating at u64::MAX).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the saturating conversion of `as` is the intent"
+)]
+fn whole(x: f64) -> u64 {
+    x as u64
+}
+
 /// Seconds as "4s", "2m 05s", "1h 02m".
 fn duration(secs: f64) -> String {
-    let s = secs.round().clamp(0.0, 3.6e8) as u64;
+    let s = whole(secs.round().clamp(0.0, 3.6e8));
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
@@ -194,7 +208,7 @@ mod tests {
             abort_at: Some(2 * STEP),
             ..Log::default()
         };
-        let data = vec![7u8; (5 * STEP) as usize];
+        let data = vec![7u8; 5 * STEP_USIZE];
         let mut written = 0usize;
         let r = {
             let mut m = Meter::new(&mut log, Some(data.len() as u64));
@@ -213,8 +227,7 @@ mod tests {
     fn silent_never_aborts() {
         let mut s = Silent;
         let mut m = Meter::new(&mut s, None);
-        m.write_all(&vec![0u8; (3 * STEP) as usize], |_| Ok(()))
-            .unwrap();
+        m.write_all(&vec![0u8; 3 * STEP_USIZE], |_| Ok(())).unwrap();
         assert_eq!(m.done(), 3 * STEP);
     }
 

@@ -8,7 +8,7 @@ use bincode::{Decode, Encode};
 pub const PROTOCOL_VERSION: u32 = 9;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
-pub const INLINE_MAX: usize = 64 << 10;
+pub use crate::store::INLINE_MAX;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// What decoding an answer of the helper may allocate (see
@@ -245,7 +245,8 @@ pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
             config(),
         )
         .unwrap_or(0);
-        out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        // A short error message: its length fits.
+        out[..4].copy_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
         out
     })
 }
@@ -253,10 +254,13 @@ pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
 /// The monotonic clock (CLOCK_MONOTONIC, shared by every process of the
 /// machine) in nanoseconds: deadlines in requests are on this clock.
 pub fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime fills the timespec we own.
+    // SAFETY: timespec is plain data (integers), for which all zeroes is a
+    // valid value.
     let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime only writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    // The monotonic clock is never negative.
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
 
 /// Encode a message as one frame, or None when it exceeds MAX_FRAME (a
@@ -268,7 +272,7 @@ pub fn try_encode<T: Encode>(msg: &T) -> Option<Vec<u8>> {
     if n > MAX_FRAME {
         return None;
     }
-    out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+    out[..4].copy_from_slice(&u32::try_from(n).ok()?.to_le_bytes());
     Some(out)
 }
 
@@ -436,7 +440,7 @@ mod tests {
             frame_len(u32::MAX.to_le_bytes()),
             Err(DecodeError::TooLong(u32::MAX as usize))
         );
-        assert!(frame_len((MAX_FRAME as u32).to_le_bytes()).is_ok());
+        assert!(frame_len(u32::try_from(MAX_FRAME).unwrap().to_le_bytes()).is_ok());
     }
 
     #[test]
@@ -466,7 +470,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = x as u8;
+                *b = x.to_le_bytes()[0];
             }
             let len = (x % 25) as usize;
             let _ = decode::<Request>(&buf[..len]);

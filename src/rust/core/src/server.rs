@@ -428,7 +428,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         compact_after: 0,
         retired: std::collections::VecDeque::new(),
         journal,
-        started_ns: object_file::now_ns(),
+        started_ns: crate::codec::now_ns(),
     };
     match records {
         Some(recs) => replay(&mut st, recs, damaged)?,
@@ -946,8 +946,8 @@ fn failed(e: &Error) -> Response {
 }
 
 fn check_key(ns: &str, tag: &str) -> Result<()> {
-    object_file::check_tag(tag)?;
-    object_file::check_namespace(ns)
+    crate::key::check_tag(tag)?;
+    Ok(crate::key::check_namespace(ns)?)
 }
 
 fn check_item(ns: &str, tag: &str, meta: &Meta) -> Result<()> {
@@ -1036,7 +1036,7 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
                 ctime_ns,
                 kind,
                 len: bytes.len() as u64,
-                sum: journal::checksum(&bytes),
+                sum: crate::codec::checksum(&bytes),
                 meta: journal::Meta::from(&meta),
                 seq: st.seq,
             };
@@ -1357,7 +1357,7 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
                     ctime_ns,
                     kind,
                     len: bytes.len() as u64,
-                    sum: journal::checksum(&bytes),
+                    sum: crate::codec::checksum(&bytes),
                     meta,
                     seq: st.seq,
                 };

@@ -18,6 +18,16 @@ pub const SOCKET_NAME: &str = "yaplrd.sock";
 pub const HELPER_LOCK_NAME: &str = "yaplrd.lock";
 pub const SPAWN_LOCK_NAME: &str = "spawn.lock";
 pub const LOG_NAME: &str = "yaplrd.log";
+/// The helper's journal (see `journal`).
+pub const JOURNAL_NAME: &str = "catalog.journal";
+/// The new journal while a compaction writes it.
+pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
+/// A damaged journal is kept under this name before it is cut.
+pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
+/// Payloads up to this size (64 KiB) are small: they travel inline in
+/// protocol frames and live in the helper's journal; larger ones get an
+/// object file of their own.
+pub const INLINE_MAX: usize = 64 << 10;
 /// Longest socket path the kernel accepts in sockaddr_un (108 with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -186,9 +196,9 @@ impl Store {
                     HELPER_LOCK_NAME,
                     SPAWN_LOCK_NAME,
                     LOG_NAME,
-                    crate::journal::JOURNAL_NAME,
-                    crate::journal::JOURNAL_TMP_NAME,
-                    crate::journal::JOURNAL_DAMAGED_NAME,
+                    JOURNAL_NAME,
+                    JOURNAL_TMP_NAME,
+                    JOURNAL_DAMAGED_NAME,
                 ]
                 .contains(&name);
             if !ours {
@@ -234,9 +244,9 @@ impl Store {
                 let _ = d.unlink(&format!("{id}{OBJECT_SUFFIX}"));
             }
         }
-        let _ = d.unlink(crate::journal::JOURNAL_TMP_NAME);
-        let _ = d.unlink(crate::journal::JOURNAL_DAMAGED_NAME);
-        let _ = d.unlink(crate::journal::JOURNAL_NAME);
+        let _ = d.unlink(JOURNAL_TMP_NAME);
+        let _ = d.unlink(JOURNAL_DAMAGED_NAME);
+        let _ = d.unlink(JOURNAL_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(LOG_NAME);
         let _ = d.unlink(HELPER_LOCK_NAME);
@@ -254,8 +264,10 @@ impl Store {
         let Ok(c) = std::ffi::CString::new(self.dir.as_os_str().as_bytes()) else {
             return false;
         };
-        // SAFETY: statfs is plain data; c is a valid C string.
+        // SAFETY: statfs is plain data (integers), for which all zeroes is
+        // a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: c is a valid NUL-terminated string and st a writable statfs.
         if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
             return false;
         }
@@ -409,7 +421,8 @@ impl Dir {
     pub fn open(path: &Path) -> Result<Dir> {
         let c = cstring(path.as_os_str().as_bytes())
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        // SAFETY: c is a valid C string; the fd is checked below.
+        // SAFETY: c is a valid NUL-terminated string, alive for the call;
+        // the result is checked below.
         let fd = unsafe {
             libc::open(
                 c.as_ptr(),
@@ -430,7 +443,7 @@ impl Dir {
             return Err(Error::io(format!("opening {}", path.display()), e));
         }
         Ok(Dir {
-            // SAFETY: fd is a descriptor we just opened and own.
+            // SAFETY: fd is a descriptor just opened, which nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             path: path.to_path_buf(),
         })
@@ -439,8 +452,11 @@ impl Dir {
     /// lstat of an entry (links are not followed).
     pub fn lstat(&self, name: &str) -> std::io::Result<libc::stat> {
         let c = cstring(name.as_bytes())?;
-        // SAFETY: zeroed stat is valid plain data; c is a valid C string.
+        // SAFETY: stat is plain data (integers), for which all zeroes is a
+        // valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: c is a valid NUL-terminated string and st a writable
+        // stat, both alive for the call; our descriptor is open.
         let r = unsafe {
             libc::fstatat(
                 self.fd.as_raw_fd(),
@@ -469,8 +485,9 @@ impl Dir {
                 How::CreateNew => libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
                 How::Append => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
             };
-        // SAFETY: c is a valid C string; the mode is passed as the varargs
-        // int open(2) expects; the fd is checked below.
+        // SAFETY: c is a valid NUL-terminated string, alive for the call;
+        // the mode is passed as the varargs unsigned int openat(2) reads;
+        // the result is checked below.
         let fd = unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
@@ -488,7 +505,7 @@ impl Dir {
             }
             return Err(Error::io(format!("opening {}", path.display()), e));
         }
-        // SAFETY: fd is a descriptor we just opened and own.
+        // SAFETY: fd is a descriptor just opened, which nothing else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         let meta = file
             .metadata()
@@ -510,7 +527,9 @@ impl Dir {
     /// Fails with EOPNOTSUPP (or EISDIR, EINVAL) where the filesystem can
     /// not do this.
     pub fn create_unnamed(&self) -> std::io::Result<File> {
-        // SAFETY: "." is a valid C string; the mode is the varargs int.
+        // SAFETY: "." is a valid NUL-terminated string; the mode is passed
+        // as the varargs unsigned int openat(2) reads; the result is
+        // checked below.
         let fd = unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
@@ -522,7 +541,7 @@ impl Dir {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: fd is a descriptor we just opened and own.
+        // SAFETY: fd is a descriptor just opened, which nothing else owns.
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
@@ -531,7 +550,9 @@ impl Dir {
     pub fn link_unnamed(&self, file: &File, name: &str) -> std::io::Result<()> {
         let target = cstring(name.as_bytes())?;
         let proc_path = cstring(format!("/proc/self/fd/{}", file.as_raw_fd()).as_bytes())?;
-        // SAFETY: valid C strings; linkat through /proc needs no privilege.
+        // SAFETY: both paths are valid NUL-terminated strings, alive for
+        // the call, and both descriptors are open. (Through /proc, linkat
+        // needs no privilege.)
         let r = unsafe {
             libc::linkat(
                 libc::AT_FDCWD,
@@ -546,7 +567,8 @@ impl Dir {
         }
         let first = std::io::Error::last_os_error();
         // Without /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH).
-        // SAFETY: as above; "" with AT_EMPTY_PATH names the fd itself.
+        // SAFETY: as above; "" with AT_EMPTY_PATH names the file's
+        // descriptor itself.
         let r = unsafe {
             libc::linkat(
                 file.as_raw_fd(),
@@ -590,7 +612,7 @@ impl Dir {
 
     /// Make the directory's entries durable (after a link or rename).
     pub fn sync(&self) -> std::io::Result<()> {
-        // SAFETY: fsync on our descriptor.
+        // SAFETY: fsync takes no pointers; our descriptor is open.
         if unsafe { libc::fsync(self.fd.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -600,7 +622,8 @@ impl Dir {
     /// Remove an entry (a link is removed, never followed).
     pub fn unlink(&self, name: &str) -> std::io::Result<()> {
         let c = cstring(name.as_bytes())?;
-        // SAFETY: c is a valid C string.
+        // SAFETY: c is a valid NUL-terminated string, alive for the call;
+        // our descriptor is open.
         if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -612,7 +635,8 @@ impl Dir {
         let a = cstring(from.as_bytes())?;
         let b = cstring(to.as_bytes())?;
         let fd = self.fd.as_raw_fd();
-        // SAFETY: valid C strings; both names relative to our directory.
+        // SAFETY: a and b are valid NUL-terminated strings, alive for the
+        // call; both names are relative to our open directory.
         if unsafe { libc::renameat(fd, a.as_ptr(), fd, b.as_ptr()) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -640,7 +664,7 @@ fn writable(dir: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: c is a valid C string.
+    // SAFETY: c is a valid NUL-terminated string, alive for the call.
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
@@ -656,12 +680,11 @@ pub fn is_valid_id(id: &str) -> bool {
 /// machine (files are also created with O_EXCL).
 pub fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    // The low 64 bits of the wall clock in ns; hex formats an i64 as its
+    // two's complement, so this is 16 hex digits even if it were negative.
+    let now = crate::codec::now_ns();
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mix = ((sys::getpid() as u64) << 32) ^ (c & 0xffff_ffff);
+    let mix = (u64::from(sys::getpid()) << 32) ^ (c & 0xffff_ffff);
     format!("{now:016x}{mix:016x}")
 }
 

@@ -6,6 +6,16 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// `size_of::<T>()` as a socklen_t, for the small structs handed to the
+/// socket calls.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "used for socket structs of at most a few hundred bytes"
+)]
+const fn socklen_of<T>() -> libc::socklen_t {
+    std::mem::size_of::<T>() as libc::socklen_t
+}
+
 pub fn getpid() -> u32 {
     std::process::id()
 }
@@ -15,14 +25,26 @@ pub fn getuid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Send `signal` to the process `pid` (0: only check that it exists and
+/// may be signalled). A pid that names no single process (0, or one beyond
+/// pid_t, which would wrap to a process group) fails with ESRCH.
+pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let target = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill takes no pointers; `target` is positive, so it names
+    // one process, never a group.
+    if unsafe { libc::kill(target, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether a process with this pid exists (a zombie counts as dead).
 pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+    let r = kill(pid, 0);
+    if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ESRCH)) {
         return false;
     }
     // A zombie still answers kill(0); its /proc state says Z.
@@ -31,7 +53,7 @@ pub fn pid_alive(pid: u32) -> bool {
             Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
             None => true,
         },
-        Err(_) => r == 0,
+        Err(_) => r.is_ok(),
     }
 }
 
@@ -42,8 +64,9 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
         uid: 0,
         gid: 0,
     };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the sizes given.
+    let mut len = socklen_of::<libc::ucred>();
+    // SAFETY: cred and len are valid for writes of the sizes given, and
+    // getsockopt writes no more than `len` bytes into cred.
     let r = unsafe {
         libc::getsockopt(
             fd,
@@ -79,8 +102,9 @@ pub fn wait_fd(
             events: if write { libc::POLLOUT } else { libc::POLLIN },
             revents: 0,
         };
-        let ms = left.as_millis().max(1) as libc::c_int;
-        // SAFETY: pfd is one valid pollfd.
+        // At most 100 ms, so it fits.
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(100);
+        // SAFETY: pfd is one valid, writable pollfd, and we pass a count of 1.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -131,8 +155,10 @@ pub fn send_some(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<usize> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if !pass.is_empty() {
-        let bytes = std::mem::size_of_val(pass) as u32;
-        // SAFETY: CMSG_SPACE is a pure computation.
+        // At most MAX_PASSED_FDS ints (checked above), so it fits.
+        let bytes = u32::try_from(std::mem::size_of_val(pass))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"))?;
+        // SAFETY: CMSG_SPACE is a pure computation on its argument.
         let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
@@ -149,12 +175,11 @@ pub fn send_some(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<usize> {
             }
         }
     }
-    // SAFETY: msg references live buffers for the duration of the call.
+    // SAFETY: msg points at `iov` (describing `buf`) and at `cbuf`, all
+    // alive and unmoved for the duration of the call, which only reads them.
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    // Negative (-1) exactly when the call failed.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Receive bytes, collecting any fds passed with them into `fds`.
@@ -171,14 +196,17 @@ pub fn recv_some(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    // SAFETY: msg references live buffers; MSG_CMSG_CLOEXEC keeps passed fds
-    // from leaking into children.
+    // SAFETY: msg points at `iov` (describing `buf`) and at `cbuf`, all
+    // alive, unmoved and writable for the duration of the call, which
+    // writes at most their stated lengths. MSG_CMSG_CLOEXEC keeps passed
+    // fds from leaking into children.
     let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Negative (-1) exactly when the call failed.
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
     // SAFETY: walking the control buffer the kernel filled, with the CMSG
-    // macros; each SCM_RIGHTS entry holds whole ints.
+    // macros, which stay within msg_controllen; each SCM_RIGHTS entry holds
+    // whole ints (read unaligned), each a new descriptor that nothing else
+    // owns, so wrapping it in an OwnedFd is sound.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -194,7 +222,7 @@ pub fn recv_some(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    Ok(n as usize)
+    Ok(n)
 }
 
 /// Reserve `len` bytes at `offset` in the file, so later writes can not
@@ -203,10 +231,13 @@ pub fn fallocate(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> 
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: plain syscall on an fd we own.
-    let r = unsafe {
-        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
-    };
+    // What posix_fallocate answers for a negative offset or length.
+    let off_t =
+        |n: u64| libc::off_t::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let (offset, len) = (off_t(offset)?, off_t(len)?);
+    // SAFETY: a plain syscall on a descriptor `file` keeps open; it touches
+    // no memory of ours.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) };
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }
@@ -218,8 +249,10 @@ pub fn free_space(path: &std::path::Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: statvfs is plain data; zeroed is valid; c is a valid C string.
+    // SAFETY: statvfs is plain data (integers), for which all zeroes is a
+    // valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated string and st a writable statvfs.
     let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     if r != 0 {
         return Err(io::Error::last_os_error());
@@ -235,7 +268,7 @@ pub fn wait_fd_forever(fd: RawFd, write: bool) -> io::Result<()> {
             events: if write { libc::POLLOUT } else { libc::POLLIN },
             revents: 0,
         };
-        // SAFETY: pfd is one valid pollfd.
+        // SAFETY: pfd is one valid, writable pollfd, and we pass a count of 1.
         let r = unsafe { libc::poll(&mut pfd, 1, -1) };
         if r >= 0 {
             return Ok(());
@@ -253,7 +286,8 @@ pub fn wait_fd_forever(fd: RawFd, write: bool) -> io::Result<()> {
 pub fn connect_unix(path: &std::path::Path) -> io::Result<std::os::unix::net::UnixStream> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    // SAFETY: sockaddr_un is plain data (integers and a byte array), for
+    // which all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     if bytes.len() >= addr.sun_path.len() {
         return Err(io::Error::new(
@@ -261,11 +295,13 @@ pub fn connect_unix(path: &std::path::Path) -> io::Result<std::os::unix::net::Un
             "socket path too long",
         ));
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    #[allow(clippy::cast_possible_truncation, reason = "AF_UNIX is 1")]
+    let family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = family;
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
-    // SAFETY: creating a socket; checked below.
+    // SAFETY: socket takes no pointers; the result is checked below.
     let fd = unsafe {
         libc::socket(
             libc::AF_UNIX,
@@ -276,10 +312,11 @@ pub fn connect_unix(path: &std::path::Path) -> io::Result<std::os::unix::net::Un
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fd is a socket we own from here on.
+    // SAFETY: fd is a socket just created, which nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: addr is a valid sockaddr_un of `len` bytes.
+    let len = socklen_of::<libc::sockaddr_un>();
+    // SAFETY: addr is a valid sockaddr_un of `len` bytes, alive for the
+    // call, which only reads it.
     let r = unsafe {
         libc::connect(
             fd,

@@ -1,5 +1,7 @@
 //! The yaplrd command line, run as a user would.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +12,7 @@ use yaplr_core::protocol::Meta;
 use yaplr_core::store::Store;
 use yaplr_core::sys;
 
-const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+const D: &str = yaplr_core::key::DEFAULT_NAMESPACE;
 /// No yaplrd run by these tests may take longer than this.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -140,11 +142,9 @@ impl TempStore {
     }
     fn kill_all(&self) {
         for pid in yaplrd_pids(&self.0).into_iter().chain(self.helper_pid()) {
-            // SAFETY: plain kill(2) on a yaplrd of this test's store.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGCONT);
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
+            // A yaplrd of this test's store.
+            let _ = sys::kill(pid, libc::SIGCONT);
+            let _ = sys::kill(pid, libc::SIGKILL);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while !yaplrd_pids(&self.0).is_empty() && Instant::now() < deadline {
@@ -395,8 +395,7 @@ fn a_store_whose_helper_died_is_reported_not_restarted() {
     let mut c = store.client();
     put(&mut c, D, "kept", 20, None);
     c.disconnect();
-    // SAFETY: plain kill(2) on the helper this test started.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     wait_until("the helper to die", || !sys::pid_alive(pid));
     assert!(dir.is_dir());
 
@@ -453,9 +452,8 @@ fn stop_force_ends_a_helper_that_does_not_answer() {
     let dir = store.dir();
     let pid = store.start_helper();
     put(&mut store.client(), D, "x", 10, None);
-    // SAFETY: plain kill(2) on the helper this test started; TempStore
-    // wakes and kills it whatever happens.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    // TempStore wakes and kills it whatever happens.
+    let _ = sys::kill(pid, libc::SIGSTOP);
     wait_until("the helper to stop", || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         stat.rfind(')')

@@ -1,6 +1,8 @@
 //! Integration tests that start a real yaplrd and talk to it as the R
 //! package does.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use yaplr_core::client::{CallOptions, Client, Found};
@@ -9,7 +11,7 @@ use yaplr_core::progress::Silent;
 use yaplr_core::store::Store;
 use yaplr_core::{sys, Error};
 
-const D: &str = yaplr_core::object_file::DEFAULT_NAMESPACE;
+const D: &str = yaplr_core::key::DEFAULT_NAMESPACE;
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_yaplrd"))
@@ -147,8 +149,7 @@ fn killed_helper_is_replaced_and_loses_nothing() {
     let mut c = t.client();
     put(&mut c, "keep", b"precious");
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a child helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     while sys::pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -166,14 +167,12 @@ fn a_stopped_helper_gives_a_timeout_not_a_hang() {
     let t = TempStore::new("stop");
     let mut c = t.client();
     c.ping(&opts(5000)).unwrap();
-    let pid = c.helper_pid().unwrap() as i32;
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    wait_for_state(pid as u32, 'T');
+    let pid = c.helper_pid().unwrap();
+    let _ = sys::kill(pid, libc::SIGSTOP);
+    wait_for_state(pid, 'T');
     let t0 = Instant::now();
     let r = c.ping(&opts(300));
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = sys::kill(pid, libc::SIGCONT);
     match r {
         Err(Error::Timeout { waited_for, .. }) => {
             assert!(waited_for.contains("helper"), "{waited_for}")
@@ -281,8 +280,7 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
         Found::Inline(..)
     ));
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     while sys::pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -318,7 +316,7 @@ fn many_inline_overwrites_compact_the_journal() {
         )
         .unwrap();
     }
-    let len = std::fs::metadata(t.dir.join(yaplr_core::journal::JOURNAL_NAME))
+    let len = std::fs::metadata(t.dir.join(yaplr_core::store::JOURNAL_NAME))
         .unwrap()
         .len();
     assert!(len < 4 << 20, "journal of {len} bytes was not compacted");
@@ -433,13 +431,12 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     // Both rebuild paths keep namespaces: the journal, then file headers.
     for drop_journal in [false, true] {
         let pid = c.helper_pid().unwrap();
-        // SAFETY: signalling a helper we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = sys::kill(pid, libc::SIGKILL);
         while sys::pid_alive(pid) {
             std::thread::sleep(Duration::from_millis(2));
         }
         if drop_journal {
-            std::fs::remove_file(t.dir.join(yaplr_core::journal::JOURNAL_NAME)).unwrap();
+            std::fs::remove_file(t.dir.join(yaplr_core::store::JOURNAL_NAME)).unwrap();
         }
         assert_eq!(in_ns(&mut c, "b", "big").len(), 100_000);
         assert!(c.exists("b", "big", &o).unwrap());
@@ -542,8 +539,7 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
     }
     // The batch is one journal record: a restarted helper has both.
     let pid = c.helper_pid().unwrap();
-    // SAFETY: signalling a helper we started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sys::kill(pid, libc::SIGKILL);
     while sys::pid_alive(pid) {
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -22,6 +22,8 @@
 //! Environment: YAPLR_FUZZ_SEED (u64) changes the fuzz seed, YAPLR_FUZZ_SCALE
 //! (a float, default 1) multiplies the number of fuzz cases.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
@@ -33,9 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use yaplr_core::client::{CallOptions, Client, Found};
-use yaplr_core::object_file::{
-    ObjectMap, ObjectWriter, DEFAULT_NAMESPACE, KIND_R_SERIALIZED, MAX_TAG_BYTES,
-};
+use yaplr_core::key::{DEFAULT_NAMESPACE, MAX_TAG_BYTES};
+use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::protocol::{
     decode, encode, frame_len, DecodeError, Entry, Meta, Request, Response, ServerInfo, INLINE_MAX,
     MAX_FRAME, PROTOCOL_VERSION,
@@ -70,18 +71,24 @@ fn note_alloc(size: usize) {
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_alloc(layout.size());
-        System.alloc(layout)
+        // SAFETY: our caller upholds alloc's contract, passed on unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note_alloc(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: our caller upholds alloc_zeroed's contract, passed on
+        // unchanged.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: `ptr` came from System through the calls above, with
+        // this layout, as our caller guarantees.
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note_alloc(new_size);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: as for dealloc; our caller upholds realloc's contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -104,6 +111,14 @@ fn measured<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
 
 struct Rng(u64);
 
+fn low32(x: u64) -> u32 {
+    u32::try_from(x & 0xffff_ffff).unwrap()
+}
+
+fn max_frame_u32() -> u32 {
+    u32::try_from(MAX_FRAME).unwrap()
+}
+
 impl Rng {
     fn new(seed: u64) -> Rng {
         // splitmix64 of the seed, so that nearby seeds give unrelated streams.
@@ -121,7 +136,26 @@ impl Rng {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+    /// A number below `n` (at most 256) as a byte.
+    fn byte_below(&mut self, n: usize) -> u8 {
+        u8::try_from(self.below(n)).unwrap()
+    }
+    fn byte(&mut self) -> u8 {
+        self.next().to_le_bytes()[0]
+    }
+    /// The low 32 bits of `next()`.
+    fn next_u32(&mut self) -> u32 {
+        low32(self.next())
+    }
+    /// The low 32 bits of `int()`.
+    fn int_u32(&mut self) -> u32 {
+        low32(self.int())
+    }
+    /// The bits of `int()` as an i64.
+    fn int_i64(&mut self) -> i64 {
+        i64::from_le_bytes(self.int().to_le_bytes())
     }
     fn one_in(&mut self, n: usize) -> bool {
         self.below(n) == 0
@@ -184,7 +218,7 @@ impl Rng {
             if self.one_in(3) {
                 s.push_str(PIECES[self.below(PIECES.len())]);
             } else {
-                s.push((b'a' + self.below(26) as u8) as char);
+                s.push(char::from(b'a' + self.byte_below(26)));
             }
         }
         s
@@ -201,6 +235,11 @@ fn seed() -> u64 {
 /// The number of cases for a fuzz test, scaled by YAPLR_FUZZ_SCALE. Debug
 /// builds run the full count too: the 1,000,000 decoder cases take about
 /// 10 s of CPU in debug and under 2 s in release.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a scaled count, for which the saturating `as` is right"
+)]
 fn cases(release_count: usize) -> usize {
     let scale: f64 = std::env::var("YAPLR_FUZZ_SCALE")
         .ok()
@@ -329,8 +368,8 @@ fn random_entry(r: &mut Rng) -> Entry {
         namespace: r.string(),
         tag: r.string(),
         size: r.int(),
-        ctime_ns: r.int() as i64,
-        kind: r.int() as u32,
+        ctime_ns: r.int_i64(),
+        kind: r.int_u32(),
         meta: random_meta(r),
         version: r.int(),
         inline: r.one_in(2),
@@ -344,9 +383,9 @@ fn random_request(r: &mut Rng) -> Request {
             version: if r.one_in(2) {
                 PROTOCOL_VERSION
             } else {
-                r.int() as u32
+                r.int_u32()
             },
-            pid: r.int() as u32,
+            pid: r.int_u32(),
             client: r.int(),
         },
         1 => Request::Publish {
@@ -358,8 +397,8 @@ fn random_request(r: &mut Rng) -> Request {
         2 => Request::PutInline {
             namespace: r.string(),
             tag: r.string(),
-            kind: r.int() as u32,
-            ctime_ns: r.int() as i64,
+            kind: r.int_u32(),
+            ctime_ns: r.int_i64(),
             bytes: {
                 let n = if r.one_in(100) {
                     r.below(70_000)
@@ -397,8 +436,8 @@ fn random_request(r: &mut Rng) -> Request {
 fn random_response(r: &mut Rng) -> Response {
     match r.below(10) {
         0 => Response::Hello {
-            version: r.int() as u32,
-            pid: r.int() as u32,
+            version: r.int_u32(),
+            pid: r.int_u32(),
         },
         1 => Response::Ok,
         2 => Response::Found(random_entry(r)),
@@ -420,13 +459,13 @@ fn random_response(r: &mut Rng) -> Response {
             Response::List((0..n).map(|_| random_entry(r)).collect())
         }
         7 => Response::Info(ServerInfo {
-            pid: r.int() as u32,
+            pid: r.int_u32(),
             dir: r.string(),
             objects: r.int(),
             bytes: r.int(),
             capacity: if r.one_in(2) { None } else { Some(r.int()) },
             free: r.int(),
-            started_ns: r.int() as i64,
+            started_ns: r.int_i64(),
             version: r.string(),
         }),
         8 => Response::Pong,
@@ -579,7 +618,7 @@ fn report(name: &str, st: &Stats, t0: Instant) {
 
 #[test]
 fn frame_len_refuses_exactly_the_lengths_over_max_frame() {
-    let max = MAX_FRAME as u32;
+    let max = max_frame_u32();
     for n in [0, 1, 5, max - 1, max] {
         assert_eq!(frame_len(n.to_le_bytes()), Ok(n as usize));
     }
@@ -592,7 +631,7 @@ fn frame_len_refuses_exactly_the_lengths_over_max_frame() {
     // Every prefix: only the value matters, and the check allocates nothing.
     let mut r = Rng::new(seed());
     for _ in 0..cases(1_000_000) {
-        let n = r.next() as u32;
+        let n = r.next_u32();
         let (res, largest, _) = measured(|| frame_len(n.to_le_bytes()));
         assert_eq!(largest, 0);
         match res {
@@ -620,11 +659,11 @@ fn fuzz_random_bytes() {
         // Some inputs start with a plausible (small) prefix or a variant
         // tag the decoders know, to get deeper than the first byte.
         if len >= 5 && r.one_in(4) {
-            let n = r.below(len - 3) as u32;
+            let n = u32::try_from(r.below(len - 3)).unwrap();
             buf[..4].copy_from_slice(&n.to_le_bytes());
-            buf[4] = r.below(12) as u8;
+            buf[4] = r.byte_below(12);
         } else if len >= 1 && r.one_in(3) {
-            buf[0] = r.below(12) as u8;
+            buf[0] = r.byte_below(12);
         }
         feed(&buf[..len], &mut st, &|| {
             format!("random case {i}, seed {seed}: {:?}", &buf[..len.min(80)])
@@ -687,13 +726,13 @@ fn mutate(r: &mut Rng, frame: &mut Vec<u8>, other: &[u8]) {
                 let old = u32::from_le_bytes(prefix_of(frame));
                 let n: u32 = match r.below(8) {
                     0 => u32::MAX,
-                    1 => MAX_FRAME as u32 + 1,
-                    2 => MAX_FRAME as u32,
+                    1 => max_frame_u32() + 1,
+                    2 => max_frame_u32(),
                     3 => old.wrapping_add(1),
                     4 => old.wrapping_sub(1),
                     5 => 0,
                     6 => old ^ (1 << r.below(32)),
-                    _ => r.next() as u32,
+                    _ => r.next_u32(),
                 };
                 frame[..4].copy_from_slice(&n.to_le_bytes());
             }
@@ -721,7 +760,7 @@ fn mutate(r: &mut Rng, frame: &mut Vec<u8>, other: &[u8]) {
                 if r.one_in(2) && i < frame.len() {
                     frame.remove(i);
                 } else {
-                    frame.insert(i, r.next() as u8);
+                    frame.insert(i, r.byte());
                 }
             }
         }
@@ -764,7 +803,7 @@ fn check_round_trip<T: Msg>(m: &T, r: &mut Rng, st: &mut Stats) {
     st.decodes += 1;
     // A trailing byte is refused.
     let mut longer = payload.to_vec();
-    longer.push(r.next() as u8);
+    longer.push(r.byte());
     assert!(T::dec(&longer).is_err(), "{m:?} with a trailing byte");
     // No strict prefix of a message is a message: the encoding is prefix
     // free. All cuts of some short messages, random cuts of the others.
@@ -1128,7 +1167,7 @@ fn garbage_drops_only_that_connection() {
         let mut g = r.bytes(len);
         if r.one_in(2) && len >= 5 {
             // A plausible length, so the payload reaches the decoder.
-            let n = (len - 4 - r.below(2).min(len - 4)) as u32;
+            let n = u32::try_from(len - 4 - r.below(2).min(len - 4)).unwrap();
             g[..4].copy_from_slice(&n.to_le_bytes());
         }
         let mut bytes = if greet { hello() } else { Vec::new() };
@@ -1178,8 +1217,8 @@ fn oversized_length_prefixes_are_refused() {
     let h = Helper::start("oversized");
     let vm_before = h.proc_status("VmPeak");
     for announced in [
-        MAX_FRAME as u32 + 1,
-        MAX_FRAME as u32 * 2,
+        max_frame_u32() + 1,
+        max_frame_u32() * 2,
         1 << 31,
         u32::MAX - 1,
         u32::MAX,
@@ -1422,7 +1461,7 @@ fn silent_clients_do_not_block_others() {
             idle.push(s);
         }
         let mut s = if greet { h.greeted() } else { h.raw() };
-        s.write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        s.write_all(&max_frame_u32().to_le_bytes()).unwrap();
         s.write_all(&[7; 100]).unwrap();
         idle.push(s);
     }
@@ -1643,13 +1682,13 @@ fn connections_from_other_users_are_refused() {
     // async-signal-safe system calls.
     // SAFETY: sockaddr_un is plain data; zeroed is valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap();
     let path = sock.as_os_str().as_encoded_bytes();
     assert!(path.len() < addr.sun_path.len());
     for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
-    let addr_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let addr_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap();
     let frame = hello();
     // SAFETY: sysconf has no preconditions.
     let max_fd = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 65_536) as libc::c_int;
@@ -1668,7 +1707,7 @@ fn connections_from_other_users_are_refused() {
                     libc::close(fd);
                 }
             }
-            let nobody = NOBODY as libc::c_long;
+            let nobody = libc::c_long::from(NOBODY);
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                 || libc::syscall(libc::SYS_setresgid, nobody, nobody, nobody) != 0
                 || libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) != 0
@@ -1751,12 +1790,13 @@ enum Limit {
 /// (which differs between C libraries).
 fn prlimit(pid: u32, which: Limit, new: Option<&libc::rlimit>, old: &mut libc::rlimit) -> i32 {
     let new = new.map_or(std::ptr::null(), |n| n as *const libc::rlimit);
+    let pid = libc::pid_t::try_from(pid).unwrap();
     // SAFETY: valid pointers (or null) to rlimit structs; the target is a
     // helper this test started.
     unsafe {
         match which {
-            Limit::AddressSpace => libc::prlimit(pid as i32, libc::RLIMIT_AS, new, old),
-            Limit::Descriptors => libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, new, old),
+            Limit::AddressSpace => libc::prlimit(pid, libc::RLIMIT_AS, new, old),
+            Limit::Descriptors => libc::prlimit(pid, libc::RLIMIT_NOFILE, new, old),
         }
     }
 }
@@ -1857,7 +1897,7 @@ fn a_lookup_without_free_descriptors_keeps_the_tag() {
         .map_err(|e| e.to_string());
     drop(idle);
     drop(guard);
-    h.settle(base as usize, u64::MAX / 2, 2);
+    h.settle(usize::try_from(base).unwrap(), u64::MAX / 2, 2);
     let after = exists(&mut c, "x");
     let files = h.store().object_ids().map(|v| v.len());
     assert!(
@@ -1908,8 +1948,7 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
     assert_eq!(value(), b"first");
     // Across a crash of the helper: the journal knows the change was made.
     drop(s);
-    // SAFETY: kill(2) on the helper this test started.
-    unsafe { libc::kill(h.pid as libc::pid_t, libc::SIGKILL) };
+    let _ = sys::kill(h.pid, libc::SIGKILL);
     let died = Instant::now() + Duration::from_secs(10);
     while sys::pid_alive(h.pid) && Instant::now() < died {
         std::thread::sleep(Duration::from_millis(1));

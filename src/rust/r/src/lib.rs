@@ -2,9 +2,6 @@
 //! the R layer; every failure comes back as a condition object (never a
 //! longjmp from Rust), which the R layer signals.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 mod ffi;
 mod progress;
 mod serialize;
@@ -166,7 +163,7 @@ fn capacity_option() -> Result<Option<u64>, Error> {
     };
     match eval_string("yaplr:::capacity_option()") {
         Ok(v) => match (v.as_real(), v.as_str()) {
-            (Some(x), _) if x.is_finite() && x >= 0.0 => Ok(Some(x as u64)),
+            (Some(x), _) if x.is_finite() && x >= 0.0 => Ok(Some(bytes_from_r(x))),
             (Some(x), _) if x.is_nan() => Ok(None),
             (_, Some(message)) => Err(Error::BadArgument(message.to_string())),
             _ => Err(bad()),
@@ -588,7 +585,7 @@ fn object_info_(tag: &str, ns: &str, dir: &str, exe: &str, timeout: f64, autosta
 fn resize_store_(bytes: f64, dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
     let ctx = Ctx::new(exe, timeout, autostart);
     let cap = if bytes >= 0.0 {
-        Some(bytes as u64)
+        Some(bytes_from_r(bytes))
     } else {
         None
     };
@@ -722,11 +719,22 @@ fn parse_meta(l: &List) -> Meta {
         rtype: strings(get("type")).into_iter().next().unwrap_or_default(),
         length: numbers(get("length"))
             .first()
-            .map(|x| *x as u64)
+            .map(|x| bytes_from_r(*x))
             .unwrap_or(0),
-        dim: numbers(get("dim")).into_iter().map(|x| x as u64).collect(),
+        dim: numbers(get("dim")).into_iter().map(bytes_from_r).collect(),
         description: strings(get("description")).into_iter().next(),
     }
+}
+
+/// A number of bytes from R (a double): 0 for NaN or a negative number,
+/// saturating above u64::MAX.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the saturating conversion of `as` is the intent"
+)]
+fn bytes_from_r(x: f64) -> u64 {
+    x as u64
 }
 
 /// The keys of `tags` in namespace `ns`, each checked.
@@ -744,7 +752,7 @@ fn server_info_(dir: &str, exe: &str, timeout: f64, autostart: bool) -> Robj {
                 "pid", "dir", "objects", "bytes", "capacity", "free", "started", "version",
             ],
             [
-                Robj::from(i.pid as i32),
+                Robj::from(i32::try_from(i.pid).unwrap_or(0)),
                 Robj::from(i.dir),
                 Robj::from(i.objects as f64),
                 Robj::from(i.bytes as f64),
@@ -768,11 +776,14 @@ fn start_server_(dir: &str, exe: &str, timeout: f64, capacity: f64) -> Robj {
         let Started { pid, started } = s.start(&ctx.opts())?;
         if capacity >= 0.0 {
             // An explicit capacity wins over options(yaplr.capacity = ).
-            s.set_capacity(Some(capacity as u64), &ctx.opts())?;
+            s.set_capacity(Some(bytes_from_r(capacity)), &ctx.opts())?;
         }
         Ok(List::from_names_and_values(
             ["pid", "started"],
-            [Robj::from(pid as i32), Robj::from(started)],
+            [
+                Robj::from(i32::try_from(pid).unwrap_or(i32::MAX)),
+                Robj::from(started),
+            ],
         )
         .expect("names and values match"))
     });

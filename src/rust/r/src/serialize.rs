@@ -5,8 +5,8 @@
 use crate::ffi::{R_InitInPStream, R_InitOutPStream, R_ToplevelExec, R_tryCatchError};
 use extendr_ffi::{
     R_NilValue, R_PreserveObject, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t,
-    R_outpstream_st, R_outpstream_t, R_pstream_format_t, R_xlen_t, Rbyte, Rcomplex, Rf_xlength,
-    R_CHAR, SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
+    R_outpstream_st, R_outpstream_t, R_pstream_format_t, Rbyte, Rcomplex, Rf_xlength, R_CHAR, SEXP,
+    SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
 };
 use std::ffi::CStr;
 use std::mem::{size_of, MaybeUninit};
@@ -166,7 +166,8 @@ fn likely_large(x: SEXP) -> bool {
         // caller's protection of the object, on R's main thread; these
         // accessors only read them and raise no R error.
         unsafe {
-            let n = Rf_xlength(x) as u64;
+            let len = Rf_xlength(x);
+            let n = u64::try_from(len).unwrap_or(0);
             match TYPEOF(x) {
                 SEXPTYPE::LGLSXP | SEXPTYPE::INTSXP => *acc += size_of::<c_int>() as u64 * n,
                 SEXPTYPE::REALSXP => *acc += size_of::<f64>() as u64 * n,
@@ -174,11 +175,11 @@ fn likely_large(x: SEXP) -> bool {
                 SEXPTYPE::RAWSXP => *acc += size_of::<Rbyte>() as u64 * n,
                 SEXPTYPE::STRSXP => *acc += MIN_STRING_BYTES * n,
                 SEXPTYPE::VECSXP | SEXPTYPE::EXPRSXP if depth < LIKELY_LARGE_DEPTH => {
-                    for i in 0..n {
+                    for i in 0..len {
                         if *acc >= STEP {
                             return;
                         }
-                        size(VECTOR_ELT(x, i as R_xlen_t), depth + 1, acc);
+                        size(VECTOR_ELT(x, i), depth + 1, acc);
                     }
                 }
                 _ => {}
@@ -212,11 +213,12 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
         return;
     }
     // SAFETY: R gives `n > 0` readable bytes at `buf`, for this call.
-    let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buf as *const u8, usize::try_from(n).unwrap_or(0)) };
     if let Err(e) = sink
         .writer
         .write(bytes)
-        .and_then(|_| sink.meter.add(n as u64))
+        .and_then(|_| sink.meter.add(bytes.len() as u64))
     {
         // A failed write or Ctrl-C: stop, or (a small object) let R walk the
         // rest of it, writing nothing.
@@ -235,7 +237,8 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, buf: *mut c_void, n: c_in
 /// # Safety
 /// As out_bytes.
 unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
-    let mut b = c as u8;
+    // R passes one byte as an int: its low 8 bits.
+    let mut b = c.to_le_bytes()[0];
     // SAFETY: the stream is ours (the contract above), and `b` is one
     // readable byte for the call.
     unsafe { out_bytes(stream, &mut b as *mut u8 as *mut c_void, 1) };
@@ -337,7 +340,7 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, buf: *mut c_void, n: c_int)
     // SAFETY: the stream's data is unserialize_from's Source, alive and not
     // otherwise borrowed while R_Unserialize runs.
     let src = unsafe { &mut *((*stream).data as *mut Source<'_, '_>) };
-    let n = n.max(0) as usize;
+    let n = usize::try_from(n).unwrap_or(0);
     // SAFETY: R gives `n` writable bytes at `buf`, for this call, which it
     // does not read while we fill them.
     let out = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, n) };
@@ -374,7 +377,7 @@ unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
     // SAFETY: the stream is ours (the contract above), and `b` is room for
     // one byte for the call.
     unsafe { in_bytes(stream, &mut b as *mut u8 as *mut c_void, 1) };
-    b as c_int
+    c_int::from(b)
 }
 
 struct UnserializeCall {

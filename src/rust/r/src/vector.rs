@@ -28,7 +28,7 @@ use yaplr_core::backend::PayloadSink;
 use yaplr_core::object_file::{
     check_complete, Header, ObjectMap, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
 };
-use yaplr_core::progress::{Meter, Silent, STEP};
+use yaplr_core::progress::{Meter, Silent, STEP_USIZE};
 use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::Error;
 
@@ -53,10 +53,21 @@ const CPLXSXP: u32 = SEXPTYPE::CPLXSXP as u32;
 const RAWSXP: u32 = SEXPTYPE::RAWSXP as u32;
 
 // The size of one element of each: LGLSXP and INTSXP elements are C ints.
-const INT_ELT_BYTES: u32 = size_of::<c_int>() as u32;
-const REAL_ELT_BYTES: u32 = size_of::<f64>() as u32;
-const CPLX_ELT_BYTES: u32 = size_of::<Rcomplex>() as u32;
-const RAW_ELT_BYTES: u32 = size_of::<Rbyte>() as u32;
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "element sizes are a few bytes"
+)]
+mod elt {
+    use super::*;
+    pub const INT: u32 = size_of::<c_int>() as u32;
+    pub const REAL: u32 = size_of::<f64>() as u32;
+    pub const CPLX: u32 = size_of::<Rcomplex>() as u32;
+    pub const RAW: u32 = size_of::<Rbyte>() as u32;
+}
+const INT_ELT_BYTES: u32 = elt::INT;
+const REAL_ELT_BYTES: u32 = elt::REAL;
+const CPLX_ELT_BYTES: u32 = elt::CPLX;
+const RAW_ELT_BYTES: u32 = elt::RAW;
 
 fn sexptype_of(t: u32) -> SEXPTYPE {
     match t {
@@ -90,15 +101,15 @@ pub fn as_vector(x: SEXP) -> Option<VectorHeader> {
         if bool::from(Rf_isS4(x)) {
             return None;
         }
-        let length = extendr_ffi::Rf_xlength(x) as u64;
-        if (length * elt as u64) < MIN_RAW_VECTOR_BYTES {
+        let length = u64::try_from(extendr_ffi::Rf_xlength(x)).unwrap_or(0);
+        if (length * u64::from(elt)) < MIN_RAW_VECTOR_BYTES {
             return None;
         }
         Some(VectorHeader {
             sexptype,
             elt_size: elt,
             length,
-            object: bool::from(Rf_isObject(x)) as u32,
+            object: u32::from(bool::from(Rf_isObject(x))),
         })
     }
 }
@@ -118,20 +129,25 @@ pub fn write_vector(
     // SAFETY: x is protected by the caller for the whole call, on R's main
     // thread; DATAPTR_OR_NULL allocates nothing and raises no R error.
     let ptr = unsafe { DATAPTR_OR_NULL(x) };
+    let too_large = || Error::BadArgument("the vector does not fit in memory".into());
     if !ptr.is_null() {
         // SAFETY: `h` describes `x` (as_vector), so its buffer holds
         // h.data_len() bytes; it stays valid and unchanged while this call,
         // which runs no R code, reads it.
-        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, h.data_len() as usize) };
+        let n = usize::try_from(h.data_len()).map_err(|_| too_large())?;
+        // SAFETY: as above.
+        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
         meter.write_all(data, |piece| w.write(piece))?;
     } else {
         // Whole u64 words, so that the buffer is aligned for every element
         // type (c_int, f64, Rcomplex, Rbyte).
         let mut words = vec![0u64; REGION_BUF_BYTES / size_of::<u64>()];
         let per = REGION_BUF_BYTES / h.elt_size as usize;
+        let per = R_xlen_t::try_from(per).unwrap_or(R_xlen_t::MAX);
+        let total = R_xlen_t::try_from(h.length).map_err(|_| too_large())?;
         let mut at: R_xlen_t = 0;
-        while (at as u64) < h.length {
-            let n = per.min((h.length - at as u64) as usize) as R_xlen_t;
+        while at < total {
+            let n = per.min(total - at);
             let b = words.as_mut_ptr() as *mut u8;
             // SAFETY: x is live and protected, of type h.sexptype with
             // h.length elements, and `at + n` is within it; the buffer holds
@@ -156,7 +172,9 @@ pub fn write_vector(
             let bytes = unsafe {
                 std::slice::from_raw_parts(words.as_ptr() as *const u8, REGION_BUF_BYTES)
             };
-            let piece = &bytes[..got as usize * h.elt_size as usize];
+            // Positive, checked above.
+            let got_n = usize::try_from(got).unwrap_or(0);
+            let piece = &bytes[..got_n * h.elt_size as usize];
             w.write(piece)?;
             meter.add(piece.len() as u64)?;
             at += got;
@@ -196,7 +214,11 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
     let payload = map.payload();
     let h = VectorHeader::decode(payload)?;
     check_type(&h, tag)?;
-    let attrs = read_attributes(&payload[VECTOR_HEADER_SIZE + h.data_len() as usize..], tag)?;
+    let length = length_as::<R_xlen_t>(h.length, tag)?;
+    let attrs = read_attributes(
+        &payload[VECTOR_HEADER_SIZE + length_as::<usize>(h.data_len(), tag)?..],
+        tag,
+    )?;
     let Some(base) = map.payload_mut_ptr() else {
         release(attrs);
         return Err(Error::Corrupt {
@@ -210,7 +232,7 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
         });
     };
     let view = Box::new(View {
-        length: h.length as R_xlen_t,
+        length,
         // SAFETY: the payload starts with the vector header just decoded
         // from it (so it holds at least VECTOR_HEADER_SIZE bytes), and the
         // elements follow it in the same mapping.
@@ -236,7 +258,7 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
         let v = Rf_protect(R_new_altrep(class, ptr, R_NilValue));
         if let Some(a) = attrs {
             SET_ATTRIB(v, a);
-            SET_OBJECT(v, h.object as c_int);
+            SET_OBJECT(v, c_int::try_from(h.object).unwrap_or(0));
         }
         release(attrs);
         extendr_ffi::R_PreserveObject(v);
@@ -277,7 +299,7 @@ unsafe extern "C" fn alloc_cb(data: *mut c_void) {
 fn alloc_vector(h: &VectorHeader, tag: &str) -> Result<SEXP, Error> {
     let mut a = Alloc {
         sexptype: sexptype_of(h.sexptype),
-        length: h.length as R_xlen_t,
+        length: length_as(h.length, tag)?,
         result: std::ptr::null_mut(),
     };
     // SAFETY: on R's main thread; alloc_cb gets the `Alloc` it expects,
@@ -311,14 +333,15 @@ pub fn read_copy(
     file.read_exact_at(&mut head, base).map_err(damaged)?;
     let h = VectorHeader::decode_prefix(&head, header.payload_len)?;
     check_type(&h, tag)?;
+    let data_len = length_as::<usize>(h.data_len(), tag)?;
     let data_at = base + VECTOR_HEADER_SIZE as u64;
     let attrs_at = data_at + h.data_len();
-    let mut attr_bytes = vec![0u8; (base + header.payload_len - attrs_at) as usize];
+    let mut attr_bytes = vec![0u8; length_as(base + header.payload_len - attrs_at, tag)?];
     file.read_exact_at(&mut attr_bytes, attrs_at)
         .map_err(damaged)?;
     // The payload is checked against its checksum as it is read, in file
     // order: vector header, elements, attributes.
-    let mut hasher = yaplr_core::object_file::Hasher::new();
+    let mut hasher = yaplr_core::codec::Hasher::new();
     hasher.update(&head);
     let attrs = read_attributes(&attr_bytes, tag)?;
     let v = match alloc_vector(&h, tag) {
@@ -337,9 +360,8 @@ pub fn read_copy(
         // type), which nothing else references. R's collector does not move
         // it, so its data stays put even if R code runs (the progress hook)
         // while the slice lives.
-        let dst =
-            unsafe { std::slice::from_raw_parts_mut(DATAPTR(v) as *mut u8, h.data_len() as usize) };
-        dst.chunks_mut(STEP as usize).try_for_each(|piece| {
+        let dst = unsafe { std::slice::from_raw_parts_mut(DATAPTR(v) as *mut u8, data_len) };
+        dst.chunks_mut(STEP_USIZE).try_for_each(|piece| {
             file.read_exact_at(piece, data_at + at).map_err(damaged)?;
             hasher.update(piece);
             at += piece.len() as u64;
@@ -368,11 +390,21 @@ pub fn read_copy(
         // setting attributes allocates nothing and raises no R error.
         unsafe {
             SET_ATTRIB(v, a);
-            SET_OBJECT(v, h.object as c_int);
+            SET_OBJECT(v, c_int::try_from(h.object).unwrap_or(0));
         }
     }
     release(attrs);
     Ok(v)
+}
+
+/// A length of a stored vector, checked against its payload (so it fits
+/// in memory), as a usize or an R_xlen_t; anything else is damage.
+fn length_as<T: TryFrom<u64>>(n: u64, tag: &str) -> Result<T, Error> {
+    T::try_from(n).map_err(|_| Error::Corrupt {
+        message: format!(
+            "the stored object \"{tag}\" is damaged: a length of {n} does not fit in memory"
+        ),
+    })
 }
 
 fn release(x: Option<SEXP>) {
@@ -481,7 +513,7 @@ unsafe extern "C" fn duplicate_method(x: SEXP, _deep: Rboolean) -> SEXP {
     unsafe {
         let v = view(x);
         let t = TYPEOF(x) as u32;
-        let bytes = v.length as usize * elt_size(t).unwrap_or(1) as usize;
+        let bytes = usize::try_from(v.length).unwrap_or(0) * elt_size(t).unwrap_or(1) as usize;
         let out = Rf_protect(Rf_allocVector(sexptype_of(t), v.length));
         std::ptr::copy_nonoverlapping(v.data as *const u8, DATAPTR(out) as *mut u8, bytes);
         Rf_unprotect(1);

@@ -104,7 +104,7 @@ impl Session {
 
     /// Remove every object of a namespace; returns how many there were.
     pub fn remove_namespace(&mut self, namespace: &str, opts: &CallOptions<'_>) -> Result<u64> {
-        crate::object_file::check_namespace(namespace)?;
+        crate::key::check_namespace(namespace)?;
         self.backend.remove_namespace(namespace, opts)
     }
 

@@ -64,7 +64,7 @@ impl Found {
         let tag = self.entry.tag.clone();
         match self.payload {
             Payload::Bytes(bytes) => {
-                object_file::verify(&bytes, self.entry.checksum, &tag).map_err(advise_resend)?;
+                crate::codec::verify(&bytes, self.entry.checksum, &tag).map_err(advise_resend)?;
                 match self.entry.kind {
                     KIND_R_SERIALIZED => Ok(Content::Serialized(Bytes::Owned(bytes))),
                     other => Err(unknown_kind(&tag, other)),
@@ -80,7 +80,7 @@ impl Found {
                     KIND_R_VECTOR => Ok(Content::VectorFile(file, header)),
                     KIND_R_SERIALIZED => {
                         let map = ObjectMap::open(&file).map_err(|e| damaged(e, &tag))?;
-                        object_file::verify(map.payload(), map.header.checksum, &tag)
+                        crate::codec::verify(map.payload(), map.header.checksum, &tag)
                             .map_err(advise_resend)?;
                         Ok(Content::Serialized(Bytes::Mapped(map)))
                     }

@@ -88,7 +88,7 @@ pub(super) fn stage(
     meter: &mut Meter<'_>,
 ) -> Result<Staged> {
     let kind = source.kind();
-    let ctime_ns = source.ctime_ns().unwrap_or_else(crate::object_file::now_ns);
+    let ctime_ns = source.ctime_ns().unwrap_or_else(crate::codec::now_ns);
     let limit = if inline_ok {
         backend.limits().inline_max
     } else {
@@ -98,7 +98,10 @@ pub(super) fn stage(
     let sink = if hint > limit as u64 || !inline_ok {
         Sink::Backend(backend.create(key, kind, hint, ctime_ns)?)
     } else {
-        Sink::Memory(Vec::with_capacity(hint.max(256) as usize))
+        Sink::Memory(Vec::with_capacity(crate::codec::chunk(
+            hint.max(256),
+            limit,
+        )))
     };
     let mut spill = Spill {
         backend,

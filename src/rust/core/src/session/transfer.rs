@@ -232,10 +232,10 @@ fn save_one(
         }
         Payload::File(f) => {
             // pread in chunks: no mapping, so memory stays one buffer.
-            let mut buf = vec![0u8; COPY_BUFFER.min(payload_len as usize)];
+            let mut buf = vec![0u8; crate::codec::chunk(payload_len, COPY_BUFFER)];
             let mut at = 0u64;
             while at < payload_len {
-                let n = (payload_len - at).min(buf.len() as u64) as usize;
+                let n = crate::codec::chunk(payload_len - at, buf.len());
                 f.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at)
                     .map_err(|e| Error::Corrupt {
                         message: format!(

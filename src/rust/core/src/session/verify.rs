@@ -50,7 +50,7 @@ fn check(found: Found) -> Result<Checked> {
     let entry = found.entry;
     match found.payload {
         Payload::Bytes(bytes) => {
-            let problem = object_file::verify(&bytes, entry.checksum, &entry.tag)
+            let problem = crate::codec::verify(&bytes, entry.checksum, &entry.tag)
                 .err()
                 .map(|e| e.to_string());
             let recorded = entry.checksum != 0;
@@ -75,12 +75,12 @@ fn check(found: Found) -> Result<Checked> {
             let problem = if header.state != STATE_COMMITTED {
                 Some("it was never completely written".to_string())
             } else {
-                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                let mut hasher = crate::codec::Hasher::new();
                 let mut buf = vec![0u8; 8 << 20];
                 let mut at = 0u64;
                 let mut short = None;
                 while at < header.payload_len {
-                    let n = (header.payload_len - at).min(buf.len() as u64) as usize;
+                    let n = crate::codec::chunk(header.payload_len - at, buf.len());
                     if let Err(e) = file.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at) {
                         short = Some(format!("its file could not be read whole: {e}"));
                         break;
