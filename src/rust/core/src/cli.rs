@@ -4,7 +4,7 @@
 //! Its messages speak of command-line options, never of R options.
 
 use crate::backend::{CallOptions, Key, Payload};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
 use crate::protocol::Entry;
 use crate::session::{Checked, Session};
@@ -187,6 +187,35 @@ fn entry_json(e: &Entry, storage: Option<&str>) -> String {
     s
 }
 
+/// A hint of the core in terms of this program's options and commands.
+fn cli_advice(h: &Hint) -> String {
+    match h {
+        Hint::SetStore => "give a directory with --dir DIR".into(),
+        Hint::OtherStore => "choose another with --dir DIR".into(),
+        Hint::OwnStore => "choose a directory of your own with --dir DIR".into(),
+        Hint::WritableStore => "choose a writable directory with --dir DIR".into(),
+        Hint::ShorterStore => "choose a shorter one with --dir DIR".into(),
+        Hint::PrivateStore { suggestion } => format!(
+            "use a subdirectory that yaplr creates private, such as --dir {}, \
+             or remove the write permission with chmod go-w",
+            terminal_text(suggestion)
+        ),
+        Hint::RemovePlanted => "yaplr will not use this store until it is removed \
+                                (check it first), or choose another store with --dir DIR"
+            .into(),
+        Hint::RemoveEntry => "remove it, or choose another store with --dir DIR".into(),
+        Hint::RaiseCapacity => {
+            "remove objects (yaplrd rm TAG) or raise the store's capacity".into()
+        }
+        Hint::LargerStore => "remove objects (yaplrd rm TAG) or choose a larger store".into(),
+        Hint::Resend => "remove it with `yaplrd rm TAG` and send it again".into(),
+        Hint::Overwrite => "allow overwriting to replace it".into(),
+        Hint::StopHelper => "stop it with `yaplrd stop --force` (its objects are removed)".into(),
+        Hint::RaiseTimeout => "wait longer with --timeout SEC".into(),
+        Hint::StartHelper => "add --start to start one".into(),
+    }
+}
+
 impl Cli<'_> {
     fn opts(&self, autostart: bool) -> CallOptions<'_> {
         CallOptions {
@@ -232,6 +261,7 @@ impl Cli<'_> {
         if !self.dir.is_dir() {
             return Err(Error::Store {
                 message: format!("there is no yaplr store at \"{}\"", self.dir.display()),
+                hint: None,
             });
         }
         if start && !c.is_running()? && !self.looks_like_store() {
@@ -241,6 +271,7 @@ impl Cli<'_> {
                      file); not starting a helper there",
                     self.dir.display()
                 ),
+                hint: None,
             });
         }
         let deadline = Instant::now() + self.timeout;
@@ -296,10 +327,7 @@ impl Cli<'_> {
                  add --start to start one, which serves the objects the store kept",
                 self.dir.display()
             ),
-            e => e
-                .to_string()
-                .replace("options(yaplr.dir = )", "--dir DIR")
-                .replace("options(yaplr.timeout = )", "--timeout SEC"),
+            e => e.message_with(cli_advice),
         }
     }
 

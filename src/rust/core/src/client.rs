@@ -3,7 +3,7 @@
 //! interruptible waits on every call.
 
 use crate::conn::{Conn, Wait};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::lock::FileLock;
 use crate::protocol::{
     self, Entry, Meta, PutItem, Request, Response, ServerInfo, PROTOCOL_VERSION,
@@ -187,13 +187,13 @@ impl Client {
         match sys::peer_uid(std::os::fd::AsRawFd::as_raw_fd(&stream)) {
             Ok(uid) if uid == sys::getuid() => {}
             Ok(uid) => {
-                return Err(Error::Store {
-                    message: format!(
-                        "the process serving \"{}\" runs as uid {uid}, not as this user; \
-                         choose another store with options(yaplr.dir = )",
+                return Err(Error::store(
+                    format!(
+                        "the process serving \"{}\" runs as uid {uid}, not as this user",
                         sock.display()
                     ),
-                })
+                    Hint::OtherStore,
+                ))
             }
             Err(e) => return Err(Error::io("checking who serves the store", e)),
         }
@@ -222,7 +222,10 @@ impl Client {
                 owner: sys::getpid(),
                 helper_pid: pid,
             })),
-            Response::Error { kind, message } => Err(server_error(&kind, message)),
+            Response::Refused { message, .. } => Err(Error::Protocol { message }),
+            Response::Failed(f) => Err(f.into_error(|| Error::Protocol {
+                message: "the helper refused the connection".into(),
+            })),
             other => Err(Error::Protocol {
                 message: format!("unexpected answer to Hello: {other:?}"),
             }),
@@ -247,11 +250,7 @@ impl Client {
         }
         if !opts.autostart {
             return Err(Error::NoServer {
-                message: format!(
-                    "no yaplr helper is running for the store \"{}\"; start one with make_sure_server_is_started() \
-                     or allow automatic start with options(yaplr.automatic_server_start = TRUE)",
-                    self.store.dir().display()
-                ),
+                store: self.store.dir().display().to_string(),
             });
         }
         self.store.prepare()?;
@@ -432,16 +431,14 @@ impl Client {
             }
         }
         let (resp, fds) = result?;
-        if let Response::Error { kind, message } = resp {
-            if kind == "timeout" {
-                return Err(Error::Timeout {
-                    waited_for: format!("{what}; the change was not made"),
-                    seconds: opts.timeout.as_secs_f64(),
-                });
-            }
-            return Err(server_error(&kind, message));
+        match resp {
+            Response::Failed(f) => Err(f.into_error(|| Error::Timeout {
+                waited_for: format!("{what}; the change was not made"),
+                seconds: opts.timeout.as_secs_f64(),
+            })),
+            Response::Refused { message, .. } => Err(Error::Protocol { message }),
+            resp => Ok((resp, fds)),
         }
-        Ok((resp, fds))
     }
 
     pub fn publish(
@@ -504,7 +501,7 @@ impl Client {
             namespace: ns.into(),
             tag: tag.into(),
         };
-        let (resp, mut fds) = self.call(&req, opts).map_err(|e| not_found(e, ns, tag))?;
+        let (resp, mut fds) = self.call(&req, opts)?;
         match (resp, fds.pop()) {
             (Response::Found(entry), Some(fd)) => Ok(Found::File(entry, std::fs::File::from(fd))),
             (Response::FoundInline { entry, bytes }, _) => Ok(Found::Inline(entry, bytes)),
@@ -517,9 +514,7 @@ impl Client {
             namespace: ns.into(),
             tag: tag.into(),
         };
-        self.call(&req, opts)
-            .map(|_| ())
-            .map_err(|e| not_found(e, ns, tag))
+        self.call(&req, opts).map(|_| ())
     }
 
     /// Remove every object of a namespace; returns how many there were.
@@ -585,20 +580,7 @@ impl Client {
         mut f: impl FnMut(Found) -> Result<T>,
     ) -> Result<Vec<T>> {
         let n = keys.len();
-        let (resp, fds) = self
-            .call(&Request::LookupMany { keys: keys.clone() }, opts)
-            .map_err(|e| match e {
-                // Name the missing key precisely: the message is its NotFound.
-                Error::Server { message } => keys
-                    .iter()
-                    .map(|(ns, tag)| Error::NotFound {
-                        tag: tag.clone(),
-                        namespace: ns.clone(),
-                    })
-                    .find(|nf| nf.to_string() == message)
-                    .unwrap_or(Error::Server { message }),
-                e => e,
-            })?;
+        let (resp, fds) = self.call(&Request::LookupMany { keys }, opts)?;
         let mut out = Vec::with_capacity(n);
         let deadline = Instant::now() + opts.timeout;
         let mut frame = (resp, fds);
@@ -838,19 +820,6 @@ fn with_seconds(e: Error, timeout: Duration) -> Error {
     }
 }
 
-/// The helper's not_found answer, as a NotFound naming the key.
-fn not_found(e: Error, ns: &str, tag: &str) -> Error {
-    match e {
-        Error::Server { message } if message.starts_with("no object is stored under tag") => {
-            Error::NotFound {
-                tag: tag.to_string(),
-                namespace: ns.to_string(),
-            }
-        }
-        e => e,
-    }
-}
-
 fn decode_response(payload: &[u8]) -> Result<Response> {
     protocol::decode_response(payload).map_err(|e| Error::Protocol {
         message: format!("bad answer from the helper: {e}"),
@@ -860,19 +829,6 @@ fn decode_response(payload: &[u8]) -> Result<Response> {
 fn unexpected(r: Response) -> Error {
     Error::Protocol {
         message: format!("unexpected answer from the helper: {r:?}"),
-    }
-}
-
-fn server_error(kind: &str, message: String) -> Error {
-    match kind {
-        // Callers that know the key replace this with a precise NotFound.
-        "not_found" => Error::Server { message },
-        "protocol" => Error::Protocol { message },
-        "corrupt" => Error::Corrupt { message },
-        "bad_tag" => Error::BadTag(message),
-        "bad_argument" => Error::BadArgument(message),
-        "no_space" => Error::NoSpace { needed: 0, message },
-        _ => Error::Server { message },
     }
 }
 

@@ -16,12 +16,10 @@ pub fn checksum(bytes: &[u8]) -> u64 {
 /// none was recorded).
 pub fn verify(bytes: &[u8], sum: u64, tag: &str) -> Result<()> {
     if sum != 0 && checksum(bytes) != sum {
-        return Err(Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" could not be read back: its data is damaged \
+        return Err(Error::corrupt(format!(
+            "the stored object \"{tag}\" could not be read back: its data is damaged \
                  (its checksum does not match what was written)"
-            ),
-        });
+        )));
     }
     Ok(())
 }

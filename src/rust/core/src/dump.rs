@@ -83,12 +83,10 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 pub(crate) fn bad_dump(path: &Path, why: &str) -> Error {
-    Error::Corrupt {
-        message: format!(
-            "\"{}\" is not a complete yaplr dump: {why}; nothing was loaded",
-            path.display()
-        ),
-    }
+    Error::corrupt(format!(
+        "\"{}\" is not a complete yaplr dump: {why}; nothing was loaded",
+        path.display()
+    ))
 }
 
 /// Writes a dump: to a temporary name, renamed over `path` by `finish`;
@@ -159,9 +157,7 @@ impl Writer {
     /// Payload bytes of the current entry.
     pub(crate) fn payload(&mut self, b: &[u8]) -> Result<()> {
         if b.len() as u64 > self.left {
-            return Err(Error::Corrupt {
-                message: "an object is larger than its entry says".into(),
-            });
+            return Err(Error::corrupt("an object is larger than its entry says"));
         }
         self.left -= b.len() as u64;
         self.hasher.update(b);
@@ -171,9 +167,7 @@ impl Writer {
     /// End the current entry; returns the checksum of its payload.
     pub(crate) fn end(&mut self) -> Result<u64> {
         if self.left != 0 {
-            return Err(Error::Corrupt {
-                message: "an object is shorter than its entry says".into(),
-            });
+            return Err(Error::corrupt("an object is shorter than its entry says"));
         }
         let sum = self.hasher.digest();
         self.put(&sum.to_le_bytes())?;

@@ -6,6 +6,74 @@ use crate::key::{KeyError, DEFAULT_NAMESPACE};
 use std::fmt;
 use std::io;
 
+/// What the user can do about an error. The core says which; each front
+/// end (the R package, the command line, other languages) phrases it in
+/// its own terms: R options and functions, command-line flags.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Hint {
+    /// Give the store as an absolute directory.
+    SetStore,
+    /// Use another store directory.
+    OtherStore,
+    /// Use a directory that belongs to this user.
+    OwnStore,
+    /// Use a directory this user can write.
+    WritableStore,
+    /// Use a store directory with a shorter path.
+    ShorterStore,
+    /// Use a private subdirectory such as `suggestion`, or take the write
+    /// permission of the group and others away.
+    PrivateStore { suggestion: String },
+    /// Another user planted an entry: remove it (check it first), or use
+    /// another store.
+    RemovePlanted,
+    /// Remove the entry, or use another store.
+    RemoveEntry,
+    /// Remove objects, or raise the store's capacity.
+    RaiseCapacity,
+    /// Remove objects, or use a store on a larger filesystem.
+    LargerStore,
+    /// Remove the damaged object and send it again.
+    Resend,
+    /// Allow replacing the objects that exist.
+    Overwrite,
+    /// Stop the helper of another version of yaplr (its objects are
+    /// removed).
+    StopHelper,
+    /// Allow a longer wait.
+    RaiseTimeout,
+    /// Start the helper, or allow it to start automatically.
+    StartHelper,
+}
+
+impl Hint {
+    /// The advice in words that name no front end's settings.
+    pub fn neutral(&self) -> String {
+        match self {
+            Hint::SetStore => "give the store as an absolute directory path".into(),
+            Hint::OtherStore => "choose another store directory".into(),
+            Hint::OwnStore => "choose a directory of your own".into(),
+            Hint::WritableStore => "choose a writable directory".into(),
+            Hint::ShorterStore => "choose a store directory with a shorter path".into(),
+            Hint::PrivateStore { suggestion } => format!(
+                "use a subdirectory that yaplr creates private, such as \"{suggestion}\", \
+                 or remove the write permission with chmod go-w"
+            ),
+            Hint::RemovePlanted => "yaplr will not use this store until it is removed \
+                                    (check it first), or choose another store"
+                .into(),
+            Hint::RemoveEntry => "remove it, or choose another store".into(),
+            Hint::RaiseCapacity => "remove objects or raise the store's capacity".into(),
+            Hint::LargerStore => "remove objects or choose a larger store".into(),
+            Hint::Resend => "remove it and send it again".into(),
+            Hint::Overwrite => "allow overwriting to replace it".into(),
+            Hint::StopHelper => "stop it (its objects are removed)".into(),
+            Hint::RaiseTimeout => "allow a longer wait".into(),
+            Hint::StartHelper => "start one, or allow it to start automatically".into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Error {
     /// A tag that can not name an object.
@@ -14,22 +82,32 @@ pub enum Error {
     BadArgument(String),
     /// No object under this tag.
     NotFound { tag: String, namespace: String },
+    /// An object exists where none may (loading a dump without overwrite).
+    Exists { tag: String, namespace: String },
     /// The store's filesystem (or capacity) has no room for the object.
-    NoSpace { needed: u64, message: String },
+    NoSpace {
+        message: String,
+        /// Bytes the change needed (0: not known).
+        needed: u64,
+        hint: Option<Hint>,
+    },
     /// A bounded wait ran out.
     Timeout { waited_for: String, seconds: f64 },
     /// The user interrupted a wait.
     Interrupted { waited_for: String },
     /// The store directory can not be used.
-    Store { message: String },
-    /// The helper is not running and may not be started automatically.
-    NoServer { message: String },
+    Store { message: String, hint: Option<Hint> },
+    /// The helper of `store` is not running and may not be started
+    /// automatically.
+    NoServer { store: String },
     /// The helper reported a failure, or could not be started.
     Server { message: String },
-    /// A malformed frame, a version mismatch or a closed connection.
+    /// A malformed frame or a closed connection.
     Protocol { message: String },
+    /// The helper (pid `pid`) speaks another protocol version.
+    Version { pid: u32, helper: u32, ours: u32 },
     /// An object file is damaged.
-    Corrupt { message: String },
+    Corrupt { message: String, hint: Option<Hint> },
     /// Any other operating system error, with what was being done.
     Io { context: String, source: io::Error },
 }
@@ -39,7 +117,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::BadTag(_) => "bad_tag",
-            Error::BadArgument(_) => "bad_argument",
+            Error::BadArgument(_) | Error::Exists { .. } => "bad_argument",
             Error::NotFound { .. } => "not_found",
             Error::NoSpace { .. } => "no_space",
             Error::Timeout { .. } => "timeout",
@@ -47,9 +125,25 @@ impl Error {
             Error::Store { .. } => "store",
             Error::NoServer { .. } => "no_server",
             Error::Server { .. } => "server",
-            Error::Protocol { .. } => "protocol",
+            Error::Protocol { .. } | Error::Version { .. } => "protocol",
             Error::Corrupt { .. } => "corrupt",
             Error::Io { .. } => "io",
+        }
+    }
+
+    /// A store that can not be used, with what to do.
+    pub fn store(message: impl Into<String>, hint: Hint) -> Error {
+        Error::Store {
+            message: message.into(),
+            hint: Some(hint),
+        }
+    }
+
+    /// A damaged object.
+    pub fn corrupt(message: impl Into<String>) -> Error {
+        Error::Corrupt {
+            message: message.into(),
+            hint: None,
         }
     }
 
@@ -59,11 +153,72 @@ impl Error {
             || source.raw_os_error() == Some(libc::EDQUOT)
         {
             return Error::NoSpace {
-                needed: 0,
                 message: format!("{context}: {source}"),
+                needed: 0,
+                hint: None,
             };
         }
         Error::Io { context, source }
+    }
+
+    /// What the user can do about it, if anything is to say.
+    pub fn hint(&self) -> Option<Hint> {
+        match self {
+            Error::NoSpace { hint, .. }
+            | Error::Store { hint, .. }
+            | Error::Corrupt { hint, .. } => hint.clone(),
+            Error::Exists { .. } => Some(Hint::Overwrite),
+            Error::Timeout { .. } => Some(Hint::RaiseTimeout),
+            Error::NoServer { .. } => Some(Hint::StartHelper),
+            Error::Version { .. } => Some(Hint::StopHelper),
+            _ => None,
+        }
+    }
+
+    /// The facts of the error, without the advice of `hint`.
+    pub fn facts(&self) -> String {
+        match self {
+            Error::BadTag(m) | Error::BadArgument(m) => m.clone(),
+            Error::NotFound { tag, namespace } => {
+                let mut m = format!("no object is stored under tag \"{tag}\"");
+                if namespace != DEFAULT_NAMESPACE {
+                    m.push_str(&format!(" in namespace \"{namespace}\""));
+                }
+                m
+            }
+            Error::Exists { tag, namespace } => format!(
+                "the store already holds \"{tag}\" (namespace \"{namespace}\"); nothing was loaded"
+            ),
+            Error::Timeout {
+                waited_for,
+                seconds,
+            } => format!("timed out after {seconds} s waiting for {waited_for}"),
+            Error::Interrupted { waited_for } => {
+                format!("interrupted while waiting for {waited_for}")
+            }
+            Error::NoServer { store } => {
+                format!("no yaplr helper is running for the store \"{store}\"")
+            }
+            Error::Version { pid, helper, ours } => format!(
+                "the yaplr helper (pid {pid}) of this store speaks protocol version {helper}, \
+                 this session version {ours}: it belongs to another version of yaplr"
+            ),
+            Error::NoSpace { message, .. }
+            | Error::Store { message, .. }
+            | Error::Server { message }
+            | Error::Protocol { message }
+            | Error::Corrupt { message, .. } => message.clone(),
+            Error::Io { context, source } => format!("{context}: {source}"),
+        }
+    }
+
+    /// The message with the advice phrased by `phrase` (a front end's
+    /// words for a hint).
+    pub fn message_with(&self, phrase: impl Fn(&Hint) -> String) -> String {
+        match self.hint() {
+            Some(h) => format!("{}; {}", self.facts(), phrase(&h)),
+            None => self.facts(),
+        }
     }
 
     /// An operating system error saying the file or directory does not exist.
@@ -83,36 +238,10 @@ impl Error {
     }
 }
 
+/// The facts and the advice in neutral words.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::BadTag(m) | Error::BadArgument(m) => write!(f, "{m}"),
-            Error::NotFound { tag, namespace } => {
-                write!(f, "no object is stored under tag \"{tag}\"")?;
-                if namespace != DEFAULT_NAMESPACE {
-                    write!(f, " in namespace \"{namespace}\"")?;
-                }
-                Ok(())
-            }
-            Error::NoSpace { message, .. } => write!(f, "{message}"),
-            Error::Timeout {
-                waited_for,
-                seconds,
-            } => write!(
-                f,
-                "timed out after {seconds} s waiting for {waited_for}; \
-                 raise the limit with the `timeout` argument or options(yaplr.timeout = )"
-            ),
-            Error::Interrupted { waited_for } => {
-                write!(f, "interrupted while waiting for {waited_for}")
-            }
-            Error::Store { message }
-            | Error::NoServer { message }
-            | Error::Server { message }
-            | Error::Protocol { message }
-            | Error::Corrupt { message } => write!(f, "{message}"),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
-        }
+        write!(f, "{}", self.message_with(Hint::neutral))
     }
 }
 

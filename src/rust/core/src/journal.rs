@@ -491,6 +491,7 @@ impl Journal {
                     j.path.display(),
                     String::from_utf8_lossy(&bytes[7..bytes.len().min(8)])
                 ),
+                hint: None,
             });
         }
         let (records, valid, skipped) = if bytes.starts_with(MAGIC) {

@@ -20,7 +20,7 @@
 //!   20 reserved (zero) up to 64
 
 use crate::codec::{fnv1a64, i64_at, now_ns, put_i64, put_u32, put_u64, u32_at, u64_at, Hasher};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::key::{check_namespace, check_tag, MAX_NAMESPACE_BYTES, MAX_TAG_BYTES};
 use crate::store::{Dir, How, Store};
 use crate::sys;
@@ -127,9 +127,7 @@ impl VectorHeader {
     /// Decode from the first bytes of a payload of `payload_len` bytes
     /// (read on their own, e.g. with pread) and check against that length.
     pub fn decode_prefix(payload: &[u8], payload_len: u64) -> Result<VectorHeader> {
-        let corrupt = |m: &str| Error::Corrupt {
-            message: format!("damaged vector object: {m}"),
-        };
+        let corrupt = |m: &str| Error::corrupt(format!("damaged vector object: {m}"));
         if payload.len() < VECTOR_HEADER_SIZE || payload_len < VECTOR_HEADER_SIZE as u64 {
             return Err(corrupt("payload shorter than its vector header"));
         }
@@ -206,9 +204,7 @@ impl Header {
     /// reads as 0).
     pub fn decode(b: &[u8]) -> Result<Header> {
         use header_at as at;
-        let corrupt = |m: &str| Error::Corrupt {
-            message: format!("damaged object file: {m}"),
-        };
+        let corrupt = |m: &str| Error::corrupt(format!("damaged object file: {m}"));
         if b.len() < HEADER_SIZE {
             return Err(corrupt("shorter than its header"));
         }
@@ -420,10 +416,10 @@ impl ObjectWriter {
                 Err(Error::NoSpace {
                     needed: upto,
                     message: format!(
-                        "not enough space in the store \"{dir}\" for object \"{}\": needs at least {} bytes, {} bytes free; \
-                         remove objects or choose a larger store with options(yaplr.dir = )",
+                        "not enough space in the store \"{dir}\" for object \"{}\": needs at least {} bytes, {} bytes free",
                         self.header.tag, upto, free
                     ),
+                    hint: Some(Hint::LargerStore),
                 })
             }
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -546,17 +542,22 @@ fn create_error(store: &Store, tag: &str, e: std::io::Error) -> Error {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace {
             needed: HEADER_SIZE as u64,
             message: format!(
-                "no space left in the store \"{}\" for object \"{tag}\"; remove objects or choose a larger store",
+                "no space left in the store \"{}\" for object \"{tag}\"",
                 store.dir().display()
             ),
+            hint: Some(Hint::LargerStore),
         },
         Some(libc::ENOENT) => Error::Store {
             message: format!(
                 "the store directory \"{}\" disappeared; the next call recreates it",
                 store.dir().display()
             ),
+            hint: None,
         },
-        _ => Error::io(format!("creating an object file in {}", store.dir().display()), e),
+        _ => Error::io(
+            format!("creating an object file in {}", store.dir().display()),
+            e,
+        ),
     }
 }
 
@@ -579,22 +580,21 @@ pub fn read_header(file: &File) -> Result<Header> {
 /// a reader must before using its payload (mapped or read with pread).
 pub fn check_complete(file: &File, header: &Header) -> Result<()> {
     if header.state != STATE_COMMITTED {
-        return Err(Error::Corrupt {
-            message: format!("object \"{}\" was never completely written", header.tag),
-        });
+        return Err(Error::corrupt(format!(
+            "object \"{}\" was never completely written",
+            header.tag
+        )));
     }
     let len = file
         .metadata()
         .map_err(|e| Error::io("inspecting an object file", e))?
         .len();
     if len < header.file_size() {
-        return Err(Error::Corrupt {
-            message: format!(
-                "object \"{}\" is truncated: {len} bytes on disk, {} expected",
-                header.tag,
-                header.file_size()
-            ),
-        });
+        return Err(Error::corrupt(format!(
+            "object \"{}\" is truncated: {len} bytes on disk, {} expected",
+            header.tag,
+            header.file_size()
+        )));
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! anything is allocated. A connection starts with a Hello carrying the
 //! protocol version.
 
+use crate::error::{Error, Hint};
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub use crate::store::INLINE_MAX;
@@ -220,10 +221,108 @@ pub enum Response {
     List(Vec<Entry>),
     Info(ServerInfo),
     Pong,
-    Error {
+    /// A connection refused before its Hello was accepted (another
+    /// protocol version, no Hello first). Its layout never changes, so
+    /// that a client of any version can read why.
+    Refused {
         kind: String,
         message: String,
     },
+    /// A request that failed.
+    Failed(Failure),
+}
+
+/// A failure as it crosses the socket: its kind with its data, never a
+/// string to parse.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Failure {
+    BadTag(String),
+    BadArgument(String),
+    NotFound {
+        namespace: String,
+        tag: String,
+    },
+    NoSpace {
+        message: String,
+        needed: u64,
+        hint: Option<Hint>,
+    },
+    /// The change's deadline passed, or a newer change of the same client
+    /// was made first: it was not applied.
+    Expired,
+    Store {
+        message: String,
+        hint: Option<Hint>,
+    },
+    Server(String),
+    Protocol(String),
+    Version {
+        pid: u32,
+        helper: u32,
+        ours: u32,
+    },
+    Corrupt {
+        message: String,
+        hint: Option<Hint>,
+    },
+    /// An operating system error of the helper.
+    Io(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::BadTag(m) => Failure::BadTag(m),
+            Error::BadArgument(m) => Failure::BadArgument(m),
+            e @ Error::Exists { .. } => Failure::BadArgument(e.to_string()),
+            Error::NotFound { tag, namespace } => Failure::NotFound { namespace, tag },
+            Error::NoSpace {
+                message,
+                needed,
+                hint,
+            } => Failure::NoSpace {
+                message,
+                needed,
+                hint,
+            },
+            Error::Timeout { .. } => Failure::Expired,
+            Error::Store { message, hint } => Failure::Store { message, hint },
+            Error::Version { pid, helper, ours } => Failure::Version { pid, helper, ours },
+            Error::Corrupt { message, hint } => Failure::Corrupt { message, hint },
+            e @ (Error::Interrupted { .. } | Error::NoServer { .. } | Error::Server { .. }) => {
+                Failure::Server(e.to_string())
+            }
+            Error::Protocol { message } => Failure::Protocol(message),
+            e @ Error::Io { .. } => Failure::Io(e.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    /// The error this failure means to the client; `expired` is what a
+    /// change that was not applied in time waited for.
+    pub fn into_error(self, expired: impl FnOnce() -> Error) -> Error {
+        match self {
+            Failure::BadTag(m) => Error::BadTag(m),
+            Failure::BadArgument(m) => Error::BadArgument(m),
+            Failure::NotFound { namespace, tag } => Error::NotFound { tag, namespace },
+            Failure::NoSpace {
+                message,
+                needed,
+                hint,
+            } => Error::NoSpace {
+                message,
+                needed,
+                hint,
+            },
+            Failure::Expired => expired(),
+            Failure::Store { message, hint } => Error::Store { message, hint },
+            Failure::Server(message) | Failure::Io(message) => Error::Server { message },
+            Failure::Protocol(message) => Error::Protocol { message },
+            Failure::Version { pid, helper, ours } => Error::Version { pid, helper, ours },
+            Failure::Corrupt { message, hint } => Error::Corrupt { message, hint },
+        }
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -237,10 +336,9 @@ pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
     try_encode(msg).unwrap_or_else(|| {
         let mut out = vec![0u8; 4];
         let n = bincode::encode_into_std_write(
-            &Response::Error {
-                kind: "protocol".into(),
-                message: format!("a message larger than {MAX_FRAME} bytes"),
-            },
+            Response::Failed(Failure::Protocol(format!(
+                "a message larger than {MAX_FRAME} bytes"
+            ))),
             &mut out,
             config(),
         )
@@ -418,10 +516,17 @@ mod tests {
             inline: true,
             checksum: 0,
         }]));
-        round_trip(Response::Error {
-            kind: "not_found".into(),
+        round_trip(Response::Failed(Failure::NotFound {
+            namespace: "n".into(),
+            tag: "t".into(),
+        }));
+        round_trip(Response::Failed(Failure::NoSpace {
             message: "m".into(),
-        });
+            needed: 3,
+            hint: Some(Hint::PrivateStore {
+                suggestion: "/s".into(),
+            }),
+        }));
         round_trip(Response::Info(ServerInfo {
             pid: 1,
             dir: "/d".into(),

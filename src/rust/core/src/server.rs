@@ -6,12 +6,13 @@
 //! exclusive flock on the store's helper lock file.
 
 use crate::conn::{Conn, Wait};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::journal::{self, Journal, Record};
 use crate::lock::FileLock;
 use crate::object_file::{self, Header, STATE_COMMITTED, STATE_WRITING};
 use crate::protocol::{
-    self, Entry, Meta, PutItem, Request, Response, ServerInfo, INLINE_MAX, PROTOCOL_VERSION,
+    self, Entry, Failure, Meta, PutItem, Request, Response, ServerInfo, INLINE_MAX,
+    PROTOCOL_VERSION,
 };
 use crate::store::{self, Store};
 use crate::sys;
@@ -314,11 +315,12 @@ impl State {
                 needed: size,
                 message: format!(
                     "the store \"{}\" has a capacity of {cap} bytes: object \"{}\" needs {size} bytes \
-                     but only {} are free; remove objects or raise the capacity with resize_store()",
+                     but only {} are free",
                     self.store.dir().display(),
                     key.1,
                     cap.saturating_sub(used)
                 ),
+                hint: Some(Hint::RaiseCapacity),
             });
         }
         Ok(())
@@ -762,7 +764,14 @@ fn handle(stream: UnixStream, shared: Shared) {
         let req = match protocol::decode::<Request>(&payload) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply(&conn, &error_response("protocol", &e.to_string()), &[]);
+                let answer = if greeted {
+                    error_response(Error::Protocol {
+                        message: e.to_string(),
+                    })
+                } else {
+                    refused(e.to_string())
+                };
+                let _ = reply(&conn, &answer, &[]);
                 return;
             }
         };
@@ -787,20 +796,20 @@ fn handle(stream: UnixStream, shared: Shared) {
                 }
                 Request::Hello { version, .. } => {
                     let msg = format!(
-                        "the yaplr helper (pid {}) of this store speaks protocol version {PROTOCOL_VERSION}, \
-                         this session version {version}: it belongs to another version of yaplr; \
-                         stop it with quit_server() (its objects are removed)",
-                        sys::getpid()
+                        "{}; stop it (its objects are removed): quit_server() in R, \
+                         `yaplrd stop --force` on the command line",
+                        Error::Version {
+                            pid: sys::getpid(),
+                            helper: PROTOCOL_VERSION,
+                            ours: version
+                        }
+                        .facts()
                     );
-                    let _ = reply(&conn, &error_response("protocol", &msg), &[]);
+                    let _ = reply(&conn, &refused(msg), &[]);
                     return;
                 }
                 _ => {
-                    let _ = reply(
-                        &conn,
-                        &error_response("protocol", "expected a Hello first"),
-                        &[],
-                    );
+                    let _ = reply(&conn, &refused("expected a Hello first".to_string()), &[]);
                     return;
                 }
             }
@@ -892,13 +901,12 @@ fn reply_many(conn: &Conn, items: Vec<(Entry, Option<Vec<u8>>)>, files: Vec<File
 fn reply(conn: &Conn, resp: &Response, fds: &[i32]) -> Result<()> {
     let frame = match protocol::try_encode(resp) {
         Some(f) => f,
-        None => protocol::encode(&error_response(
-            "server",
-            &format!(
+        None => protocol::encode(&error_response(Error::Server {
+            message: format!(
                 "the answer is larger than {} bytes; list one namespace at a time",
                 protocol::MAX_FRAME
             ),
-        )),
+        })),
     };
     let w = Wait {
         deadline: Some(Instant::now() + FRAME_DEADLINE),
@@ -909,19 +917,23 @@ fn reply(conn: &Conn, resp: &Response, fds: &[i32]) -> Result<()> {
     conn.write_frame(&frame, fds, &w)
 }
 
-fn error_response(kind: &str, message: &str) -> Response {
-    Response::Error {
-        kind: kind.to_string(),
-        message: message.to_string(),
+fn error_response(e: Error) -> Response {
+    Response::Failed(Failure::from(e))
+}
+
+/// The answer that closes a connection before its Hello was accepted.
+fn refused(message: String) -> Response {
+    Response::Refused {
+        kind: "protocol".into(),
+        message,
     }
 }
 
 fn not_found(ns: &str, tag: &str) -> Response {
-    let e = Error::NotFound {
-        tag: tag.to_string(),
+    Response::Failed(Failure::NotFound {
         namespace: ns.to_string(),
-    };
-    error_response("not_found", &e.to_string())
+        tag: tag.to_string(),
+    })
 }
 
 fn entry(key: &Key, o: &Obj) -> Entry {
@@ -942,7 +954,58 @@ fn entry(key: &Key, o: &Obj) -> Entry {
 }
 
 fn failed(e: &Error) -> Response {
-    error_response(e.kind(), &e.to_string())
+    Response::Failed(Failure::from(clone_error(e)))
+}
+
+/// A copy of an error for an answer (an operating system error keeps its
+/// text).
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Io { .. } => Error::Server {
+            message: e.to_string(),
+        },
+        Error::BadTag(m) => Error::BadTag(m.clone()),
+        Error::BadArgument(m) => Error::BadArgument(m.clone()),
+        Error::NotFound { tag, namespace } => Error::NotFound {
+            tag: tag.clone(),
+            namespace: namespace.clone(),
+        },
+        Error::NoSpace {
+            message,
+            needed,
+            hint,
+        } => Error::NoSpace {
+            message: message.clone(),
+            needed: *needed,
+            hint: hint.clone(),
+        },
+        Error::Store { message, hint } => Error::Store {
+            message: message.clone(),
+            hint: hint.clone(),
+        },
+        Error::Corrupt { message, hint } => Error::Corrupt {
+            message: message.clone(),
+            hint: hint.clone(),
+        },
+        Error::Protocol { message } => Error::Protocol {
+            message: message.clone(),
+        },
+        Error::Version { pid, helper, ours } => Error::Version {
+            pid: *pid,
+            helper: *helper,
+            ours: *ours,
+        },
+        Error::Timeout {
+            waited_for,
+            seconds,
+        } => Error::Timeout {
+            waited_for: waited_for.clone(),
+            seconds: *seconds,
+        },
+        e => Error::Server {
+            message: e.to_string(),
+        },
+    }
 }
 
 fn check_key(ns: &str, tag: &str) -> Result<()> {
@@ -963,13 +1026,7 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
                 // An older request of this client, still queued on a
                 // connection the client has given up: a newer change of
                 // the same client has been made since; this one never is.
-                return (
-                    error_response(
-                        "timeout",
-                        "a newer change of the same session was made first",
-                    ),
-                    Vec::new(),
-                );
+                return (Response::Failed(Failure::Expired), Vec::new());
             }
             if a.seq == origin.seq {
                 // A retry of a change that took effect: the same answer.
@@ -984,7 +1041,9 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
     let origin = Some(origin);
     match req {
         Request::Call { .. } => (
-            error_response("protocol", "a Call must be followed by a request"),
+            error_response(Error::Protocol {
+                message: "a Call must be followed by a request".to_string(),
+            }),
             Vec::new(),
         ),
         Request::Hello { .. } => (
@@ -1017,10 +1076,9 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
             }
             if bytes.len() > INLINE_MAX {
                 return (
-                    error_response(
-                        "protocol",
-                        &format!("an inline object may hold at most {INLINE_MAX} bytes"),
-                    ),
+                    error_response(Error::Protocol {
+                        message: format!("an inline object may hold at most {INLINE_MAX} bytes"),
+                    }),
                     Vec::new(),
                 );
             }
@@ -1045,10 +1103,15 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
                 Err(Error::NoSpace { .. }) => {
                     let msg = format!(
                         "not enough space in the store \"{}\" for object \"{tag}\"; \
-                         remove objects or choose a larger store with options(yaplr.dir = )",
+",
                         st.store.dir().display()
                     );
-                    (error_response("no_space", &msg), Vec::new())
+                    let e = Error::NoSpace {
+                        message: msg,
+                        needed: bytes.len() as u64,
+                        hint: Some(Hint::LargerStore),
+                    };
+                    (error_response(e), Vec::new())
                 }
                 Err(e) => (failed(&e), Vec::new()),
             }
@@ -1139,7 +1202,9 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
         Request::Discard { id } => {
             if !store::is_valid_id(&id) {
                 return (
-                    error_response("protocol", &format!("invalid object id \"{id}\"")),
+                    error_response(Error::Protocol {
+                        message: format!("invalid object id \"{id}\""),
+                    }),
                     Vec::new(),
                 );
             }
@@ -1157,7 +1222,7 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
             let mut seen = std::collections::HashSet::new();
             if let Some(k) = keys.iter().find(|k| !seen.insert(*k)) {
                 let msg = format!("the tag \"{}\" is asked for twice", k.1);
-                return (error_response("bad_argument", &msg), Vec::new());
+                return (error_response(Error::BadArgument(msg)), Vec::new());
             }
             let mut found = Vec::with_capacity(keys.len());
             let mut files = Vec::new();
@@ -1193,7 +1258,14 @@ fn dispatch(req: Request, origin: Origin, shared: &Shared) -> (Response, Vec<Fil
                          (asked for {b}); remove objects first",
                         st.store.dir().display()
                     );
-                    return (error_response("no_space", &msg), Vec::new());
+                    return (
+                        error_response(Error::NoSpace {
+                            message: msg,
+                            needed: 0,
+                            hint: None,
+                        }),
+                        Vec::new(),
+                    );
                 }
             }
             match st.commit(origin, Record::Capacity { bytes }, &[], 0) {
@@ -1227,7 +1299,9 @@ fn publish(
     meta: Meta,
 ) -> Response {
     if !store::is_valid_id(&id) {
-        return error_response("protocol", &format!("invalid object id \"{id}\""));
+        return error_response(Error::Protocol {
+            message: format!("invalid object id \"{id}\""),
+        });
     }
     if let Err(e) = check_item(&namespace, &tag, &meta) {
         return failed(&e);
@@ -1238,23 +1312,21 @@ fn publish(
         .map(|f| object_file::read_header(&f))
     {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+        Ok(Err(e)) => return error_response(Error::corrupt(e.to_string())),
         // Published (or adopted after journal damage), then replaced.
         Err(_) if st.retired.contains(&id) => return Response::Ok,
         Err(e) => {
-            return error_response(
-                "server",
-                &format!(
+            return error_response(Error::Server {
+                message: format!(
                     "the object file for \"{tag}\" is missing ({e}); was the store quit meanwhile?"
                 ),
-            )
+            })
         }
     };
     if header.state != STATE_COMMITTED || header.tag != tag || header.namespace != namespace {
-        return error_response(
-            "corrupt",
-            &format!("object file {id} is not a committed object for \"{tag}\""),
-        );
+        return error_response(Error::corrupt(format!(
+            "object file {id} is not a committed object for \"{tag}\""
+        )));
     }
     let key = (namespace, tag);
     if st.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str()) {
@@ -1303,10 +1375,10 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
         }
         let key = (item.namespace.clone(), item.tag.clone());
         if !seen.insert(key.clone()) {
-            return error_response(
-                "bad_argument",
-                &format!("the tag \"{}\" is given twice", item.tag),
-            );
+            return error_response(Error::BadArgument(format!(
+                "the tag \"{}\" is given twice",
+                item.tag
+            )));
         }
         let (size, kind, ctime_ns, data) = match (item.inline, item.id) {
             (Some(bytes), None) if bytes.len() <= INLINE_MAX => {
@@ -1319,10 +1391,10 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
                     .map(|f| object_file::read_header(&f))
                 {
                     Ok(Ok(h)) => h,
-                    Ok(Err(e)) => return error_response("corrupt", &e.to_string()),
+                    Ok(Err(e)) => return error_response(Error::corrupt(e.to_string())),
                     Err(e) => {
                         let msg = format!("the object file for \"{}\" is missing ({e})", item.tag);
-                        return error_response("server", &msg);
+                        return error_response(Error::Server { message: msg });
                     }
                 };
                 if header.state != STATE_COMMITTED
@@ -1333,15 +1405,14 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
                         "object file {id} is not a committed object for \"{}\"",
                         item.tag
                     );
-                    return error_response("corrupt", &msg);
+                    return error_response(Error::corrupt(msg));
                 }
                 (header.payload_len, header.kind, header.ctime_ns, Err(id))
             }
             _ => {
-                return error_response(
-                    "protocol",
-                    "a batch item needs inline bytes or a valid object id",
-                )
+                return error_response(Error::Protocol {
+                    message: "a batch item needs inline bytes or a valid object id".to_string(),
+                })
             }
         };
         freed += st.objects.get(&key).map_or(0, |o| o.size);
@@ -1381,11 +1452,15 @@ fn put_many(st: &mut State, origin: Option<Origin>, items: Vec<PutItem>) -> Resp
         if used + added > cap {
             let msg = format!(
                 "the store \"{}\" has a capacity of {cap} bytes: these objects need {added} bytes \
-                 but only {} are free; remove objects or raise the capacity with resize_store()",
+                 but only {} are free",
                 st.store.dir().display(),
                 cap.saturating_sub(used)
             );
-            return error_response("no_space", &msg);
+            return error_response(Error::NoSpace {
+                message: msg,
+                needed: added,
+                hint: Some(Hint::RaiseCapacity),
+            });
         }
     }
     let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();

@@ -2,7 +2,7 @@
 //! the names of the files the helper keeps there. Object files are named by
 //! an id, never by their tag.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::sys;
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -78,33 +78,32 @@ impl Store {
         // A relative path would name a socket in whatever directory the
         // process happens to be in.
         if !self.dir.is_absolute() {
-            return Err(Error::Store {
-                message: format!(
-                    "the store directory \"{}\" is not an absolute path; set options(yaplr.dir = ) to a directory",
+            return Err(Error::store(
+                format!(
+                    "the store directory \"{}\" is not an absolute path",
                     self.dir.display()
                 ),
-            });
+                Hint::SetStore,
+            ));
         }
         let meta = match fs::symlink_metadata(&self.dir) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(Error::Store {
-                    message: format!(
-                        "can not inspect the store directory \"{}\": {e}; choose another with options(yaplr.dir = )",
+                return Err(Error::store(
+                    format!(
+                        "can not inspect the store directory \"{}\": {e}",
                         self.dir.display()
                     ),
-                })
+                    Hint::OtherStore,
+                ))
             }
         };
         if !meta.is_dir() {
-            return Err(Error::Store {
-                message: format!(
-                    "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
-                     choose another with options(yaplr.dir = )",
+            return Err(Error::store(format!(
+                    "the store path \"{}\" exists but is not a directory (a symbolic link is refused too)",
                     self.dir.display()
-                ),
-            });
+                ), Hint::OtherStore));
         }
         check_dir_meta(&self.dir, &meta)
     }
@@ -115,11 +114,10 @@ impl Store {
     pub fn prepare(&self) -> Result<()> {
         let dir = &self.dir;
         if dir.as_os_str().is_empty() {
-            return Err(Error::Store {
-                message:
-                    "the store directory is an empty path; set options(yaplr.dir = ) to a directory"
-                        .into(),
-            });
+            return Err(Error::store(
+                "the store directory is an empty path",
+                Hint::SetStore,
+            ));
         }
         if !dir.is_absolute() {
             return Err(Error::Store {
@@ -127,12 +125,14 @@ impl Store {
                     "the store directory \"{}\" is not an absolute path",
                     dir.display()
                 ),
+                hint: None,
             });
         }
         if dir.parent().is_none() {
-            return Err(Error::Store {
-                message: "the root directory \"/\" can not be a store; choose a directory of your own with options(yaplr.dir = )".into(),
-            });
+            return Err(Error::store(
+                "the root directory \"/\" can not be a store",
+                Hint::OwnStore,
+            ));
         }
         // Parents as needed; the store directory itself is created here,
         // private, or found to exist.
@@ -148,23 +148,22 @@ impl Store {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(Error::Store {
-                    message: format!(
-                        "can not create the store directory \"{}\": {e}; choose a writable directory with options(yaplr.dir = )",
+                return Err(Error::store(
+                    format!(
+                        "can not create the store directory \"{}\": {e}",
                         dir.display()
                     ),
-                })
+                    Hint::WritableStore,
+                ))
             }
         }
         // A directory (not a link) of this user, writable by nobody else.
         self.check_owner()?;
         if !writable(dir) {
-            return Err(Error::Store {
-                message: format!(
-                    "the store directory \"{}\" is not writable; choose another with options(yaplr.dir = )",
-                    dir.display()
-                ),
-            });
+            return Err(Error::store(
+                format!("the store directory \"{}\" is not writable", dir.display()),
+                Hint::OtherStore,
+            ));
         }
         self.check_socket_path()
     }
@@ -221,13 +220,11 @@ impl Store {
     /// The socket path must fit in a sockaddr_un.
     pub fn check_socket_path(&self) -> Result<()> {
         if self.socket_path().as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(Error::Store {
-                message: format!(
-                    "the store directory path \"{}\" is too long for a Unix socket ({} bytes at most); choose a shorter one with options(yaplr.dir = )",
+            return Err(Error::store(format!(
+                    "the store directory path \"{}\" is too long for a Unix socket ({} bytes at most)",
                     self.dir.display(),
                     MAX_SOCKET_PATH - SOCKET_NAME.len() - 1
-                ),
-            });
+                ), Hint::ShorterStore));
         }
         Ok(())
     }
@@ -326,24 +323,21 @@ impl Store {
 /// create entries in it could plant links or files for the helper to use.
 fn check_dir_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     if !meta.is_dir() {
-        return Err(Error::Store {
-            message: format!(
-                "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
-                 choose another with options(yaplr.dir = )",
+        return Err(Error::store(format!(
+                "the store path \"{}\" exists but is not a directory (a symbolic link is refused too)",
                 dir.display()
-            ),
-        });
+            ), Hint::OtherStore));
     }
     let uid = sys::getuid();
     if meta.uid() != uid {
-        return Err(Error::Store {
-            message: format!(
-                "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid}); \
-                 choose a directory of your own with options(yaplr.dir = )",
+        return Err(Error::store(
+            format!(
+                "the store directory \"{}\" belongs to uid {}, not to this user (uid {uid})",
                 dir.display(),
                 meta.uid()
             ),
-        });
+            Hint::OwnStore,
+        ));
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
@@ -352,15 +346,16 @@ fn check_dir_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
         } else {
             "its group"
         };
-        return Err(Error::Store {
-            message: format!(
+        return Err(Error::store(
+            format!(
                 "the store directory \"{}\" can be written by {who} (mode {mode:04o}), who could plant files in it; \
-                 yaplr does not change the mode of a directory it did not create: use a subdirectory that yaplr creates \
-                 private, such as options(yaplr.dir = \"{}\"), or remove the write permission with chmod go-w",
+                 yaplr does not change the mode of a directory it did not create",
                 dir.display(),
-                dir.join("yaplr").display()
             ),
-        });
+            Hint::PrivateStore {
+                suggestion: dir.join("yaplr").display().to_string(),
+            },
+        ));
     }
     Ok(())
 }
@@ -371,23 +366,20 @@ fn check_entry(dir: &Path, name: &str, owner: u32, mode: u32) -> Result<()> {
     let uid = sys::getuid();
     let path = dir.join(name);
     if owner != uid {
-        return Err(Error::Store {
-            message: format!(
-                "the store entry \"{}\" belongs to uid {}, not to this user (uid {uid}): another user has planted it; \
-                 yaplr will not use this store until it is removed (check it first), or choose another store with options(yaplr.dir = )",
+        return Err(Error::store(format!(
+                "the store entry \"{}\" belongs to uid {}, not to this user (uid {uid}): another user has planted it",
                 path.display(),
                 owner
-            ),
-        });
+            ), Hint::RemovePlanted));
     }
     if mode & libc::S_IFMT == libc::S_IFLNK {
-        return Err(Error::Store {
-            message: format!(
-                "the store entry \"{}\" is a symbolic link: yaplr never follows links in its store; \
-                 remove it, or choose another store with options(yaplr.dir = )",
+        return Err(Error::store(
+            format!(
+                "the store entry \"{}\" is a symbolic link: yaplr never follows links in its store",
                 path.display()
             ),
-        });
+            Hint::RemoveEntry,
+        ));
     }
     Ok(())
 }
@@ -432,13 +424,10 @@ impl Dir {
         if fd < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-                return Err(Error::Store {
-                    message: format!(
-                        "the store path \"{}\" exists but is not a directory (a symbolic link is refused too); \
-                         choose another with options(yaplr.dir = )",
+                return Err(Error::store(format!(
+                        "the store path \"{}\" exists but is not a directory (a symbolic link is refused too)",
                         path.display()
-                    ),
-                });
+                    ), Hint::OtherStore));
             }
             return Err(Error::io(format!("opening {}", path.display()), e));
         }
@@ -512,12 +501,13 @@ impl Dir {
             .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
         check_entry(&self.path, name, meta.uid(), meta.mode())?;
         if !meta.file_type().is_file() {
-            return Err(Error::Store {
-                message: format!(
-                    "the store entry \"{}\" is not a regular file; remove it, or choose another store with options(yaplr.dir = )",
+            return Err(Error::store(
+                format!(
+                    "the store entry \"{}\" is not a regular file",
                     path.display()
                 ),
-            });
+                Hint::RemoveEntry,
+            ));
         }
         Ok(file)
     }
@@ -655,6 +645,7 @@ pub fn open_entry(path: &Path, how: How) -> Result<File> {
     else {
         return Err(Error::Store {
             message: format!("\"{}\" is not a file of a store", path.display()),
+            hint: None,
         });
     };
     Dir::open(parent)?.open_file(name, how)

@@ -349,7 +349,7 @@ while True:
 fn quit_stops_a_helper_of_another_version() {
     let t = TempStore::new("oldver");
     // Its answer: a protocol error, encoded as this version would.
-    let answer = yaplr_core::protocol::encode(&yaplr_core::protocol::Response::Error {
+    let answer = yaplr_core::protocol::encode(&yaplr_core::protocol::Response::Refused {
         kind: "protocol".into(),
         message: "old helper speaks version 1".into(),
     });
@@ -602,7 +602,7 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
     // Loading again refuses to overwrite, before loading anything.
     assert!(matches!(
         sb.load(&file, false, &o, &mut Silent),
-        Err(Error::BadArgument(_))
+        Err(Error::Exists { .. })
     ));
     assert_eq!(sb.load(&file, true, &o, &mut Silent).unwrap().len(), 2);
     // A truncated dump is an error, not a partial load.

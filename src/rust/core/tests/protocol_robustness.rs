@@ -434,7 +434,7 @@ fn random_request(r: &mut Rng) -> Request {
 }
 
 fn random_response(r: &mut Rng) -> Response {
-    match r.below(10) {
+    match r.below(11) {
         0 => Response::Hello {
             version: r.int_u32(),
             pid: r.int_u32(),
@@ -469,10 +469,11 @@ fn random_response(r: &mut Rng) -> Response {
             version: r.string(),
         }),
         8 => Response::Pong,
-        _ => Response::Error {
+        9 => Response::Refused {
             kind: r.string(),
             message: r.string(),
         },
+        _ => Response::Failed(yaplr_core::protocol::Failure::Server(r.string())),
     }
 }
 
@@ -1072,7 +1073,11 @@ fn answers_until_closed(s: &mut UnixStream, max: usize) -> Vec<Response> {
 }
 
 fn is_protocol_error(r: &Response) -> bool {
-    matches!(r, Response::Error { kind, .. } if kind == "protocol")
+    matches!(r, Response::Refused { kind, .. } if kind == "protocol")
+        || matches!(
+            r,
+            Response::Failed(yaplr_core::protocol::Failure::Protocol(_))
+        )
 }
 
 /// Write what the helper may stop reading at any time: a refused write
@@ -1309,7 +1314,7 @@ fn a_wrong_protocol_version_is_refused() {
         }))
         .unwrap();
         match read_answer(&mut s) {
-            Some(Response::Error { kind, message }) => {
+            Some(Response::Refused { kind, message }) => {
                 assert_eq!(kind, "protocol");
                 assert!(message.contains(&version.to_string()), "{message}");
             }
@@ -1965,7 +1970,7 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
     // A deadline in the past: refused, nothing changed.
     let past = yaplr_core::protocol::monotonic_ns() - 1;
     match put(&mut s, 2, past, b"late") {
-        Some(Response::Error { kind, .. }) => assert_eq!(kind, "timeout"),
+        Some(Response::Failed(yaplr_core::protocol::Failure::Expired)) => {}
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert_eq!(value(), b"other");

@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use yaplr_core::backend::{PayloadSink, Started};
+use yaplr_core::error::Hint;
 use yaplr_core::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE};
 use yaplr_core::progress::Meter;
 use yaplr_core::protocol::{Entry, Meta};
@@ -182,7 +183,7 @@ fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
     };
     let mut l = List::from_names_and_values(
         ["message", "call", "tag", "store"],
-        [Robj::from(e.to_string()), ().into(), tag_robj, dir.into()],
+        [Robj::from(r_message(e)), ().into(), tag_robj, dir.into()],
     )
     .expect("names and values match");
     let mut class = vec![format!("yaplr_{kind}"), "yaplr_error".to_string()];
@@ -196,6 +197,44 @@ fn condition(e: &Error, tag: Option<&str>, dir: &str) -> Robj {
     class.push("condition".to_string());
     l.set_class(class).expect("class");
     l.into()
+}
+
+/// The message of a core error for R users: its facts, and its advice in
+/// terms of R's options and yaplr's functions.
+fn r_message(e: &Error) -> String {
+    e.message_with(r_advice)
+}
+
+/// A hint of the core in R terms.
+fn r_advice(h: &Hint) -> String {
+    const DIR: &str = "options(yaplr.dir = )";
+    match h {
+        Hint::SetStore => format!("set {DIR} to a directory"),
+        Hint::OtherStore => format!("choose another with {DIR}"),
+        Hint::OwnStore => format!("choose a directory of your own with {DIR}"),
+        Hint::WritableStore => format!("choose a writable directory with {DIR}"),
+        Hint::ShorterStore => format!("choose a shorter one with {DIR}"),
+        Hint::PrivateStore { suggestion } => format!(
+            "use a subdirectory that yaplr creates private, such as options(yaplr.dir = \"{suggestion}\"), \
+             or remove the write permission with chmod go-w"
+        ),
+        Hint::RemovePlanted => format!(
+            "yaplr will not use this store until it is removed (check it first), \
+             or choose another store with {DIR}"
+        ),
+        Hint::RemoveEntry => format!("remove it, or choose another store with {DIR}"),
+        Hint::RaiseCapacity => "remove objects or raise the capacity with resize_store()".into(),
+        Hint::LargerStore => format!("remove objects or choose a larger store with {DIR}"),
+        Hint::Resend => "remove it with remove_object() and send it again".into(),
+        Hint::Overwrite => "use overwrite = TRUE to replace it".into(),
+        Hint::StopHelper => "stop it with quit_server() (its objects are removed)".into(),
+        Hint::RaiseTimeout => {
+            "raise the limit with the `timeout` argument or options(yaplr.timeout = )".into()
+        }
+        Hint::StartHelper => "start one with make_sure_server_is_started() \
+                              or allow automatic start with options(yaplr.automatic_server_start = TRUE)"
+            .into(),
+    }
 }
 
 fn done<T: Into<Robj>>(r: Result<T, Error>, tag: Option<&str>, dir: &str) -> Robj {

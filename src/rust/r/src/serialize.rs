@@ -448,11 +448,9 @@ pub fn unserialize_from(bytes: &[u8], tag: &str, meter: &mut Meter<'_>) -> Resul
         if let Some(e) = src.error {
             return Err(e);
         }
-        return Err(Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" could not be read back: its data is damaged"
-            ),
-        });
+        return Err(Error::corrupt(format!(
+            "the stored object \"{tag}\" could not be read back: its data is damaged"
+        )));
     }
     Ok(result)
 }

@@ -200,9 +200,9 @@ fn read_attributes(bytes: &[u8], tag: &str) -> Result<Option<SEXP>, Error> {
 
 fn check_type(h: &VectorHeader, tag: &str) -> Result<(), Error> {
     if elt_size(h.sexptype) != Some(h.elt_size) {
-        return Err(Error::Corrupt {
-            message: format!("the stored object \"{tag}\" has an unknown vector type"),
-        });
+        return Err(Error::corrupt(format!(
+            "the stored object \"{tag}\" has an unknown vector type"
+        )));
     }
     Ok(())
 }
@@ -221,15 +221,13 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
     )?;
     let Some(base) = map.payload_mut_ptr() else {
         release(attrs);
-        return Err(Error::Corrupt {
-            message: format!("the stored object \"{tag}\" is not mapped copy-on-write"),
-        });
+        return Err(Error::corrupt(format!(
+            "the stored object \"{tag}\" is not mapped copy-on-write"
+        )));
     };
     let Some(class) = class_for(h.sexptype) else {
         release(attrs);
-        return Err(Error::Corrupt {
-            message: "vector class not registered".into(),
-        });
+        return Err(Error::corrupt("vector class not registered"));
     };
     let view = Box::new(View {
         length,
@@ -324,8 +322,8 @@ pub fn read_copy(
     tag: &str,
     meter: &mut Meter<'_>,
 ) -> Result<SEXP, Error> {
-    let damaged = |e: std::io::Error| Error::Corrupt {
-        message: format!("object \"{tag}\" could not be read whole: {e}"),
+    let damaged = |e: std::io::Error| {
+        Error::corrupt(format!("object \"{tag}\" could not be read whole: {e}"))
     };
     check_complete(file, header)?;
     let base = HEADER_SIZE as u64;
@@ -374,8 +372,9 @@ pub fn read_copy(
             return Err(Error::Corrupt {
                 message: format!(
                     "the stored object \"{tag}\" could not be read back: its data is damaged \
-                     (its checksum does not match what was written); remove it with remove_object() and send it again"
+                     (its checksum does not match what was written)"
                 ),
+                hint: Some(yaplr_core::error::Hint::Resend),
             });
         }
         Ok(())
@@ -400,10 +399,10 @@ pub fn read_copy(
 /// A length of a stored vector, checked against its payload (so it fits
 /// in memory), as a usize or an R_xlen_t; anything else is damage.
 fn length_as<T: TryFrom<u64>>(n: u64, tag: &str) -> Result<T, Error> {
-    T::try_from(n).map_err(|_| Error::Corrupt {
-        message: format!(
+    T::try_from(n).map_err(|_| {
+        Error::corrupt(format!(
             "the stored object \"{tag}\" is damaged: a length of {n} does not fit in memory"
-        ),
+        ))
     })
 }
 

@@ -2,7 +2,7 @@
 //! mapped as zero-copy views, which are copied.
 
 use crate::backend::{Found, Payload};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::object_file::{self, Header, ObjectMap, KIND_R_SERIALIZED, KIND_R_VECTOR};
 use crate::protocol::Entry;
 use std::fs::File;
@@ -92,18 +92,17 @@ impl Found {
 }
 
 fn unknown_kind(tag: &str, kind: u32) -> Error {
-    Error::Corrupt {
-        message: format!(
-            "the stored object \"{tag}\" has payload kind {kind}, unknown to this version of yaplr"
-        ),
-    }
+    Error::corrupt(format!(
+        "the stored object \"{tag}\" has payload kind {kind}, unknown to this version of yaplr"
+    ))
 }
 
 /// A payload that fails its checksum: say what to do.
 fn advise_resend(e: Error) -> Error {
     match e {
-        Error::Corrupt { message } => Error::Corrupt {
-            message: format!("{message}; remove it with remove_object() and send it again"),
+        Error::Corrupt { message, .. } => Error::Corrupt {
+            message,
+            hint: Some(Hint::Resend),
         },
         e => e,
     }
@@ -112,10 +111,9 @@ fn advise_resend(e: Error) -> Error {
 /// A damaged object file, explained with its tag and what to do.
 pub fn damaged(e: Error, tag: &str) -> Error {
     match e {
-        Error::Corrupt { message } => Error::Corrupt {
-            message: format!(
-                "the stored object \"{tag}\" is damaged ({message}); remove it with remove_object() and send it again"
-            ),
+        Error::Corrupt { message, .. } => Error::Corrupt {
+            message: format!("the stored object \"{tag}\" is damaged ({message})"),
+            hint: Some(Hint::Resend),
         },
         e => e,
     }

@@ -85,11 +85,10 @@ impl Session {
         if !overwrite {
             for d in &all {
                 if self.exists(&Key::new(&d.namespace, &d.tag)?, opts)? {
-                    return Err(Error::BadArgument(format!(
-                        "the store already holds \"{}\" (namespace \"{}\"); nothing was loaded; \
-                         use overwrite = TRUE to replace it",
-                        d.tag, d.namespace
-                    )));
+                    return Err(Error::Exists {
+                        tag: d.tag.clone(),
+                        namespace: d.namespace.clone(),
+                    });
                 }
             }
         }
@@ -209,9 +208,10 @@ fn save_one(
         Payload::File(file) => {
             let h = object_file::read_header(file)?;
             if h.state != STATE_COMMITTED {
-                return Err(Error::Corrupt {
-                    message: format!("object \"{}\" was never completely written", h.tag),
-                });
+                return Err(Error::corrupt(format!(
+                    "object \"{}\" was never completely written",
+                    h.tag
+                )));
             }
             (h.payload_len, h.kind, h.checksum)
         }
@@ -237,10 +237,10 @@ fn save_one(
             while at < payload_len {
                 let n = crate::codec::chunk(payload_len - at, buf.len());
                 f.read_exact_at(&mut buf[..n], HEADER_SIZE as u64 + at)
-                    .map_err(|e| Error::Corrupt {
-                        message: format!(
+                    .map_err(|e| {
+                        Error::corrupt(format!(
                             "the stored object \"{tag}\" could not be read whole: {e}"
-                        ),
+                        ))
                     })?;
                 out.payload(&buf[..n])?;
                 meter.add(n as u64)?;
@@ -250,12 +250,10 @@ fn save_one(
     }
     let sum = out.end()?;
     if recorded != 0 && sum != recorded {
-        return Err(Error::Corrupt {
-            message: format!(
+        return Err(Error::corrupt(format!(
                 "the stored object \"{tag}\" is damaged (its checksum does not match what was written); \
                  nothing was saved"
-            ),
-        });
+            )));
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ impl Session {
             let found = match self.get(&Key::new(&e.namespace, &e.tag)?, opts) {
                 Ok(f) => f,
                 Err(Error::NotFound { .. }) => continue,
-                Err(Error::Corrupt { message }) => {
+                Err(Error::Corrupt { message, .. }) => {
                     out.push(Checked {
                         entry: e,
                         problem: Some(message),
