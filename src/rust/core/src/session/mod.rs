@@ -173,3 +173,6 @@ impl Session {
         self.backend.disconnect();
     }
 }
+
+#[cfg(test)]
+mod tests;
