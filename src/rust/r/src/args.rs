@@ -41,7 +41,7 @@ fn bad_argument(message: String) -> RError {
 }
 
 /// A tag, as `tag` in send_object() (`arg` names it in messages).
-pub fn tag(x: &Robj, arg: &str) -> Checked<String> {
+fn tag(x: &Robj, arg: &str) -> Checked<String> {
     let v = Value::of(x);
     let single = v.sexptype() == SEXPTYPE::STRSXP && v.len() == 1;
     tag_text(v.single_string(), arg, || {
@@ -675,8 +675,8 @@ enum Locale {
 
 /// The session's locale, looked up once (as R/conditions.R did).
 fn locale() -> Locale {
-    static LOCALE: OnceLock<u8> = OnceLock::new();
-    let code = *LOCALE.get_or_init(|| {
+    static LOCALE: OnceLock<Locale> = OnceLock::new();
+    *LOCALE.get_or_init(|| {
         // SAFETY: nl_langinfo returns a NUL-terminated string, valid until
         // the next call; it is copied at once, on R's main thread.
         let codeset = unsafe { CStr::from_ptr(libc::nl_langinfo(libc::CODESET)) }
@@ -684,18 +684,13 @@ fn locale() -> Locale {
             .into_owned();
         // As R_check_locale() of R.
         if codeset.eq_ignore_ascii_case("UTF-8") {
-            0
+            Locale::Utf8
         } else if codeset == "ISO-8859-1" || codeset.eq_ignore_ascii_case("ISO8859-1") {
-            1
+            Locale::Latin1
         } else {
-            2
+            Locale::Other
         }
-    });
-    match code {
-        0 => Locale::Utf8,
-        1 => Locale::Latin1,
-        _ => Locale::Other,
-    }
+    })
 }
 
 /// What a value is, for "..., not <describe(x)>." in messages: a port of

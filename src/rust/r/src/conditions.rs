@@ -48,14 +48,6 @@ impl RError {
             store: Some(store.to_string()),
         }
     }
-
-    /// The yaplr-core error, if this is one.
-    pub fn error(&self) -> Option<&Error> {
-        match self {
-            RError::Failed { error, .. } => Some(error),
-            RError::Prepared(_) => None,
-        }
-    }
 }
 
 /// An R condition object of class c("yaplr_<kind>", "yaplr_error", "error",
