@@ -1,4 +1,6 @@
-# Conditions and argument checks, all speaking with one voice.
+# Conditions, and the argument checks that need R (the Rust layer checks
+# tags, namespaces, timeouts, flags and descriptions), all speaking with one
+# voice.
 
 #' Errors signalled by yaplr
 #'
@@ -48,9 +50,11 @@ abort_yaplr <- function(kind, message, ..., tag = NULL, call = caller_call(),
   stop(cnd)
 }
 
-# Signal a condition returned by the Rust layer, or return the value.
+# Signal the condition of a failed call of the Rust layer (extendr returns
+# it as the `value` of an "extendr_error"), or return the value.
 check_result <- function(res, call = caller_call()) {
-  if (inherits(res, "yaplr_error")) {
+  if (inherits(res, "extendr_error")) {
+    res <- res$value
     res$call <- call
     stop(res)
   }
@@ -141,97 +145,9 @@ check_required <- function(arg, what, kind = "bad_argument", name = arg,
   invisible()
 }
 
-check_tag <- function(tag, arg = "tag", call = caller_call()) {
-  if (missing(tag)) {
-    abort_yaplr("bad_tag", "`{arg}` is missing; give the name of the object.", call = call)
-  }
-  if (!is.character(tag) || length(tag) != 1L || is.na(tag) || !nzchar(tag)) {
-    abort_yaplr("bad_tag",
-      "`{arg}` must be a single non-empty string, not {describe(tag)}.",
-      tag = if (is.character(tag) && length(tag) == 1L) tag, call = call
-    )
-  }
-  if (!is_valid_text(tag)) {
-    abort_yaplr("bad_tag",
-      "`{arg}` must be valid text in UTF-8, latin1 or the session's encoding, not bytes that are none of these.",
-      tag = NULL, call = call
-    )
-  }
-  tag <- enc2utf8(tag)
-  bytes <- nchar(tag, type = "bytes")
-  if (bytes > 1024L) {
-    abort_yaplr("bad_tag",
-      "`{arg}` must be at most 1024 bytes long, not {bytes} bytes.",
-      tag = tag, call = call
-    )
-  }
-  tag
-}
-
-check_namespace <- function(namespace, call = caller_call()) {
-  if (!is.character(namespace) || length(namespace) != 1L || is.na(namespace) ||
-      !nzchar(namespace)) {
-    abort_yaplr("bad_argument",
-      "`namespace` must be a single non-empty string (default: options(yaplr.namespace = )), not {describe(namespace)}.",
-      call = call
-    )
-  }
-  if (!is_valid_text(namespace)) {
-    abort_yaplr("bad_argument",
-      "`namespace` must be valid text in UTF-8, latin1 or the session's encoding.",
-      call = call
-    )
-  }
-  namespace <- enc2utf8(namespace)
-  bytes <- nchar(namespace, type = "bytes")
-  if (bytes > 256L) {
-    abort_yaplr("bad_argument",
-      "`namespace` must be at most 256 bytes long, not {bytes} bytes.",
-      call = call
-    )
-  }
-  namespace
-}
-
-check_description <- function(description, call = caller_call()) {
-  if (is.null(description)) {
-    return(NULL)
-  }
-  if (!is.character(description) || length(description) != 1L || is.na(description)) {
-    abort_yaplr("bad_argument",
-      "`description` must be NULL or a single string, not {describe(description)}.",
-      call = call
-    )
-  }
-  if (!is_valid_text(description)) {
-    abort_yaplr("bad_argument",
-      "`description` must be valid text in UTF-8, latin1 or the session's encoding.",
-      call = call
-    )
-  }
-  enc2utf8(description)
-}
-
-check_timeout <- function(timeout, call = caller_call()) {
-  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) ||
-      !is.finite(timeout) || timeout <= 0) {
-    abort_yaplr("bad_argument",
-      "`timeout` must be a single positive number of seconds (default: options(yaplr.timeout = )), not {describe(timeout)}.",
-      call = call
-    )
-  }
-  as.double(timeout)
-}
-
-check_flag <- function(x, arg, call = caller_call(), option = NULL) {
-  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
-    hint <- if (is.null(option)) "" else paste0(" (default: options(", option, " = ))")
-    abort_yaplr("bad_argument",
-      "`{arg}` must be TRUE or FALSE{hint}, not {describe(x)}.",
-      call = call
-    )
-  }
-  invisible(x)
+# A tag left out (the Rust layer checks every tag given).
+abort_missing_tag <- function(call = caller_call()) {
+  abort_yaplr("bad_tag", "`tag` is missing; give the name of the object.", call = call)
 }
 
 # Whether a string can be turned into UTF-8 faithfully: not "bytes", valid

@@ -57,21 +57,9 @@ save_objects <- function(file, tags = NULL, namespace = NULL,
     abort_yaplr("bad_argument",
       "the directory of `file`, \"{dirname(file)}\", does not exist; create it first or choose another path.")
   }
-  if (!is.null(namespace)) namespace <- check_namespace(namespace)
-  if (!is.null(tags)) {
-    if (is.null(namespace)) namespace <- yaplr_namespace()
-    if (!is.character(tags) || is.object(tags)) {
-      abort_yaplr("bad_tag", "`tags` must be NULL or a character vector, not {describe(tags)}.")
-    }
-    tags <- check_tags(tags, "tags")
-  }
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  n <- check_result(save_objects_(file, if (is.null(tags)) character() else tags,
-                                  if (is.null(namespace)) "" else namespace,
-                                  store_dir(), helper_path(), timeout, autostart,
-                                  progress_delay()))
-  invisible(n)
+  invisible(check_result(save_objects_(session(), file, tags, namespace, yaplr_namespace(), timeout,
+                                       autostart_option(automatic_server_start),
+                                       progress_delay())))
 }
 
 #' @rdname save_objects
@@ -86,11 +74,8 @@ load_objects <- function(file, overwrite = FALSE,
   if (dir.exists(file)) {
     abort_yaplr("bad_argument", "`file` must be the path of a dump file, not of the directory \"{file}\".")
   }
-  check_flag(overwrite, "overwrite")
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  res <- check_result(load_objects_(file, overwrite, store_dir(), helper_path(), timeout,
-                                    autostart, progress_delay()))
+  res <- check_result(load_objects_(session(), file, overwrite, timeout,
+                                    autostart_option(automatic_server_start), progress_delay()))
   invisible(data.frame(namespace = res$namespace, tag = res$tag, stringsAsFactors = FALSE))
 }
 

@@ -46,7 +46,7 @@
 #' quit_server()
 #' options(old)
 yaplr_store <- function(namespace = yaplr_namespace(), dir = store_dir()) {
-  namespace <- check_namespace(namespace)
+  namespace <- check_result(namespace_arg_(namespace))
   if (!is.character(dir) || length(dir) != 1L || is.na(dir) || !nzchar(dir)) {
     abort_yaplr("bad_argument", "`dir` must be a single directory path, not {describe(dir)}.")
   }
@@ -54,22 +54,30 @@ yaplr_store <- function(namespace = yaplr_namespace(), dir = store_dir()) {
   structure(list(), namespace = namespace, dir = dir, class = "yaplr_handle")
 }
 
-handle_call <- function(x, f, ...) {
-  old <- options(yaplr.dir = attr(x, "dir"))
-  on.exit(options(old))
-  f(..., namespace = attr(x, "namespace"))
+# The verbs of a store handle call the glue with the session of the
+# handle's store and its namespace; errors name the caller's call.
+handle_get <- function(x, tag, call = caller_call()) {
+  check_result(retrieve_object_(session_of(attr(x, "dir")), tag, attr(x, "namespace"),
+                                yaplr_timeout(), autostart_option(NULL), FALSE,
+                                progress_delay()), call)[[1L]]
+}
+
+handle_list <- function(x, call = caller_call()) {
+  objects_frame(check_result(list_objects_(session_of(attr(x, "dir")), attr(x, "namespace"),
+                                           yaplr_timeout(), autostart_option(NULL)), call),
+                all = FALSE)
 }
 
 #' @rdname yaplr_store
 #' @export
 `$.yaplr_handle` <- function(x, name) {
-  handle_call(x, retrieve_object, tag = name)
+  handle_get(x, name)
 }
 
 #' @rdname yaplr_store
 #' @export
 `[[.yaplr_handle` <- function(x, i, ...) {
-  handle_call(x, retrieve_object, tag = i)
+  handle_get(x, i)
 }
 
 #' @rdname yaplr_store
@@ -84,32 +92,35 @@ handle_call <- function(x, f, ...) {
   store_value(x, i, value)
 }
 
-store_value <- function(x, tag, value) {
-  if (is.null(value)) {
-    handle_call(x, remove_object, tag = tag)
+store_value <- function(x, tag, value, call = caller_call()) {
+  h <- session_of(attr(x, "dir"))
+  ns <- attr(x, "namespace")
+  check_result(if (is.null(value)) {
+    remove_object_(h, tag, ns, yaplr_timeout(), autostart_option(NULL))
   } else {
-    handle_call(x, send_object, obj = value, tag = tag)
-  }
+    send_object_(h, value, tag, ns, NULL, object_meta(value), yaplr_timeout(),
+                 autostart_option(NULL), progress_delay())
+  }, call)
   x
 }
 
 #' @rdname yaplr_store
 #' @export
 names.yaplr_handle <- function(x) {
-  rownames(handle_call(x, list_objects))
+  rownames(handle_list(x))
 }
 
 #' @rdname yaplr_store
 #' @export
 length.yaplr_handle <- function(x) {
-  nrow(handle_call(x, list_objects))
+  nrow(handle_list(x))
 }
 
 #' @rdname yaplr_store
 #' @export
 as.list.yaplr_handle <- function(x, ...) {
   tags <- names(x)
-  out <- lapply(tags, function(tag) handle_call(x, retrieve_object, tag = tag))
+  out <- lapply(tags, function(tag) handle_get(x, tag))
   names(out) <- tags
   out
 }
@@ -117,7 +128,7 @@ as.list.yaplr_handle <- function(x, ...) {
 #' @rdname yaplr_store
 #' @export
 print.yaplr_handle <- function(x, ...) {
-  lst <- handle_call(x, list_objects)
+  lst <- handle_list(x)
   cat("<yaplr store> namespace \"", attr(x, "namespace"), "\" of ", attr(x, "dir"), "\n", sep = "")
   if (nrow(lst) == 0L) {
     cat("(no objects)\n")

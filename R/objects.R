@@ -125,17 +125,11 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
                         namespace = yaplr_namespace(), description = NULL) {
-  if (missing(obj)) {
-    abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
-  }
-  tag <- check_tag(tag)
-  namespace <- check_namespace(namespace)
-  meta <- object_meta(obj, check_description(description))
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  check_result(send_object_(obj, tag, namespace, meta, store_dir(), helper_path(), timeout, autostart,
-                            progress_delay()))
-  invisible(NULL)
+  if (missing(obj)) abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
+  if (missing(tag)) abort_missing_tag()
+  invisible(check_result(send_object_(session(), obj, tag, namespace, description, object_meta(obj),
+                                      timeout, autostart_option(automatic_server_start),
+                                      progress_delay())))
 }
 
 #' @rdname objects
@@ -144,14 +138,10 @@ retrieve_object <- function(tag, automatic_server_start = NULL,
                             check_server_with_ping = TRUE,
                             timeout = yaplr_timeout(), copy = FALSE,
                             namespace = yaplr_namespace()) {
-  tag <- check_tag(tag)
-  namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  check_flag(copy, "copy")
-  res <- retrieve_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart, copy,
-                          progress_delay())
-  check_result(res)[[1L]]
+  if (missing(tag)) abort_missing_tag()
+  check_result(retrieve_object_(session(), tag, namespace, timeout,
+                                autostart_option(automatic_server_start), copy,
+                                progress_delay()))[[1L]]
 }
 
 #' @rdname objects
@@ -160,11 +150,9 @@ does_object_exist <- function(tag, automatic_server_start = NULL,
                               check_server_with_ping = TRUE,
                               timeout = yaplr_timeout(),
                               namespace = yaplr_namespace()) {
-  tag <- check_tag(tag)
-  namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  check_result(does_object_exist_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
+  if (missing(tag)) abort_missing_tag()
+  check_result(does_object_exist_(session(), tag, namespace, timeout,
+                                  autostart_option(automatic_server_start)))
 }
 
 #' @rdname objects
@@ -173,12 +161,9 @@ remove_object <- function(tag, automatic_server_start = NULL,
                           check_server_with_ping = TRUE,
                           timeout = yaplr_timeout(),
                           namespace = yaplr_namespace()) {
-  tag <- check_tag(tag)
-  namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  check_result(remove_object_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
-  invisible(NULL)
+  if (missing(tag)) abort_missing_tag()
+  invisible(check_result(remove_object_(session(), tag, namespace, timeout,
+                                        autostart_option(automatic_server_start))))
 }
 
 #' @rdname objects
@@ -187,16 +172,34 @@ list_objects <- function(automatic_server_start = NULL,
                          check_server_with_ping = TRUE,
                          timeout = yaplr_timeout(),
                          namespace = yaplr_namespace()) {
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  all <- is.null(namespace)
-  if (!all) namespace <- check_namespace(namespace)
-  res <- check_result(list_objects_(if (all) "" else namespace, store_dir(),
-                                    helper_path(), timeout, autostart))
-  tags <- res$tag
-  Encoding(tags) <- "UTF-8"
+  objects_frame(check_result(list_objects_(session(), namespace, timeout,
+                                           autostart_option(automatic_server_start))),
+                all = is.null(namespace))
+}
+
+#' @rdname objects
+#' @export
+remove_objects <- function(namespace = yaplr_namespace(),
+                           automatic_server_start = NULL,
+                           timeout = yaplr_timeout()) {
+  invisible(check_result(remove_objects_(session(), namespace, timeout,
+                                         autostart_option(automatic_server_start))))
+}
+
+#' @rdname objects
+#' @export
+object_info <- function(tag, namespace = yaplr_namespace(),
+                        automatic_server_start = NULL,
+                        timeout = yaplr_timeout()) {
+  if (missing(tag)) abort_missing_tag()
+  check_result(object_info_(session(), tag, namespace, timeout,
+                            autostart_option(automatic_server_start)))
+}
+
+# list_objects() of the columns the glue returns: row names the tags, or
+# with `all` (every namespace) columns namespace and tag.
+objects_frame <- function(res, all) {
   description <- res$description
-  Encoding(description) <- "UTF-8"
   description[!nzchar(description)] <- NA_character_
   out <- data.frame(
     size = res$size,
@@ -206,54 +209,25 @@ list_objects <- function(automatic_server_start = NULL,
     stringsAsFactors = FALSE
   )
   if (all) {
-    namespaces <- res$namespace
-    Encoding(namespaces) <- "UTF-8"
-    out$namespace <- namespaces
-    out$tag <- tags
+    out$namespace <- res$namespace
+    out$tag <- res$tag
     return(out)
   }
-  rownames(out) <- tags
+  rownames(out) <- res$tag
   out
 }
 
-#' @rdname objects
-#' @export
-remove_objects <- function(namespace = yaplr_namespace(),
-                           automatic_server_start = NULL,
-                           timeout = yaplr_timeout()) {
-  namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  n <- check_result(remove_objects_(namespace, store_dir(), helper_path(), timeout, autostart))
-  invisible(n)
-}
-
-#' @rdname objects
-#' @export
-object_info <- function(tag, namespace = yaplr_namespace(),
-                        automatic_server_start = NULL,
-                        timeout = yaplr_timeout()) {
-  tag <- check_tag(tag)
-  namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  res <- check_result(object_info_(tag, namespace, store_dir(), helper_path(), timeout, autostart))
-  res$ctime <- .POSIXct(res$ctime)
-  if (!is.null(res$dim)) res$dim <- as.integer(res$dim)
-  res
-}
-
-# What send_object() records about an object. length() and dim() may be S3
-# methods of the object's class; one that fails must not stop the send.
-object_meta <- function(obj, description) {
+# What send_object() records about an object (the glue adds its
+# description). length() and dim() may be S3 methods of the object's class;
+# one that fails must not stop the send.
+object_meta <- function(obj) {
   len <- function() length(obj)
   dm <- function() dim(obj)
   if (is.object(obj)) {
     len <- function() tryCatch(length(obj), error = function(e) NA_real_)
     dm <- function() tryCatch(dim(obj), error = function(e) NULL)
   }
-  list(class = utf8_label(class(obj)), type = typeof(obj), length = len(), dim = dm(),
-       description = description)
+  list(class = utf8_label(class(obj)), type = typeof(obj), length = len(), dim = dm())
 }
 
 # Names for display (such as class names) as valid UTF-8, whatever their
@@ -298,24 +272,10 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
   if (!is.list(objects) || is.object(objects) && !identical(class(objects), "list")) {
     abort_yaplr("bad_argument", "`objects` must be a named list, not {describe(objects)}.")
   }
-  tags <- names(objects)
-  if (length(objects) > 0L && (is.null(tags) || anyNA(tags) || any(!nzchar(tags)))) {
-    abort_yaplr("bad_tag", "every element of `objects` must have a name: the names are the tags.")
-  }
-  tags <- check_tags(tags, "names(objects)")
-  if (anyDuplicated(tags)) {
-    abort_yaplr("bad_tag", "`objects` names the tag \"{tags[anyDuplicated(tags)]}\" twice.")
-  }
-  namespace <- check_namespace(namespace)
-  description <- check_descriptions(description, length(objects))
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  metas <- lapply(seq_along(objects), function(i) {
-    object_meta(objects[[i]], if (is.null(description) || is.na(description[i])) NULL else description[i])
-  })
-  check_result(send_objects_(unname(objects), tags, namespace, metas, store_dir(),
-                             helper_path(), timeout, autostart, progress_delay()))
-  invisible(NULL)
+  invisible(check_result(send_objects_(session(), as.list(objects), namespace, description,
+                                       lapply(objects, object_meta), timeout,
+                                       autostart_option(automatic_server_start),
+                                       progress_delay())))
 }
 
 #' @rdname send_objects
@@ -323,49 +283,6 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
 retrieve_objects <- function(tags, namespace = yaplr_namespace(), copy = FALSE,
                              automatic_server_start = NULL, timeout = yaplr_timeout()) {
   check_required("tags", "a character vector of the tags to retrieve", kind = "bad_tag")
-  if (!is.character(tags) || is.object(tags)) {
-    abort_yaplr("bad_tag", "`tags` must be a character vector, not {describe(tags)}.")
-  }
-  tags <- check_tags(tags, "tags")
-  namespace <- check_namespace(namespace)
-  check_flag(copy, "copy")
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  res <- check_result(retrieve_objects_(tags, namespace, store_dir(), helper_path(),
-                                        timeout, autostart, copy, progress_delay()))
-  names(res) <- tags
-  res
-}
-
-# Every element of a character vector of tags, each checked as a tag and
-# named in messages by its position ("`tags[2]` must be ...").
-check_tags <- function(tags, arg, call = caller_call()) {
-  vapply(seq_along(tags), function(i) {
-    check_tag(tags[[i]], arg = paste0(arg, "[", i, "]"), call = call)
-  }, "")
-}
-
-# send_objects(description = ): NULL, or one string (or NA) per object, or
-# one for all; NULL or UTF-8 strings (NA: none) in return.
-check_descriptions <- function(description, n, call = caller_call()) {
-  if (is.null(description)) {
-    return(NULL)
-  }
-  if (!is.character(description) || is.object(description) ||
-      !length(description) %in% c(1L, n)) {
-    what <- if (n == 1L) "a single string" else paste("a character vector of length 1 or", n)
-    abort_yaplr("bad_argument", "`description` must be NULL or {what}, not {describe(description)}.",
-                call = call)
-  }
-  for (d in description[!is.na(description)]) {
-    if (!is_valid_text(d)) {
-      abort_yaplr("bad_argument",
-        "`description` must be valid text in UTF-8, latin1 or the session's encoding.",
-        call = call
-      )
-    }
-  }
-  out <- rep_len(description, n)
-  out[!is.na(out)] <- enc2utf8(out[!is.na(out)])
-  out
+  check_result(retrieve_objects_(session(), tags, namespace, copy, timeout,
+                                 autostart_option(automatic_server_start), progress_delay()))
 }

@@ -45,10 +45,7 @@ NULL
 #' @examples
 #' store_dir()
 store_dir <- function() {
-  dir <- getOption("yaplr.dir")
-  if (is.null(dir)) {
-    dir <- Sys.getenv("YAPLR_DIR", "")
-  }
+  dir <- dir_option()
   # Every call resolves the store: remember the last answer.
   if (identical(dir, the$dir_in)) {
     return(the$dir_out)
@@ -60,6 +57,48 @@ store_dir <- function() {
     the$dir_out <- out
   }
   out
+}
+
+# getOption("yaplr.dir"), else the environment variable YAPLR_DIR.
+dir_option <- function() {
+  dir <- getOption("yaplr.dir")
+  if (is.null(dir)) Sys.getenv("YAPLR_DIR", "") else dir
+}
+
+# The session handle of the store in use (store_dir()), or the condition of
+# a store directory that can not be used, which the glue raises after the
+# arguments the call checks first.
+session <- function() {
+  if (identical(dir_option(), the$dir_in)) {
+    return(session_of(the$dir_out))
+  }
+  dir <- tryCatch(store_dir(), yaplr_error = identity)
+  if (inherits(dir, "yaplr_error")) {
+    return(dir)
+  }
+  session_of(dir)
+}
+
+# The session handle of the store directory `dir` (resolved): an external
+# pointer the glue makes on first use and every call takes, kept for the
+# R session (a forked child uses its parent's). A handle learns
+# options(yaplr.capacity = ) when it is made and whenever the option changes.
+session_of <- function(dir) {
+  h <- the$sessions[[dir]]
+  if (is.null(h)) {
+    # Each handle keeps a connection to its store's helper: a session that
+    # goes through many stores lets the old handles go.
+    if (length(the$sessions) >= 16L) the$sessions <- new.env(parent = emptyenv())
+    h <- session_new_(dir, helper_path(), capacity_option())
+    the$sessions[[dir]] <- h
+  }
+  capacity <- getOption("yaplr.capacity")
+  if (!identical(capacity, the$capacity)) {
+    parsed <- capacity_option()
+    for (s in as.list(the$sessions)) session_set_capacity_(s, parsed)
+    the$capacity <- capacity
+  }
+  h
 }
 
 resolve_store_dir <- function(dir, call = caller_call()) {
@@ -151,12 +190,12 @@ yaplr_timeout <- function() {
   getOption("yaplr.timeout", 10)
 }
 
-autostart_option <- function(automatic_server_start, call = caller_call()) {
+# The argument automatic_server_start, or the option when it is NULL (the
+# glue checks either).
+autostart_option <- function(automatic_server_start) {
   if (is.null(automatic_server_start)) {
-    automatic_server_start <- getOption("yaplr.automatic_server_start", TRUE)
+    return(getOption("yaplr.automatic_server_start", TRUE))
   }
-  check_flag(automatic_server_start, "automatic_server_start", call = call,
-             option = "yaplr.automatic_server_start")
   automatic_server_start
 }
 
@@ -171,6 +210,7 @@ helper_path <- function() {
 }
 
 the <- new.env(parent = emptyenv())
+the$sessions <- new.env(parent = emptyenv())
 
 # Sizes as bytes: a number, or a string such as "2 GB", "512 MiB", "100kB".
 parse_size <- function(x, arg, call = caller_call()) {
@@ -194,13 +234,22 @@ parse_size <- function(x, arg, call = caller_call()) {
   floor(as.numeric(m[2L]) * units[[unit]])
 }
 
-# getOption("yaplr.capacity") in bytes, NA when unset (read by the Rust
-# layer when a call starts a helper).
+# A size argument for the glue: NULL, the bytes, or the condition of a bad
+# size, which the glue raises after the arguments the call checks first.
+size_arg <- function(x, arg) {
+  if (is.null(x)) {
+    return(NULL)
+  }
+  tryCatch(parse_size(x, arg), yaplr_error = identity)
+}
+
+# getOption("yaplr.capacity") in bytes, NaN when unset, given to every
+# session handle (which applies it when its call starts a helper).
 capacity_option <- function() {
   cap <- getOption("yaplr.capacity")
   if (is.null(cap)) {
     return(NaN)
   }
-  # A bad value comes back as its message, for the Rust layer to raise.
+  # A bad value comes back as its message, for the glue to raise.
   tryCatch(parse_size(cap, "options(yaplr.capacity = )"), error = conditionMessage)
 }

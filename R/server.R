@@ -71,13 +71,9 @@ NULL
 make_sure_server_is_started <- function(server_type = NULL, quiet = FALSE,
                                         timeout = yaplr_timeout(),
                                         capacity = NULL) {
-  timeout <- check_timeout(timeout)
-  check_flag(quiet, "quiet")
-  capacity <- if (is.null(capacity)) -1 else parse_size(capacity, "capacity")
-  dir <- store_dir()
-  res <- check_result(start_server_(dir, helper_path(), timeout, capacity))
+  res <- check_result(start_server_(session(), timeout, quiet, size_arg(capacity, "capacity")))
   if (res$started && !quiet) {
-    message("Started the yaplr helper (pid ", res$pid, ") for the store ", dir, ".")
+    message("Started the yaplr helper (pid ", res$pid, ") for the store ", store_dir(), ".")
   }
   invisible(res$started)
 }
@@ -85,15 +81,13 @@ make_sure_server_is_started <- function(server_type = NULL, quiet = FALSE,
 #' @rdname server
 #' @export
 is_server_running <- function() {
-  check_result(is_server_running_(store_dir(), helper_path()))
+  check_result(is_server_running_(session()))
 }
 
 #' @rdname server
 #' @export
 ping_server <- function(quiet = FALSE, timeout = yaplr_timeout()) {
-  timeout <- check_timeout(timeout)
-  check_flag(quiet, "quiet")
-  ok <- check_result(ping_server_(store_dir(), helper_path(), timeout))
+  ok <- check_result(ping_server_(session(), timeout, quiet))
   if (!ok && !quiet) {
     warning("No yaplr helper is running for the store ", store_dir(), ".", call. = FALSE)
   }
@@ -103,12 +97,7 @@ ping_server <- function(quiet = FALSE, timeout = yaplr_timeout()) {
 #' @rdname server
 #' @export
 server_info <- function(timeout = yaplr_timeout()) {
-  timeout <- check_timeout(timeout)
-  res <- check_result(server_info_(store_dir(), helper_path(), timeout, FALSE))
-  res$started <- .POSIXct(res$started)
-  if (is.nan(res$capacity)) res$capacity <- NA_real_
-  res$used <- res$bytes
-  structure(res, class = "yaplr_server_info")
+  check_result(server_info_(session(), timeout))
 }
 
 #' @export
@@ -130,9 +119,7 @@ print.yaplr_server_info <- function(x, ...) {
 #' @export
 resize_store <- function(capacity, timeout = yaplr_timeout()) {
   check_required("capacity", "the new capacity, such as \"2 GB\", or NULL for no limit")
-  timeout <- check_timeout(timeout)
-  bytes <- if (is.null(capacity)) -1 else parse_size(capacity, "capacity")
-  check_result(resize_store_(bytes, store_dir(), helper_path(), timeout,
+  check_result(resize_store_(session(), size_arg(capacity, "capacity"), timeout,
                              autostart_option(NULL)))
   invisible(server_info(timeout = timeout))
 }
@@ -140,15 +127,11 @@ resize_store <- function(capacity, timeout = yaplr_timeout()) {
 #' @rdname server
 #' @export
 quit_server <- function(timeout = yaplr_timeout(), keep = FALSE) {
-  timeout <- check_timeout(timeout)
-  check_flag(keep, "keep")
-  invisible(check_result(quit_server_(store_dir(), helper_path(), timeout, keep)))
+  invisible(check_result(quit_server_(session(), timeout, keep)))
 }
 
 #' @rdname server
 #' @export
 make_sure_server_is_down <- function(timeout = yaplr_timeout(), keep = FALSE) {
-  timeout <- check_timeout(timeout)
-  check_flag(keep, "keep")
-  invisible(check_result(quit_server_(store_dir(), helper_path(), timeout, keep)))
+  invisible(check_result(quit_server_(session(), timeout, keep)))
 }

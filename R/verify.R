@@ -26,21 +26,14 @@
 #' options(old)
 verify_objects <- function(namespace = NULL, automatic_server_start = NULL,
                            timeout = yaplr_timeout()) {
-  if (!is.null(namespace)) namespace <- check_namespace(namespace)
-  timeout <- check_timeout(timeout)
-  autostart <- autostart_option(automatic_server_start)
-  res <- check_result(verify_objects_(if (is.null(namespace)) "" else namespace,
-                                      store_dir(), helper_path(), timeout, autostart))
-  enc <- function(x) {
-    Encoding(x) <- "UTF-8"
-    x
-  }
-  out <- data.frame(namespace = enc(res$namespace), tag = enc(res$tag), size = res$size,
+  res <- check_result(verify_objects_(session(), namespace, timeout,
+                                      autostart_option(automatic_server_start)))
+  out <- data.frame(namespace = res$namespace, tag = res$tag, size = res$size,
                     checked = res$checked, ok = res$ok, stringsAsFactors = FALSE)
   bad <- which(!res$ok)
   if (length(bad)) {
     damaged <- out[bad, c("namespace", "tag")]
-    damaged$problem <- enc(res$problem[bad])
+    damaged$problem <- res$problem[bad]
     shown <- head(bad, 5L)
     names <- paste0("\"", out$tag[shown], "\"", ifelse(out$namespace[shown] == "default", "",
                     paste0(" (namespace \"", out$namespace[shown], "\")")), collapse = ", ")

@@ -50,6 +50,45 @@ test_that("mclapply workers send and retrieve, and the parent still works", {
   expect_identical(retrieve_object("p"), "parent again")
 })
 
+test_that("a forked child uses its parent's session handle, and the parent keeps it", {
+  skip_on_os("windows")
+  local_store()
+  send_object("from parent", "p")
+  h <- yaplr:::session()
+  expect_identical(typeof(h), "externalptr")
+  res <- parallel::mclapply(1:2, function(i) {
+    same <- identical(yaplr:::session(), h)
+    send_object(i, paste0("child", i))
+    list(same = same, got = retrieve_object("p"), pid = Sys.getpid())
+  }, mc.cores = 2)
+  for (r in res) {
+    expect_true(r$same)
+    expect_identical(r$got, "from parent")
+    expect_false(r$pid == Sys.getpid())
+  }
+  # The parent's handle (and its connection) is still the one it uses.
+  expect_identical(yaplr:::session(), h)
+  expect_identical(retrieve_objects(c("child1", "child2")), list(child1 = 1L, child2 = 2L))
+  send_object("parent again", "p")
+  expect_identical(retrieve_object("p"), "parent again")
+})
+
+test_that("a session handle follows options(yaplr.capacity) set after it was made", {
+  local_store()
+  send_object(1, "x")
+  expect_true(is.na(server_info()$capacity))
+  quit_server()
+  withr::local_options(yaplr.capacity = "300 KiB")
+  send_object(1, "x")
+  expect_identical(server_info()$capacity, 300 * 1024)
+  quit_server()
+  withr::local_options(yaplr.capacity = "lots")
+  expect_error(send_object(1, "x"), "not the string \"lots\"", class = "yaplr_bad_argument")
+  withr::local_options(yaplr.capacity = NULL)
+  send_object(1, "x")
+  expect_true(is.na(server_info()$capacity))
+})
+
 test_that("Ctrl-C ends a wait on a stopped helper", {
   dir <- local_store()
   send_object(1, "x")

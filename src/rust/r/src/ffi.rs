@@ -1,5 +1,6 @@
 //! The parts of R's C API that extendr-ffi does not bind, declared once for
-//! the whole glue crate. Everything extendr-ffi binds is used from there.
+//! the whole glue crate (with the one C library function R's printing
+//! relies on). Everything extendr-ffi binds is used from there.
 //!
 //! Every declaration names the R header it comes from and follows its C
 //! prototype. An `Rboolean` result or global is declared as `c_int`: it is
@@ -10,9 +11,11 @@
 //! The glue runs only there: R calls its entry points (the extendr wrappers,
 //! the ALTREP methods, the stream callbacks, R_init_yaplr) on that thread.
 
-use extendr_ffi::{R_inpstream_t, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, SEXP};
+use extendr_ffi::{
+    R_inpstream_t, R_outpstream_t, R_pstream_data_t, R_pstream_format_t, SEXP, SEXPTYPE,
+};
 use std::cell::UnsafeCell;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 
 /// `void (*outchar)(R_outpstream_t, int)` of R_InitOutPStream.
 pub type OutCharFn = Option<unsafe extern "C" fn(R_outpstream_t, c_int)>;
@@ -67,6 +70,24 @@ extern "C" {
         pdata: SEXP,
     );
 
+    /// Rinternals.h: `cetype_t Rf_getCharCE(SEXP);` (cetype_t is an
+    /// int-sized C enum: CE_NATIVE 0, CE_UTF8 1, CE_LATIN1 2, CE_BYTES 3).
+    pub fn Rf_getCharCE(x: SEXP) -> c_int;
+
+    /// Rinternals.h: `const char *Rf_translateCharUTF8(SEXP);` (the string
+    /// lives in memory R frees when the .Call returns).
+    pub fn Rf_translateCharUTF8(x: SEXP) -> *const c_char;
+
+    /// Rinternals.h: `const char *Rf_type2char(SEXPTYPE);` (the name
+    /// typeof() gives).
+    pub fn Rf_type2char(t: SEXPTYPE) -> *const c_char;
+
+    /// Rinternals.h: `int Rf_GetOptionDigits(void);`
+    pub fn Rf_GetOptionDigits() -> c_int;
+
+    /// Rinternals.h: `SEXP Rf_GetOption1(SEXP tag);`
+    pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
+
     /// Rinternals.h: `void R_InitInPStream(R_inpstream_t stream,
     /// R_pstream_data_t data, R_pstream_format_t type,
     /// int (*inchar)(R_inpstream_t),
@@ -81,6 +102,19 @@ extern "C" {
         phook: PersistHookFn,
         pdata: SEXP,
     );
+}
+
+/// CE_UTF8 of `cetype_t` (Rinternals.h).
+pub const CE_UTF8: c_int = 1;
+/// CE_LATIN1 of `cetype_t` (Rinternals.h).
+pub const CE_LATIN1: c_int = 2;
+/// CE_BYTES of `cetype_t` (Rinternals.h).
+pub const CE_BYTES: c_int = 3;
+
+extern "C" {
+    /// The C library's wctype.h: `int iswprint(wint_t wc);` (not R's, but
+    /// what R's encodeString() asks on Linux about a wide character).
+    pub fn iswprint(wc: u32) -> c_int;
 }
 
 /// An `int` global of libR that R (and R's SIGINT handler) reads and writes
