@@ -22,6 +22,7 @@ pub mod lock;
 pub mod object_file;
 pub mod progress;
 pub mod protocol;
+pub mod requests;
 pub mod server;
 pub mod session;
 pub mod store;
