@@ -260,7 +260,7 @@ pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
         )
         .unwrap_or(0);
         // A short error message: its length fits.
-        out[..4].copy_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
+        set_len(&mut out, u32::try_from(n).unwrap_or(0));
         out
     })
 }
@@ -286,8 +286,15 @@ pub fn try_encode<T: Encode>(msg: &T) -> Option<Vec<u8>> {
     if n > MAX_FRAME {
         return None;
     }
-    out[..4].copy_from_slice(&u32::try_from(n).ok()?.to_le_bytes());
+    set_len(&mut out, u32::try_from(n).ok()?);
     Some(out)
+}
+
+/// Write a frame's length into its prefix (its first four bytes).
+fn set_len(frame: &mut [u8], n: u32) {
+    for (b, v) in frame.iter_mut().zip(n.to_le_bytes()) {
+        *b = v;
+    }
 }
 
 #[derive(Debug, PartialEq)]
