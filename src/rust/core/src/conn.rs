@@ -96,8 +96,8 @@ impl Conn {
         let mut off = 0;
         let mut pass = fds;
         // Try first, wait only when the socket is full: saves a poll per call.
-        while off < frame.len() {
-            match sys::send_some(self.raw_fd(), &frame[off..], pass) {
+        while let Some(rest) = frame.get(off..).filter(|r| !r.is_empty()) {
+            match sys::send_some(self.raw_fd(), rest, pass) {
                 Ok(n) => {
                     off += n;
                     pass = &[];
@@ -119,8 +119,8 @@ impl Conn {
     ) -> Result<bool> {
         let mut spins = if self.spin { 0 } else { SPIN_LIMIT };
         let mut off = 0;
-        while off < buf.len() {
-            match sys::recv_some(self.raw_fd(), &mut buf[off..], fds) {
+        while let Some(rest) = buf.get_mut(off..).filter(|r| !r.is_empty()) {
+            match sys::recv_some(self.raw_fd(), rest, fds) {
                 Ok(0) if off == 0 && at_start => return Ok(false),
                 Ok(0) => {
                     return Err(Error::Protocol {

@@ -4,8 +4,11 @@
 //!
 //! Layers, each using only those before it: `key`; `error`; `codec`;
 //! `sys`; `store`; `lock`; the formats (`object_file`, `journal`);
-//! `protocol`; `conn` and `client`; then `dump`, `verify`, `progress`,
-//! `server` and `cli`. (The journal still converts to and from
+//! `protocol`; `conn`; then `requests`, `client` and `server`, one layer:
+//! each request kind has a module in `requests` with its message, its
+//! handler in the helper and its client method, and the registry there
+//! generates the `Request` enum that `protocol` re-exports; then `dump`,
+//! `verify`, `progress` and `cli`. (The journal still converts to and from
 //! `protocol::Meta`; `progress` uses `cli::human_size`.)
 
 pub mod backend;
@@ -22,6 +25,7 @@ pub mod lock;
 pub mod object_file;
 pub mod progress;
 pub mod protocol;
+pub mod requests;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -24,102 +24,30 @@ pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
 /// rest of its objects go to files), so that it fits in one frame.
 pub const BATCH_INLINE_BUDGET: usize = 8 << 20;
 
+pub use crate::requests::put_many::PutItem;
+/// The messages of a client: one kind per module of `requests`.
+pub use crate::requests::Request;
+
+/// The first message of every connection (`Request::Hello`): the helper
+/// answers with its own Hello, or refuses another protocol version.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub enum Request {
-    Hello {
-        version: u32,
-        pid: u32,
-        /// Names this client (one process) for as long as it lives: with
-        /// `Call::seq` it lets the helper recognise a retried request.
-        client: u64,
-    },
-    /// Numbers the next request of this connection and gives it a
-    /// deadline; sent in the same write as that request, and not answered
-    /// itself. The helper applies a change at most once (a retry with the
-    /// same `seq` gets the first answer and changes nothing) and never once
-    /// its deadline (CLOCK_MONOTONIC, nanoseconds; 0: none) has passed.
-    Call {
-        seq: u64,
-        deadline_ns: u64,
-    },
-    /// Make the committed object file `id` the value of `tag`.
-    Publish {
-        namespace: String,
-        tag: String,
-        id: String,
-        meta: Meta,
-    },
-    /// Store a small object inline, without a file of its own.
-    PutInline {
-        namespace: String,
-        tag: String,
-        kind: u32,
-        ctime_ns: i64,
-        bytes: Vec<u8>,
-        meta: Meta,
-    },
-    /// Look up a tag; the answer carries the object's open fd.
-    Lookup {
-        namespace: String,
-        tag: String,
-    },
-    Remove {
-        namespace: String,
-        tag: String,
-    },
-    Exists {
-        namespace: String,
-        tag: String,
-    },
-    /// The objects of one namespace, or of all (None).
-    List {
-        namespace: Option<String>,
-    },
-    /// Remove every object of a namespace; answers Count.
-    RemoveNamespace {
-        namespace: String,
-    },
-    Info,
-    Ping,
-    /// Remove object file `id` unless the catalog links to it (a writer
-    /// whose Publish had an unknown outcome cleans up with this).
-    Discard {
-        id: String,
-    },
-    /// Store several objects at once: all or none take effect.
-    PutMany {
-        items: Vec<PutItem>,
-    },
-    /// Look up several objects at one moment; answers FoundMany, with the
-    /// fds of the file-backed ones (at most MAX_PASSED_FDS) in order.
-    LookupMany {
-        keys: Vec<(String, String)>,
-    },
-    /// Set (or with None, lift) the store's capacity in bytes.
-    SetCapacity {
-        bytes: Option<u64>,
-    },
-    /// Unlink every object, the socket and lock files, and exit.
-    Quit {
-        /// Keep the objects and the journal for the next helper.
-        keep: bool,
-    },
+pub struct Hello {
+    pub version: u32,
+    pub pid: u32,
+    /// Names this client (one process) for as long as it lives: with
+    /// `Call::seq` it lets the helper recognise a retried request.
+    pub client: u64,
 }
 
-impl Request {
-    /// Whether the request changes the store: such a request is numbered
-    /// and carries a deadline (see `Request::Call`).
-    pub fn is_change(&self) -> bool {
-        matches!(
-            self,
-            Request::Publish { .. }
-                | Request::PutInline { .. }
-                | Request::Remove { .. }
-                | Request::RemoveNamespace { .. }
-                | Request::PutMany { .. }
-                | Request::SetCapacity { .. }
-        )
-    }
+/// Numbers the next request of this connection and gives it a deadline
+/// (`Request::Call`); sent in the same write as that request, and not
+/// answered itself. The helper applies a change at most once (a retry with
+/// the same `seq` gets the first answer and changes nothing) and never once
+/// its deadline (CLOCK_MONOTONIC, nanoseconds; 0: none) has passed.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Call {
+    pub seq: u64,
+    pub deadline_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -138,18 +66,6 @@ pub struct Entry {
     /// xxh3 of the payload (0: not known, e.g. a file written by an older
     /// version).
     pub checksum: u64,
-}
-
-/// One object of a PutMany: inline bytes, or a committed object file.
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct PutItem {
-    pub namespace: String,
-    pub tag: String,
-    pub kind: u32,
-    pub ctime_ns: i64,
-    pub inline: Option<Vec<u8>>,
-    pub id: Option<String>,
-    pub meta: Meta,
 }
 
 /// What the sender said about an object, for listings.
@@ -344,7 +260,7 @@ pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
         )
         .unwrap_or(0);
         // A short error message: its length fits.
-        out[..4].copy_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
+        set_len(&mut out, u32::try_from(n).unwrap_or(0));
         out
     })
 }
@@ -370,8 +286,15 @@ pub fn try_encode<T: Encode>(msg: &T) -> Option<Vec<u8>> {
     if n > MAX_FRAME {
         return None;
     }
-    out[..4].copy_from_slice(&u32::try_from(n).ok()?.to_le_bytes());
+    set_len(&mut out, u32::try_from(n).ok()?);
     Some(out)
+}
+
+/// Write a frame's length into its prefix (its first four bytes).
+fn set_len(frame: &mut [u8], n: u32) {
+    for (b, v) in frame.iter_mut().zip(n.to_le_bytes()) {
+        *b = v;
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -439,6 +362,7 @@ fn finish<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::requests::{list, lookup, ping, publish, put_inline, quit, remove_namespace};
 
     fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(m: T) {
         let f = encode(&m);
@@ -449,34 +373,36 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        round_trip(Request::Hello {
+        round_trip(Request::Hello(Hello {
             version: PROTOCOL_VERSION,
             pid: 7,
             client: 99,
-        });
-        round_trip(Request::Call {
+        }));
+        round_trip(Request::Call(Call {
             seq: 3,
             deadline_ns: 12345,
-        });
-        round_trip(Request::Publish {
+        }));
+        round_trip(Request::Publish(publish::Publish {
             namespace: "ns".into(),
             tag: "\u{e9}t\u{e9}".into(),
             id: "0".repeat(32),
             meta: Meta::default(),
-        });
-        round_trip(Request::Lookup {
+        }));
+        round_trip(Request::Lookup(lookup::Lookup {
             namespace: "default".into(),
             tag: "x".repeat(1024),
-        });
-        round_trip(Request::List { namespace: None });
-        round_trip(Request::List {
+        }));
+        round_trip(Request::List(list::List { namespace: None }));
+        round_trip(Request::List(list::List {
             namespace: Some("a".into()),
-        });
-        round_trip(Request::RemoveNamespace {
-            namespace: "a".into(),
-        });
+        }));
+        round_trip(Request::RemoveNamespace(
+            remove_namespace::RemoveNamespace {
+                namespace: "a".into(),
+            },
+        ));
         round_trip(Response::Count(7));
-        round_trip(Request::PutInline {
+        round_trip(Request::PutInline(put_inline::PutInline {
             namespace: "n".into(),
             tag: "t".into(),
             kind: 1,
@@ -489,7 +415,7 @@ mod tests {
                 dim: vec![10, 3],
                 description: Some("d".into()),
             },
-        });
+        }));
         round_trip(Response::FoundInline {
             entry: Entry {
                 namespace: "n".into(),
@@ -504,7 +430,7 @@ mod tests {
             },
             bytes: vec![1, 2, 3],
         });
-        round_trip(Request::Quit { keep: true });
+        round_trip(Request::Quit(quit::Quit { keep: true }));
         round_trip(Response::List(vec![Entry {
             namespace: "default".into(),
             tag: "a".into(),
@@ -554,16 +480,16 @@ mod tests {
         assert!(decode::<Request>(&[255, 255, 255, 255, 255]).is_err());
         // A string whose announced length is far beyond the payload.
         assert!(decode::<Request>(&[1, 0xfc, 0xff, 0xff, 0xff, 0x7f]).is_err());
-        let mut f = encode(&Request::Ping);
+        let mut f = encode(&Request::Ping(ping::Ping));
         f.push(0);
         assert!(decode::<Request>(&f[4..]).is_err());
         // Every truncation of a valid frame fails cleanly.
-        let f = encode(&Request::Publish {
+        let f = encode(&Request::Publish(publish::Publish {
             namespace: "default".into(),
             tag: "tag".into(),
             id: "0".repeat(32),
             meta: Meta::default(),
-        });
+        }));
         for cut in 0..f.len() - 4 {
             assert!(decode::<Request>(&f[4..4 + cut]).is_err());
         }

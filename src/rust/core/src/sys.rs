@@ -50,7 +50,9 @@ pub fn pid_alive(pid: u32) -> bool {
     // A zombie still answers kill(0); its /proc state says Z.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match stat.rfind(')') {
-            Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
+            Some(i) => !stat
+                .get(i + 1..)
+                .is_some_and(|s| s.trim_start().starts_with('Z')),
             None => true,
         },
         Err(_) => r.is_ok(),

@@ -38,8 +38,11 @@ use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::key::{DEFAULT_NAMESPACE, MAX_TAG_BYTES};
 use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::protocol::{
-    decode, encode, frame_len, DecodeError, Entry, Meta, Request, Response, ServerInfo, INLINE_MAX,
-    MAX_FRAME, PROTOCOL_VERSION,
+    decode, encode, frame_len, Call, DecodeError, Entry, Hello, Meta, Request, Response,
+    ServerInfo, INLINE_MAX, MAX_FRAME, PROTOCOL_VERSION,
+};
+use yaplr_core::requests::{
+    exists, info, list, lookup, ping, publish, put_inline, quit, remove, remove_namespace,
 };
 use yaplr_core::store::Store;
 use yaplr_core::sys;
@@ -270,24 +273,24 @@ fn entry(namespace: &str, tag: &str) -> Entry {
 }
 
 fn publish_req(tag: &str, id: &str) -> Request {
-    Request::Publish {
+    Request::Publish(publish::Publish {
         namespace: D.into(),
         tag: tag.into(),
         id: id.into(),
         meta: Default::default(),
-    }
+    })
 }
 
 fn lookup_req(tag: &str) -> Request {
-    Request::Lookup {
+    Request::Lookup(lookup::Lookup {
         namespace: D.into(),
         tag: tag.into(),
-    }
+    })
 }
 
 /// A Quit that would remove the store.
 fn quit_req() -> Request {
-    Request::Quit { keep: false }
+    Request::Quit(quit::Quit { keep: false })
 }
 
 /// Ask a helper to quit (removing the store) and wait until it is gone.
@@ -296,10 +299,10 @@ fn quit_helper(c: &mut Client, opts: &CallOptions<'_>) -> yaplr_core::Result<boo
 }
 
 fn exists_req(tag: &str) -> Request {
-    Request::Exists {
+    Request::Exists(exists::Exists {
         namespace: D.into(),
         tag: tag.into(),
-    }
+    })
 }
 
 /// One request of every kind that changes or reads the store (not Hello,
@@ -307,25 +310,25 @@ fn exists_req(tag: &str) -> Request {
 fn store_requests(tag: &str) -> Vec<Request> {
     vec![
         publish_req(tag, SOME_ID),
-        Request::PutInline {
+        Request::PutInline(put_inline::PutInline {
             namespace: D.into(),
             tag: tag.into(),
             kind: KIND_R_SERIALIZED,
             ctime_ns: 1,
             bytes: b"inline".to_vec(),
             meta: Default::default(),
-        },
+        }),
         lookup_req(tag),
-        Request::Remove {
+        Request::Remove(remove::Remove {
             namespace: D.into(),
             tag: tag.into(),
-        },
+        }),
         exists_req(tag),
-        Request::List { namespace: None },
-        Request::RemoveNamespace {
+        Request::List(list::List { namespace: None }),
+        Request::RemoveNamespace(remove_namespace::RemoveNamespace {
             namespace: D.into(),
-        },
-        Request::Info,
+        }),
+        Request::Info(info::Info),
     ]
 }
 
@@ -333,7 +336,7 @@ fn store_requests(tag: &str) -> Vec<Request> {
 fn largest_requests() -> Vec<Request> {
     let tag = "\u{e9}".repeat(MAX_TAG_BYTES / 2);
     let mut v = store_requests(&tag);
-    v.push(Request::PutInline {
+    v.push(Request::PutInline(put_inline::PutInline {
         namespace: D.into(),
         tag,
         kind: KIND_R_SERIALIZED,
@@ -346,7 +349,7 @@ fn largest_requests() -> Vec<Request> {
             dim: vec![u64::MAX; 8],
             description: Some("d".repeat(1024)),
         },
-    });
+    }));
     v
 }
 
@@ -379,7 +382,7 @@ fn random_entry(r: &mut Rng) -> Entry {
 
 fn random_request(r: &mut Rng) -> Request {
     match r.below(11) {
-        0 => Request::Hello {
+        0 => Request::Hello(Hello {
             version: if r.one_in(2) {
                 PROTOCOL_VERSION
             } else {
@@ -387,14 +390,14 @@ fn random_request(r: &mut Rng) -> Request {
             },
             pid: r.int_u32(),
             client: r.int(),
-        },
-        1 => Request::Publish {
+        }),
+        1 => Request::Publish(publish::Publish {
             namespace: r.string(),
             tag: r.string(),
             id: r.string(),
             meta: random_meta(r),
-        },
-        2 => Request::PutInline {
+        }),
+        2 => Request::PutInline(put_inline::PutInline {
             namespace: r.string(),
             tag: r.string(),
             kind: r.int_u32(),
@@ -408,28 +411,28 @@ fn random_request(r: &mut Rng) -> Request {
                 r.bytes(n)
             },
             meta: random_meta(r),
-        },
-        3 => Request::Lookup {
+        }),
+        3 => Request::Lookup(lookup::Lookup {
             namespace: r.string(),
             tag: r.string(),
-        },
-        4 => Request::Remove {
+        }),
+        4 => Request::Remove(remove::Remove {
             namespace: r.string(),
             tag: r.string(),
-        },
-        5 => Request::Exists {
+        }),
+        5 => Request::Exists(exists::Exists {
             namespace: r.string(),
             tag: r.string(),
-        },
-        6 => Request::List {
+        }),
+        6 => Request::List(list::List {
             namespace: if r.one_in(2) { None } else { Some(r.string()) },
-        },
-        7 => Request::RemoveNamespace {
+        }),
+        7 => Request::RemoveNamespace(remove_namespace::RemoveNamespace {
             namespace: r.string(),
-        },
-        8 => Request::Info,
-        9 => Request::Ping,
-        _ => Request::Quit { keep: r.one_in(2) },
+        }),
+        8 => Request::Info(info::Info),
+        9 => Request::Ping(ping::Ping),
+        _ => Request::Quit(quit::Quit { keep: r.one_in(2) }),
     }
 }
 
@@ -676,17 +679,17 @@ fn fuzz_random_bytes() {
 /// Valid frames of both types to mutate.
 fn corpus(r: &mut Rng) -> Vec<Vec<u8>> {
     let mut v = vec![
-        encode(&Request::Hello {
+        encode(&Request::Hello(Hello {
             version: PROTOCOL_VERSION,
             pid: 4242,
             client: 7,
-        }),
-        encode(&Request::Call {
+        })),
+        encode(&Request::Call(Call {
             seq: 1,
             deadline_ns: 0,
-        }),
+        })),
         encode(&publish_req("tag", SOME_ID)),
-        encode(&Request::Ping),
+        encode(&Request::Ping(ping::Ping)),
         encode(&quit_req()),
         encode(&Response::Pong),
         encode(&Response::List(vec![entry(D, "a"), entry("ns", "\u{e9}")])),
@@ -1012,11 +1015,11 @@ impl Drop for Helper {
 }
 
 fn hello() -> Vec<u8> {
-    encode(&Request::Hello {
+    encode(&Request::Hello(Hello {
         version: PROTOCOL_VERSION,
         pid: sys::getpid(),
         client: 1,
-    })
+    }))
 }
 
 /// Read exactly `buf.len()` bytes. Ok(false) when the stream closed before
@@ -1211,7 +1214,9 @@ fn garbage_drops_only_that_connection() {
     // certainly the same connection: it can not reconnect).
     assert_eq!(get(&mut keeper, "kept"), b"value");
     assert_eq!(keeper.helper_pid(), Some(h.pid));
-    raw_keeper.write_all(&encode(&Request::Ping)).unwrap();
+    raw_keeper
+        .write_all(&encode(&Request::Ping(ping::Ping)))
+        .unwrap();
     assert!(matches!(read_answer(&mut raw_keeper), Some(Response::Pong)));
 }
 
@@ -1262,7 +1267,7 @@ fn oversized_length_prefixes_are_refused() {
 fn truncated_frames_are_dropped() {
     let h = Helper::start("truncated");
     let hello = hello();
-    let ping = encode(&Request::Ping);
+    let ping = encode(&Request::Ping(ping::Ping));
     let publish = encode(&publish_req(&"t".repeat(300), SOME_ID));
     let base_fds = h.fds();
     let base_threads = h.threads();
@@ -1307,11 +1312,11 @@ fn a_wrong_protocol_version_is_refused() {
     let h = Helper::start("version");
     for version in [0, PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1000, u32::MAX] {
         let mut s = h.raw();
-        s.write_all(&encode(&Request::Hello {
+        s.write_all(&encode(&Request::Hello(Hello {
             version,
             pid: 1,
             client: 1,
-        }))
+        })))
         .unwrap();
         match read_answer(&mut s) {
             Some(Response::Refused { kind, message }) => {
@@ -1321,7 +1326,7 @@ fn a_wrong_protocol_version_is_refused() {
             other => panic!("version {version}: expected an error, got {other:?}"),
         }
         // Closed: a request sent now gets no answer.
-        write_lenient(&mut s, &encode(&Request::Ping));
+        write_lenient(&mut s, &encode(&Request::Ping(ping::Ping)));
         let more = answers_until_closed(&mut s, 0);
         assert!(more.is_empty());
     }
@@ -1337,13 +1342,13 @@ fn requests_before_hello_are_refused() {
     let mut c = h.client();
     put(&mut c, "keep", b"precious");
     let mut reqs = store_requests("keep");
-    reqs.push(Request::Ping);
+    reqs.push(Request::Ping(ping::Ping));
     reqs.push(quit_req());
     for req in &reqs {
         let mut s = h.raw();
         s.write_all(&encode(req)).unwrap();
         // A second request pipelined behind it must not be served either.
-        write_lenient(&mut s, &encode(&Request::Ping));
+        write_lenient(&mut s, &encode(&Request::Ping(ping::Ping)));
         let answers = answers_until_closed(&mut s, 1);
         assert!(
             matches!(&answers[..], [a] if is_protocol_error(a)),
@@ -1363,14 +1368,14 @@ fn pipelined_requests_are_answered_in_order() {
     let mut bytes = hello();
     for i in 0..1000 {
         bytes.extend(match i % 4 {
-            0 => encode(&Request::Ping),
+            0 => encode(&Request::Ping(ping::Ping)),
             1 => encode(&exists_req(&format!("t{i}"))),
-            2 => encode(&Request::Hello {
+            2 => encode(&Request::Hello(Hello {
                 version: PROTOCOL_VERSION,
                 pid: 1,
                 client: 1,
-            }),
-            _ => encode(&Request::Info),
+            })),
+            _ => encode(&Request::Info(info::Info)),
         });
     }
     let mut s = h.raw();
@@ -1412,8 +1417,8 @@ fn passed_descriptors_are_not_leaked() {
     let h = Helper::start("passfd");
     let base_fds = h.fds();
     for (greet, frame) in [
-        (false, encode(&Request::Ping)),
-        (true, encode(&Request::Ping)),
+        (false, encode(&Request::Ping(ping::Ping))),
+        (true, encode(&Request::Ping(ping::Ping))),
         (true, vec![1, 0, 0, 0, 0xff]),
         (true, vec![0xff, 0xff, 0xff, 0xff]),
     ] {
@@ -1423,7 +1428,7 @@ fn passed_descriptors_are_not_leaked() {
         let n = sys::send_some(s.as_raw_fd(), &frame, &[theirs.as_raw_fd()]).unwrap();
         assert_eq!(n, frame.len());
         drop(theirs);
-        let answers = if greet && frame == encode(&Request::Ping) {
+        let answers = if greet && frame == encode(&Request::Ping(ping::Ping)) {
             match read_answer(&mut s) {
                 Some(Response::Pong) => {}
                 other => panic!("expected a Pong, got {other:?}"),
@@ -1476,7 +1481,7 @@ fn silent_clients_do_not_block_others() {
     flood
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let ping = encode(&Request::Ping);
+    let ping = encode(&Request::Ping(ping::Ping));
     let burst: Vec<u8> = ping
         .iter()
         .copied()
@@ -1566,7 +1571,8 @@ fn an_unfinished_frame_is_dropped_after_the_deadline() {
     let h = Helper::start("deadline");
     let t0 = Instant::now();
     let mut half = h.greeted();
-    half.write_all(&encode(&Request::Ping)[..3]).unwrap();
+    half.write_all(&encode(&Request::Ping(ping::Ping))[..3])
+        .unwrap();
     let mut idle = h.greeted();
     half.set_read_timeout(Some(Duration::from_secs(45)))
         .unwrap();
@@ -1582,7 +1588,7 @@ fn an_unfinished_frame_is_dropped_after_the_deadline() {
         waited >= Duration::from_secs(29) && waited < Duration::from_secs(45),
         "{waited:?}"
     );
-    idle.write_all(&encode(&Request::Ping)).unwrap();
+    idle.write_all(&encode(&Request::Ping(ping::Ping))).unwrap();
     assert!(matches!(read_answer(&mut idle), Some(Response::Pong)));
     h.assert_serves();
 }
@@ -1594,7 +1600,7 @@ fn many_dropped_connections_leak_nothing() {
     let h = Helper::start("churn");
     let base_fds = h.fds();
     let base_threads = h.threads();
-    let ping = encode(&Request::Ping);
+    let ping = encode(&Request::Ping(ping::Ping));
     for i in 0..200 {
         let mut s = h.raw();
         match i % 5 {
@@ -1873,7 +1879,9 @@ fn a_failed_thread_spawn_does_not_kill_the_helper() {
         "the helper died after {} idle connections; its log:\n{log}",
         idle_count
     );
-    keeper.write_all(&encode(&Request::Ping)).unwrap();
+    keeper
+        .write_all(&encode(&Request::Ping(ping::Ping)))
+        .unwrap();
     assert!(matches!(read_answer(&mut keeper), Some(Response::Pong)));
     h.assert_serves();
 }
@@ -1920,25 +1928,25 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
     let h = Helper::start("once");
     let greet = |client: u64| {
         let mut s = h.raw();
-        s.write_all(&encode(&Request::Hello {
+        s.write_all(&encode(&Request::Hello(Hello {
             version: PROTOCOL_VERSION,
             pid: sys::getpid(),
             client,
-        }))
+        })))
         .unwrap();
         assert!(matches!(read_answer(&mut s), Some(Response::Hello { .. })));
         s
     };
     let put = |s: &mut UnixStream, seq: u64, deadline_ns: u64, bytes: &[u8]| {
-        let mut frame = encode(&Request::Call { seq, deadline_ns });
-        frame.extend(encode(&Request::PutInline {
+        let mut frame = encode(&Request::Call(Call { seq, deadline_ns }));
+        frame.extend(encode(&Request::PutInline(put_inline::PutInline {
             namespace: D.into(),
             tag: "t".into(),
             kind: KIND_R_SERIALIZED,
             ctime_ns: 1,
             bytes: bytes.to_vec(),
             meta: Meta::default(),
-        }));
+        })));
         s.write_all(&frame).unwrap();
         read_answer(s)
     };

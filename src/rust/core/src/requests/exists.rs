@@ -1,0 +1,45 @@
+//! Exists: whether a tag holds an object.
+
+use super::{Ask, Handle};
+use crate::client::{CallOptions, Client};
+use crate::error::Result;
+use crate::protocol::Response;
+use crate::server::answer::Reply;
+use crate::server::catalog::{Catalog, Origin};
+use bincode::{Decode, Encode};
+use std::os::fd::OwnedFd;
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Exists {
+    pub namespace: String,
+    pub tag: String,
+}
+
+impl Handle for Exists {
+    const CHANGE: bool = false;
+
+    fn handle(self, st: &mut Catalog, _: Origin) -> Reply {
+        Response::Bool(st.objects.contains_key(&(self.namespace, self.tag))).into()
+    }
+}
+
+impl Ask for Exists {
+    type Answer = bool;
+
+    fn answer(resp: Response, _: Vec<OwnedFd>) -> std::result::Result<bool, Response> {
+        match resp {
+            Response::Bool(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+impl Client {
+    pub fn exists(&mut self, ns: &str, tag: &str, opts: &CallOptions<'_>) -> Result<bool> {
+        let req = Exists {
+            namespace: ns.into(),
+            tag: tag.into(),
+        };
+        self.ask(req, opts)
+    }
+}

@@ -1,0 +1,51 @@
+//! Remove: take one object out of the catalog.
+
+use super::{Ask, Handle};
+use crate::client::{CallOptions, Client};
+use crate::error::Result;
+use crate::journal::Record;
+use crate::protocol::Response;
+use crate::server::answer::{failed, not_found, Reply};
+use crate::server::catalog::{Catalog, Origin};
+use bincode::{Decode, Encode};
+use std::os::fd::OwnedFd;
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Remove {
+    pub namespace: String,
+    pub tag: String,
+}
+
+impl Handle for Remove {
+    const CHANGE: bool = true;
+
+    fn handle(self, st: &mut Catalog, origin: Origin) -> Reply {
+        let Remove { namespace, tag } = self;
+        if !st.objects.contains_key(&(namespace.clone(), tag.clone())) {
+            return not_found(&namespace, &tag).into();
+        }
+        match st.commit(Some(origin), Record::Remove { namespace, tag }, &[], 0) {
+            Ok(()) => Response::Ok,
+            Err(e) => failed(e),
+        }
+        .into()
+    }
+}
+
+impl Ask for Remove {
+    type Answer = ();
+
+    fn answer(_: Response, _: Vec<OwnedFd>) -> std::result::Result<(), Response> {
+        Ok(())
+    }
+}
+
+impl Client {
+    pub fn remove(&mut self, ns: &str, tag: &str, opts: &CallOptions<'_>) -> Result<()> {
+        let req = Remove {
+            namespace: ns.into(),
+            tag: tag.into(),
+        };
+        self.ask(req, opts)
+    }
+}

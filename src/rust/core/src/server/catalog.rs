@@ -1,0 +1,461 @@
+//! The helper's catalog: (namespace, tag) -> object, the store's capacity,
+//! the journal every change goes to before it is applied, the last change
+//! of each client (so a retry is answered, not redone) and compaction.
+
+use super::log;
+use crate::error::{Error, Hint, Result};
+use crate::journal::{self, Journal, Record};
+use crate::protocol::{self, Entry, Meta};
+use crate::store::Store;
+use crate::sys;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How many superseded object ids a helper remembers (see
+/// Catalog::retired).
+const RETIRED_KEPT: usize = 4096;
+
+/// Catalog key: (namespace, tag).
+pub(crate) type Key = (String, String);
+
+/// The catalog as the helper's threads share it.
+pub(crate) type Shared = Arc<Mutex<Catalog>>;
+
+/// Lock the catalog. A panicking connection thread must not take the whole
+/// helper down: a poisoned lock is taken over.
+pub(crate) fn lock_state(shared: &Shared) -> MutexGuard<'_, Catalog> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Data {
+    /// In its own object file, by id.
+    File(String),
+    /// Inline: its payload is in the journal at this offset.
+    Inline { at: u64, sum: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Obj {
+    pub(crate) data: Data,
+    pub(crate) size: u64,
+    pub(crate) ctime_ns: i64,
+    pub(crate) kind: u32,
+    pub(crate) meta: journal::Meta,
+    pub(crate) seq: u64,
+}
+
+impl Obj {
+    pub(crate) fn file_id(&self) -> Option<&str> {
+        match &self.data {
+            Data::File(id) => Some(id),
+            Data::Inline { .. } => None,
+        }
+    }
+
+    /// The object as a listing shows it.
+    pub(crate) fn entry(&self, key: &Key) -> Entry {
+        Entry {
+            namespace: key.0.clone(),
+            tag: key.1.clone(),
+            size: self.size,
+            ctime_ns: self.ctime_ns,
+            kind: self.kind,
+            meta: Meta::from(&self.meta),
+            version: self.seq,
+            inline: self.file_id().is_none(),
+            checksum: match self.data {
+                Data::Inline { sum, .. } => sum,
+                Data::File(_) => 0,
+            },
+        }
+    }
+
+    /// The record that recreates this object, and where its payload is.
+    fn record(&self, key: &Key) -> (Record, Vec<journal::Payload<'static>>) {
+        match &self.data {
+            Data::File(id) => (
+                Record::Link {
+                    namespace: key.0.clone(),
+                    tag: key.1.clone(),
+                    id: id.clone(),
+                    ctime_ns: self.ctime_ns,
+                    kind: self.kind,
+                    size: self.size,
+                    meta: self.meta.clone(),
+                    seq: self.seq,
+                },
+                Vec::new(),
+            ),
+            Data::Inline { at, sum } => (
+                Record::Put {
+                    namespace: key.0.clone(),
+                    tag: key.1.clone(),
+                    ctime_ns: self.ctime_ns,
+                    kind: self.kind,
+                    len: self.size,
+                    sum: *sum,
+                    meta: self.meta.clone(),
+                    seq: self.seq,
+                },
+                vec![journal::Payload::At {
+                    at: *at,
+                    len: self.size,
+                }],
+            ),
+        }
+    }
+}
+
+/// The last change a client made (see protocol::Call).
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    pid: u32,
+    seq: u64,
+    answer: u64,
+}
+
+/// Who sent a request, with the number and deadline of a change (0: none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) client: u64,
+    pub(crate) pid: u32,
+    pub(crate) seq: u64,
+    pub(crate) deadline_ns: u64,
+}
+
+/// What became of an earlier change with the same number.
+pub(crate) enum Earlier {
+    /// It took effect; its answer was this number (see Handle::repeated).
+    Applied(u64),
+    /// A newer change of the same client was made since: this one never
+    /// is.
+    Superseded,
+}
+
+pub(crate) struct Catalog {
+    pub(crate) store: Store,
+    pub(crate) objects: HashMap<Key, Obj>,
+    /// The last sequence number given to a stored value.
+    seq: u64,
+    /// Bytes the objects may use in all (None: up to the filesystem).
+    pub(crate) capacity: Option<u64>,
+    /// Payload bytes of every object, kept up to date by apply_stored.
+    used: u64,
+    /// Payload bytes of the inline objects (all in the journal).
+    inline_bytes: u64,
+    /// Journal bytes beyond the inline payloads after the last rewrite
+    /// (record framing, tags, metadata), per object.
+    overhead_per_object: u64,
+    /// The last change of each client, so a retry is answered, not redone.
+    applied: HashMap<u64, Applied>,
+    /// After a failed compaction, the journal length to wait for.
+    compact_after: u64,
+    /// Object files this helper unlinked because a newer value replaced
+    /// them (or a remove): a publish of one of them that arrives late was
+    /// applied and then superseded, which is a success (bounded, oldest
+    /// forgotten first).
+    retired: VecDeque<String>,
+    pub(crate) journal: Journal,
+    pub(crate) started_ns: i64,
+}
+
+impl Catalog {
+    /// An empty catalog of `store` over its open journal.
+    pub(crate) fn new(store: Store, journal: Journal) -> Catalog {
+        Catalog {
+            store,
+            objects: HashMap::new(),
+            seq: 0,
+            capacity: None,
+            used: 0,
+            inline_bytes: 0,
+            overhead_per_object: 0,
+            applied: HashMap::new(),
+            compact_after: 0,
+            retired: VecDeque::new(),
+            journal,
+            started_ns: crate::codec::now_ns(),
+        }
+    }
+
+    /// Recount what the objects use and number new values after the
+    /// newest (after the objects were set without apply_stored).
+    pub(crate) fn recount(&mut self) {
+        self.used = self.objects.values().map(|o| o.size).sum();
+        self.inline_bytes = self
+            .objects
+            .values()
+            .filter(|o| o.file_id().is_none())
+            .map(|o| o.size)
+            .sum();
+        self.seq = self.objects.values().map(|o| o.seq).max().unwrap_or(0);
+    }
+
+    /// The sequence number of the next stored value.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Whether an object file was published here and since replaced.
+    pub(crate) fn is_retired(&self, id: &str) -> bool {
+        self.retired.iter().any(|r| r == id)
+    }
+
+    /// Whether any object is the object file `id`.
+    pub(crate) fn links(&self, id: &str) -> bool {
+        self.objects.values().any(|o| o.file_id() == Some(id))
+    }
+
+    /// What became of an earlier change numbered like the one of
+    /// `origin`; None when the change is new (or not numbered).
+    pub(crate) fn earlier(&self, origin: &Origin) -> Option<Earlier> {
+        if origin.seq == 0 {
+            return None;
+        }
+        let a = self.applied.get(&origin.client)?;
+        if origin.seq < a.seq {
+            // An older request of this client, still queued on a
+            // connection the client has given up.
+            return Some(Earlier::Superseded);
+        }
+        (a.seq == origin.seq).then_some(Earlier::Applied(a.answer))
+    }
+
+    /// Journal a change (with its origin, if a client sent it), then apply
+    /// it; the file of a replaced object is unlinked (readers that have it
+    /// open or mapped keep it). A change whose deadline has passed is
+    /// refused, never applied.
+    pub(crate) fn commit(
+        &mut self,
+        origin: Option<Origin>,
+        rec: Record,
+        payloads: &[&[u8]],
+        answer: u64,
+    ) -> Result<()> {
+        let rec = match origin {
+            Some(o) => {
+                if o.deadline_ns != 0 && protocol::monotonic_ns() > o.deadline_ns {
+                    return Err(Error::Timeout {
+                        waited_for: "the helper, which received the change too late and made none"
+                            .into(),
+                        seconds: 0.0,
+                    });
+                }
+                if o.seq == 0 {
+                    rec
+                } else {
+                    Record::Batch(vec![
+                        rec,
+                        Record::Applied {
+                            client: o.client,
+                            pid: o.pid,
+                            seq: o.seq,
+                            answer,
+                        },
+                    ])
+                }
+            }
+            None => rec,
+        };
+        let at = self.journal.append(&rec, payloads)?;
+        self.apply_stored(rec, &mut { at });
+        // Compaction waits until the change is answered (see connection).
+        Ok(())
+    }
+
+    /// Apply a record that is already in the journal, whose payloads start
+    /// at `*at`. O(1) per object: the bytes used are kept up to date, and a
+    /// replaced or removed object's file is unlinked (each file belongs to
+    /// one key).
+    pub(crate) fn apply_stored(&mut self, rec: Record, at: &mut u64) {
+        let old = match rec {
+            Record::Capacity { bytes } => {
+                self.capacity = bytes;
+                return;
+            }
+            Record::Batch(recs) => {
+                for r in recs {
+                    self.apply_stored(r, at);
+                }
+                return;
+            }
+            Record::Applied {
+                client,
+                pid,
+                seq,
+                answer,
+            } => {
+                self.applied.insert(client, Applied { pid, seq, answer });
+                return;
+            }
+            Record::Put {
+                namespace,
+                tag,
+                ctime_ns,
+                kind,
+                len,
+                sum,
+                meta,
+                seq,
+            } => {
+                let obj = Obj {
+                    data: Data::Inline { at: *at, sum },
+                    size: len,
+                    ctime_ns,
+                    kind,
+                    meta,
+                    seq,
+                };
+                *at += len;
+                self.used += len;
+                self.inline_bytes += len;
+                let key = (namespace, tag);
+                (key.clone(), self.objects.insert(key, obj))
+            }
+            Record::Link {
+                namespace,
+                tag,
+                id,
+                ctime_ns,
+                kind,
+                size,
+                meta,
+                seq,
+            } => {
+                self.used += size;
+                let key = (namespace, tag);
+                let obj = Obj {
+                    data: Data::File(id),
+                    size,
+                    ctime_ns,
+                    kind,
+                    meta,
+                    seq,
+                };
+                (key.clone(), self.objects.insert(key, obj))
+            }
+            Record::Remove { namespace, tag } => {
+                let key = (namespace, tag);
+                (key.clone(), self.objects.remove(&key))
+            }
+        };
+        let (key, old) = old;
+        let Some(old) = old else { return };
+        self.used = self.used.saturating_sub(old.size);
+        match &old.data {
+            Data::Inline { .. } => self.inline_bytes = self.inline_bytes.saturating_sub(old.size),
+            Data::File(id) => {
+                let same = self.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str());
+                if !same {
+                    let _ = std::fs::remove_file(self.store.object_path(id));
+                    if self.retired.len() == RETIRED_KEPT {
+                        self.retired.pop_front();
+                    }
+                    self.retired.push_back(id.clone());
+                }
+            }
+        }
+    }
+
+    /// Remove the object files `ids` that no object links to.
+    pub(crate) fn drop_unlinked(&self, ids: &[String]) {
+        for id in ids {
+            if !self.links(id) {
+                let _ = std::fs::remove_file(self.store.object_path(id));
+            }
+        }
+    }
+
+    /// Payload bytes of every object.
+    pub(crate) fn used(&self) -> u64 {
+        self.used
+    }
+
+    pub(crate) fn free(&self) -> u64 {
+        match self.capacity {
+            Some(c) => c.saturating_sub(self.used()),
+            None => sys::free_space(self.store.dir()).unwrap_or(0),
+        }
+    }
+
+    /// Refuse a value of `size` bytes for `key` that would take the store
+    /// past its capacity (the value it replaces is counted as freed).
+    pub(crate) fn check_capacity(&self, key: &Key, size: u64) -> Result<()> {
+        let Some(cap) = self.capacity else {
+            return Ok(());
+        };
+        let replaced = self.objects.get(key).map_or(0, |o| o.size);
+        let used = self.used().saturating_sub(replaced);
+        if used + size > cap {
+            return Err(Error::NoSpace {
+                needed: size,
+                message: format!(
+                    "the store \"{}\" has a capacity of {cap} bytes: object \"{}\" needs {size} bytes \
+                     but only {} are free",
+                    self.store.dir().display(),
+                    key.1,
+                    cap.saturating_sub(used)
+                ),
+                hint: Some(Hint::RaiseCapacity),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rewrite the journal once a fifth of it is dead records (amortized
+    /// O(1) per change), keeping the live objects, the capacity and the
+    /// last change of every client that still runs.
+    pub(crate) fn maybe_compact(&mut self) {
+        let live = self.inline_bytes + self.overhead_per_object * (self.objects.len() as u64 + 1);
+        if !self.journal.wants_compaction(live) || self.journal.len() < self.compact_after {
+            return;
+        }
+        if let Err(e) = self.compact() {
+            // (A full filesystem, say.) Try again once the journal has
+            // grown by a fifth, not on every change.
+            self.compact_after = self.journal.len() + self.journal.len() / 5;
+            log(&format!("could not compact the journal: {e}"));
+        }
+    }
+
+    pub(crate) fn compact(&mut self) -> Result<()> {
+        self.applied.retain(|_, a| sys::pid_alive(a.pid));
+        let (keys, mut live): (Vec<Key>, Vec<(Record, Vec<journal::Payload<'_>>)>) = self
+            .objects
+            .iter()
+            .map(|(k, o)| (k.clone(), o.record(k)))
+            .unzip();
+        live.push((
+            Record::Capacity {
+                bytes: self.capacity,
+            },
+            Vec::new(),
+        ));
+        for (client, a) in &self.applied {
+            live.push((
+                Record::Applied {
+                    client: *client,
+                    pid: a.pid,
+                    seq: a.seq,
+                    answer: a.answer,
+                },
+                Vec::new(),
+            ));
+        }
+        let starts = self.journal.rewrite(live)?;
+        for (k, at) in keys.iter().zip(starts) {
+            if let Some(Obj {
+                data: Data::Inline { at: old, .. },
+                ..
+            }) = self.objects.get_mut(k)
+            {
+                *old = at;
+            }
+        }
+        self.overhead_per_object =
+            self.journal.len().saturating_sub(self.inline_bytes) / (self.objects.len() as u64 + 1);
+        Ok(())
+    }
+}
