@@ -62,8 +62,7 @@ impl Handle for PutInline {
             Ok(()) => Response::Ok.into(),
             Err(Error::NoSpace { .. }) => {
                 let msg = format!(
-                    "not enough space in the store \"{}\" for object \"{tag}\"; \
-",
+                    "not enough space in the store \"{}\" for object \"{tag}\"",
                     st.store.dir().display()
                 );
                 let e = Error::NoSpace {
