@@ -43,12 +43,15 @@ rcheck: $(TARBALL)
 	@if grep -q "Status:.*\(ERROR\|WARNING\)" $(PKG).Rcheck/00check.log; then \
 	  echo "R CMD check reported an ERROR or WARNING"; exit 1; fi
 
+# The integration tests reach into the crate's internal modules: they need
+# the `internals` feature (normal builds keep those modules private).
 cargo-test:
-	cd $(RUST) && cargo test --workspace --exclude yaplr-r
+	cd $(RUST) && cargo test --workspace --exclude yaplr-r --features yaplr-core/internals
 
 lint:
 	cd $(RUST) && cargo fmt --all -- --check
 	cd $(RUST) && cargo clippy --workspace --all-targets -- -D warnings
+	cd $(RUST) && cargo clippy --workspace --all-targets --features yaplr-core/internals -- -D warnings
 
 check: rcheck cargo-test lint
 	@echo "make check: all passed"

@@ -25,21 +25,6 @@ pub struct Wait<'a> {
     pub interrupted: &'a dyn Fn() -> bool,
 }
 
-fn never() -> bool {
-    false
-}
-
-impl Wait<'static> {
-    /// No deadline, no interruption (the helper's idle reads).
-    pub fn forever() -> Wait<'static> {
-        Wait {
-            deadline: None,
-            what: "a request",
-            seconds: 0.0,
-            interrupted: &never,
-        }
-    }
-}
 
 impl Conn {
     pub fn new(stream: UnixStream) -> Conn {

@@ -591,12 +591,8 @@ impl Journal {
         self.damaged
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len <= MAGIC.len() as u64
     }
 
     /// Whether the journal holds more than a fifth of dead records beyond
@@ -750,7 +746,7 @@ mod tests {
         let d = temp_dir("length");
         let (mut j, _) = Journal::open(&d, false).unwrap();
         j.append(&put("a", b"one"), &[b"one"]).unwrap();
-        let second = j.len();
+        let second = j.bytes();
         j.append(&put("b", b"two"), &[b"two"]).unwrap();
         j.append(&put("c", b"three"), &[b"three"]).unwrap();
         drop(j);
@@ -775,8 +771,8 @@ mod tests {
             let b = vec![u8::try_from(i).unwrap(); 1000];
             last = j.append(&put("x", &b), &[&b]).unwrap();
         }
-        assert!(j.wants_compaction(2000) || j.len() < COMPACT_MIN);
-        let before = j.len();
+        assert!(j.wants_compaction(2000) || j.bytes() < COMPACT_MIN);
+        let before = j.bytes();
         let starts = j
             .rewrite(vec![
                 (
@@ -789,7 +785,7 @@ mod tests {
                 (put("y", b"mem"), vec![Payload::Bytes(b"mem")]),
             ])
             .unwrap();
-        assert!(j.len() < before / 10);
+        assert!(j.bytes() < before / 10);
         assert_eq!(j.read(starts[0], 1000).unwrap(), vec![99u8; 1000]);
         assert_eq!(j.read(starts[1], 3).unwrap(), b"mem");
         j.append(&put("z", b"after"), &[b"after"]).unwrap();
@@ -863,7 +859,7 @@ mod tests {
         std::fs::write(d.join(JOURNAL_NAME), b"not a journal at all").unwrap();
         let (j, recs) = Journal::open(&d, false).unwrap();
         assert!(recs.is_none());
-        assert!(j.is_empty());
+        assert_eq!(j.bytes(), MAGIC.len() as u64);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -24,10 +24,6 @@ impl Local {
             client: Client::new(Store::new(dir), helper),
         }
     }
-
-    pub fn store(&self) -> &Store {
-        self.client.store()
-    }
 }
 
 impl PayloadSink for ObjectWriter {

@@ -364,19 +364,11 @@ impl ObjectWriter {
         Ok(w)
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Keep the send time of an object restored from a dump.
     pub fn set_ctime(&mut self, ctime_ns: i64) {
         self.header.ctime_ns = ctime_ns;
     }
 
-    /// Payload bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written + self.buf.len() as u64
-    }
 
     fn reserve(&mut self, upto: u64) -> Result<()> {
         if upto <= self.reserved {

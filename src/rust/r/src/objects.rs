@@ -11,10 +11,10 @@ use crate::{serialize, vector};
 use extendr_api::prelude::*;
 use extendr_ffi::SEXP;
 use yaplr_core::backend::PayloadSink;
-use yaplr_core::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE};
+use yaplr_core::format::{KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE};
 use yaplr_core::progress::Meter;
-use yaplr_core::protocol::{Entry, Meta};
 use yaplr_core::session::{self, Content, PutRequest, SaveSelection, Source};
+use yaplr_core::{Entry, Meta};
 use yaplr_core::{Error, Found, Payload};
 
 type Done<T> = std::result::Result<T, RError>;
@@ -23,7 +23,7 @@ type Done<T> = std::result::Result<T, RError>;
 /// other object as R serialization.
 struct RObject {
     sexp: SEXP,
-    vector: Option<yaplr_core::object_file::VectorHeader>,
+    vector: Option<yaplr_core::format::VectorHeader>,
 }
 
 impl RObject {

@@ -16,7 +16,7 @@ use extendr_api::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::time::Duration;
-use yaplr_core::{store, CallOptions, Error, Session};
+use yaplr_core::{CallOptions, Error, Session};
 
 pub struct Handle {
     /// The store directory, for the `store` field of conditions.
@@ -138,7 +138,7 @@ fn session_set_capacity_(session: Robj, capacity: Robj) -> Result<(), RError> {
 /// @noRd
 #[extendr]
 fn default_store_dir_() -> String {
-    store::default_dir().display().to_string()
+    yaplr_core::format::default_dir().display().to_string()
 }
 
 thread_local! {

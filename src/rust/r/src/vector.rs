@@ -25,11 +25,11 @@ use std::mem::size_of;
 use std::os::raw::{c_int, c_void};
 use std::os::unix::fs::FileExt;
 use yaplr_core::backend::PayloadSink;
-use yaplr_core::object_file::{
+use yaplr_core::format::INLINE_MAX;
+use yaplr_core::format::{
     check_complete, Header, ObjectMap, VectorHeader, HEADER_SIZE, VECTOR_HEADER_SIZE,
 };
 use yaplr_core::progress::{Meter, Silent, STEP_USIZE};
-use yaplr_core::protocol::INLINE_MAX;
 use yaplr_core::Error;
 
 use crate::ffi::ATTRIB;
@@ -339,7 +339,7 @@ pub fn read_copy(
         .map_err(damaged)?;
     // The payload is checked against its checksum as it is read, in file
     // order: vector header, elements, attributes.
-    let mut hasher = yaplr_core::codec::Hasher::new();
+    let mut hasher = yaplr_core::format::Hasher::new();
     hasher.update(&head);
     let attrs = read_attributes(&attr_bytes, tag)?;
     let v = match alloc_vector(&h, tag) {

@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use yaplr_core::cli::{self, Cli, EXIT_ERROR, EXIT_USAGE};
-use yaplr_core::server;
-use yaplr_core::store::{self, Store};
+use yaplr_core::format::default_dir;
+use yaplr_core::helper::{self as server, Store};
 
 const USAGE: &str = "\
 usage: yaplrd COMMAND [--dir DIR] [--json] [--timeout SEC]
@@ -91,7 +91,7 @@ fn parse(args: &[OsString]) -> Result<Action, String> {
         arg: None,
         dir: std::env::var_os("YAPLR_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(store::default_dir),
+            .unwrap_or_else(default_dir),
         daemon: false,
         json: false,
         namespace: None,

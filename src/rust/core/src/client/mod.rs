@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use crate::backend::CallOptions;
-pub use spawn::helper_from_env;
 
 impl CallOptions<'_> {
     fn wait<'b>(&'b self, deadline: Instant, what: &'b str) -> Wait<'b> {

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lock::FileLock;
 use crate::store::Store;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,10 +160,4 @@ fn log_tail(path: &Path) -> String {
         Some(l) => format!("{l} (log: {})", path.display()),
         None => format!("see its log {}", path.display()),
     }
-}
-
-/// The helper program next to the running executable or given by
-/// YAPLRD_PATH; used by tests and tools.
-pub fn helper_from_env() -> Option<PathBuf> {
-    std::env::var_os("YAPLRD_PATH").map(PathBuf::from)
 }

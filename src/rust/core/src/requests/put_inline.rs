@@ -86,7 +86,8 @@ impl Ask for PutInline {
 }
 
 impl Client {
-    /// Store a small payload inline (see protocol::INLINE_MAX).
+    /// Store a small payload inline (see protocol::INLINE_MAX), sent now.
+    #[cfg(feature = "internals")]
     pub fn put_inline(
         &mut self,
         ns: &str,

@@ -409,13 +409,13 @@ impl Catalog {
     /// last change of every client that still runs.
     pub(crate) fn maybe_compact(&mut self) {
         let live = self.inline_bytes + self.overhead_per_object * (self.objects.len() as u64 + 1);
-        if !self.journal.wants_compaction(live) || self.journal.len() < self.compact_after {
+        if !self.journal.wants_compaction(live) || self.journal.bytes() < self.compact_after {
             return;
         }
         if let Err(e) = self.compact() {
             // (A full filesystem, say.) Try again once the journal has
             // grown by a fifth, not on every change.
-            self.compact_after = self.journal.len() + self.journal.len() / 5;
+            self.compact_after = self.journal.bytes() + self.journal.bytes() / 5;
             log(&format!("could not compact the journal: {e}"));
         }
     }
@@ -455,7 +455,7 @@ impl Catalog {
             }
         }
         self.overhead_per_object =
-            self.journal.len().saturating_sub(self.inline_bytes) / (self.objects.len() as u64 + 1);
+            self.journal.bytes().saturating_sub(self.inline_bytes) / (self.objects.len() as u64 + 1);
         Ok(())
     }
 }
