@@ -6,6 +6,7 @@
 use crate::backend::{CallOptions, Key, Payload};
 use crate::error::{Error, Hint, Result};
 use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
+use crate::progress::human_size;
 use crate::protocol::Entry;
 use crate::session::{Checked, Session};
 use crate::store::Store;
@@ -52,22 +53,6 @@ impl Output {
 
 fn never() -> bool {
     false
-}
-
-/// Sizes for people: 1 decimal, powers of 1000 as in `ls -h --si`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// "YYYY-MM-DD HH:MM:SS UTC" for nanoseconds since the epoch.

@@ -56,30 +56,6 @@ pub struct Meta {
     pub description: Option<String>,
 }
 
-impl From<&crate::protocol::Meta> for Meta {
-    fn from(m: &crate::protocol::Meta) -> Meta {
-        Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
-        }
-    }
-}
-
-impl From<&Meta> for crate::protocol::Meta {
-    fn from(m: &Meta) -> crate::protocol::Meta {
-        crate::protocol::Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Record {
     /// A small object, stored inline: its `len` payload bytes follow the

@@ -24,6 +24,7 @@ macro_rules! internal {
 }
 
 internal!(
+    catalog,
     client,
     codec,
     conn,

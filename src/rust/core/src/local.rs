@@ -8,7 +8,8 @@ use crate::backend::{
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::object_file::ObjectWriter;
-use crate::protocol::{self, Entry, PutItem, ServerInfo};
+use crate::protocol::{self, Entry, ServerInfo};
+use crate::requests::put_many::PutItem;
 use crate::store::Store;
 use std::path::PathBuf;
 

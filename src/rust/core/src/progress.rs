@@ -6,7 +6,6 @@
 //! A transfer of less than `STEP` bytes never calls the hook, so small
 //! objects pay one addition and one comparison per write.
 
-use crate::cli::human_size;
 use crate::error::Result;
 use std::time::Duration;
 
@@ -99,6 +98,22 @@ impl Drop for Meter<'_> {
         if self.reported {
             self.hook.finish(self.done);
         }
+    }
+}
+
+/// Sizes for people: 1 decimal, powers of 1000 as in `ls -h --si`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -24,10 +24,6 @@ pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
 /// rest of its objects go to files), so that it fits in one frame.
 pub const BATCH_INLINE_BUDGET: usize = 8 << 20;
 
-pub use crate::requests::put_many::PutItem;
-/// The messages of a client: one kind per module of `requests`.
-pub use crate::requests::Request;
-
 /// The first message of every connection (`Request::Hello`): the helper
 /// answers with its own Hello, or refuses another protocol version.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -78,6 +74,56 @@ pub struct Meta {
     pub length: u64,
     pub dim: Vec<u64>,
     pub description: Option<String>,
+}
+
+// The formats keep their own copy of the metadata (their layout is
+// versioned with them); the conversions live here, above both.
+impl From<&Meta> for crate::journal::Meta {
+    fn from(m: &Meta) -> crate::journal::Meta {
+        crate::journal::Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
+impl From<&crate::journal::Meta> for Meta {
+    fn from(m: &crate::journal::Meta) -> Meta {
+        Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
+impl From<&Meta> for crate::dump::Meta {
+    fn from(m: &Meta) -> crate::dump::Meta {
+        crate::dump::Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
+}
+
+impl From<&crate::dump::Meta> for Meta {
+    fn from(m: &crate::dump::Meta) -> Meta {
+        Meta {
+            class: m.class.clone(),
+            rtype: m.rtype.clone(),
+            length: m.length,
+            dim: m.dim.clone(),
+            description: m.description.clone(),
+        }
+    }
 }
 
 impl Meta {
@@ -277,6 +323,36 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
 
+/// The messages that open a connection and number a change, encoded
+/// exactly like the first two variants of `requests::Request` (its
+/// registry lists Hello and Call first), so that the client's connection
+/// code needs no request kind.
+#[derive(Debug, Encode)]
+pub(crate) enum Head {
+    Hello(Hello),
+    Call(Call),
+}
+
+/// A request encoded as one frame, ready for the client's connection
+/// code, which numbers it when it is a change.
+pub(crate) struct Outgoing {
+    pub frame: Vec<u8>,
+    pub change: bool,
+}
+
+impl Outgoing {
+    /// Encode `msg`; a request too large for one frame is refused.
+    pub(crate) fn new<T: Encode>(msg: &T, change: bool) -> crate::Result<Outgoing> {
+        match try_encode(msg) {
+            Some(frame) => Ok(Outgoing { frame, change }),
+            None => Err(Error::BadArgument(format!(
+                "the request is larger than the {MAX_FRAME} bytes a message may hold; \
+                 send fewer or smaller objects at once"
+            ))),
+        }
+    }
+}
+
 /// Encode a message as one frame, or None when it exceeds MAX_FRAME (a
 /// List of very many objects).
 pub fn try_encode<T: Encode>(msg: &T) -> Option<Vec<u8>> {
@@ -362,7 +438,9 @@ fn finish<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::{list, lookup, ping, publish, put_inline, quit, remove_namespace};
+    use crate::requests::{
+        list, lookup, ping, publish, put_inline, quit, remove_namespace, Request,
+    };
 
     fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(m: T) {
         let f = encode(&m);

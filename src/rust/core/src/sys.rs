@@ -334,3 +334,15 @@ pub fn connect_unix(path: &std::path::Path) -> io::Result<std::os::unix::net::Un
     }
     Ok(std::os::unix::net::UnixStream::from(owned))
 }
+
+/// Write one line to the helper's log (its standard error), with the
+/// time and the pid.
+pub fn log(msg: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "[{t:.3}] yaplrd[{}]: {msg}", getpid());
+}

@@ -497,7 +497,7 @@ fn a_store_on_disk_is_durable_and_not_volatile() {
 
 #[test]
 fn batches_take_effect_together_and_are_read_at_one_moment() {
-    use yaplr_core::protocol::PutItem;
+    use yaplr_core::requests::put_many::PutItem;
     let t = TempStore::new("batch");
     let mut c = t.client();
     let o = opts(5000);

@@ -38,11 +38,11 @@ use yaplr_core::client::{CallOptions, Client, Found};
 use yaplr_core::key::{DEFAULT_NAMESPACE, MAX_TAG_BYTES};
 use yaplr_core::object_file::{ObjectMap, ObjectWriter, KIND_R_SERIALIZED};
 use yaplr_core::protocol::{
-    decode, encode, frame_len, Call, DecodeError, Entry, Hello, Meta, Request, Response,
-    ServerInfo, INLINE_MAX, MAX_FRAME, PROTOCOL_VERSION,
+    decode, encode, frame_len, Call, DecodeError, Entry, Hello, Meta, Response, ServerInfo,
+    INLINE_MAX, MAX_FRAME, PROTOCOL_VERSION,
 };
 use yaplr_core::requests::{
-    exists, info, list, lookup, ping, publish, put_inline, quit, remove, remove_namespace,
+    exists, info, list, lookup, ping, publish, put_inline, quit, remove, remove_namespace, Request,
 };
 use yaplr_core::store::Store;
 use yaplr_core::sys;

@@ -6,8 +6,7 @@ use super::wait::{wait_until, Until};
 use super::{decode_response, CallOptions, Client, Connection, Ident};
 use crate::conn::Conn;
 use crate::error::{Error, Hint, Result};
-use crate::protocol::{self, Hello, Request, Response, PROTOCOL_VERSION};
-use crate::requests::set_capacity::SetCapacity;
+use crate::protocol::{self, Head, Hello, Response, PROTOCOL_VERSION};
 use crate::sys;
 use std::time::Instant;
 
@@ -79,7 +78,7 @@ impl Client {
             self.store.dir().display()
         );
         let w = opts.wait(deadline, &what);
-        let hello = protocol::encode(&Request::Hello(Hello {
+        let hello = protocol::encode(&Head::Hello(Hello {
             version: PROTOCOL_VERSION,
             pid: sys::getpid(),
             client: self.ident.id,
@@ -133,10 +132,11 @@ impl Client {
         let (c, ours) = self.start_helper(opts, deadline)?;
         self.connection = Some(c);
         // A helper this client started gets its capacity before any request.
-        if let (true, Some(bytes)) = (ours, self.spawn_capacity) {
+        if let (true, Some(req)) = (ours, self.on_start.take()) {
             let deadline = Instant::now() + opts.timeout;
-            let req = SetCapacity { bytes: Some(bytes) }.into();
-            self.call_once(&req, None, deadline, opts)?;
+            let r = self.call_once(&req, None, deadline, opts);
+            self.on_start = Some(req);
+            r?;
         }
         Ok(())
     }

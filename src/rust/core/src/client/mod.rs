@@ -15,8 +15,7 @@ pub(crate) mod wait;
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
 use crate::lock::FileLock;
-use crate::protocol::{self, Call, Entry, Request, Response};
-use crate::requests::Ask;
+use crate::protocol::{self, Call, Entry, Head, Outgoing, Response};
 use crate::store::Store;
 use crate::sys;
 use std::os::fd::OwnedFd;
@@ -102,7 +101,8 @@ pub struct Client {
     connection: Option<Connection>,
     ident: Ident,
     /// Capacity given to a helper this client starts, before any request.
-    spawn_capacity: Option<u64>,
+    /// Sent first to a helper this client starts (its capacity).
+    on_start: Option<Outgoing>,
     /// The helper program, started when no helper runs (None: never).
     helper_exe: Option<PathBuf>,
 }
@@ -113,7 +113,7 @@ impl Client {
             store,
             connection: None,
             ident: Ident::new(),
-            spawn_capacity: None,
+            on_start: None,
             helper_exe,
         }
     }
@@ -134,9 +134,9 @@ impl Client {
             .is_some_and(|c| c.owner == sys::getpid())
     }
 
-    /// The capacity a helper started by this client gets at once.
-    pub fn set_spawn_capacity(&mut self, bytes: Option<u64>) {
-        self.spawn_capacity = bytes;
+    /// The request a helper this client starts gets before any other.
+    pub(crate) fn on_start(&mut self, req: Option<Outgoing>) {
+        self.on_start = req;
     }
 
     /// Forget the connection (the helper is left alone).
@@ -150,22 +150,15 @@ impl Client {
         FileLock::is_held(&self.store.helper_lock_path())
     }
 
-    /// Send a request and take the answer it expects out of the helper's
-    /// answer; any other answer is a protocol error.
-    pub(crate) fn ask<R: Ask>(&mut self, req: R, opts: &CallOptions<'_>) -> Result<R::Answer> {
-        let (resp, fds) = self.call(&req.into(), opts)?;
-        R::answer(resp, fds).map_err(unexpected)
-    }
-
     /// Send one request and read its answer. A connection that fails before
     /// any answer arrived is re-established once (the helper may have been
     /// restarted since the last call) and the request sent again: a change
     /// carries its number, so a helper that had applied it answers without
     /// applying it twice; and its deadline, so a change is never applied
     /// after the call reported a timeout.
-    pub fn call(
+    pub(crate) fn call(
         &mut self,
-        req: &Request,
+        req: &Outgoing,
         opts: &CallOptions<'_>,
     ) -> Result<(Response, Vec<OwnedFd>)> {
         let deadline = Instant::now() + opts.timeout;
@@ -174,7 +167,7 @@ impl Client {
             .as_ref()
             .is_none_or(|c| c.owner != sys::getpid());
         self.connect(opts)?;
-        let seq = req.is_change().then(|| {
+        let seq = req.change.then(|| {
             self.ident.last_seq += 1;
             self.ident.last_seq
         });
@@ -192,7 +185,7 @@ impl Client {
     /// connection and read its answer.
     pub(crate) fn call_once(
         &mut self,
-        req: &Request,
+        req: &Outgoing,
         seq: Option<u64>,
         deadline: Instant,
         opts: &CallOptions<'_>,
@@ -213,15 +206,9 @@ impl Client {
                 reason = "left is bounded by a timeout given in seconds"
             )]
             let deadline_ns = protocol::monotonic_ns() + left.as_nanos() as u64;
-            frame = protocol::encode(&Request::Call(Call { seq, deadline_ns }));
+            frame = protocol::encode(&Head::Call(Call { seq, deadline_ns }));
         }
-        let Some(body) = protocol::try_encode(req) else {
-            return Err(Error::BadArgument(format!(
-                "the request is larger than the {} bytes a message may hold; send fewer or smaller objects at once",
-                protocol::MAX_FRAME
-            )));
-        };
-        frame.extend_from_slice(&body);
+        frame.extend_from_slice(&req.frame);
         // A change may be applied until its deadline: wait a little longer
         // for the answer that says whether it was (a retry sent after the
         // deadline still gets that little time: the helper answers it at

@@ -4,8 +4,8 @@ use super::{Ask, Handle};
 use crate::client::{CallOptions, Client};
 use crate::error::Result;
 use crate::protocol::{Entry, Response};
-use crate::server::answer::Reply;
-use crate::server::catalog::{Catalog, Origin};
+use crate::catalog::answer::Reply;
+use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 

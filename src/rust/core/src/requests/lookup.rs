@@ -6,9 +6,9 @@ use crate::client::{CallOptions, Client, Found};
 use crate::error::Result;
 use crate::journal::Record;
 use crate::protocol::Response;
-use crate::server::answer::{failed, not_found, Reply};
-use crate::server::catalog::{Catalog, Data, Origin};
-use crate::server::log;
+use crate::catalog::answer::{failed, not_found, Reply};
+use crate::catalog::{Catalog, Data, Origin};
+use crate::sys::log;
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 

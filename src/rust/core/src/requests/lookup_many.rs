@@ -5,8 +5,8 @@ use super::Handle;
 use crate::client::{CallOptions, Client, Found};
 use crate::error::{Error, Result};
 use crate::protocol::Response;
-use crate::server::answer::{error_response, failed, not_found, Reply};
-use crate::server::catalog::{Catalog, Data, Origin};
+use crate::catalog::answer::{error_response, failed, not_found, Reply};
+use crate::catalog::{Catalog, Data, Origin};
 use bincode::{Decode, Encode};
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
@@ -70,7 +70,7 @@ impl Client {
         mut f: impl FnMut(Found) -> Result<T>,
     ) -> Result<Vec<T>> {
         let n = keys.len();
-        let mut frame = self.call(&LookupMany { keys }.into(), opts)?;
+        let mut frame = self.send(LookupMany { keys }.into(), opts)?;
         let mut out = Vec::with_capacity(n);
         let deadline = Instant::now() + opts.timeout;
         loop {

@@ -28,10 +28,10 @@ pub mod remove_namespace;
 pub mod set_capacity;
 
 use crate::error::Result;
-use crate::protocol::{Call, Hello, Meta, Response};
-use crate::server::answer::Reply;
-use crate::server::catalog::{lock_state, Catalog, Earlier, Origin, Shared};
-use crate::server::connection::ConnectionMessage;
+use crate::client::{CallOptions, Client};
+use crate::protocol::{Call, Hello, Meta, Outgoing, Response};
+use crate::catalog::answer::Reply;
+use crate::catalog::{lock_state, Catalog, Earlier, Origin, Shared};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 
@@ -65,6 +65,16 @@ pub(crate) trait Ask: Into<Request> {
     fn answer(resp: Response, fds: Vec<OwnedFd>) -> std::result::Result<Self::Answer, Response>;
 }
 
+/// A message about the connection itself, not the catalog (see
+/// `Request::dispatch`).
+pub(crate) enum ConnectionMessage {
+    /// A second Hello: answered like the first, whatever it says.
+    Hello(#[allow(dead_code, reason = "not read: the answer is the same")] Hello),
+    /// Numbers the next request.
+    Call(Call),
+    Quit(quit::Quit),
+}
+
 /// Where `Request::dispatch` sends a request.
 #[allow(
     clippy::large_enum_variant,
@@ -75,6 +85,25 @@ pub(crate) enum Dispatched {
     Answered(Reply),
     /// A message for the connection code.
     Connection(ConnectionMessage),
+}
+
+impl Client {
+    /// Send a request and take the answer it expects out of the helper's
+    /// answer; any other answer is a protocol error.
+    pub(crate) fn ask<R: Ask>(&mut self, req: R, opts: &CallOptions<'_>) -> Result<R::Answer> {
+        let (resp, fds) = self.send(req.into(), opts)?;
+        R::answer(resp, fds).map_err(crate::client::unexpected)
+    }
+
+    /// Send a request and read the helper's answer.
+    pub(crate) fn send(
+        &mut self,
+        req: Request,
+        opts: &CallOptions<'_>,
+    ) -> Result<(Response, Vec<OwnedFd>)> {
+        let out = Outgoing::new(&req, req.is_change())?;
+        self.call(&out, opts)
+    }
 }
 
 /// Handle a catalog request under the lock; a change that took effect

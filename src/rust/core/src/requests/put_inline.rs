@@ -6,8 +6,8 @@ use crate::client::{CallOptions, Client};
 use crate::error::{Error, Hint, Result};
 use crate::journal::{self, Record};
 use crate::protocol::{Meta, Response, INLINE_MAX};
-use crate::server::answer::{error_response, failed, Reply};
-use crate::server::catalog::{Catalog, Origin};
+use crate::catalog::answer::{error_response, failed, Reply};
+use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 

@@ -2,6 +2,7 @@
 //! locks), answers and exits. It concerns the connection, not the
 //! catalog: the helper's connection code handles it (see `server::exit`).
 
+use crate::protocol::Outgoing;
 use crate::client::wait::{wait_until, Until};
 use crate::client::{CallOptions, Client};
 use crate::error::{Error, Result};
@@ -32,7 +33,8 @@ impl Client {
         }
         let pid = self.helper_pid().unwrap_or(0);
         let deadline = Instant::now() + opts.timeout;
-        let r = self.call_once(&Quit { keep }.into(), None, deadline, &no_start);
+        let req = Outgoing::new(&super::Request::from(Quit { keep }), false)?;
+        let r = self.call_once(&req, None, deadline, &no_start);
         self.disconnect();
         match r {
             Ok(_) => {}

@@ -5,8 +5,8 @@ use crate::client::{CallOptions, Client};
 use crate::error::Result;
 use crate::journal::Record;
 use crate::protocol::Response;
-use crate::server::answer::{failed, Reply};
-use crate::server::catalog::{Catalog, Origin};
+use crate::catalog::answer::{failed, Reply};
+use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 

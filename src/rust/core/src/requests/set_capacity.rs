@@ -1,12 +1,14 @@
 //! SetCapacity: set (or lift) the store's capacity in bytes.
 
+use super::Request;
 use super::{Ask, Handle};
 use crate::client::{CallOptions, Client};
 use crate::error::{Error, Result};
 use crate::journal::Record;
+use crate::protocol::Outgoing;
 use crate::protocol::Response;
-use crate::server::answer::{error_response, failed, Reply};
-use crate::server::catalog::{Catalog, Origin};
+use crate::catalog::answer::{error_response, failed, Reply};
+use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 
@@ -57,5 +59,13 @@ impl Client {
     /// Set the store's capacity in bytes (None: unlimited).
     pub fn set_capacity(&mut self, bytes: Option<u64>, opts: &CallOptions<'_>) -> Result<()> {
         self.ask(SetCapacity { bytes }, opts)
+    }
+
+    /// The capacity a helper this client starts gets before any request.
+    pub fn set_spawn_capacity(&mut self, bytes: Option<u64>) {
+        let req = bytes.and_then(|b| {
+            Outgoing::new(&Request::from(SetCapacity { bytes: Some(b) }), true).ok()
+        });
+        self.on_start(req);
     }
 }

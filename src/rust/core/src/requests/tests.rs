@@ -2,7 +2,8 @@
 //! version 10 did: the wire format did not change.
 
 use super::*;
-use crate::protocol::{self, Meta, PutItem, PROTOCOL_VERSION};
+use super::put_many::PutItem;
+use crate::protocol::{self, Meta, PROTOCOL_VERSION};
 
 /// `Request` as it was written before the message types, field for field.
 #[derive(Encode)]
@@ -310,4 +311,26 @@ fn changes_are_the_same_kinds_as_before() {
         })
         .collect();
     assert_eq!(changes, expected);
+}
+
+#[test]
+fn the_connection_head_encodes_like_the_first_requests() {
+    use crate::protocol::{Call, Head, Hello};
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        pid: 42,
+        client: 7,
+    };
+    let call = Call {
+        seq: 3,
+        deadline_ns: 99,
+    };
+    assert_eq!(
+        protocol::encode(&Head::Hello(hello.clone())),
+        protocol::encode(&Request::Hello(hello))
+    );
+    assert_eq!(
+        protocol::encode(&Head::Call(call.clone())),
+        protocol::encode(&Request::Call(call))
+    );
 }

@@ -3,13 +3,14 @@
 //! (Hello, Call, Quit); every other request goes to its handler (see
 //! `requests`).
 
-use super::answer::{error_response, refused, Reply};
-use super::catalog::{lock_state, Origin, Shared};
-use super::{log, Exit};
+use crate::catalog::answer::{error_response, refused, Reply};
+use crate::catalog::{lock_state, Origin, Shared};
+use super::Exit;
+use crate::sys::log;
 use crate::conn::{Conn, Wait};
 use crate::error::{Error, Result};
-use crate::protocol::{self, Call, Entry, Hello, Request, Response, PROTOCOL_VERSION};
-use crate::requests::{quit::Quit, Dispatched};
+use crate::protocol::{self, Call, Entry, Hello, Response, PROTOCOL_VERSION};
+use crate::requests::{quit::Quit, ConnectionMessage, Dispatched, Request};
 use crate::sys;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -18,16 +19,6 @@ use std::time::{Duration, Instant};
 
 /// A client that starts a frame must finish it within this time.
 const FRAME_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A message about the connection itself, not the catalog (see
-/// `Request::dispatch`).
-pub(crate) enum ConnectionMessage {
-    /// A second Hello: answered like the first, whatever it says.
-    Hello(#[allow(dead_code, reason = "not read: the answer is the same")] Hello),
-    /// Numbers the next request.
-    Call(Call),
-    Quit(Quit),
-}
 
 /// Who is at the other end, from its Hello.
 #[derive(Clone, Copy)]

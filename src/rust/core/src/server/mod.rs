@@ -10,10 +10,9 @@
 //! each request's handler is in its module of `requests`. A serving helper
 //! ends only through `exit`.
 
-pub(crate) mod answer;
-pub(crate) mod catalog;
 pub(crate) mod connection;
-mod recovery;
+
+pub use crate::sys::log;
 
 use crate::conn::Conn;
 use crate::error::{Error, Result};
@@ -21,24 +20,15 @@ use crate::lock::FileLock;
 use crate::protocol::Response;
 use crate::store::Store;
 use crate::sys;
-use catalog::{lock_state, Catalog, Shared};
+use crate::catalog::{lock_state, recovery, Catalog, Shared};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How often the helper looks for files left by dead writers.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-
-pub fn log(msg: &str) {
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "[{t:.3}] yaplrd[{}]: {msg}", sys::getpid());
-}
 
 /// Run the helper for `store` until a Quit request. Returns Ok(false) at
 /// once when another helper already serves this store.

@@ -2,7 +2,10 @@
 //! the journal every change goes to before it is applied, the last change
 //! of each client (so a retry is answered, not redone) and compaction.
 
-use super::log;
+pub(crate) mod answer;
+pub(crate) mod recovery;
+
+use crate::sys::log;
 use crate::error::{Error, Hint, Result};
 use crate::journal::{self, Journal, Record};
 use crate::protocol::{self, Entry, Meta};

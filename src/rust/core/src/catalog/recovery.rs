@@ -2,8 +2,8 @@
 //! or rebuilt from the object files' headers when there is none), and the
 //! sweep that removes what dead writers left behind.
 
-use super::catalog::{Catalog, Data, Key, Obj};
-use super::log;
+use super::{Catalog, Data, Key, Obj};
+use crate::sys::log;
 use crate::error::Result;
 use crate::journal::{self, Journal};
 use crate::object_file::{self, STATE_COMMITTED, STATE_WRITING};
@@ -18,7 +18,7 @@ const UNREADABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The catalog of `store` as its journal (or, without one, its object
 /// files) says. A journal that was missing or damaged is rewritten.
-pub(super) fn load(store: &Store) -> Result<Catalog> {
+pub(crate) fn load(store: &Store) -> Result<Catalog> {
     let (journal, records) = Journal::open(store.dir(), !store.is_volatile())?;
     let replayed = records.is_some();
     let damaged = journal.was_damaged();
@@ -204,7 +204,7 @@ fn remove_if_stale(path: &std::path::Path, why: &str) {
 
 /// Remove files whose writer died: half-written ones, and committed ones the
 /// writer never published.
-pub(super) fn sweep(st: &Catalog) {
+pub(crate) fn sweep(st: &Catalog) {
     let Ok(ids) = st.store.object_ids() else {
         return;
     };
