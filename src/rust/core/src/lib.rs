@@ -1,15 +1,48 @@
-//! yaplr-core: the store directory, the object file format, cross-process
-//! locks, the control protocol, the helper (`yaplrd`) and its client.
-//! Nothing here depends on R.
+//! yaplr-core: everything of yaplr that does not need R. The store
+//! directory and its file formats, the control protocol, the helper
+//! (`yaplrd`) and its client, and one public API for every client
+//! program: [`Session`].
 //!
-//! Layers, each using only those before it: `key`; `error`; `codec`;
-//! `sys`; `store`; `lock`; the formats (`object_file`, `journal`);
-//! `protocol`; `conn`; then `requests`, `client` and `server`, one layer:
-//! each request kind has a module in `requests` with its message, its
-//! handler in the helper and its client method, and the registry there
-//! generates the `Request` enum that `protocol` re-exports; then `dump`,
-//! `verify`, `progress` and `cli`. (The journal still converts to and from
-//! `protocol::Meta`; `progress` uses `cli::human_size`.)
+//! # The public API
+//!
+//! A [`Session`] talks to one store through a [`backend::Backend`] (the
+//! local store, `local`, is the first; a Redis server or a catalog in
+//! shared memory are further implementations). Its methods are typed:
+//! `put`, `put_many`, `get`, `get_many`, `exists`, `remove`,
+//! `remove_namespace`, `list`, `info`, `set_capacity`, `start`, `ping`,
+//! `quit`, `save`, `load`, `verify`. A value to store is a
+//! [`session::Source`] (it writes its payload); a looked-up value is a
+//! [`Found`], read with [`Found::content`]. Errors are one type,
+//! [`Error`], whose variants carry what failed and a [`error::Hint`] that
+//! each front end phrases in its own terms. Everything else is private to
+//! the crate (the `internals` feature opens it to the integration tests).
+//!
+//! # Layers
+//!
+//! Each layer uses only the layers above it in this list; there is no
+//! import cycle.
+//!
+//! | Layer | Modules | Owns |
+//! |---|---|---|
+//! | rules | `key`, `error`, `codec`, `sys` | tag and namespace rules and limits; the error type and its hints; checksums, byte and time helpers; system calls (peer uid, fd passing, fallocate, the helper's log) |
+//! | store | `store`, `lock` | the store directory: paths, ownership and mode checks, entries opened without following links; file locks (singleton helper, spawning) |
+//! | formats | `object_file`, `journal`, `dump` | each with its own versioned types: the object file (header with named offsets, writer, mappings), the catalog journal, the dump file |
+//! | protocol | `protocol`, `conn` | frames, answers (`Response`, the typed `Failure`), the messages that open a connection; reading and writing frames with bounded, interruptible waits |
+//! | client, catalog | `backend`, `client`, `catalog` | the `Backend` trait and call options; the connection to the helper (connect, spawn, stop, one bounded wait); the helper's catalog (state, commit, compaction, recovery) |
+//! | requests | `requests` | one module per request kind: its message, its handler on the catalog and its client method; a registry generates the `Request` enum and the dispatch |
+//! | programs | `server`, `local`, `progress`, `session`, `cli` | the helper (start-up, connections, one exit path); the local store as a `Backend`; progress hooks; `Session`; the `yaplrd` command line |
+//!
+//! # One `send_object()` call, hop by hop
+//!
+//! 1. R: `send_object(x, "t")` (R/objects.R) calls `send_object_(session(), x, "t", ...)`.
+//! 2. Glue (`yaplr-r`, objects.rs): checks the arguments once (args.rs), makes a `Key`, wraps `x` in a `Source` and calls `Session::put` on the session handle.
+//! 3. `session::Session::put`: connects (starting the helper if allowed), then stages the payload (session/stage.rs): in memory while it is small, else into `Backend::create`.
+//! 4. `local::Local::create`: an `object_file::ObjectWriter` (unnamed file, space reserved); the glue's serializer writes into it; `commit` names it.
+//! 5. `Backend::put` → `requests::publish` (or `put_inline` for a small value): the client method encodes the request (`protocol::Outgoing`).
+//! 6. `client::Client::call`: numbers the change, adds its deadline, writes one frame (`conn`), waits for the answer, retries once on a new connection if the helper died.
+//! 7. Helper: `server::connection` reads the frame and calls `Request::dispatch` (requests/mod.rs).
+//! 8. `requests::publish::Publish::handle` under the catalog lock (`catalog`): checks capacity, journals the change (`journal`), links the entry, answers.
+//! 9. Back in the client: a `Failure` becomes an `Error`; the glue turns it into a classed R condition whose message phrases the hint in R terms.
 
 /// Modules private to the crate; the `internals` feature (for the
 /// integration tests only) makes them public.
