@@ -21,6 +21,10 @@ fn no() -> bool {
     false
 }
 
+/// The limit of calls that are expected to succeed: generous, so that a
+/// loaded machine does not fail them (the tests of timeouts use their own).
+const OK_MS: u64 = 30_000;
+
 fn opts(timeout_ms: u64) -> CallOptions<'static> {
     CallOptions {
         timeout: Duration::from_millis(timeout_ms),
@@ -54,7 +58,7 @@ impl Drop for TempStore {
             false,
             &CallOptions {
                 autostart: false,
-                ..opts(5000)
+                ..opts(OK_MS)
             },
         );
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -81,19 +85,19 @@ fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
         ObjectWriter::create(c.store(), D, tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish(D, tag, &id, Default::default(), &opts(5000))
+    c.publish(D, tag, &id, Default::default(), &opts(OK_MS))
         .unwrap();
 }
 
 fn get(c: &mut Client, tag: &str) -> Vec<u8> {
-    match c.lookup(D, tag, &opts(5000)).unwrap() {
+    match c.lookup(D, tag, &opts(OK_MS)).unwrap() {
         Found::File(_, f) => ObjectMap::open(&f).unwrap().payload().to_vec(),
         Found::Inline(_, b) => b,
     }
 }
 
 fn file_of(c: &mut Client, tag: &str) -> std::fs::File {
-    match c.lookup(D, tag, &opts(5000)).unwrap() {
+    match c.lookup(D, tag, &opts(OK_MS)).unwrap() {
         Found::File(_, f) => f,
         Found::Inline(..) => panic!("\"{tag}\" is inline"),
     }
@@ -108,26 +112,26 @@ fn publish_lookup_list_remove_quit() {
     put(&mut c, "a", b"second");
     assert_eq!(get(&mut c, "a"), b"second");
     assert_eq!(get(&mut c, "b").len(), 100_000);
-    let list = c.list(None, &opts(5000)).unwrap();
+    let list = c.list(None, &opts(OK_MS)).unwrap();
     assert_eq!(
         list.iter().map(|e| e.tag.as_str()).collect::<Vec<_>>(),
         ["a", "b"]
     );
     // The overwritten file is gone: two objects, two files.
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 2);
-    assert!(c.exists(D, "b", &opts(5000)).unwrap());
-    c.remove(D, "b", &opts(5000)).unwrap();
-    assert!(!c.exists(D, "b", &opts(5000)).unwrap());
+    assert!(c.exists(D, "b", &opts(OK_MS)).unwrap());
+    c.remove(D, "b", &opts(OK_MS)).unwrap();
+    assert!(!c.exists(D, "b", &opts(OK_MS)).unwrap());
     assert!(matches!(
-        c.remove(D, "b", &opts(5000)),
+        c.remove(D, "b", &opts(OK_MS)),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        c.lookup(D, "zz", &opts(5000)),
+        c.lookup(D, "zz", &opts(OK_MS)),
         Err(Error::NotFound { .. })
     ));
     let pid = c.helper_pid().unwrap();
-    assert!(c.quit(false, &opts(5000)).unwrap());
+    assert!(c.quit(false, &opts(OK_MS)).unwrap());
     assert!(!sys::pid_alive(pid));
     assert!(!t.dir.exists(), "quit leaves an empty store dir behind");
 }
@@ -139,7 +143,7 @@ fn a_reader_keeps_its_object_across_overwrite() {
     put(&mut c, "x", b"old value");
     let f = file_of(&mut c, "x");
     put(&mut c, "x", b"new value");
-    c.remove(D, "x", &opts(5000)).unwrap();
+    c.remove(D, "x", &opts(OK_MS)).unwrap();
     assert_eq!(ObjectMap::open(&f).unwrap().payload(), b"old value");
 }
 
@@ -166,7 +170,7 @@ fn killed_helper_is_replaced_and_loses_nothing() {
 fn a_stopped_helper_gives_a_timeout_not_a_hang() {
     let t = TempStore::new("stop");
     let mut c = t.client();
-    c.ping(&opts(5000)).unwrap();
+    c.ping(&opts(OK_MS)).unwrap();
     let pid = c.helper_pid().unwrap();
     let _ = sys::kill(pid, libc::SIGSTOP);
     wait_for_state(pid, 'T');
@@ -181,7 +185,7 @@ fn a_stopped_helper_gives_a_timeout_not_a_hang() {
     }
     assert!(t0.elapsed() >= Duration::from_millis(250));
     // After SIGCONT it answers again (on a new connection).
-    c.ping(&opts(5000)).unwrap();
+    c.ping(&opts(OK_MS)).unwrap();
 }
 
 #[test]
@@ -193,7 +197,7 @@ fn concurrent_first_calls_start_one_helper() {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 let mut c = Client::new(Store::new(dir), Some(exe().into()));
-                c.ping(&opts(10_000)).unwrap();
+                c.ping(&opts(OK_MS)).unwrap();
                 c.helper_pid().unwrap()
             })
         })
@@ -240,9 +244,9 @@ fn dead_writers_files_are_removed_on_start() {
     bytes.extend_from_slice(&[0u8; 10]);
     std::fs::write(&path, &bytes).unwrap();
     let mut c = t.client();
-    c.ping(&opts(5000)).unwrap();
+    c.ping(&opts(OK_MS)).unwrap();
     assert!(!path.exists());
-    assert!(c.list(None, &opts(5000)).unwrap().is_empty());
+    assert!(c.list(None, &opts(OK_MS)).unwrap().is_empty());
 }
 
 #[test]
@@ -255,13 +259,20 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
         1,
         b"tiny".to_vec(),
         Default::default(),
-        &opts(5000),
+        &opts(OK_MS),
     )
     .unwrap();
     put(&mut c, "big", &[3u8; 200_000]);
-    c.put_inline(D, "gone", 1, b"x".to_vec(), Default::default(), &opts(5000))
-        .unwrap();
-    c.remove(D, "gone", &opts(5000)).unwrap();
+    c.put_inline(
+        D,
+        "gone",
+        1,
+        b"x".to_vec(),
+        Default::default(),
+        &opts(OK_MS),
+    )
+    .unwrap();
+    c.remove(D, "gone", &opts(OK_MS)).unwrap();
     // A file object replaced by an inline one loses its file.
     put(&mut c, "swap", b"file");
     c.put_inline(
@@ -270,13 +281,13 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
         1,
         b"inline".to_vec(),
         Default::default(),
-        &opts(5000),
+        &opts(OK_MS),
     )
     .unwrap();
     assert_eq!(Store::new(&t.dir).object_ids().unwrap().len(), 1);
     // No file per small object.
     assert!(matches!(
-        c.lookup(D, "small", &opts(5000)).unwrap(),
+        c.lookup(D, "small", &opts(OK_MS)).unwrap(),
         Found::Inline(..)
     ));
     let pid = c.helper_pid().unwrap();
@@ -289,11 +300,11 @@ fn inline_objects_survive_a_killed_helper_and_mix_with_files() {
     assert_eq!(get(&mut c, "swap"), b"inline");
     assert_eq!(get(&mut c, "big").len(), 200_000);
     assert!(matches!(
-        c.lookup(D, "gone", &opts(5000)),
+        c.lookup(D, "gone", &opts(OK_MS)),
         Err(Error::NotFound { .. })
     ));
     let tags: Vec<String> = c
-        .list(None, &opts(5000))
+        .list(None, &opts(OK_MS))
         .unwrap()
         .into_iter()
         .map(|e| e.tag)
@@ -312,7 +323,7 @@ fn many_inline_overwrites_compact_the_journal() {
             1,
             vec![(i % 251) as u8; 2000],
             Default::default(),
-            &opts(5000),
+            &opts(OK_MS),
         )
         .unwrap();
     }
@@ -377,7 +388,7 @@ fn quit_stops_a_helper_of_another_version() {
         Err(Error::Protocol { message }) => assert!(message.contains("version"), "{message}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }
-    assert!(c.quit(false, &opts(5000)).unwrap());
+    assert!(c.quit(false, &opts(OK_MS)).unwrap());
     let status = child.wait().unwrap();
     assert!(!status.success(), "the stand-in was stopped by a signal");
     assert!(!t.dir.exists(), "its files are removed");
@@ -390,7 +401,7 @@ fn quit_stops_a_helper_of_another_version() {
 fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     let t = TempStore::new("ns");
     let mut c = t.client();
-    let o = opts(5000);
+    let o = opts(OK_MS);
     c.put_inline("a", "x", 1, b"in a".to_vec(), Default::default(), &o)
         .unwrap();
     c.put_inline("b", "x", 1, b"in b".to_vec(), Default::default(), &o)
@@ -409,7 +420,7 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     ));
     std::fs::remove_file(c.store().object_path(&wrong)).unwrap();
 
-    let in_ns = |c: &mut Client, ns: &str, tag: &str| match c.lookup(ns, tag, &opts(5000)).unwrap()
+    let in_ns = |c: &mut Client, ns: &str, tag: &str| match c.lookup(ns, tag, &opts(OK_MS)).unwrap()
     {
         Found::Inline(_, b) => b,
         Found::File(_, f) => ObjectMap::open(&f).unwrap().payload().to_vec(),
@@ -458,12 +469,12 @@ fn quit_keep_leaves_objects_for_the_next_helper() {
         1,
         b"kept".to_vec(),
         Default::default(),
-        &opts(5000),
+        &opts(OK_MS),
     )
     .unwrap();
     put(&mut c, "big", &[4u8; 100_000]);
     let pid = c.helper_pid().unwrap();
-    assert!(c.quit(true, &opts(5000)).unwrap());
+    assert!(c.quit(true, &opts(OK_MS)).unwrap());
     assert!(!sys::pid_alive(pid));
     assert!(!t.dir.join("yaplrd.sock").exists());
     assert!(!c.is_running().unwrap());
@@ -472,7 +483,7 @@ fn quit_keep_leaves_objects_for_the_next_helper() {
     let mut c2 = t.client();
     assert_eq!(get(&mut c2, "small"), b"kept");
     assert_eq!(get(&mut c2, "big").len(), 100_000);
-    assert!(c2.quit(false, &opts(5000)).unwrap());
+    assert!(c2.quit(false, &opts(OK_MS)).unwrap());
     assert!(!t.dir.exists());
 }
 
@@ -488,10 +499,10 @@ fn a_store_on_disk_is_durable_and_not_volatile() {
     let mut c = Client::new(store, Some(exe().into()));
     put(&mut c, "on disk", b"value");
     assert_eq!(get(&mut c, "on disk"), b"value");
-    assert!(c.quit(true, &opts(5000)).unwrap());
+    assert!(c.quit(true, &opts(OK_MS)).unwrap());
     let mut c = Client::new(Store::new(&dir), Some(exe().into()));
     assert_eq!(get(&mut c, "on disk"), b"value");
-    assert!(c.quit(false, &opts(5000)).unwrap());
+    assert!(c.quit(false, &opts(OK_MS)).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -500,7 +511,7 @@ fn batches_take_effect_together_and_are_read_at_one_moment() {
     use yaplr_core::requests::put_many::PutItem;
     let t = TempStore::new("batch");
     let mut c = t.client();
-    let o = opts(5000);
+    let o = opts(OK_MS);
     let mut w = ObjectWriter::create(c.store(), D, "big", KIND_R_SERIALIZED, 0).unwrap();
     w.write(&[6u8; 100_000]).unwrap();
     let (id, _) = w.commit().unwrap();
@@ -560,7 +571,7 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
     let a = TempStore::new("dump-a");
     let b = TempStore::new("dump-b");
     let mut ca = a.client();
-    let o = opts(5000);
+    let o = opts(OK_MS);
     let meta = yaplr_core::protocol::Meta {
         description: Some("d".into()),
         ..Default::default()

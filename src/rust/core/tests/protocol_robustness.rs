@@ -894,7 +894,7 @@ fn no() -> bool {
     false
 }
 
-const TIMEOUT_MS: u64 = 10_000;
+const TIMEOUT_MS: u64 = 30_000;
 /// The bound on any single raw socket read or write.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -1007,7 +1007,7 @@ impl Drop for Helper {
             &mut c,
             &CallOptions {
                 autostart: false,
-                ..opts(5000)
+                ..opts(TIMEOUT_MS)
             },
         );
         let _ = std::fs::remove_dir_all(&self.dir);
