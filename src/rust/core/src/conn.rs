@@ -155,9 +155,7 @@ impl Conn {
 
 fn broken(e: std::io::Error) -> Error {
     match e.raw_os_error() {
-        Some(libc::EPIPE) | Some(libc::ECONNRESET) => Error::Protocol {
-            message: "the connection to the helper was closed (the helper may have exited)".into(),
-        },
+        Some(libc::EPIPE) | Some(libc::ECONNRESET) => Error::Closed,
         _ => Error::io("talking to the helper", e),
     }
 }

@@ -102,8 +102,11 @@ pub enum Error {
     NoServer { store: String },
     /// The helper reported a failure, or could not be started.
     Server { message: String },
-    /// A malformed frame or a closed connection.
+    /// A malformed frame, or an answer that makes no sense.
     Protocol { message: String },
+    /// The connection to the helper broke before an answer (the helper
+    /// may have exited).
+    Closed,
     /// The helper (pid `pid`) speaks another protocol version.
     Version { pid: u32, helper: u32, ours: u32 },
     /// An object file is damaged.
@@ -125,7 +128,7 @@ impl Error {
             Error::Store { .. } => "store",
             Error::NoServer { .. } => "no_server",
             Error::Server { .. } => "server",
-            Error::Protocol { .. } | Error::Version { .. } => "protocol",
+            Error::Protocol { .. } | Error::Closed | Error::Version { .. } => "protocol",
             Error::Corrupt { .. } => "corrupt",
             Error::Io { .. } => "io",
         }
@@ -208,6 +211,9 @@ impl Error {
             | Error::Server { message }
             | Error::Protocol { message }
             | Error::Corrupt { message, .. } => message.clone(),
+            Error::Closed => {
+                "the connection to the helper was closed (the helper may have exited)".into()
+            }
             Error::Io { context, source } => format!("{context}: {source}"),
         }
     }
@@ -233,6 +239,7 @@ impl Error {
             Error::Timeout { .. }
                 | Error::Interrupted { .. }
                 | Error::Protocol { .. }
+                | Error::Closed
                 | Error::Io { .. }
         )
     }

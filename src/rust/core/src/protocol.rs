@@ -255,6 +255,7 @@ impl From<Error> for Failure {
                 Failure::Server(e.to_string())
             }
             Error::Protocol { message } => Failure::Protocol(message),
+            e @ Error::Closed => Failure::Protocol(e.to_string()),
             e @ Error::Io { .. } => Failure::Io(e.to_string()),
         }
     }

@@ -83,9 +83,16 @@ impl Client {
             pid: sys::getpid(),
             client: self.ident.id,
         }));
-        conn.write_frame(&hello, &[], &w)?;
-        let Some((payload, _)) = conn.read_frame(&w)? else {
-            // The helper closed at once: it is exiting (quit or shutdown).
+        // A helper that closes at once is exiting (quit, shutdown, or
+        // killed: a killed helper's threads may still hold its socket for a
+        // moment, accepting connections that then break).
+        let answer = conn
+            .write_frame(&hello, &[], &w)
+            .and_then(|_| conn.read_frame(&w));
+        let Some((payload, _)) = (match answer {
+            Err(Error::Closed) => None,
+            r => r?,
+        }) else {
             return Ok(Connect::NoHelper);
         };
         match decode_response(&payload)? {

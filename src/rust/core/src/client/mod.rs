@@ -219,10 +219,7 @@ impl Client {
                 .write_frame(&frame, &[], &w)
                 .and_then(|_| match c.conn.read_frame(&w)? {
                     Some((payload, fds)) => Ok((decode_response(&payload)?, fds)),
-                    None => Err(Error::Protocol {
-                        message: "the yaplr helper closed the connection (it may have exited)"
-                            .into(),
-                    }),
+                    None => Err(Error::Closed),
                 });
         if let Err(e) = &result {
             if e.breaks_connection() {
@@ -253,9 +250,7 @@ impl Client {
         let w = opts.wait(deadline, &what);
         let r = match c.conn.read_frame(&w) {
             Ok(Some((payload, fds))) => decode_response(&payload).map(|r| (r, fds)),
-            Ok(None) => Err(Error::Protocol {
-                message: "the yaplr helper closed the connection (it may have exited)".into(),
-            }),
+            Ok(None) => Err(Error::Closed),
             Err(e) => Err(e),
         };
         if r.is_err() {
@@ -268,7 +263,10 @@ impl Client {
 /// Errors after which the same request may be sent again on a new
 /// connection: the old helper is gone (closed, reset), not slow.
 fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Protocol { .. }) || matches!(e, Error::Io { .. })
+    matches!(
+        e,
+        Error::Protocol { .. } | Error::Closed | Error::Io { .. }
+    )
 }
 
 fn with_seconds(e: Error, timeout: Duration) -> Error {

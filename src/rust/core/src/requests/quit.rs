@@ -40,7 +40,7 @@ impl Client {
             Ok(_) => {}
             // The helper exits right after answering; a closed connection
             // before the answer is fine too, as long as it goes away.
-            Err(Error::Protocol { .. }) => {}
+            Err(Error::Protocol { .. } | Error::Closed) => {}
             Err(e) => return Err(e),
         }
         let exited = Until::new(
