@@ -84,6 +84,20 @@ impl RError {
     }
 }
 
+/// A failure of R's API (building a list, setting a class): an internal
+/// error, which leaves the store as it was.
+impl From<extendr_api::Error> for RError {
+    fn from(e: extendr_api::Error) -> RError {
+        RError::Failed {
+            error: Error::Server {
+                message: format!("internal error in yaplr ({e}); please report it"),
+            },
+            tag: None,
+            store: None,
+        }
+    }
+}
+
 /// An R condition object of class c("yaplr_<kind>", "yaplr_error", "error",
 /// "condition") (an interrupt: "interrupt" instead of "error"), with fields
 /// message, call (NULL: the R layer sets it), tag and store.
@@ -103,17 +117,22 @@ impl From<RError> for Robj {
         });
         class.push("condition".into());
         let store: Robj = store.map_or_else(|| ().into(), Robj::from);
-        let mut l = List::from_names_and_values(
+        let message = r_message(&error);
+        let condition = List::from_names_and_values(
             ["message", "call", "tag", "store"],
             [
-                Robj::from(r_message(&error)),
+                Robj::from(message.as_str()),
                 ().into(),
                 tag.unwrap_or_else(|| ().into()),
                 store,
             ],
         )
-        .expect("names and values match");
-        l.set_class(class).expect("class");
-        l.into()
+        .and_then(|mut l| {
+            l.set_class(class)?;
+            Ok(Robj::from(l))
+        });
+        // Four names and four values, and a list takes a class: this can
+        // not fail; if it did, R would still get the message.
+        condition.unwrap_or_else(|_| Robj::from(message))
     }
 }

@@ -80,7 +80,7 @@ fn decode_found(found: Found, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP,
 }
 
 /// A list of preserved SEXPs as an R list, releasing them.
-fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> List {
+fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> Done<List> {
     // SAFETY: each value was preserved when it was made; the list protects
     // them before their preservation is released.
     let robjs: Vec<Robj> = values
@@ -88,11 +88,11 @@ fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> List {
         .map(|v| unsafe { Robj::from_sexp(*v) })
         .collect();
     let out = match names {
-        Some(n) => List::from_names_and_values(n, robjs).expect("as many names as values"),
-        None => List::from_values(robjs),
+        Some(n) => List::from_names_and_values(n, robjs),
+        None => Ok(List::from_values(robjs)),
     };
     release_all(values);
-    out
+    Ok(out?)
 }
 
 fn release_all(values: Vec<SEXP>) {
@@ -192,7 +192,7 @@ fn retrieve_object_(
             decode_found(found, copy, &mut meter)
         })
         .map_err(h.fail(Some(tag)))?;
-    Ok(list_of(vec![value], None))
+    list_of(vec![value], None)
 }
 
 /// @noRd
@@ -257,19 +257,18 @@ fn list_objects_(
             col(&|e| e.meta.class.first().cloned().unwrap_or_default()),
             col(&|e| e.meta.description.clone().unwrap_or_default()),
         ],
-    )
-    .expect("names and values match"))
+    )?)
 }
 
 /// A time in nanoseconds since the epoch as a POSIXct (as .POSIXct()).
-pub fn posixct(ns: i64) -> Robj {
+pub fn posixct(ns: i64) -> Done<Robj> {
     let mut t = Robj::from(ns as f64 / 1e9);
-    t.set_class(["POSIXct", "POSIXt"]).expect("class");
-    t
+    t.set_class(["POSIXct", "POSIXt"])?;
+    Ok(t)
 }
 
 /// object_info(): a list describing an object.
-fn entry_info(e: &Entry) -> List {
+fn entry_info(e: &Entry) -> Done<List> {
     let m = &e.meta;
     let description: Robj = match &m.description {
         Some(d) => d.as_str().into(),
@@ -285,7 +284,7 @@ fn entry_info(e: &Entry) -> List {
             .collect::<Integers>()
             .into()
     };
-    List::from_names_and_values(
+    Ok(List::from_names_and_values(
         [
             "tag",
             "namespace",
@@ -304,7 +303,7 @@ fn entry_info(e: &Entry) -> List {
             Robj::from(e.tag.as_str()),
             Robj::from(e.namespace.as_str()),
             Robj::from(e.size as f64),
-            posixct(e.ctime_ns),
+            posixct(e.ctime_ns)?,
             Robj::from(m.class.clone()),
             Robj::from(m.rtype.as_str()),
             Robj::from(m.length as f64),
@@ -314,8 +313,7 @@ fn entry_info(e: &Entry) -> List {
             Robj::from(e.version as f64),
             Robj::from(if e.inline { "inline" } else { "file" }),
         ],
-    )
-    .expect("names and values match")
+    )?)
 }
 
 /// @noRd
@@ -330,8 +328,10 @@ fn object_info_(
     let key = args::key(&tag, &namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
-    h.run(|s| s.get(&key, &opts).map(|f| entry_info(&f.entry)))
-        .map_err(h.fail(Some(key.tag())))
+    let found = h
+        .run(|s| s.get(&key, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    entry_info(&found.entry)
 }
 
 /// @noRd
@@ -433,7 +433,7 @@ fn retrieve_objects_(
             };
             h.fail(tag.as_deref())(e)
         })?;
-    Ok(list_of(values, Some(&tags)))
+    list_of(values, Some(&tags))
 }
 
 /// `file` as the R layer made it (an absolute path in the native
@@ -493,10 +493,10 @@ fn load_objects_(
         .map_err(h.fail(None))?;
     let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
     let tags: Vec<String> = loaded.iter().map(|d| d.tag.clone()).collect();
-    Ok(
-        List::from_names_and_values(["namespace", "tag"], [Robj::from(ns), Robj::from(tags)])
-            .expect("names and values match"),
-    )
+    Ok(List::from_names_and_values(
+        ["namespace", "tag"],
+        [Robj::from(ns), Robj::from(tags)],
+    )?)
 }
 
 /// Check every object of `namespace` (NULL: every namespace) against its
@@ -540,8 +540,7 @@ fn verify_objects_(
                 .into(),
             strings(&|c| c.problem.clone().unwrap_or_default()),
         ],
-    )
-    .expect("names and values match"))
+    )?)
 }
 
 /// Whether `x` is a zero-copy view of a stored vector.

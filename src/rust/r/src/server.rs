@@ -36,8 +36,7 @@ fn start_server_(session: Robj, timeout: Robj, quiet: Robj, capacity: Robj) -> D
             Robj::from(i32::try_from(pid).unwrap_or(i32::MAX)),
             Robj::from(started),
         ],
-    )
-    .expect("names and values match"))
+    )?)
 }
 
 /// TRUE when the helper answered, FALSE when none runs, an error when it
@@ -70,13 +69,12 @@ fn server_info_(session: Robj, timeout: Robj) -> Done<List> {
             i.capacity
                 .map_or_else(|| Rfloat::na().into(), |c| Robj::from(c as f64)),
             Robj::from(i.free as f64),
-            posixct(i.started_ns),
+            posixct(i.started_ns)?,
             Robj::from(i.version),
             Robj::from(i.bytes as f64),
         ],
-    )
-    .expect("names and values match");
-    info.set_class(["yaplr_server_info"]).expect("class");
+    )?;
+    info.set_class(["yaplr_server_info"])?;
     Ok(info)
 }
 
