@@ -82,7 +82,8 @@ session <- function() {
 # The session handle of the store directory `dir` (resolved): an external
 # pointer the glue makes on first use and every call takes, kept for the
 # R session (a forked child uses its parent's). A handle learns
-# options(yaplr.capacity = ) when it is made and whenever the option changes.
+# options(yaplr.capacity = ) when it is made and whenever the option changes,
+# and gives it to a helper that a call starts.
 session_of <- function(dir) {
   h <- the$sessions[[dir]]
   if (is.null(h)) {

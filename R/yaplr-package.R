@@ -12,3 +12,11 @@
 #' @keywords internal
 #' @useDynLib yaplr, .registration = TRUE
 "_PACKAGE"
+
+# The session handles' finalizers are code of yaplr.so: when the namespace is
+# unloaded (a developer's pkgload::unload(), which may unload the library
+# too), let them run first.
+.onUnload <- function(libpath) {
+  the$sessions <- NULL
+  gc()
+}

@@ -169,3 +169,38 @@ test_that("options(yaplr.capacity) applies to a helper a call starts", {
   withr::local_options(yaplr.capacity = NULL)
   expect_error(send_object(runif(5e4), "big"), class = "yaplr_no_space")
 })
+
+test_that("a helper started again gets the capacity option as it is now", {
+  dir <- local_store()
+  withr::local_options(yaplr.capacity = "300 kB")
+  send_object(1, "small")
+  expect_identical(server_info()$capacity, 3e5)
+  # Another session stops the helper; this session's connection is stale.
+  callr::r(function(dir) {
+    options(yaplr.dir = dir)
+    yaplr::quit_server()
+  }, list(dir = dir))
+  options(yaplr.capacity = NULL)
+  send_object(runif(1e5), "big")            # 800 kB: over the old capacity
+  expect_true(is.na(server_info()$capacity))
+})
+
+test_that("a capacity option that is no size fails only calls that may start a helper", {
+  dir <- local_store()
+  send_object(1, "x")
+  got <- callr::r(function(dir) {
+    options(yaplr.dir = dir, yaplr.capacity = "lots")
+    started <- tryCatch(yaplr::send_object(2, "y", automatic_server_start = FALSE),
+                        error = function(e) class(e)[1L])
+    list(running = yaplr::is_server_running(), ping = yaplr::ping_server(quiet = TRUE),
+         value = yaplr::retrieve_object("x", automatic_server_start = FALSE),
+         started = started, quit = yaplr::quit_server(),
+         restart = tryCatch(yaplr::send_object(3, "z"), error = function(e) class(e)[1L]))
+  }, list(dir = dir))
+  expect_true(got$running)
+  expect_true(got$ping)
+  expect_identical(got$value, 1)
+  expect_null(got$started)
+  expect_true(got$quit)
+  expect_identical(got$restart, "yaplr_bad_argument")
+})

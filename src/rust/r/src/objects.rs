@@ -158,8 +158,10 @@ fn send_object_(
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), progress::delay(progress));
     let mut source = RObject::new(&obj);
-    h.run(|s| s.put(&key, &mut source, meta, &opts, &mut transfer))
-        .map_err(h.fail(Some(key.tag())))
+    h.run(opts.autostart, |s| {
+        s.put(&key, &mut source, meta, &opts, &mut transfer)
+    })
+    .map_err(h.fail(Some(key.tag())))
 }
 
 /// A list holding the object (a list, so that no stored value can be taken
@@ -182,7 +184,7 @@ fn retrieve_object_(
     let tag = key.tag();
     let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
     let value = h
-        .run(|s| {
+        .run(opts.autostart, |s| {
             let found = s.get(&key, &opts).map_err(|e| session::damaged(e, tag))?;
             let total = match &found.payload {
                 Payload::File(_) => Some(found.entry.size),
@@ -207,7 +209,7 @@ fn remove_object_(
     let key = args::key(&tag, &namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
-    h.run(|s| s.remove(&key, &opts))
+    h.run(opts.autostart, |s| s.remove(&key, &opts))
         .map_err(h.fail(Some(key.tag())))
 }
 
@@ -223,7 +225,7 @@ fn does_object_exist_(
     let key = args::key(&tag, &namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
-    h.run(|s| s.exists(&key, &opts))
+    h.run(opts.autostart, |s| s.exists(&key, &opts))
         .map_err(h.fail(Some(key.tag())))
 }
 
@@ -240,7 +242,7 @@ fn list_objects_(
     let namespace = args::namespace_or_all(&namespace)?;
     let h = handle(&session)?;
     let entries = h
-        .run(|s| s.list(namespace.as_deref(), &opts))
+        .run(opts.autostart, |s| s.list(namespace.as_deref(), &opts))
         .map_err(h.fail(None))?;
     let col = |f: &dyn Fn(&Entry) -> String| -> Robj {
         entries.iter().map(f).collect::<Vec<String>>().into()
@@ -329,7 +331,7 @@ fn object_info_(
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
     let found = h
-        .run(|s| s.get(&key, &opts))
+        .run(opts.autostart, |s| s.get(&key, &opts))
         .map_err(h.fail(Some(key.tag())))?;
     entry_info(&found.entry)
 }
@@ -345,7 +347,7 @@ fn remove_objects_(
     let namespace = args::namespace(&namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
-    h.run(|s| s.remove_namespace(&namespace, &opts))
+    h.run(opts.autostart, |s| s.remove_namespace(&namespace, &opts))
         .map(|n| n as f64)
         .map_err(h.fail(None))
 }
@@ -386,7 +388,7 @@ fn send_objects_(
         })
         .collect();
     let mut transfer = Transfer::many(Verb::Send, tags.len(), progress::delay(progress));
-    h.run(|s| s.put_many(items, &opts, &mut transfer))
+    h.run(opts.autostart, |s| s.put_many(items, &opts, &mut transfer))
         .map_err(h.fail(None))
 }
 
@@ -409,7 +411,7 @@ fn retrieve_objects_(
     let keys = args::keys(&namespace, &tags)?;
     let mut transfer = Transfer::many(Verb::Retrieve, tags.len(), progress::delay(progress));
     let values = h
-        .run(|s| {
+        .run(opts.autostart, |s| {
             // Decoded as they arrive: only a frame's worth of object files
             // is open at once, however many there are.
             let mut values = Vec::with_capacity(keys.len());
@@ -467,9 +469,11 @@ fn save_objects_(
         namespace: namespace.as_deref(),
         tags: &tags,
     };
-    h.run(|s| s.save(&file, which, &opts, &mut transfer))
-        .map(|n| n as f64)
-        .map_err(h.fail(None))
+    h.run(opts.autostart, |s| {
+        s.save(&file, which, &opts, &mut transfer)
+    })
+    .map(|n| n as f64)
+    .map_err(h.fail(None))
 }
 
 /// @noRd
@@ -489,7 +493,9 @@ fn load_objects_(
     let label = file.display().to_string();
     let mut transfer = Transfer::one(Verb::Load, &label, progress::delay(progress));
     let loaded = h
-        .run(|s| s.load(&file, overwrite, &opts, &mut transfer))
+        .run(opts.autostart, |s| {
+            s.load(&file, overwrite, &opts, &mut transfer)
+        })
         .map_err(h.fail(None))?;
     let ns: Vec<String> = loaded.iter().map(|d| d.namespace.clone()).collect();
     let tags: Vec<String> = loaded.iter().map(|d| d.tag.clone()).collect();
@@ -513,7 +519,7 @@ fn verify_objects_(
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
     let checked = h
-        .run(|s| s.verify(namespace.as_deref(), &opts))
+        .run(opts.autostart, |s| s.verify(namespace.as_deref(), &opts))
         .map_err(h.fail(None))?;
     let strings = |f: &dyn Fn(&session::Checked) -> String| -> Robj {
         checked.iter().map(f).collect::<Vec<_>>().into()

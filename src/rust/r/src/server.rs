@@ -21,7 +21,7 @@ fn start_server_(session: Robj, timeout: Robj, quiet: Robj, capacity: Robj) -> D
     let capacity = args::size(&capacity)?;
     let h = handle(&session)?;
     let Started { pid, started } = h
-        .run(|s| {
+        .run(opts.autostart, |s| {
             let started = s.start(&opts)?;
             if capacity.is_some() {
                 // An explicit capacity wins over options(yaplr.capacity = ).
@@ -47,7 +47,8 @@ fn ping_server_(session: Robj, timeout: Robj, quiet: Robj) -> Done<bool> {
     let opts = options(args::timeout(&timeout)?, false);
     args::flag(&quiet, "quiet", None)?;
     let h = handle(&session)?;
-    h.run(|s| s.ping(&opts)).map_err(h.fail(None))
+    h.run(opts.autostart, |s| s.ping(&opts))
+        .map_err(h.fail(None))
 }
 
 /// server_info(): a list of class "yaplr_server_info".
@@ -56,7 +57,9 @@ fn ping_server_(session: Robj, timeout: Robj, quiet: Robj) -> Done<bool> {
 fn server_info_(session: Robj, timeout: Robj) -> Done<List> {
     let opts = options(args::timeout(&timeout)?, false);
     let h = handle(&session)?;
-    let i = h.run(|s| s.info(&opts)).map_err(h.fail(None))?;
+    let i = h
+        .run(opts.autostart, |s| s.info(&opts))
+        .map_err(h.fail(None))?;
     let mut info = List::from_names_and_values(
         [
             "pid", "dir", "objects", "bytes", "capacity", "free", "started", "version", "used",
@@ -92,7 +95,7 @@ fn resize_store_(
     let capacity = args::size(&capacity)?;
     let h = handle(&session)?;
     let opts = options(timeout, args::autostart(&automatic_server_start)?);
-    h.run(|s| s.set_capacity(capacity, &opts))
+    h.run(opts.autostart, |s| s.set_capacity(capacity, &opts))
         .map_err(h.fail(None))
 }
 
@@ -102,14 +105,15 @@ fn quit_server_(session: Robj, timeout: Robj, keep: Robj) -> Done<bool> {
     let opts = options(args::timeout(&timeout)?, false);
     let keep = args::flag(&keep, "keep", None)?;
     let h = handle(&session)?;
-    h.run(|s| s.quit(keep, false, &opts)).map_err(h.fail(None))
+    h.run(opts.autostart, |s| s.quit(keep, false, &opts))
+        .map_err(h.fail(None))
 }
 
 /// @noRd
 #[extendr]
 fn is_server_running_(session: Robj) -> Done<bool> {
     let h = handle(&session)?;
-    h.run(|s| s.is_running()).map_err(h.fail(None))
+    h.run(false, |s| s.is_running()).map_err(h.fail(None))
 }
 
 extendr_module! {

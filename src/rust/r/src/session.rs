@@ -43,19 +43,24 @@ impl Handle {
     /// call that finds it out makes a session of its own. R may also raise
     /// an error (a failed allocation) in the middle, which jumps over this
     /// frame: the session is then lost, and the next call reconnects.
-    pub fn run<T>(&self, f: impl FnOnce(&mut Session) -> Result<T, Error>) -> Result<T, Error> {
+    ///
+    /// A helper this call starts (only when `may_start`) gets the capacity
+    /// of options(yaplr.capacity = ) as it is now, before any request; an
+    /// option that is no size fails only such a call.
+    pub fn run<T>(
+        &self,
+        may_start: bool,
+        f: impl FnOnce(&mut Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut session = self.session.take().unwrap_or_else(|| self.new_session());
-        if !session.is_connected() {
-            // This call may start a helper: it gets the session's capacity
-            // before any request.
-            let capacity = self.spawn_capacity.borrow().clone();
-            match capacity {
-                Ok(bytes) => session.set_spawn_capacity(bytes),
-                Err(message) => {
-                    self.session.set(Some(session));
-                    return Err(Error::BadArgument(message));
-                }
+        let capacity = self.spawn_capacity.borrow().clone();
+        match capacity {
+            Ok(bytes) => session.set_spawn_capacity(bytes),
+            Err(message) if may_start && !session.is_connected() => {
+                self.session.set(Some(session));
+                return Err(Error::BadArgument(message));
             }
+            Err(_) => session.set_spawn_capacity(None),
         }
         // No panic may cross into R: it becomes a yaplr_error (and the
         // session, whose state is then unknown, is dropped: the next call

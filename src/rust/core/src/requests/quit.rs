@@ -23,7 +23,24 @@ impl Client {
     /// Ok(false) when no helper was running.
     pub fn quit(&mut self, keep: bool, opts: &CallOptions<'_>) -> Result<bool> {
         let no_start = opts.no_start();
-        match self.connect(&no_start) {
+        // A helper that holds the store but takes no connection (starting,
+        // or exiting with its socket still open) is waited for: until it
+        // answers, or lets the store go.
+        let reached = wait_until(
+            Until::new(
+                Instant::now() + opts.timeout,
+                opts,
+                format!(
+                    "the yaplr helper of \"{}\" to accept a connection",
+                    self.store().dir().display()
+                ),
+            ),
+            || match self.connect(&no_start) {
+                Err(Error::NoServer { .. }) if self.is_running()? => Ok(None),
+                r => Ok(Some(r)),
+            },
+        )?;
+        match reached {
             Err(Error::NoServer { .. }) => return Ok(false),
             // A helper we can not talk to (another version of yaplr):
             // stop it by signal and clean up after it.
