@@ -2,6 +2,8 @@
 //! `crate::` paths of its code (tests aside), a module that reaches it back.
 //! See the table at the top of src/lib.rs.
 
+#![allow(clippy::unwrap_used, reason = "a test: a failure is a panic")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
