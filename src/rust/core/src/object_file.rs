@@ -644,7 +644,9 @@ impl ObjectMap {
         Self::open_with(file, header, cow)
     }
 
-    fn open_with(file: &File, header: Header, cow: bool) -> Result<ObjectMap> {
+    /// Map an object file whose header was read already (copy-on-write
+    /// with `cow`), checking it is committed and whole.
+    pub(crate) fn open_with(file: &File, header: Header, cow: bool) -> Result<ObjectMap> {
         check_complete(file, &header)?;
         if header.payload_len == 0 {
             return Ok(ObjectMap { map: None, header });

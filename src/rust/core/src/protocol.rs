@@ -77,54 +77,37 @@ pub struct Meta {
 }
 
 // The formats keep their own copy of the metadata (their layout is
-// versioned with them); the conversions live here, above both.
-impl From<&Meta> for crate::journal::Meta {
-    fn from(m: &Meta) -> crate::journal::Meta {
-        crate::journal::Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
+// versioned with them; today field for field the same); the conversions
+// live here, above both.
+macro_rules! meta_conversions {
+    ($($format:ident),*) => {$(
+        impl From<&Meta> for crate::$format::Meta {
+            fn from(m: &Meta) -> Self {
+                crate::$format::Meta {
+                    class: m.class.clone(),
+                    rtype: m.rtype.clone(),
+                    length: m.length,
+                    dim: m.dim.clone(),
+                    description: m.description.clone(),
+                }
+            }
         }
-    }
+
+        impl From<&crate::$format::Meta> for Meta {
+            fn from(m: &crate::$format::Meta) -> Self {
+                Meta {
+                    class: m.class.clone(),
+                    rtype: m.rtype.clone(),
+                    length: m.length,
+                    dim: m.dim.clone(),
+                    description: m.description.clone(),
+                }
+            }
+        }
+    )*};
 }
 
-impl From<&crate::journal::Meta> for Meta {
-    fn from(m: &crate::journal::Meta) -> Meta {
-        Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
-        }
-    }
-}
-
-impl From<&Meta> for crate::dump::Meta {
-    fn from(m: &Meta) -> crate::dump::Meta {
-        crate::dump::Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
-        }
-    }
-}
-
-impl From<&crate::dump::Meta> for Meta {
-    fn from(m: &crate::dump::Meta) -> Meta {
-        Meta {
-            class: m.class.clone(),
-            rtype: m.rtype.clone(),
-            length: m.length,
-            dim: m.dim.clone(),
-            description: m.description.clone(),
-        }
-    }
-}
+meta_conversions!(journal, dump);
 
 impl Meta {
     /// Check what a sender may say about an object.

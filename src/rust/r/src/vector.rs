@@ -208,7 +208,7 @@ fn check_type(h: &VectorHeader, tag: &str) -> Result<(), Error> {
 }
 
 /// The R vector of a KIND_R_VECTOR object as a zero-copy view of its
-/// mapping (made with ObjectMap::open_for_view). The result is preserved;
+/// copy-on-write mapping (see Found::content). The result is preserved;
 /// the caller releases it.
 pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
     let payload = map.payload();

@@ -74,12 +74,13 @@ impl Found {
                 let header = object_file::read_header(&file).map_err(|e| damaged(e, &tag))?;
                 let view = !copy && zero_copy(header.kind, header.payload_len);
                 match header.kind {
-                    KIND_R_VECTOR if view => ObjectMap::open_for_view(&file)
+                    KIND_R_VECTOR if view => ObjectMap::open_with(&file, header, true)
                         .map(Content::VectorView)
                         .map_err(|e| damaged(e, &tag)),
                     KIND_R_VECTOR => Ok(Content::VectorFile(file, header)),
                     KIND_R_SERIALIZED => {
-                        let map = ObjectMap::open(&file).map_err(|e| damaged(e, &tag))?;
+                        let map = ObjectMap::open_with(&file, header, false)
+                            .map_err(|e| damaged(e, &tag))?;
                         crate::codec::verify(map.payload(), map.header.checksum, &tag)
                             .map_err(advise_resend)?;
                         Ok(Content::Serialized(Bytes::Mapped(map)))
