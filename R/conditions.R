@@ -18,10 +18,14 @@
 #' * `bad_argument`: another argument is invalid (such as a `timeout` that is
 #'   not a positive number) or missing.
 #' * `not_found`: no object is stored under the tag.
+#' * `conflict`: a conditional change found another state than it required:
+#'   `send_object(if_absent = TRUE)` found an object, or
+#'   `send_object(if_version = )` another version. Nothing was changed.
 #' * `no_space`: the store's filesystem has no room for the object. Nothing
 #'   was stored and the store keeps working.
 #' * `timeout`: the helper did not start or answer within `timeout` seconds
-#'   (see [yaplr-options]).
+#'   (see [yaplr-options]), or a wait ([wait_object()], [take_object()])
+#'   ran out.
 #' * `interrupted`: the user pressed Ctrl-C during a wait or a transfer. A
 #'   send stops without storing anything (the tag keeps any earlier value);
 #'   a retrieve returns nothing. Like R's own interrupts, this condition has

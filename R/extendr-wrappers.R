@@ -18,13 +18,18 @@ default_store_dir_ <- function() .Call(wrap__default_store_dir_)
 #' @noRd
 namespace_arg_ <- function(namespace) .Call(wrap__namespace_arg_, namespace)
 
+#' The version the value got.
 #' @noRd
-send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress)
+send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version)
 
-#' A list holding the object (a list, so that no stored value can be taken
-#' for a condition).
 #' @noRd
-retrieve_object_ <- function(session, tag, namespace, timeout, automatic_server_start, copy, progress) .Call(wrap__retrieve_object_, session, tag, namespace, timeout, automatic_server_start, copy, progress)
+retrieve_object_ <- function(session, tag, namespace, timeout, automatic_server_start, copy, progress, with_version) .Call(wrap__retrieve_object_, session, tag, namespace, timeout, automatic_server_start, copy, progress, with_version)
+
+#' @noRd
+wait_object_ <- function(session, tag, namespace, timeout, automatic_server_start, copy, progress, after_version, with_version) .Call(wrap__wait_object_, session, tag, namespace, timeout, automatic_server_start, copy, progress, after_version, with_version)
+
+#' @noRd
+take_object_ <- function(session, tag, namespace, timeout, automatic_server_start, copy, progress) .Call(wrap__take_object_, session, tag, namespace, timeout, automatic_server_start, copy, progress)
 
 #' @noRd
 remove_object_ <- function(session, tag, namespace, timeout, automatic_server_start) .Call(wrap__remove_object_, session, tag, namespace, timeout, automatic_server_start)

@@ -59,7 +59,7 @@ yaplr_store <- function(namespace = yaplr_namespace(), dir = store_dir()) {
 handle_get <- function(x, tag, call = caller_call()) {
   check_result(retrieve_object_(session_of(attr(x, "dir")), tag, attr(x, "namespace"),
                                 yaplr_timeout(), autostart_option(NULL), FALSE,
-                                progress_delay()), call)[[1L]]
+                                progress_delay(), FALSE), call)[[1L]]
 }
 
 handle_list <- function(x, call = caller_call()) {
@@ -99,7 +99,7 @@ store_value <- function(x, tag, value, call = caller_call()) {
     remove_object_(h, tag, ns, yaplr_timeout(), autostart_option(NULL))
   } else {
     send_object_(h, value, tag, ns, NULL, object_meta(value), yaplr_timeout(),
-                 autostart_option(NULL), progress_delay())
+                 autostart_option(NULL), progress_delay(), FALSE, NULL)
   }, call)
   x
 }

@@ -82,10 +82,25 @@
 #' @param description For `send_object()`: `NULL` (the default) or a single
 #'   string describing the object, shown by `list_objects()` and
 #'   `object_info()`.
+#' @param if_absent For `send_object()`: `TRUE` stores the object only if
+#'   no object is stored under `tag`; otherwise the call fails with a
+#'   condition of class `yaplr_conflict` and stores nothing. Default `FALSE`.
+#' @param if_version For `send_object()`: `NULL` (the default), or a version
+#'   (as returned by `send_object()` or given by `object_info()`): store the
+#'   object only if the value stored under `tag` has that version, else fail
+#'   with `yaplr_conflict` and store nothing. This is a compare-and-swap on
+#'   a whole object: read a value with `retrieve_object(with_version =
+#'   TRUE)`, compute a new one, and send it with `if_version` so that a
+#'   change made meanwhile by another session is never overwritten (retry
+#'   on `yaplr_conflict`). See also [wait_object()].
+#' @param with_version For `retrieve_object()`: `FALSE` (the default)
+#'   returns the object; `TRUE` returns `list(value = , version = )`, the
+#'   object and the version of the value read.
 #' @param copy For `retrieve_object()`: `FALSE` (the default) returns
 #'   plain vectors of 256 KiB or more as zero-copy views of shared memory
 #'   (see below); `TRUE` always returns an ordinary copy.
-#' @return `send_object()` and `remove_object()` return `NULL` invisibly;
+#' @return `send_object()` returns the version of the stored value
+#'   invisibly (see `if_version`); `remove_object()` returns `NULL` invisibly;
 #'   `retrieve_object()` the object; `does_object_exist()` `TRUE` or
 #'   `FALSE`; `list_objects()` a data frame with one row per object, row
 #'   names the tags (sorted), and columns `size` (bytes stored) and `ctime`
@@ -103,7 +118,8 @@
 #'
 #' Errors are classed conditions (see [yaplr-conditions]): a bad tag gives
 #' `yaplr_bad_tag`, a missing object `yaplr_not_found`, a full store
-#' `yaplr_no_space`, a helper that does not answer in time `yaplr_timeout`.
+#' `yaplr_no_space`, a helper that does not answer in time `yaplr_timeout`,
+#' a conditional send whose condition does not hold `yaplr_conflict`.
 #'
 #' @name objects
 #' @examples
@@ -124,12 +140,13 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         check_server_with_ping = TRUE,
                         force_unserialize_on_server = FALSE,
                         timeout = yaplr_timeout(),
-                        namespace = yaplr_namespace(), description = NULL) {
+                        namespace = yaplr_namespace(), description = NULL,
+                        if_absent = FALSE, if_version = NULL) {
   if (missing(obj)) abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
   if (missing(tag)) abort_missing_tag()
   invisible(check_result(send_object_(session(), obj, tag, namespace, description, object_meta(obj),
                                       timeout, autostart_option(automatic_server_start),
-                                      progress_delay())))
+                                      progress_delay(), if_absent, if_version)))
 }
 
 #' @rdname objects
@@ -137,11 +154,11 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
 retrieve_object <- function(tag, automatic_server_start = NULL,
                             check_server_with_ping = TRUE,
                             timeout = yaplr_timeout(), copy = FALSE,
-                            namespace = yaplr_namespace()) {
+                            namespace = yaplr_namespace(), with_version = FALSE) {
   if (missing(tag)) abort_missing_tag()
   check_result(retrieve_object_(session(), tag, namespace, timeout,
                                 autostart_option(automatic_server_start), copy,
-                                progress_delay()))[[1L]]
+                                progress_delay(), with_version))[[1L]]
 }
 
 #' @rdname objects

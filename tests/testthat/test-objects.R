@@ -97,8 +97,10 @@ test_that("any string is a tag and never a file name", {
 
 test_that("send_object and friends accept yaplr 0.1 arguments", {
   local_store()
-  expect_null(send_object(obj = 1:10, tag = "myobject", automatic_server_start = TRUE,
-                          check_server_with_ping = FALSE))
+  # It returns the version of the stored value, invisibly.
+  expect_invisible(v <- send_object(obj = 1:10, tag = "myobject", automatic_server_start = TRUE,
+                                    check_server_with_ping = FALSE))
+  expect_equal(v, object_info("myobject")$version)
   expect_identical(retrieve_object(tag = "myobject", check_server_with_ping = TRUE), 1:10)
   expect_true(does_object_exist(tag = "myobject", automatic_server_start = NULL))
   expect_null(remove_object(tag = "myobject", check_server_with_ping = FALSE))

@@ -10,6 +10,7 @@
 //! atomically. A failed publish is followed by `discard`.
 
 use crate::error::{Error, Result};
+pub use crate::protocol::Condition;
 use crate::protocol::{Entry, Meta, ServerInfo};
 use std::fs::File;
 
@@ -88,6 +89,8 @@ pub struct Staged {
     /// When the value was sent (nanoseconds since the epoch).
     pub ctime_ns: i64,
     pub meta: Meta,
+    /// When it may be stored (compare-and-swap).
+    pub condition: Condition,
     pub body: Body,
 }
 
@@ -147,8 +150,9 @@ pub trait Backend {
         ctime_ns: i64,
     ) -> Result<Box<dyn StageWriter>>;
 
-    /// Make one staged value the value of its key.
-    fn put(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<()>;
+    /// Make one staged value the value of its key, if its condition
+    /// holds (else `Error::Conflict`); returns the version it got.
+    fn put(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<u64>;
 
     /// Make several staged values visible at once: all or none.
     fn put_many(&mut self, items: Vec<Staged>, opts: &CallOptions<'_>) -> Result<()>;
@@ -169,6 +173,18 @@ pub trait Backend {
         opts: &CallOptions<'_>,
         f: &mut dyn FnMut(Found) -> Result<()>,
     ) -> Result<()>;
+
+    /// Wait up to the call's timeout for a value of `key` (with a version
+    /// above `after_version`, if given); with `take`, remove it in the
+    /// same atomic step, so that of several takers one gets each value.
+    /// Ran out: `Error::Timeout`.
+    fn wait(
+        &mut self,
+        key: &Key,
+        after_version: Option<u64>,
+        take: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<Found>;
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool>;
 

@@ -84,6 +84,15 @@ pub enum Error {
     NotFound { tag: String, namespace: String },
     /// An object exists where none may (loading a dump without overwrite).
     Exists { tag: String, namespace: String },
+    /// A conditional change found another state than it required: the
+    /// version `expected` (None: no object at all), where `found` is the
+    /// stored version (None: none is stored). Nothing was changed.
+    Conflict {
+        tag: String,
+        namespace: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
     /// The store's filesystem (or capacity) has no room for the object.
     NoSpace {
         message: String,
@@ -122,6 +131,7 @@ impl Error {
             Error::BadTag(_) => "bad_tag",
             Error::BadArgument(_) | Error::Exists { .. } => "bad_argument",
             Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
             Error::NoSpace { .. } => "no_space",
             Error::Timeout { .. } => "timeout",
             Error::Interrupted { .. } => "interrupted",
@@ -188,6 +198,26 @@ impl Error {
                     m.push_str(&format!(" in namespace \"{namespace}\""));
                 }
                 m
+            }
+            Error::Conflict {
+                tag,
+                namespace,
+                expected,
+                found,
+            } => {
+                let mut m = format!("\"{tag}\"");
+                if namespace != DEFAULT_NAMESPACE {
+                    m.push_str(&format!(" (namespace \"{namespace}\")"));
+                }
+                let wanted = match expected {
+                    None => "no object to be stored under the tag".to_string(),
+                    Some(v) => format!("version {v}"),
+                };
+                let is = match found {
+                    None => "none is stored".to_string(),
+                    Some(v) => format!("version {v} is stored"),
+                };
+                format!("{m} was not changed: the call required {wanted}, but {is}")
             }
             Error::Exists { tag, namespace } => format!(
                 "the store already holds \"{tag}\" (namespace \"{namespace}\"); nothing was loaded"

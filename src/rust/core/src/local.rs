@@ -87,15 +87,22 @@ impl Backend for Local {
         Ok(Box::new(w))
     }
 
-    fn put(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<()> {
+    fn put(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<u64> {
         let (ns, tag) = (item.key.namespace(), item.key.tag());
+        let cond = item.condition;
         match item.body {
-            Body::Inline(bytes) => {
-                self.client
-                    .put_inline_at(ns, tag, item.kind, bytes, item.meta, item.ctime_ns, opts)
-            }
+            Body::Inline(bytes) => self.client.put_inline_at(
+                ns,
+                tag,
+                item.kind,
+                bytes,
+                item.meta,
+                item.ctime_ns,
+                cond,
+                opts,
+            ),
             Body::Stored(id) => {
-                let r = self.client.publish(ns, tag, &id, item.meta, opts);
+                let r = self.client.publish(ns, tag, &id, item.meta, cond, opts);
                 if let Err(e) = &r {
                     self.client.discard_staged(e, std::slice::from_ref(&id));
                 }
@@ -151,6 +158,18 @@ impl Backend for Local {
         self.client
             .lookup_many(keys, opts, |found| f(Found::from(found)))
             .map(|_| ())
+    }
+
+    fn wait(
+        &mut self,
+        key: &Key,
+        after_version: Option<u64>,
+        take: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<Found> {
+        self.client
+            .wait_for(key.namespace(), key.tag(), after_version, take, opts)
+            .map(Found::from)
     }
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

@@ -6,7 +6,7 @@
 use crate::error::{Error, Hint};
 use bincode::{Decode, Encode};
 
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 /// Payloads up to this size travel inline in frames and live in the
 /// helper's journal instead of a file of their own.
 pub use crate::store::INLINE_MAX;
@@ -144,6 +144,38 @@ pub struct ServerInfo {
     pub version: String,
 }
 
+/// When a value may be stored: a compare-and-swap on a whole object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
+pub enum Condition {
+    /// Always, replacing any value.
+    #[default]
+    Always,
+    /// Only when no object is stored under the key.
+    Absent,
+    /// Only when the stored value has this version.
+    Version(u64),
+}
+
+impl Condition {
+    /// Whether a value may be stored where the stored version is `found`
+    /// (None: no object).
+    pub fn holds(self, found: Option<u64>) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::Absent => found.is_none(),
+            Condition::Version(v) => found == Some(v),
+        }
+    }
+
+    /// The version it requires (None: no object), for a conflict.
+    pub fn expected(self) -> Option<u64> {
+        match self {
+            Condition::Version(v) => Some(v),
+            Condition::Always | Condition::Absent => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Response {
     Hello {
@@ -195,6 +227,18 @@ pub enum Failure {
     /// The change's deadline passed, or a newer change of the same client
     /// was made first: it was not applied.
     Expired,
+    /// A conditional change found another version (see Error::Conflict).
+    Conflict {
+        namespace: String,
+        tag: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    /// A wait for an object ran out (see requests::wait).
+    WaitedOut {
+        waited_for: String,
+        seconds: f64,
+    },
     Store {
         message: String,
         hint: Option<Hint>,
@@ -230,6 +274,17 @@ impl From<Error> for Failure {
                 needed,
                 hint,
             },
+            Error::Conflict {
+                tag,
+                namespace,
+                expected,
+                found,
+            } => Failure::Conflict {
+                namespace,
+                tag,
+                expected,
+                found,
+            },
             Error::Timeout { .. } => Failure::Expired,
             Error::Store { message, hint } => Failure::Store { message, hint },
             Error::Version { pid, helper, ours } => Failure::Version { pid, helper, ours },
@@ -262,6 +317,24 @@ impl Failure {
                 hint,
             },
             Failure::Expired => expired(),
+            Failure::Conflict {
+                namespace,
+                tag,
+                expected,
+                found,
+            } => Error::Conflict {
+                tag,
+                namespace,
+                expected,
+                found,
+            },
+            Failure::WaitedOut {
+                waited_for,
+                seconds,
+            } => Error::Timeout {
+                waited_for,
+                seconds,
+            },
             Failure::Store { message, hint } => Error::Store { message, hint },
             Failure::Server(message) | Failure::Io(message) => Error::Server { message },
             Failure::Protocol(message) => Error::Protocol { message },
@@ -449,6 +522,7 @@ mod tests {
             tag: "\u{e9}t\u{e9}".into(),
             id: "0".repeat(32),
             meta: Meta::default(),
+            condition: Default::default(),
         }));
         round_trip(Request::Lookup(lookup::Lookup {
             namespace: "default".into(),
@@ -477,6 +551,7 @@ mod tests {
                 dim: vec![10, 3],
                 description: Some("d".into()),
             },
+            condition: Default::default(),
         }));
         round_trip(Response::FoundInline {
             entry: Entry {
@@ -551,6 +626,7 @@ mod tests {
             tag: "tag".into(),
             id: "0".repeat(32),
             meta: Meta::default(),
+            condition: Default::default(),
         }));
         for cut in 0..f.len() - 4 {
             assert!(decode::<Request>(&f[4..4 + cut]).is_err());

@@ -566,8 +566,15 @@ fn verify_checks_every_object_and_names_the_damaged() {
             .unwrap();
     w.write(&[3u8; 200_000]).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish("default", "big", &id, Meta::default(), &opts(false))
-        .unwrap();
+    c.publish(
+        "default",
+        "big",
+        &id,
+        Meta::default(),
+        Default::default(),
+        &opts(false),
+    )
+    .unwrap();
     let (code, out, err) = yaplrd(t.dir(), &["verify"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 object(s) checked"), "{out}");

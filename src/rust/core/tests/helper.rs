@@ -85,8 +85,15 @@ fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
         ObjectWriter::create(c.store(), D, tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish(D, tag, &id, Default::default(), &opts(OK_MS))
-        .unwrap();
+    c.publish(
+        D,
+        tag,
+        &id,
+        Default::default(),
+        Default::default(),
+        &opts(OK_MS),
+    )
+    .unwrap();
 }
 
 fn get(c: &mut Client, tag: &str) -> Vec<u8> {
@@ -409,13 +416,14 @@ fn namespaces_keep_same_tags_apart_and_survive_restarts() {
     let mut w = ObjectWriter::create(c.store(), "b", "big", KIND_R_SERIALIZED, 0).unwrap();
     w.write(&[5u8; 100_000]).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish("b", "big", &id, Default::default(), &o).unwrap();
+    c.publish("b", "big", &id, Default::default(), Default::default(), &o)
+        .unwrap();
     // A file published under another namespace than its header says is refused.
     let mut w = ObjectWriter::create(c.store(), "a", "y", KIND_R_SERIALIZED, 0).unwrap();
     w.write(b"z").unwrap();
     let (wrong, _) = w.commit().unwrap();
     assert!(matches!(
-        c.publish("b", "y", &wrong, Default::default(), &o),
+        c.publish("b", "y", &wrong, Default::default(), Default::default(), &o),
         Err(Error::Corrupt { .. })
     ));
     std::fs::remove_file(c.store().object_path(&wrong)).unwrap();
@@ -581,7 +589,7 @@ fn dumps_round_trip_between_stores_and_refuse_damage() {
     let mut w = ObjectWriter::create(ca.store(), "n2", "big", KIND_R_SERIALIZED, 0).unwrap();
     w.write(&[8u8; 300_000]).unwrap();
     let (id, _) = w.commit().unwrap();
-    ca.publish("n2", "big", &id, Default::default(), &o)
+    ca.publish("n2", "big", &id, Default::default(), Default::default(), &o)
         .unwrap();
     let entries = ca.list(None, &o).unwrap();
     let file = std::env::temp_dir().join(format!("yaplr-dump-{}.ydump", sys::getpid()));

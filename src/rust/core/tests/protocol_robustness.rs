@@ -278,6 +278,7 @@ fn publish_req(tag: &str, id: &str) -> Request {
         tag: tag.into(),
         id: id.into(),
         meta: Default::default(),
+        condition: Default::default(),
     })
 }
 
@@ -317,6 +318,7 @@ fn store_requests(tag: &str) -> Vec<Request> {
             ctime_ns: 1,
             bytes: b"inline".to_vec(),
             meta: Default::default(),
+            condition: Default::default(),
         }),
         lookup_req(tag),
         Request::Remove(remove::Remove {
@@ -349,6 +351,7 @@ fn largest_requests() -> Vec<Request> {
             dim: vec![u64::MAX; 8],
             description: Some("d".repeat(1024)),
         },
+        condition: Default::default(),
     }));
     v
 }
@@ -396,6 +399,7 @@ fn random_request(r: &mut Rng) -> Request {
             tag: r.string(),
             id: r.string(),
             meta: random_meta(r),
+            condition: Default::default(),
         }),
         2 => Request::PutInline(put_inline::PutInline {
             namespace: r.string(),
@@ -411,6 +415,7 @@ fn random_request(r: &mut Rng) -> Request {
                 r.bytes(n)
             },
             meta: random_meta(r),
+            condition: Default::default(),
         }),
         3 => Request::Lookup(lookup::Lookup {
             namespace: r.string(),
@@ -1119,8 +1124,15 @@ fn put(c: &mut Client, tag: &str, bytes: &[u8]) {
         ObjectWriter::create(c.store(), D, tag, KIND_R_SERIALIZED, bytes.len() as u64).unwrap();
     w.write(bytes).unwrap();
     let (id, _) = w.commit().unwrap();
-    c.publish(D, tag, &id, Default::default(), &opts(TIMEOUT_MS))
-        .unwrap();
+    c.publish(
+        D,
+        tag,
+        &id,
+        Default::default(),
+        Default::default(),
+        &opts(TIMEOUT_MS),
+    )
+    .unwrap();
 }
 
 fn put_inline(c: &mut Client, tag: &str, bytes: &[u8]) {
@@ -1946,6 +1958,7 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
             ctime_ns: 1,
             bytes: bytes.to_vec(),
             meta: Meta::default(),
+            condition: Default::default(),
         })));
         s.write_all(&frame).unwrap();
         read_answer(s)
@@ -1955,9 +1968,12 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
         Found::File(..) => panic!("an inline object"),
     };
     let mut s = greet(77);
-    assert_eq!(put(&mut s, 1, 0, b"first"), Some(Response::Ok));
-    // The same number again (a retry): answered, not applied.
-    assert_eq!(put(&mut s, 1, 0, b"retry"), Some(Response::Ok));
+    let Some(Response::Count(v1)) = put(&mut s, 1, 0, b"first") else {
+        panic!("expected the version of the stored value");
+    };
+    // The same number again (a retry): answered with the same version, not
+    // applied.
+    assert_eq!(put(&mut s, 1, 0, b"retry"), Some(Response::Count(v1)));
     assert_eq!(value(), b"first");
     // Across a crash of the helper: the journal knows the change was made.
     drop(s);
@@ -1969,11 +1985,17 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
     let mut c = h.client();
     c.ping(&opts(TIMEOUT_MS)).unwrap();
     let mut s = greet(77);
-    assert_eq!(put(&mut s, 1, 0, b"retry after crash"), Some(Response::Ok));
+    assert_eq!(
+        put(&mut s, 1, 0, b"retry after crash"),
+        Some(Response::Count(v1))
+    );
     assert_eq!(value(), b"first");
     // Another client's first change is its own.
     let mut other = greet(78);
-    assert_eq!(put(&mut other, 1, 0, b"other"), Some(Response::Ok));
+    assert!(matches!(
+        put(&mut other, 1, 0, b"other"),
+        Some(Response::Count(v)) if v > v1
+    ));
     assert_eq!(value(), b"other");
     // A deadline in the past: refused, nothing changed.
     let past = yaplr_core::protocol::monotonic_ns() - 1;
@@ -1984,6 +2006,9 @@ fn changes_apply_at_most_once_and_never_after_their_deadline() {
     assert_eq!(value(), b"other");
     // A deadline ahead: applied.
     let ahead = yaplr_core::protocol::monotonic_ns() + 10_000_000_000;
-    assert_eq!(put(&mut s, 3, ahead, b"in time"), Some(Response::Ok));
+    assert!(matches!(
+        put(&mut s, 3, ahead, b"in time"),
+        Some(Response::Count(_))
+    ));
     assert_eq!(value(), b"in time");
 }

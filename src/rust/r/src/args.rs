@@ -22,6 +22,7 @@ use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
+use yaplr_core::backend::Condition;
 use yaplr_core::key::{MAX_NAMESPACE_BYTES, MAX_TAG_BYTES};
 use yaplr_core::{CallOptions, Error, Key};
 
@@ -273,6 +274,47 @@ pub fn timeout(x: &Robj) -> Checked<Duration> {
              not {}.",
             describe(v)
         ))),
+    }
+}
+
+/// The largest version or counter value R's doubles hold exactly (2^53).
+pub const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// A version as argument `arg`: NULL (None) or a single whole number from
+/// 0 to 2^53 (as object_info() gives it).
+pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
+    if x.is_null() {
+        return Ok(None);
+    }
+    let v = Value::of(x);
+    let n = if v.is_numeric() && v.len() == 1 {
+        v.number()
+    } else {
+        None
+    };
+    match n {
+        Some(n) if (0.0..=MAX_EXACT).contains(&n) && n.fract() == 0.0 => {
+            Ok(Some(bytes_from_r(n)))
+        }
+        _ => Err(bad_argument(format!(
+            "`{arg}` must be NULL or a version as object_info() gives it (a single whole \
+             number), not {}.",
+            describe(v)
+        ))),
+    }
+}
+
+/// The condition of a conditional send: `if_absent` (TRUE or FALSE), then
+/// `if_version` (NULL or a version); not both.
+pub fn condition(if_absent: &Robj, if_version: &Robj) -> Checked<Condition> {
+    let absent = flag(if_absent, "if_absent", None)?;
+    match (absent, version(if_version, "if_version")?) {
+        (true, Some(_)) => Err(bad_argument(
+            "give `if_absent = TRUE` or `if_version`, not both.".into(),
+        )),
+        (true, None) => Ok(Condition::Absent),
+        (false, Some(v)) => Ok(Condition::Version(v)),
+        (false, None) => Ok(Condition::Always),
     }
 }
 

@@ -138,6 +138,7 @@ fn parse_meta(l: &Robj, description: Option<String>) -> Meta {
     }
 }
 
+/// The version the value got.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -151,23 +152,88 @@ fn send_object_(
     timeout: Robj,
     automatic_server_start: Robj,
     progress: f64,
-) -> Done<()> {
+    if_absent: Robj,
+    if_version: Robj,
+) -> Done<f64> {
     let key = args::key(&tag, &namespace)?;
     let meta = parse_meta(&meta, args::description(&description)?);
     let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let condition = args::condition(&if_absent, &if_version)?;
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), progress::delay(progress));
     let mut source = RObject::new(&obj);
-    h.run(opts.autostart, |s| {
-        s.put(&key, &mut source, meta, &opts, &mut transfer)
-    })
-    .map_err(h.fail(Some(key.tag())))
+    let version = h
+        .run(opts.autostart, |s| {
+            s.put_if(&key, &mut source, meta, condition, &opts, &mut transfer)
+        })
+        .map_err(h.fail(Some(key.tag())))?;
+    Ok(version as f64)
 }
 
-/// A list holding the object (a list, so that no stored value can be taken
-/// for a condition).
+/// How a looked-up object is read.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Get,
+    Wait { after_version: Option<u64> },
+    Take,
+}
+
+/// Look up (or wait for, or take) one object and decode it: a list holding
+/// the object (a list, so that no stored value can be taken for a
+/// condition), or with `with_version` a list(value = , version = ).
+#[allow(clippy::too_many_arguments)]
+fn read_one(
+    session: &Robj,
+    tag: &Robj,
+    namespace: &Robj,
+    timeout: &Robj,
+    automatic_server_start: &Robj,
+    copy: &Robj,
+    progress: f64,
+    with_version: &Robj,
+    how: impl FnOnce() -> Done<Lookup>,
+) -> Done<List> {
+    let key = args::key(tag, namespace)?;
+    let opts = args::call_options(timeout, automatic_server_start)?;
+    let copy = args::flag(copy, "copy", None)?;
+    let with_version = args::flag(with_version, "with_version", None)?;
+    let how = how()?;
+    let h = handle(session)?;
+    let tag = key.tag();
+    let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
+    let (value, version) = h
+        .run(opts.autostart, |s| {
+            let found = match how {
+                Lookup::Get => s.get(&key, &opts),
+                Lookup::Wait { after_version } => s.wait(&key, after_version, &opts),
+                Lookup::Take => s.take(&key, &opts),
+            }
+            .map_err(|e| session::damaged(e, tag))?;
+            let total = match &found.payload {
+                Payload::File(_) => Some(found.entry.size),
+                Payload::Bytes(_) => None,
+            };
+            let version = found.entry.version;
+            let mut meter = Meter::new(&mut transfer, total);
+            decode_found(found, copy, &mut meter).map(|v| (v, version))
+        })
+        .map_err(h.fail(Some(tag)))?;
+    // SAFETY: preserved when made; the list protects it before its
+    // preservation is released.
+    let robj = unsafe { Robj::from_sexp(value) };
+    let out = if with_version {
+        List::from_names_and_values(["value", "version"], [robj, Robj::from(version as f64)])
+            .map(|l| List::from_values([l]))
+    } else {
+        Ok(List::from_values([robj]))
+    };
+    release_all(vec![value]);
+    Ok(out?)
+}
+
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn retrieve_object_(
     session: Robj,
     tag: Robj,
@@ -176,25 +242,74 @@ fn retrieve_object_(
     automatic_server_start: Robj,
     copy: Robj,
     progress: f64,
+    with_version: Robj,
 ) -> Done<List> {
-    let key = args::key(&tag, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
-    let copy = args::flag(&copy, "copy", None)?;
-    let h = handle(&session)?;
-    let tag = key.tag();
-    let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
-    let value = h
-        .run(opts.autostart, |s| {
-            let found = s.get(&key, &opts).map_err(|e| session::damaged(e, tag))?;
-            let total = match &found.payload {
-                Payload::File(_) => Some(found.entry.size),
-                Payload::Bytes(_) => None,
-            };
-            let mut meter = Meter::new(&mut transfer, total);
-            decode_found(found, copy, &mut meter)
-        })
-        .map_err(h.fail(Some(tag)))?;
-    list_of(vec![value], None)
+    read_one(
+        &session,
+        &tag,
+        &namespace,
+        &timeout,
+        &automatic_server_start,
+        &copy,
+        progress,
+        &with_version,
+        || Ok(Lookup::Get),
+    )
+}
+
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn wait_object_(
+    session: Robj,
+    tag: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+    copy: Robj,
+    progress: f64,
+    after_version: Robj,
+    with_version: Robj,
+) -> Done<List> {
+    read_one(
+        &session,
+        &tag,
+        &namespace,
+        &timeout,
+        &automatic_server_start,
+        &copy,
+        progress,
+        &with_version,
+        || {
+            Ok(Lookup::Wait {
+                after_version: args::version(&after_version, "after_version")?,
+            })
+        },
+    )
+}
+
+/// @noRd
+#[extendr]
+fn take_object_(
+    session: Robj,
+    tag: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+    copy: Robj,
+    progress: f64,
+) -> Done<List> {
+    read_one(
+        &session,
+        &tag,
+        &namespace,
+        &timeout,
+        &automatic_server_start,
+        &copy,
+        progress,
+        &Robj::from(false),
+        || Ok(Lookup::Take),
+    )
 }
 
 /// @noRd
@@ -561,6 +676,8 @@ extendr_module! {
     mod objects;
     fn send_object_;
     fn retrieve_object_;
+    fn wait_object_;
+    fn take_object_;
     fn remove_object_;
     fn does_object_exist_;
     fn list_objects_;

@@ -8,11 +8,12 @@ pub(crate) mod recovery;
 use crate::sys::log;
 use crate::error::{Error, Hint, Result};
 use crate::journal::{self, Journal, Record};
-use crate::protocol::{self, Entry, Meta};
+use crate::protocol::{self, Condition, Entry, Meta};
 use crate::store::Store;
 use crate::sys;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How many superseded object ids a helper remembers (see
 /// Catalog::retired).
@@ -21,13 +22,46 @@ const RETIRED_KEPT: usize = 4096;
 /// Catalog key: (namespace, tag).
 pub(crate) type Key = (String, String);
 
-/// The catalog as the helper's threads share it.
-pub(crate) type Shared = Arc<Mutex<Catalog>>;
+/// The catalog as the helper's threads share it, with the condition that
+/// wakes requests waiting for an object (see `requests::wait`) after every
+/// change.
+pub(crate) struct Hub {
+    catalog: Mutex<Catalog>,
+    changed: Condvar,
+}
+
+pub(crate) type Shared = Arc<Hub>;
+
+impl Hub {
+    pub(crate) fn new(catalog: Catalog) -> Shared {
+        Arc::new(Hub {
+            catalog: Mutex::new(catalog),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Wake every request waiting for a change.
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Release the catalog until `notify` or `timeout`, then take it back.
+    pub(crate) fn wait<'a>(
+        &'a self,
+        st: MutexGuard<'a, Catalog>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Catalog> {
+        match self.changed.wait_timeout(st, timeout) {
+            Ok((st, _)) => st,
+            Err(p) => p.into_inner().0,
+        }
+    }
+}
 
 /// Lock the catalog. A panicking connection thread must not take the whole
 /// helper down: a poisoned lock is taken over.
 pub(crate) fn lock_state(shared: &Shared) -> MutexGuard<'_, Catalog> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
+    shared.catalog.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +392,80 @@ impl Catalog {
                     }
                     self.retired.push_back(id.clone());
                 }
+            }
+        }
+    }
+
+    /// Refuse a conditional change of `key` whose condition does not hold.
+    pub(crate) fn check_condition(&self, key: &Key, cond: Condition) -> Result<()> {
+        let found = self.objects.get(key).map(|o| o.seq);
+        if cond.holds(found) {
+            return Ok(());
+        }
+        Err(Error::Conflict {
+            tag: key.1.clone(),
+            namespace: key.0.clone(),
+            expected: cond.expected(),
+            found,
+        })
+    }
+
+    /// Take the object of `key` out of the catalog for a taker (see
+    /// requests::wait): journaled like a remove, but its file stays until
+    /// `handed_over` says whether the taker got it. Refused past
+    /// `deadline_ns` (monotonic, 0: none).
+    pub(crate) fn take(&mut self, key: &Key, deadline_ns: u64) -> Result<Obj> {
+        if deadline_ns != 0 && protocol::monotonic_ns() > deadline_ns {
+            return Err(Error::Timeout {
+                waited_for: "the helper, which found the object too late".into(),
+                seconds: 0.0,
+            });
+        }
+        if !self.objects.contains_key(key) {
+            return Err(Error::NotFound {
+                tag: key.1.clone(),
+                namespace: key.0.clone(),
+            });
+        }
+        let rec = Record::Remove {
+            namespace: key.0.clone(),
+            tag: key.1.clone(),
+        };
+        self.journal.append(&rec, &[])?;
+        let obj = self.objects.remove(key).ok_or(Error::Closed)?;
+        self.used = self.used.saturating_sub(obj.size);
+        if obj.file_id().is_none() {
+            self.inline_bytes = self.inline_bytes.saturating_sub(obj.size);
+        }
+        Ok(obj)
+    }
+
+    /// After a `take`: a value its taker got loses its file; one that
+    /// could not be handed over (the taker went away) is put back, unless
+    /// the key has a new value by now.
+    pub(crate) fn handed_over(&mut self, key: Key, obj: Obj, delivered: bool, inline: &[u8]) {
+        let unlink = |st: &mut Catalog, id: &str| {
+            let _ = std::fs::remove_file(st.store.object_path(id));
+            if st.retired.len() == RETIRED_KEPT {
+                st.retired.pop_front();
+            }
+            st.retired.push_back(id.to_string());
+        };
+        if delivered || self.objects.contains_key(&key) {
+            if let Data::File(id) = &obj.data {
+                unlink(self, id);
+            }
+            return;
+        }
+        let (rec, _) = obj.record(&key);
+        let payloads: Vec<&[u8]> = match obj.data {
+            Data::Inline { .. } => vec![inline],
+            Data::File(_) => Vec::new(),
+        };
+        if let Err(e) = self.commit(None, rec, &payloads, 0) {
+            log(&format!("could not put back \"{}\" after a failed take: {e}", key.1));
+            if let Data::File(id) = &obj.data {
+                unlink(self, id);
             }
         }
     }

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::journal::Record;
 use crate::protocol::Response;
 use crate::catalog::answer::{failed, not_found, Reply};
-use crate::catalog::{Catalog, Data, Origin};
+use crate::catalog::{Catalog, Data, Key, Obj, Origin};
 use crate::sys::log;
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
@@ -23,45 +23,57 @@ impl Handle for Lookup {
     const CHANGE: bool = false;
 
     fn handle(self, st: &mut Catalog, _: Origin) -> Reply {
-        let key = (self.namespace, self.tag);
-        let Some(obj) = st.objects.get(&key) else {
-            return not_found(&key.0, &key.1).into();
-        };
-        let id = match &obj.data {
-            Data::Inline { at, .. } => {
-                return match st.journal.read(*at, obj.size) {
-                    Ok(bytes) => Response::FoundInline {
-                        entry: obj.entry(&key),
-                        bytes,
-                    },
-                    Err(e) => failed(e),
-                }
-                .into();
-            }
-            Data::File(id) => id.clone(),
-        };
+        found(st, (self.namespace, self.tag))
+    }
+}
+
+/// The answer that hands over the object of `key`: its entry with its
+/// open object file, or with its inline payload.
+pub(super) fn found(st: &mut Catalog, key: Key) -> Reply {
+    let Some(obj) = st.objects.get(&key) else {
+        return not_found(&key.0, &key.1).into();
+    };
+    match answer_for(st, &key, obj) {
+        Ok((reply, _)) => reply,
+        // Out of descriptors, an I/O error...: the object is still there;
+        // only a file that is gone drops its tag.
+        Err(e) if !e.is_not_found() => {
+            log(&format!(
+                "could not open the object file of \"{}\": {e}",
+                key.1
+            ));
+            failed(e).into()
+        }
+        Err(e) => {
+            log(&format!("object file of \"{}\" is gone: {e}", key.1));
+            let (namespace, tag) = key;
+            let resp = not_found(&namespace, &tag);
+            let _ = st.commit(None, Record::Remove { namespace, tag }, &[], 0);
+            resp.into()
+        }
+    }
+}
+
+/// The answer that hands over `obj` (of `key`, in the catalog or just
+/// taken out of it), with its inline payload (empty for a file).
+pub(super) fn answer_for(st: &Catalog, key: &Key, obj: &Obj) -> Result<(Reply, Vec<u8>)> {
+    match &obj.data {
+        Data::Inline { at, .. } => {
+            let bytes = st.journal.read(*at, obj.size)?;
+            let reply = Response::FoundInline {
+                entry: obj.entry(key),
+                bytes: bytes.clone(),
+            };
+            Ok((reply.into(), bytes))
+        }
         // Opened under the catalog lock: no overwrite can unlink it first.
-        match st.store.open_object(&id) {
-            Ok(f) => Reply {
-                response: Response::Found(obj.entry(&key)),
+        Data::File(id) => {
+            let f = st.store.open_object(id)?;
+            let reply = Reply {
+                response: Response::Found(obj.entry(key)),
                 files: vec![f],
-            },
-            // Out of descriptors, an I/O error...: the object is still
-            // there; only a file that is gone drops its tag.
-            Err(e) if !e.is_not_found() => {
-                log(&format!(
-                    "could not open the object file of \"{}\": {e}",
-                    key.1
-                ));
-                failed(e).into()
-            }
-            Err(e) => {
-                log(&format!("object file of \"{}\" is gone: {e}", key.1));
-                let (namespace, tag) = key;
-                let resp = not_found(&namespace, &tag);
-                let _ = st.commit(None, Record::Remove { namespace, tag }, &[], 0);
-                resp.into()
-            }
+            };
+            Ok((reply, Vec::new()))
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod quit;
 pub mod remove;
 pub mod remove_namespace;
 pub mod set_capacity;
+pub mod wait;
 
 use crate::error::Result;
 use crate::client::{CallOptions, Client};
@@ -73,6 +74,9 @@ pub(crate) enum ConnectionMessage {
     /// Numbers the next request.
     Call(Call),
     Quit(quit::Quit),
+    /// Parks until an object is there (see `wait`): served with the
+    /// connection at hand.
+    Wait(wait::Wait),
 }
 
 /// Where `Request::dispatch` sends a request.
@@ -120,7 +124,12 @@ fn run<H: Handle>(req: H, shared: &Shared, origin: Origin) -> Reply {
             None => {}
         }
     }
-    req.handle(&mut st, origin)
+    let reply = req.handle(&mut st, origin);
+    drop(st);
+    if H::CHANGE {
+        shared.notify();
+    }
+    reply
 }
 
 /// Check a key as every request that stores under it does.
@@ -198,6 +207,7 @@ registry! {
     LookupMany(lookup_many::LookupMany) => catalog,
     SetCapacity(set_capacity::SetCapacity) => catalog,
     Quit(quit::Quit) => connection,
+    Wait(wait::Wait) => connection,
 }
 
 #[cfg(test)]

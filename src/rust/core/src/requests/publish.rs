@@ -5,7 +5,7 @@ use crate::client::{CallOptions, Client};
 use crate::error::{Error, Result};
 use crate::journal::{self, Record};
 use crate::object_file::{self, Header, STATE_COMMITTED};
-use crate::protocol::{Meta, Response};
+use crate::protocol::{Condition, Meta, Response};
 use crate::catalog::answer::{error_response, failed, Reply};
 use crate::catalog::{Catalog, Origin};
 use crate::store;
@@ -19,10 +19,15 @@ pub struct Publish {
     pub tag: String,
     pub id: String,
     pub meta: Meta,
+    pub condition: Condition,
 }
 
 impl Handle for Publish {
     const CHANGE: bool = true;
+
+    fn repeated(version: u64) -> Response {
+        Response::Count(version)
+    }
 
     fn handle(self, st: &mut Catalog, origin: Origin) -> Reply {
         let Publish {
@@ -30,6 +35,7 @@ impl Handle for Publish {
             tag,
             id,
             meta,
+            condition,
         } = self;
         if !store::is_valid_id(&id) {
             return error_response(Error::Protocol {
@@ -47,8 +53,9 @@ impl Handle for Publish {
         {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return error_response(Error::corrupt(e.to_string())).into(),
-            // Published (or adopted after journal damage), then replaced.
-            Err(_) if st.is_retired(&id) => return Response::Ok.into(),
+            // Published (or adopted after journal damage), then replaced:
+            // its version is no longer known.
+            Err(_) if st.is_retired(&id) => return Response::Count(0).into(),
             Err(e) => {
                 return error_response(Error::Server {
                     message: format!(
@@ -65,13 +72,20 @@ impl Handle for Publish {
             .into();
         }
         let key = (namespace, tag);
-        if st.objects.get(&key).and_then(|o| o.file_id()) == Some(id.as_str()) {
+        if let Some(o) = st.objects.get(&key).filter(|o| o.file_id() == Some(id.as_str())) {
             // A retry of a publish that already took effect.
-            return Response::Ok.into();
+            return Response::Count(o.seq).into();
         }
-        if let Err(e) = st.check_capacity(&key, header.payload_len) {
+        let checked = st
+            .check_condition(&key, condition)
+            .and_then(|_| st.check_capacity(&key, header.payload_len));
+        if let Err(e) = checked {
+            // Refused for good: its writer leaves the file to the helper
+            // only when the answer is lost.
+            st.drop_unlinked(&[id]);
             return failed(e).into();
         }
+        let version = st.next_seq();
         let (namespace, tag) = key;
         let rec = Record::Link {
             namespace,
@@ -81,10 +95,10 @@ impl Handle for Publish {
             kind: header.kind,
             size: header.payload_len,
             meta: journal::Meta::from(&meta),
-            seq: st.next_seq(),
+            seq: version,
         };
-        match st.commit(Some(origin), rec, &[], 0) {
-            Ok(()) => Response::Ok.into(),
+        match st.commit(Some(origin), rec, &[], version) {
+            Ok(()) => Response::Count(version).into(),
             Err(e) => {
                 // Refused for good (its deadline passed): the file will never
                 // be published, and its writer has given up on it.
@@ -98,27 +112,35 @@ impl Handle for Publish {
 }
 
 impl Ask for Publish {
-    type Answer = ();
+    /// The version of the stored value.
+    type Answer = u64;
 
-    fn answer(_: Response, _: Vec<OwnedFd>) -> std::result::Result<(), Response> {
-        Ok(())
+    fn answer(resp: Response, _: Vec<OwnedFd>) -> std::result::Result<u64, Response> {
+        match resp {
+            Response::Count(v) => Ok(v),
+            other => Err(other),
+        }
     }
 }
 
 impl Client {
+    /// Publish a committed object file; returns the version it got.
+    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &mut self,
         ns: &str,
         tag: &str,
         id: &str,
         meta: Meta,
+        condition: Condition,
         opts: &CallOptions<'_>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let req = Publish {
             namespace: ns.into(),
             tag: tag.into(),
             id: id.into(),
             meta,
+            condition,
         };
         self.ask(req, opts)
     }

@@ -5,7 +5,7 @@ use super::{check_item, Ask, Handle};
 use crate::client::{CallOptions, Client};
 use crate::error::{Error, Hint, Result};
 use crate::journal::{self, Record};
-use crate::protocol::{Meta, Response, INLINE_MAX};
+use crate::protocol::{Condition, Meta, Response, INLINE_MAX};
 use crate::catalog::answer::{error_response, failed, Reply};
 use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
@@ -20,10 +20,15 @@ pub struct PutInline {
     pub ctime_ns: i64,
     pub bytes: Vec<u8>,
     pub meta: Meta,
+    pub condition: Condition,
 }
 
 impl Handle for PutInline {
     const CHANGE: bool = true;
+
+    fn repeated(version: u64) -> Response {
+        Response::Count(version)
+    }
 
     fn handle(self, st: &mut Catalog, origin: Origin) -> Reply {
         let PutInline {
@@ -33,6 +38,7 @@ impl Handle for PutInline {
             ctime_ns,
             bytes,
             meta,
+            condition,
         } = self;
         if let Err(e) = check_item(&namespace, &tag, &meta) {
             return failed(e).into();
@@ -44,9 +50,13 @@ impl Handle for PutInline {
             .into();
         }
         let key = (namespace, tag);
-        if let Err(e) = st.check_capacity(&key, bytes.len() as u64) {
+        let checked = st
+            .check_condition(&key, condition)
+            .and_then(|_| st.check_capacity(&key, bytes.len() as u64));
+        if let Err(e) = checked {
             return failed(e).into();
         }
+        let version = st.next_seq();
         let (namespace, tag) = key;
         let rec = Record::Put {
             namespace,
@@ -56,10 +66,10 @@ impl Handle for PutInline {
             len: bytes.len() as u64,
             sum: crate::codec::checksum(&bytes),
             meta: journal::Meta::from(&meta),
-            seq: st.next_seq(),
+            seq: version,
         };
-        match st.commit(Some(origin), rec, &[&bytes], 0) {
-            Ok(()) => Response::Ok.into(),
+        match st.commit(Some(origin), rec, &[&bytes], version) {
+            Ok(()) => Response::Count(version).into(),
             Err(Error::NoSpace { .. }) => {
                 let msg = format!(
                     "not enough space in the store \"{}\" for object \"{tag}\"",
@@ -78,10 +88,14 @@ impl Handle for PutInline {
 }
 
 impl Ask for PutInline {
-    type Answer = ();
+    /// The version of the stored value.
+    type Answer = u64;
 
-    fn answer(_: Response, _: Vec<OwnedFd>) -> std::result::Result<(), Response> {
-        Ok(())
+    fn answer(resp: Response, _: Vec<OwnedFd>) -> std::result::Result<u64, Response> {
+        match resp {
+            Response::Count(v) => Ok(v),
+            other => Err(other),
+        }
     }
 }
 
@@ -96,11 +110,13 @@ impl Client {
         bytes: Vec<u8>,
         meta: Meta,
         opts: &CallOptions<'_>,
-    ) -> Result<()> {
-        self.put_inline_at(ns, tag, kind, bytes, meta, crate::codec::now_ns(), opts)
+    ) -> Result<u64> {
+        let now = crate::codec::now_ns();
+        self.put_inline_at(ns, tag, kind, bytes, meta, now, Condition::Always, opts)
     }
 
-    /// put_inline with a given send time (restoring a dump).
+    /// put_inline with a given send time (restoring a dump) and
+    /// condition; returns the version the value got.
     #[allow(clippy::too_many_arguments)]
     pub fn put_inline_at(
         &mut self,
@@ -110,8 +126,9 @@ impl Client {
         bytes: Vec<u8>,
         meta: Meta,
         ctime_ns: i64,
+        condition: Condition,
         opts: &CallOptions<'_>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let req = PutInline {
             namespace: ns.into(),
             tag: tag.into(),
@@ -119,6 +136,7 @@ impl Client {
             ctime_ns,
             bytes,
             meta,
+            condition,
         };
         self.ask(req, opts)
     }

@@ -1,5 +1,6 @@
-//! The typed messages encode exactly as the struct variants of protocol
-//! version 10 did: the wire format did not change.
+//! The typed messages encode exactly as the struct variants of the
+//! protocol did before them (version 10, with the conditions of Publish and
+//! PutInline added in version 11).
 
 use super::*;
 use super::put_many::PutItem;
@@ -22,6 +23,7 @@ enum Old {
         tag: String,
         id: String,
         meta: Meta,
+        condition: protocol::Condition,
     },
     PutInline {
         namespace: String,
@@ -30,6 +32,7 @@ enum Old {
         ctime_ns: i64,
         bytes: Vec<u8>,
         meta: Meta,
+        condition: protocol::Condition,
     },
     Lookup {
         namespace: String,
@@ -123,12 +126,14 @@ fn pairs() -> Vec<(Old, Request)> {
                 tag: tag(),
                 id: "f".repeat(32),
                 meta: meta(),
+                condition: protocol::Condition::Always,
             },
             Request::Publish(publish::Publish {
                 namespace: ns(),
                 tag: tag(),
                 id: "f".repeat(32),
                 meta: meta(),
+                condition: Default::default(),
             }),
         ),
         (
@@ -139,6 +144,7 @@ fn pairs() -> Vec<(Old, Request)> {
                 ctime_ns: i64::MIN,
                 bytes: vec![0, 255, 7],
                 meta: Meta::default(),
+                condition: protocol::Condition::Always,
             },
             Request::PutInline(put_inline::PutInline {
                 namespace: ns(),
@@ -147,6 +153,7 @@ fn pairs() -> Vec<(Old, Request)> {
                 ctime_ns: i64::MIN,
                 bytes: vec![0, 255, 7],
                 meta: Meta::default(),
+                condition: Default::default(),
             }),
         ),
         (

@@ -96,6 +96,14 @@ fn handle(stream: UnixStream, shared: &Shared) {
                 continue;
             }
             Dispatched::Connection(ConnectionMessage::Hello(_)) => Reply::from(hello()),
+            Dispatched::Connection(ConnectionMessage::Wait(w)) => {
+                let take = w.take;
+                crate::requests::wait::serve(w, shared, &conn, |r| send(&conn, r).is_ok());
+                if take {
+                    lock_state(shared).maybe_compact();
+                }
+                continue;
+            }
             Dispatched::Connection(ConnectionMessage::Quit(Quit { keep })) => super::exit(
                 lock_state(shared),
                 Exit::Quit {

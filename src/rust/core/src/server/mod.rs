@@ -20,11 +20,11 @@ use crate::lock::FileLock;
 use crate::protocol::Response;
 use crate::store::Store;
 use crate::sys;
-use crate::catalog::{lock_state, recovery, Catalog, Shared};
+use crate::catalog::{lock_state, recovery, Catalog, Hub, Shared};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 /// How often the helper looks for files left by dead writers.
@@ -55,7 +55,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
     ));
     let (listener, sock_ino) = bind(&store)?;
     ready();
-    let shared: Shared = Arc::new(Mutex::new(st));
+    let shared: Shared = Hub::new(st);
     start_sweeper(shared.clone(), sock_ino)?;
     connection::accept(&listener, &shared);
     drop(lock);

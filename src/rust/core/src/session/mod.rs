@@ -14,7 +14,7 @@ pub use stage::{PutRequest, Source};
 pub use transfer::SaveSelection;
 pub use verify::Checked;
 
-use crate::backend::{Backend, CallOptions, Found, Key, Started};
+use crate::backend::{Backend, CallOptions, Condition, Found, Key, Started};
 use crate::error::Result;
 use crate::local::Local;
 use crate::progress::{Meter, Progress};
@@ -53,12 +53,29 @@ impl Session {
         opts: &CallOptions<'_>,
         progress: &mut dyn Progress,
     ) -> Result<()> {
+        self.put_if(key, source, meta, Condition::Always, opts, progress)
+            .map(|_| ())
+    }
+
+    /// `put` when `condition` holds at the moment the value would be
+    /// stored (else `Error::Conflict`, and nothing is stored); returns the
+    /// version the value got.
+    pub fn put_if(
+        &mut self,
+        key: &Key,
+        source: &mut dyn Source,
+        meta: Meta,
+        condition: Condition,
+        opts: &CallOptions<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
         // No point writing for a server that can not be reached.
         self.backend.connect(opts)?;
         meta.check()?;
         let mut meter = Meter::new(progress, source.metered_len());
-        let staged = stage::stage(&mut *self.backend, key, source, meta, true, &mut meter)?;
+        let mut staged = stage::stage(&mut *self.backend, key, source, meta, true, &mut meter)?;
         drop(meter);
+        staged.condition = condition;
         self.backend.put(staged, opts)
     }
 
@@ -92,6 +109,25 @@ impl Session {
         mut f: impl FnMut(Found) -> Result<()>,
     ) -> Result<()> {
         self.backend.get_many(keys, opts, &mut f)
+    }
+
+    /// Wait up to the call's timeout for a value of `key`, or for one newer
+    /// than `after_version` (EMS's readFF); `Error::Timeout` when none
+    /// comes. Blocks in the server, without polling.
+    pub fn wait(
+        &mut self,
+        key: &Key,
+        after_version: Option<u64>,
+        opts: &CallOptions<'_>,
+    ) -> Result<Found> {
+        self.backend.wait(key, after_version, false, opts)
+    }
+
+    /// Wait like `wait`, then remove the value in the same atomic step:
+    /// of several takers exactly one gets each value (EMS's readFE, a
+    /// one-slot mailbox).
+    pub fn take(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Found> {
+        self.backend.wait(key, None, true, opts)
     }
 
     pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

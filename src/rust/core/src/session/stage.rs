@@ -3,7 +3,7 @@
 //! request) and moves into the backend as soon as it outgrows the inline
 //! limit: one pass over the value either way.
 
-use crate::backend::{Backend, Body, Key, PayloadSink, StageWriter, Staged};
+use crate::backend::{Backend, Body, Condition, Key, PayloadSink, StageWriter, Staged};
 use crate::error::{Error, Result};
 use crate::progress::Meter;
 use crate::protocol::Meta;
@@ -121,6 +121,7 @@ pub(super) fn stage(
         kind,
         ctime_ns,
         meta,
+        condition: Condition::Always,
         body,
     })
 }

@@ -46,8 +46,17 @@ impl StageWriter for MemoryWriter {
 }
 
 impl MemoryBackend {
-    fn publish(&self, s: Staged) -> crate::Result<()> {
+    fn publish(&self, s: Staged) -> crate::Result<u64> {
         let mut m = self.0.borrow_mut();
+        let found = m.objects.get(&s.key).map(|(e, _)| e.version);
+        if !s.condition.holds(found) {
+            return Err(Error::Conflict {
+                tag: s.key.tag().into(),
+                namespace: s.key.namespace().into(),
+                expected: s.condition.expected(),
+                found,
+            });
+        }
         let (bytes, inline) = match s.body {
             Body::Inline(b) => (b, true),
             Body::Stored(id) => (
@@ -70,7 +79,7 @@ impl MemoryBackend {
             checksum: crate::codec::checksum(&bytes),
         };
         m.objects.insert(s.key, (entry, bytes));
-        Ok(())
+        Ok(m.version)
     }
 }
 
@@ -104,11 +113,13 @@ impl Backend for MemoryBackend {
             bytes: Vec::new(),
         }))
     }
-    fn put(&mut self, item: Staged, _opts: &CallOptions<'_>) -> crate::Result<()> {
+    fn put(&mut self, item: Staged, _opts: &CallOptions<'_>) -> crate::Result<u64> {
         self.publish(item)
     }
     fn put_many(&mut self, items: Vec<Staged>, _opts: &CallOptions<'_>) -> crate::Result<()> {
-        items.into_iter().try_for_each(|s| self.publish(s))
+        items
+            .into_iter()
+            .try_for_each(|s| self.publish(s).map(|_| ()))
     }
     fn discard(&mut self, ids: &[String], _failed: Option<&Error>) {
         let mut m = self.0.borrow_mut();
@@ -116,6 +127,26 @@ impl Backend for MemoryBackend {
             m.staged.remove(id);
             m.discarded.push(id.clone());
         }
+    }
+    fn wait(
+        &mut self,
+        key: &Key,
+        after_version: Option<u64>,
+        take: bool,
+        opts: &CallOptions<'_>,
+    ) -> crate::Result<Found> {
+        // One thread: a value that is not there now never comes.
+        let found = self.get(key, opts)?;
+        if after_version.is_some_and(|v| found.entry.version <= v) {
+            return Err(Error::Timeout {
+                waited_for: "a newer value".into(),
+                seconds: opts.timeout.as_secs_f64(),
+            });
+        }
+        if take {
+            self.0.borrow_mut().objects.remove(key);
+        }
+        Ok(found)
     }
     fn get(&mut self, key: &Key, _opts: &CallOptions<'_>) -> crate::Result<Found> {
         let m = self.0.borrow();

@@ -1,0 +1,196 @@
+//! Wait: an object's value as soon as there is one (newer than a given
+//! version, if any), optionally taking it: removing it in the same step, so
+//! that of several takers exactly one gets each value.
+//!
+//! The helper parks the request on its connection's thread: the catalog is
+//! released while it waits, and every change wakes it (see `Hub`). It
+//! gives up at the request's deadline, or when the client hung up (an
+//! interrupted wait closes its connection). A taken value that can not be
+//! handed over (the client went away just then) is put back.
+
+use super::lookup::{answer_for, found};
+use crate::catalog::answer::{failed, Reply};
+use crate::catalog::{lock_state, Shared};
+use crate::client::{CallOptions, Client, Found};
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::key::DEFAULT_NAMESPACE;
+use crate::protocol::{self, Failure, Response};
+use bincode::{Decode, Encode};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+/// How often a parked wait looks whether its client is still there.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Wait {
+    pub namespace: String,
+    pub tag: String,
+    /// Only a value with a larger version counts (None: any value).
+    pub after_version: Option<u64>,
+    /// Remove the value in the step that finds it.
+    pub take: bool,
+    /// When to give up, on `protocol::monotonic_ns`'s clock.
+    pub until_ns: u64,
+    /// The timeout the client was given, for its message.
+    pub seconds: f64,
+}
+
+impl Wait {
+    fn what(&self) -> String {
+        let mut m = match self.after_version {
+            Some(v) => format!("a value of \"{}\" newer than version {v}", self.tag),
+            None => format!("an object under tag \"{}\"", self.tag),
+        };
+        if self.namespace != DEFAULT_NAMESPACE {
+            m.push_str(&format!(" in namespace \"{}\"", self.namespace));
+        }
+        m
+    }
+}
+
+/// Serve a Wait on `conn`: park until the value is there, the deadline
+/// passes or the client leaves; `send` sends the answer (false: it could
+/// not be delivered).
+pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Conn, send: impl Fn(Reply) -> bool) {
+    if let Err(e) = super::check_key(&w.namespace, &w.tag) {
+        send(failed(e).into());
+        return;
+    }
+    let key = (w.namespace.clone(), w.tag.clone());
+    let mut st = lock_state(shared);
+    loop {
+        let ready = st
+            .objects
+            .get(&key)
+            .is_some_and(|o| w.after_version.is_none_or(|v| o.seq > v));
+        if ready && !w.take {
+            let reply = found(&mut st, key);
+            drop(st);
+            send(reply);
+            return;
+        }
+        if ready {
+            let obj = match st.take(&key, w.until_ns) {
+                Ok(o) => o,
+                Err(e) => {
+                    drop(st);
+                    send(failed(e).into());
+                    return;
+                }
+            };
+            let (reply, inline) = match answer_for(&st, &key, &obj) {
+                Ok(r) => r,
+                Err(e) => {
+                    st.handed_over(key, obj, false, &[]);
+                    drop(st);
+                    shared.notify();
+                    send(failed(e).into());
+                    return;
+                }
+            };
+            drop(st);
+            shared.notify();
+            let delivered = send(reply);
+            let mut st = lock_state(shared);
+            st.handed_over(key, obj, delivered, &inline);
+            drop(st);
+            if !delivered {
+                shared.notify();
+            }
+            return;
+        }
+        let now = protocol::monotonic_ns();
+        if now >= w.until_ns {
+            drop(st);
+            send(
+                Response::Failed(Failure::WaitedOut {
+                    waited_for: w.what(),
+                    seconds: w.seconds,
+                })
+                .into(),
+            );
+            return;
+        }
+        if conn.is_stale() {
+            // The client hung up (or broke the protocol): nobody to answer.
+            return;
+        }
+        let left = Duration::from_nanos(w.until_ns - now);
+        st = shared.wait(st, left.min(CHECK_EVERY));
+    }
+}
+
+impl super::Ask for Wait {
+    type Answer = Found;
+
+    fn answer(resp: Response, fds: Vec<OwnedFd>) -> std::result::Result<Found, Response> {
+        <super::lookup::Lookup as super::Ask>::answer(resp, fds)
+    }
+}
+
+impl Client {
+    /// Wait for the value of a tag (newer than `after_version`, if given)
+    /// for up to the call's timeout; with `take`, remove it in the same
+    /// step.
+    pub fn wait_for(
+        &mut self,
+        ns: &str,
+        tag: &str,
+        after_version: Option<u64>,
+        take: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<Found> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "a timeout in seconds fits in 64 bits of nanoseconds"
+        )]
+        let until_ns = protocol::monotonic_ns().saturating_add(opts.timeout.as_nanos() as u64);
+        let req = Wait {
+            namespace: ns.into(),
+            tag: tag.into(),
+            after_version,
+            take,
+            until_ns,
+            seconds: opts.timeout.as_secs_f64(),
+        };
+        // A helper that goes away (it crashed, or was restarted) is
+        // replaced, and the wait goes on until the same deadline.
+        let r = loop {
+            match self.ask(req.clone(), opts) {
+                Err(e)
+                    if matches!(e, Error::Closed | Error::Io { .. })
+                        && protocol::monotonic_ns() < until_ns =>
+                {
+                    self.disconnect();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r,
+            }
+        };
+        r.map_err(|e| match e {
+            // The helper answers at the deadline; the client's own wait
+            // (a little longer) names the helper instead of the object.
+            Error::Timeout { seconds, .. } => Error::Timeout {
+                waited_for: Wait::what_of(ns, tag, after_version),
+                seconds,
+            },
+            e => e,
+        })
+    }
+}
+
+impl Wait {
+    fn what_of(ns: &str, tag: &str, after_version: Option<u64>) -> String {
+        Wait {
+            namespace: ns.into(),
+            tag: tag.into(),
+            after_version,
+            take: false,
+            until_ns: 0,
+            seconds: 0.0,
+        }
+        .what()
+    }
+}

@@ -1,0 +1,301 @@
+//! Coordination through a real yaplrd: waits, takes and conditional
+//! stores, each client on its own connection (as separate processes are).
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use yaplr_core::backend::{Condition, PayloadSink};
+use yaplr_core::progress::{Meter, Silent};
+use yaplr_core::session::Source;
+use yaplr_core::{sys, CallOptions, Error, Key, Payload, Session};
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_yaplrd"))
+}
+
+fn no() -> bool {
+    false
+}
+
+fn opts(timeout_ms: u64) -> CallOptions<'static> {
+    CallOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        autostart: true,
+        interrupted: &no,
+    }
+}
+
+const OK_MS: u64 = 30_000;
+
+struct TempStore {
+    dir: PathBuf,
+}
+
+impl TempStore {
+    fn new(name: &str) -> TempStore {
+        let dir = std::env::temp_dir().join(format!("yaplr-co-{name}-{}", sys::getpid()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempStore { dir }
+    }
+    fn session(&self) -> Session {
+        Session::local(self.dir.clone(), Some(exe().into()))
+    }
+    fn object_files(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".yobj"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let o = CallOptions {
+            autostart: false,
+            ..opts(OK_MS)
+        };
+        let _ = self.session().quit(false, false, &o);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A payload of raw bytes.
+struct Bytes(Vec<u8>);
+
+impl Source for Bytes {
+    fn kind(&self) -> u32 {
+        yaplr_core::format::KIND_R_SERIALIZED
+    }
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.0.len() as u64)
+    }
+    fn write(&mut self, out: &mut dyn PayloadSink, _: &mut Meter<'_>) -> yaplr_core::Result<()> {
+        out.write(&self.0)
+    }
+}
+
+fn key(tag: &str) -> Key {
+    Key::new("default", tag).unwrap()
+}
+
+fn put_if(s: &mut Session, tag: &str, bytes: &[u8], c: Condition) -> yaplr_core::Result<u64> {
+    s.put_if(
+        &key(tag),
+        &mut Bytes(bytes.to_vec()),
+        Default::default(),
+        c,
+        &opts(OK_MS),
+        &mut Silent,
+    )
+}
+
+fn bytes_of(f: yaplr_core::Found) -> Vec<u8> {
+    match f.payload {
+        Payload::Bytes(b) => b,
+        Payload::File(mut file) => {
+            use std::io::{Read, Seek};
+            // The payload follows the object file's header.
+            let mut all = Vec::new();
+            file.rewind().unwrap();
+            file.read_to_end(&mut all).unwrap();
+            all[all.len() - usize::try_from(f.entry.size).unwrap()..].to_vec()
+        }
+    }
+}
+
+#[test]
+fn conditional_stores_compare_versions() {
+    let t = TempStore::new("cas");
+    let mut s = t.session();
+    let v1 = put_if(&mut s, "x", b"one", Condition::Absent).unwrap();
+    let e = put_if(&mut s, "x", b"two", Condition::Absent).unwrap_err();
+    assert!(
+        matches!(e, Error::Conflict { expected: None, found: Some(v), .. } if v == v1),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), "conflict");
+    let e = put_if(&mut s, "x", b"two", Condition::Version(v1 + 100)).unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e:?}");
+    // Nothing was stored by the refused calls.
+    assert_eq!(bytes_of(s.get(&key("x"), &opts(OK_MS)).unwrap()), b"one");
+    let v2 = put_if(&mut s, "x", b"two", Condition::Version(v1)).unwrap();
+    assert!(v2 > v1);
+    assert_eq!(bytes_of(s.get(&key("x"), &opts(OK_MS)).unwrap()), b"two");
+    // A refused large value leaves no file behind.
+    let big = vec![7u8; 200_000];
+    let files = t.object_files();
+    assert!(put_if(&mut s, "x", &big, Condition::Absent).is_err());
+    assert_eq!(t.object_files(), files);
+    let v3 = put_if(&mut s, "x", &big, Condition::Version(v2)).unwrap();
+    assert!(v3 > v2);
+    let e = put_if(&mut s, "nothing", b"a", Condition::Version(1)).unwrap_err();
+    assert!(matches!(e, Error::Conflict { found: None, .. }), "{e:?}");
+}
+
+#[test]
+fn a_wait_returns_when_the_value_arrives() {
+    let t = TempStore::new("wait");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    let dir = t.dir.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        let f = s.wait(&key("later"), None, &opts(OK_MS)).unwrap();
+        (bytes_of(f), Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!waiter.is_finished());
+    put_if(&mut s, "later", b"here", Condition::Always).unwrap();
+    let sent = Instant::now();
+    let (got, at) = waiter.join().unwrap();
+    assert_eq!(got, b"here");
+    // Woken by the store, not by a poll (generous bound: no timing test).
+    assert!(at.duration_since(sent) < Duration::from_secs(5));
+    // A value that is there is returned at once; after its version, the
+    // next one is awaited.
+    let f = s.wait(&key("later"), None, &opts(OK_MS)).unwrap();
+    let v = f.entry.version;
+    let e = s
+        .wait(&key("later"), Some(v), &opts(300))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("newer than version"), "{e}");
+    put_if(&mut s, "later", b"next", Condition::Always).unwrap();
+    let f = s.wait(&key("later"), Some(v), &opts(OK_MS)).unwrap();
+    assert!(f.entry.version > v);
+    assert_eq!(bytes_of(f), b"next");
+}
+
+#[test]
+fn a_wait_times_out_with_the_tag() {
+    let t = TempStore::new("timeout");
+    let mut s = t.session();
+    let started = Instant::now();
+    let e = s
+        .wait(&key("never"), None, &opts(400))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(390));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match e {
+        Error::Timeout {
+            waited_for,
+            seconds,
+        } => {
+            assert!(waited_for.contains("\"never\""), "{waited_for}");
+            assert!((seconds - 0.4).abs() < 1e-9);
+        }
+        e => panic!("{e:?}"),
+    }
+    // The connection is still good.
+    assert!(!s.exists(&key("never"), &opts(OK_MS)).unwrap());
+}
+
+#[test]
+fn of_several_takers_one_gets_each_value() {
+    let t = TempStore::new("take");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    const N: usize = 300;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let takers: Vec<_> = (0..3)
+        .map(|_| {
+            let dir = t.dir.clone();
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut s = Session::local(dir, Some(exe().into()));
+                loop {
+                    match s.take(&key("box"), &opts(1500)) {
+                        Ok(f) => {
+                            let b = bytes_of(f);
+                            if b == b"stop" {
+                                return;
+                            }
+                            got.lock().unwrap().push(b);
+                        }
+                        Err(Error::Timeout { .. }) => {}
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    // A one-slot mailbox: put only into an empty box, large and small
+    // values alternating.
+    for i in 0..N {
+        let mut v = format!("{i}").into_bytes();
+        if i % 10 == 0 {
+            v.resize(100_000, b' ');
+        }
+        loop {
+            match put_if(&mut s, "box", &v, Condition::Absent) {
+                Ok(_) => break,
+                Err(Error::Conflict { .. }) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    for _ in 0..3 {
+        loop {
+            match put_if(&mut s, "box", b"stop", Condition::Absent) {
+                Ok(_) => break,
+                Err(Error::Conflict { .. }) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    for h in takers {
+        h.join().unwrap();
+    }
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), N);
+    let distinct: HashSet<String> = got
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).trim().to_string())
+        .collect();
+    assert_eq!(distinct.len(), N);
+    assert!(!s.exists(&key("box"), &opts(OK_MS)).unwrap());
+    // Taken files are gone.
+    assert_eq!(t.object_files(), 0);
+}
+
+#[test]
+fn an_abandoned_wait_takes_nothing() {
+    let t = TempStore::new("abandon");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    // A taker that gives up (an interrupt) closes its connection.
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dir = t.dir.clone();
+    let f2 = flag.clone();
+    let taker = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        let interrupted = move || f2.load(std::sync::atomic::Ordering::SeqCst);
+        let o = CallOptions {
+            timeout: Duration::from_secs(30),
+            autostart: true,
+            interrupted: &interrupted,
+        };
+        s.take(&key("gift"), &o).map(|_| ()).unwrap_err()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = taker.join().unwrap();
+    assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
+    // Give the helper time to notice the hang-up, then send: the value
+    // stays for the next reader.
+    std::thread::sleep(Duration::from_millis(200));
+    put_if(&mut s, "gift", b"kept", Condition::Always).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        bytes_of(s.get(&key("gift"), &opts(OK_MS)).unwrap()),
+        b"kept"
+    );
+}
