@@ -183,3 +183,8 @@ is_valid_text <- function(x) {
     !grepl("[^\\x01-\\x7f]", x, useBytes = TRUE)
   )
 }
+
+# A name of a counter, lock, queue or barrier left out.
+abort_missing_name <- function(call = caller_call()) {
+  abort_yaplr("bad_tag", "`name` is missing; give its name.", call = call)
+}

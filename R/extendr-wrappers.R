@@ -18,6 +18,9 @@ default_store_dir_ <- function() .Call(wrap__default_store_dir_)
 #' @noRd
 namespace_arg_ <- function(namespace) .Call(wrap__namespace_arg_, namespace)
 
+#' @noRd
+barrier_ <- function(session, name, n, namespace, timeout, automatic_server_start) .Call(wrap__barrier_, session, name, n, namespace, timeout, automatic_server_start)
+
 #' The version the value got.
 #' @noRd
 send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version)

@@ -186,6 +186,10 @@ pub trait Backend {
         opts: &CallOptions<'_>,
     ) -> Result<Found>;
 
+    /// Wait up to the call's timeout until `n` callers (this one included)
+    /// have reached the barrier `key`, then release them all; reusable.
+    fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()>;
+
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool>;
 
     fn remove(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<()>;

@@ -172,6 +172,10 @@ impl Backend for Local {
             .map(Found::from)
     }
 
+    fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()> {
+        self.client.barrier(key.namespace(), key.tag(), n, opts)
+    }
+
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {
         self.client.exists(key.namespace(), key.tag(), opts)
     }

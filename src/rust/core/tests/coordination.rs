@@ -299,3 +299,56 @@ fn an_abandoned_wait_takes_nothing() {
         b"kept"
     );
 }
+
+#[test]
+fn a_barrier_releases_n_at_once_and_is_reusable() {
+    let t = TempStore::new("barrier");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    let b = key("b");
+    for round in 0..3 {
+        let arrivals: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = t.dir.clone();
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut s = Session::local(dir, Some(exe().into()));
+                    s.barrier(&b, 3, &opts(OK_MS))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            arrivals.iter().all(|h| !h.is_finished()),
+            "round {round}: released before the third arrival"
+        );
+        s.barrier(&b, 3, &opts(OK_MS)).unwrap();
+        for h in arrivals {
+            h.join().unwrap().unwrap();
+        }
+    }
+    // Too few: a timeout, and the arrival is withdrawn, so that it does
+    // not count for the next round.
+    let e = s.barrier(&b, 2, &opts(300)).unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("barrier \"b\""), "{e}");
+    let dir = t.dir.clone();
+    let other = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        s.barrier(&key("b"), 2, &opts(400))
+    });
+    assert!(matches!(other.join().unwrap(), Err(Error::Timeout { .. })));
+    // A different n while others wait is refused.
+    let dir = t.dir.clone();
+    let waiting = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        s.barrier(&key("b"), 2, &opts(OK_MS))
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let e = s.barrier(&b, 5, &opts(OK_MS)).unwrap_err();
+    assert!(matches!(e, Error::BadArgument(_)), "{e:?}");
+    s.barrier(&b, 2, &opts(OK_MS)).unwrap();
+    waiting.join().unwrap().unwrap();
+    // n = 1 passes at once.
+    s.barrier(&key("alone"), 1, &opts(OK_MS)).unwrap();
+}

@@ -132,6 +132,33 @@ pub fn key(tag: &Robj, namespace: &Robj) -> Checked<Key> {
     Key::new(&namespace, &tag).map_err(|e| RError::argument(e, None))
 }
 
+/// The key of a counter, lock, queue or barrier: its `name` in
+/// `namespace`.
+pub fn name_key(name: &Robj, namespace: &Robj) -> Checked<Key> {
+    let name = self::tag(name, "name")?;
+    let namespace = self::namespace(namespace)?;
+    Key::new(&namespace, &name).map_err(|e| RError::argument(e, None))
+}
+
+/// A count as argument `arg`: a single whole number from 1 to `most`.
+pub fn count(x: &Robj, arg: &str, most: u32) -> Checked<u32> {
+    let v = Value::of(x);
+    let n = if v.is_numeric() && v.len() == 1 {
+        v.number()
+    } else {
+        None
+    };
+    match n {
+        Some(n) if (1.0..=f64::from(most)).contains(&n) && n.fract() == 0.0 => {
+            Ok(u32::try_from(bytes_from_r(n)).unwrap_or(most))
+        }
+        _ => Err(bad_argument(format!(
+            "`{arg}` must be a single whole number from 1 to {most}, not {}.",
+            describe(v)
+        ))),
+    }
+}
+
 /// The keys of `tags` in `namespace`.
 pub fn keys(namespace: &str, tags: &[String]) -> Checked<Vec<Key>> {
     tags.iter()
@@ -293,9 +320,7 @@ pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
         None
     };
     match n {
-        Some(n) if (0.0..=MAX_EXACT).contains(&n) && n.fract() == 0.0 => {
-            Ok(Some(bytes_from_r(n)))
-        }
+        Some(n) if (0.0..=MAX_EXACT).contains(&n) && n.fract() == 0.0 => Ok(Some(bytes_from_r(n))),
         _ => Err(bad_argument(format!(
             "`{arg}` must be NULL or a version as object_info() gives it (a single whole \
              number), not {}.",

@@ -6,13 +6,14 @@
 //! which the R layer signals.
 //!
 //! Modules: `session` (the handle), `args` (argument checks), `conditions`
-//! (errors into R conditions), `objects` and `server` (the functions R
-//! calls), `progress` (Ctrl-C and progress bars), `serialize` and `vector`
+//! (errors into R conditions), `objects`, `coord` and `server` (the
+//! functions R calls), `progress` (Ctrl-C and progress bars), `serialize` and `vector`
 //! (R objects in and out of object files), `ffi` (R's C API that
 //! extendr-ffi lacks).
 
 mod args;
 mod conditions;
+mod coord;
 mod ffi;
 mod objects;
 mod progress;
@@ -27,6 +28,7 @@ extendr_module! {
     mod yaplr;
     use session;
     use args;
+    use coord;
     use objects;
     use server;
 }

@@ -144,6 +144,16 @@ impl Obj {
     }
 }
 
+/// A barrier's state (see requests::barrier).
+#[derive(Debug, Default)]
+pub(crate) struct BarrierState {
+    pub(crate) n: u32,
+    /// Incremented by each release.
+    pub(crate) generation: u64,
+    /// The arrivals of the current generation.
+    pub(crate) arrived: Vec<u64>,
+}
+
 /// The last change a client made (see protocol::Call).
 #[derive(Debug, Clone, Copy)]
 struct Applied {
@@ -195,6 +205,10 @@ pub(crate) struct Catalog {
     retired: VecDeque<String>,
     pub(crate) journal: Journal,
     pub(crate) started_ns: i64,
+    /// The barriers clients wait at (in memory only).
+    pub(crate) barriers: HashMap<Key, BarrierState>,
+    /// Numbers arrivals at barriers.
+    arrivals: u64,
 }
 
 impl Catalog {
@@ -213,7 +227,15 @@ impl Catalog {
             retired: VecDeque::new(),
             journal,
             started_ns: crate::codec::now_ns(),
+            barriers: HashMap::new(),
+            arrivals: 0,
         }
+    }
+
+    /// A number for an arrival at a barrier, never given before.
+    pub(crate) fn next_arrival(&mut self) -> u64 {
+        self.arrivals += 1;
+        self.arrivals
     }
 
     /// Recount what the objects use and number new values after the

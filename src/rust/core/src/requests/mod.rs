@@ -12,6 +12,7 @@
 //! the helper's connection code handles them (see
 //! `server::connection`).
 
+pub mod barrier;
 pub mod discard;
 pub mod exists;
 pub mod info;
@@ -25,6 +26,7 @@ pub mod put_many;
 pub mod quit;
 pub mod remove;
 pub mod remove_namespace;
+pub(crate) mod park;
 pub mod set_capacity;
 pub mod wait;
 
@@ -77,6 +79,8 @@ pub(crate) enum ConnectionMessage {
     /// Parks until an object is there (see `wait`): served with the
     /// connection at hand.
     Wait(wait::Wait),
+    /// Parks until enough clients arrived (see `barrier`).
+    Barrier(barrier::Barrier),
 }
 
 /// Where `Request::dispatch` sends a request.
@@ -208,6 +212,7 @@ registry! {
     SetCapacity(set_capacity::SetCapacity) => catalog,
     Quit(quit::Quit) => connection,
     Wait(wait::Wait) => connection,
+    Barrier(barrier::Barrier) => connection,
 }
 
 #[cfg(test)]

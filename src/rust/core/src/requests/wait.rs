@@ -15,13 +15,11 @@ use crate::client::{CallOptions, Client, Found};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::key::DEFAULT_NAMESPACE;
+use super::park::{park, Parked};
 use crate::protocol::{self, Failure, Response};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
-
-/// How often a parked wait looks whether its client is still there.
-const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct Wait {
@@ -59,19 +57,30 @@ pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Conn, send: impl Fn(Reply) 
         return;
     }
     let key = (w.namespace.clone(), w.tag.clone());
-    let mut st = lock_state(shared);
-    loop {
-        let ready = st
-            .objects
+    let (mut st, parked) = park(shared, conn, w.until_ns, |st| {
+        st.objects
             .get(&key)
-            .is_some_and(|o| w.after_version.is_none_or(|v| o.seq > v));
-        if ready && !w.take {
+            .is_some_and(|o| w.after_version.is_none_or(|v| o.seq > v))
+            .then_some(())
+    });
+    match parked {
+        Parked::Gone => {}
+        Parked::TimedOut => {
+            drop(st);
+            send(
+                Response::Failed(Failure::WaitedOut {
+                    waited_for: w.what(),
+                    seconds: w.seconds,
+                })
+                .into(),
+            );
+        }
+        Parked::Ready(()) if !w.take => {
             let reply = found(&mut st, key);
             drop(st);
             send(reply);
-            return;
         }
-        if ready {
+        Parked::Ready(()) => {
             let obj = match st.take(&key, w.until_ns) {
                 Ok(o) => o,
                 Err(e) => {
@@ -93,32 +102,11 @@ pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Conn, send: impl Fn(Reply) 
             drop(st);
             shared.notify();
             let delivered = send(reply);
-            let mut st = lock_state(shared);
-            st.handed_over(key, obj, delivered, &inline);
-            drop(st);
+            lock_state(shared).handed_over(key, obj, delivered, &inline);
             if !delivered {
                 shared.notify();
             }
-            return;
         }
-        let now = protocol::monotonic_ns();
-        if now >= w.until_ns {
-            drop(st);
-            send(
-                Response::Failed(Failure::WaitedOut {
-                    waited_for: w.what(),
-                    seconds: w.seconds,
-                })
-                .into(),
-            );
-            return;
-        }
-        if conn.is_stale() {
-            // The client hung up (or broke the protocol): nobody to answer.
-            return;
-        }
-        let left = Duration::from_nanos(w.until_ns - now);
-        st = shared.wait(st, left.min(CHECK_EVERY));
     }
 }
 
@@ -142,11 +130,7 @@ impl Client {
         take: bool,
         opts: &CallOptions<'_>,
     ) -> Result<Found> {
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "a timeout in seconds fits in 64 bits of nanoseconds"
-        )]
-        let until_ns = protocol::monotonic_ns().saturating_add(opts.timeout.as_nanos() as u64);
+        let until_ns = until_ns(opts);
         let req = Wait {
             namespace: ns.into(),
             tag: tag.into(),
@@ -155,21 +139,7 @@ impl Client {
             until_ns,
             seconds: opts.timeout.as_secs_f64(),
         };
-        // A helper that goes away (it crashed, or was restarted) is
-        // replaced, and the wait goes on until the same deadline.
-        let r = loop {
-            match self.ask(req.clone(), opts) {
-                Err(e)
-                    if matches!(e, Error::Closed | Error::Io { .. })
-                        && protocol::monotonic_ns() < until_ns =>
-                {
-                    self.disconnect();
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                r => break r,
-            }
-        };
-        r.map_err(|e| match e {
+        self.ask_parked(req, until_ns, opts).map_err(|e| match e {
             // The helper answers at the deadline; the client's own wait
             // (a little longer) names the helper instead of the object.
             Error::Timeout { seconds, .. } => Error::Timeout {
@@ -179,6 +149,40 @@ impl Client {
             e => e,
         })
     }
+}
+
+impl Client {
+    /// Send a request that the helper parks until `until_ns`. A helper that
+    /// goes away meanwhile (it crashed, or was restarted) is replaced, and
+    /// the request sent again, until the same deadline.
+    pub(crate) fn ask_parked<R: super::Ask + Clone>(
+        &mut self,
+        req: R,
+        until_ns: u64,
+        opts: &CallOptions<'_>,
+    ) -> Result<R::Answer> {
+        loop {
+            match self.ask(req.clone(), opts) {
+                Err(e)
+                    if matches!(e, Error::Closed | Error::Io { .. })
+                        && protocol::monotonic_ns() < until_ns =>
+                {
+                    self.disconnect();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// The deadline of a parked request that may wait for the call's timeout.
+pub(crate) fn until_ns(opts: &CallOptions<'_>) -> u64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a timeout in seconds fits in 64 bits of nanoseconds"
+    )]
+    protocol::monotonic_ns().saturating_add(opts.timeout.as_nanos() as u64)
 }
 
 impl Wait {

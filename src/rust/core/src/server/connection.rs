@@ -104,6 +104,10 @@ fn handle(stream: UnixStream, shared: &Shared) {
                 }
                 continue;
             }
+            Dispatched::Connection(ConnectionMessage::Barrier(b)) => {
+                crate::requests::barrier::serve(b, shared, &conn, |r| send(&conn, r).is_ok());
+                continue;
+            }
             Dispatched::Connection(ConnectionMessage::Quit(Quit { keep })) => super::exit(
                 lock_state(shared),
                 Exit::Quit {

@@ -130,6 +130,14 @@ impl Session {
         self.backend.wait(key, None, true, opts)
     }
 
+    /// Wait up to the call's timeout until `n` processes (this one
+    /// included) have reached the barrier `key`; then all go on. The
+    /// barrier is reusable; a caller that times out or is interrupted
+    /// withdraws, and never counts towards a later release.
+    pub fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.barrier(key, n, opts)
+    }
+
     pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {
         self.backend.exists(key, opts)
     }

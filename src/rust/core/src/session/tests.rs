@@ -148,6 +148,16 @@ impl Backend for MemoryBackend {
         }
         Ok(found)
     }
+    fn barrier(&mut self, _key: &Key, n: u32, opts: &CallOptions<'_>) -> crate::Result<()> {
+        // One thread: nobody else ever arrives.
+        if n <= 1 {
+            return Ok(());
+        }
+        Err(Error::Timeout {
+            waited_for: "a barrier".into(),
+            seconds: opts.timeout.as_secs_f64(),
+        })
+    }
     fn get(&mut self, key: &Key, _opts: &CallOptions<'_>) -> crate::Result<Found> {
         let m = self.0.borrow();
         let (entry, bytes) = m.objects.get(key).ok_or_else(|| Error::NotFound {
