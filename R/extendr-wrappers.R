@@ -21,6 +21,21 @@ namespace_arg_ <- function(namespace) .Call(wrap__namespace_arg_, namespace)
 #' @noRd
 barrier_ <- function(session, name, n, namespace, timeout, automatic_server_start) .Call(wrap__barrier_, session, name, n, namespace, timeout, automatic_server_start)
 
+#' @noRd
+queue_push_ <- function(session, name, obj, meta, namespace, timeout, automatic_server_start, progress) .Call(wrap__queue_push_, session, name, obj, meta, namespace, timeout, automatic_server_start, progress)
+
+#' A list holding the item, or with `ack = FALSE` a list holding
+#' list(value, seq, token) for the R layer to make a yaplr_queue_item.
+#' @noRd
+queue_pop_ <- function(session, name, namespace, timeout, automatic_server_start, ack, copy, progress) .Call(wrap__queue_pop_, session, name, namespace, timeout, automatic_server_start, ack, copy, progress)
+
+#' @noRd
+queue_ack_ <- function(session, name, namespace, seq, token, timeout) .Call(wrap__queue_ack_, session, name, namespace, seq, token, timeout)
+
+#' c(ready, leased)
+#' @noRd
+queue_length_ <- function(session, name, namespace, timeout, automatic_server_start) .Call(wrap__queue_length_, session, name, namespace, timeout, automatic_server_start)
+
 #' The version the value got.
 #' @noRd
 send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version)

@@ -122,6 +122,23 @@ pub struct Found {
     pub payload: Payload,
 }
 
+/// A leased queue item, as `queue_ack` completes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLease {
+    /// The queue.
+    pub key: Key,
+    /// The item's number.
+    pub seq: u64,
+    pub token: u64,
+}
+
+/// A popped queue item: its entry (tag: the queue's name; version: the
+/// item's number) and payload, and its lease if it was leased.
+pub struct Popped {
+    pub found: Found,
+    pub lease: Option<QueueLease>,
+}
+
 /// What `start` found or did.
 #[derive(Debug, Clone, Copy)]
 pub struct Started {
@@ -189,6 +206,27 @@ pub trait Backend {
     /// Wait up to the call's timeout until `n` callers (this one included)
     /// have reached the barrier `key`, then release them all; reusable.
     fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()>;
+
+    /// Append a staged value to the queue named by its key.
+    fn queue_push(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<()>;
+
+    /// The oldest item of the queue `key`, waiting up to the call's
+    /// timeout for one. With `lease`, it stays leased to this process until
+    /// `queue_ack` (and goes back to the head of the queue if the process
+    /// dies first); `Popped::lease` then names it.
+    fn queue_pop(&mut self, key: &Key, lease: bool, opts: &CallOptions<'_>) -> Result<Popped>;
+
+    /// Complete a leased item, or with `requeue` hand it back to the head
+    /// of its queue.
+    fn queue_ack(
+        &mut self,
+        lease: &QueueLease,
+        requeue: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<()>;
+
+    /// How many items of the queue `key` wait, and how many are leased.
+    fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)>;
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool>;
 

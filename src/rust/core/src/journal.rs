@@ -18,6 +18,8 @@
 //! the journal (in the page cache) when they are looked up.
 //! Format 3 (b"YAPLRJN3", payloads inside the bincode body, FNV-1a
 //! checksums) is read and converted to format 4 when a helper opens it.
+//! Records added to format 4 since (Lease, Unlease) are appended to the
+//! enum, so every journal written before them reads as it did.
 
 use crate::codec::{checksum, put_u32, put_u64, u32_at, u64_at};
 use crate::error::{Error, Result};
@@ -101,6 +103,22 @@ pub enum Record {
         pid: u32,
         seq: u64,
         answer: u64,
+    },
+    /// The queue item stored under `tag` is leased to process `pid`
+    /// (started at `start`, see sys::process_start) until it is
+    /// acknowledged (a Remove) or handed back (Unlease); `token` names the
+    /// lease.
+    Lease {
+        namespace: String,
+        tag: String,
+        pid: u32,
+        start: u64,
+        token: u64,
+    },
+    /// A leased queue item goes back to the head of its queue.
+    Unlease {
+        namespace: String,
+        tag: String,
     },
 }
 

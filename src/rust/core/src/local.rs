@@ -3,7 +3,8 @@
 //! written straight into the directory and published by id.
 
 use crate::backend::{
-    Backend, Body, CallOptions, Found, Key, Limits, PayloadSink, StageWriter, Staged, Started,
+    Backend, Body, CallOptions, Found, Key, Limits, PayloadSink, Popped, QueueLease, StageWriter,
+    Staged, Started,
 };
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -174,6 +175,46 @@ impl Backend for Local {
 
     fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()> {
         self.client.barrier(key.namespace(), key.tag(), n, opts)
+    }
+
+    fn queue_push(&mut self, item: Staged, opts: &CallOptions<'_>) -> Result<()> {
+        let id = match &item.body {
+            Body::Stored(id) => Some(id.clone()),
+            Body::Inline(_) => None,
+        };
+        let r = self.client.queue_push(self::item(item), opts);
+        if let (Err(e), Some(id)) = (&r, id) {
+            self.client.discard_staged(e, std::slice::from_ref(&id));
+        }
+        r
+    }
+
+    fn queue_pop(&mut self, key: &Key, lease: bool, opts: &CallOptions<'_>) -> Result<Popped> {
+        let p = self
+            .client
+            .queue_pop(key.namespace(), key.tag(), lease, opts)?;
+        let found = crate::backend::Found::from(p.found);
+        let lease = (p.token != 0).then(|| QueueLease {
+            key: key.clone(),
+            seq: found.entry.version,
+            token: p.token,
+        });
+        Ok(Popped { found, lease })
+    }
+
+    fn queue_ack(
+        &mut self,
+        lease: &QueueLease,
+        requeue: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<()> {
+        let k = &lease.key;
+        self.client
+            .queue_ack(k.namespace(), k.tag(), lease.seq, lease.token, requeue, opts)
+    }
+
+    fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)> {
+        self.client.queue_length(key.namespace(), key.tag(), opts)
     }
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

@@ -207,6 +207,16 @@ pub enum Response {
     },
     /// A request that failed.
     Failed(Failure),
+    /// Two counts (a queue's ready and leased items).
+    Counts(u64, u64),
+    /// Answer to QueuePop: the item's entry, its inline payload (None:
+    /// file-backed, its fd travels with the frame) and its lease's token
+    /// (0: not leased).
+    Popped {
+        entry: Entry,
+        bytes: Option<Vec<u8>>,
+        token: u64,
+    },
 }
 
 /// A failure as it crosses the socket: its kind with its data, never a

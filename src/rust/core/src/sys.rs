@@ -346,3 +346,18 @@ pub fn log(msg: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "[{t:.3}] yaplrd[{}]: {msg}", getpid());
 }
+
+/// When process `pid` started (in clock ticks since boot, field 22 of
+/// /proc/pid/stat), so that a pid reused by another process is told
+/// apart; None when it does not run (a zombie included).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    // Field 3 (the state) is the first after the name.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    // Field 22 is the 20th after the state.
+    fields.nth(18)?.parse().ok()
+}

@@ -352,3 +352,102 @@ fn a_barrier_releases_n_at_once_and_is_reusable() {
     // n = 1 passes at once.
     s.barrier(&key("alone"), 1, &opts(OK_MS)).unwrap();
 }
+
+fn push(s: &mut Session, q: &str, bytes: &[u8]) {
+    s.queue_push(
+        &key(q),
+        &mut Bytes(bytes.to_vec()),
+        Default::default(),
+        &opts(OK_MS),
+        &mut Silent,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_queue_hands_out_items_in_order_and_leases_survive_a_helper_crash() {
+    let t = TempStore::new("queue");
+    let mut s = t.session();
+    let q = key("jobs");
+    assert_eq!(s.queue_length(&q, &opts(OK_MS)).unwrap(), (0, 0));
+    let big = vec![3u8; 300_000];
+    push(&mut s, "jobs", b"one");
+    push(&mut s, "jobs", &big);
+    push(&mut s, "jobs", b"three");
+    assert_eq!(s.queue_length(&q, &opts(OK_MS)).unwrap(), (3, 0));
+    // Items are not objects: listings do not show them.
+    assert!(s.list(None, &opts(OK_MS)).unwrap().is_empty());
+    let p = s.queue_pop(&q, false, &opts(OK_MS)).unwrap();
+    assert!(p.lease.is_none());
+    assert_eq!(p.found.entry.tag, "jobs");
+    assert_eq!(bytes_of(p.found), b"one");
+    let p = s.queue_pop(&q, true, &opts(OK_MS)).unwrap();
+    let lease = p.lease.clone().unwrap();
+    assert_eq!(bytes_of(p.found), big);
+    assert_eq!(s.queue_length(&q, &opts(OK_MS)).unwrap(), (1, 1));
+    // A wrong token is refused.
+    let mut wrong = lease.clone();
+    wrong.token += 1;
+    assert!(matches!(
+        s.queue_ack(&wrong, &opts(OK_MS)),
+        Err(Error::BadArgument(_))
+    ));
+    // The lease is journaled: a new helper still knows it (this process
+    // that holds it lives).
+    let pid = s.server_pid().unwrap();
+    sys::kill(pid, libc::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sys::pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.queue_length(&q, &opts(OK_MS)).unwrap(), (1, 1));
+    s.queue_ack(&lease, &opts(OK_MS)).unwrap();
+    assert_eq!(s.queue_length(&q, &opts(OK_MS)).unwrap(), (1, 0));
+    // Acknowledged once only.
+    assert!(s.queue_ack(&lease, &opts(OK_MS)).is_err());
+    let p = s.queue_pop(&q, false, &opts(OK_MS)).unwrap();
+    assert_eq!(bytes_of(p.found), b"three");
+    let e = s.queue_pop(&q, false, &opts(300)).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("queue \"jobs\""), "{e}");
+    assert_eq!(t.object_files(), 0);
+}
+
+#[test]
+fn a_waiting_consumer_gets_the_next_push() {
+    let t = TempStore::new("queuewait");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let dir = t.dir.clone();
+            std::thread::spawn(move || {
+                let mut s = Session::local(dir, Some(exe().into()));
+                let mut got = Vec::new();
+                loop {
+                    let p = s.queue_pop(&key("work"), true, &opts(OK_MS)).unwrap();
+                    let lease = p.lease.clone().unwrap();
+                    let b = bytes_of(p.found);
+                    s.queue_ack(&lease, &opts(OK_MS)).unwrap();
+                    if b == b"stop" {
+                        return got;
+                    }
+                    got.push(String::from_utf8(b).unwrap());
+                }
+            })
+        })
+        .collect();
+    for i in 0..600 {
+        push(&mut s, "work", format!("{i}").as_bytes());
+    }
+    for _ in 0..3 {
+        push(&mut s, "work", b"stop");
+    }
+    let mut all: Vec<u32> = consumers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .map(|x| x.parse().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..600).collect::<Vec<u32>>());
+    assert_eq!(s.queue_length(&key("work"), &opts(OK_MS)).unwrap(), (0, 0));
+}

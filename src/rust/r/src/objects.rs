@@ -21,14 +21,14 @@ type Done<T> = std::result::Result<T, RError>;
 
 /// An R object to store: a plain atomic vector as its raw elements, any
 /// other object as R serialization.
-struct RObject {
+pub(crate) struct RObject {
     sexp: SEXP,
     vector: Option<yaplr_core::format::VectorHeader>,
 }
 
 impl RObject {
     /// `x` must stay protected while the RObject is used.
-    fn new(x: &Robj) -> RObject {
+    pub(crate) fn new(x: &Robj) -> RObject {
         // SAFETY: the SEXP of a live Robj, used only while it lives.
         let sexp = unsafe { x.get() };
         RObject {
@@ -68,7 +68,7 @@ impl Source for RObject {
 
 /// Decode one looked-up object into a preserved SEXP, counting the bytes
 /// it copies on `meter` (whose hook may abort it).
-fn decode_found(found: Found, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
+pub(crate) fn decode_found(found: Found, copy: bool, meter: &mut Meter<'_>) -> Result<SEXP, Error> {
     let tag = found.entry.tag.clone();
     match found.content(copy)? {
         Content::Serialized(bytes) => serialize::unserialize_from(&bytes, &tag, meter),
@@ -95,7 +95,7 @@ fn list_of(values: Vec<SEXP>, names: Option<&[String]>) -> Done<List> {
     Ok(out?)
 }
 
-fn release_all(values: Vec<SEXP>) {
+pub(crate) fn release_all(values: Vec<SEXP>) {
     for v in values {
         // SAFETY: preserved once when made, released once here.
         unsafe { extendr_ffi::R_ReleaseObject(v) };
@@ -104,7 +104,7 @@ fn release_all(values: Vec<SEXP>) {
 
 /// The sender's description of an object, from list(class, type, length,
 /// dim) built by the R layer (object_meta()), and its description.
-fn parse_meta(l: &Robj, description: Option<String>) -> Meta {
+pub(crate) fn parse_meta(l: &Robj, description: Option<String>) -> Meta {
     let l = l.as_list().unwrap_or_default();
     let get = |name: &str| l.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
     let strings = |v: Option<Robj>| -> Vec<String> {

@@ -3,6 +3,7 @@
 //! of each client (so a retry is answered, not redone) and compaction.
 
 pub(crate) mod answer;
+pub(crate) mod queue;
 pub(crate) mod recovery;
 
 use crate::sys::log;
@@ -11,7 +12,7 @@ use crate::journal::{self, Journal, Record};
 use crate::protocol::{self, Condition, Entry, Meta};
 use crate::store::Store;
 use crate::sys;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -205,6 +206,11 @@ pub(crate) struct Catalog {
     retired: VecDeque<String>,
     pub(crate) journal: Journal,
     pub(crate) started_ns: i64,
+    /// Per queue (namespace, name), the numbers of its ready items, oldest
+    /// first (see `queue`).
+    pub(crate) queues: HashMap<Key, BTreeSet<u64>>,
+    /// The leased queue items, by catalog key.
+    pub(crate) leases: HashMap<Key, queue::Lease>,
     /// The barriers clients wait at (in memory only).
     pub(crate) barriers: HashMap<Key, BarrierState>,
     /// Numbers arrivals at barriers.
@@ -227,6 +233,8 @@ impl Catalog {
             retired: VecDeque::new(),
             journal,
             started_ns: crate::codec::now_ns(),
+            queues: HashMap::new(),
+            leases: HashMap::new(),
             barriers: HashMap::new(),
             arrivals: 0,
         }
@@ -249,6 +257,7 @@ impl Catalog {
             .map(|o| o.size)
             .sum();
         self.seq = self.objects.values().map(|o| o.seq).max().unwrap_or(0);
+        self.index_queues();
     }
 
     /// The sequence number of the next stored value.
@@ -349,6 +358,20 @@ impl Catalog {
                 self.applied.insert(client, Applied { pid, seq, answer });
                 return;
             }
+            Record::Lease {
+                namespace,
+                tag,
+                pid,
+                start,
+                token,
+            } => {
+                self.apply_lease((namespace, tag), queue::Lease { pid, start, token });
+                return;
+            }
+            Record::Unlease { namespace, tag } => {
+                self.apply_unlease(&(namespace, tag));
+                return;
+            }
             Record::Put {
                 namespace,
                 tag,
@@ -401,6 +424,10 @@ impl Catalog {
             }
         };
         let (key, old) = old;
+        if key.1.starts_with('\0') {
+            let present = self.objects.contains_key(&key);
+            self.queue_changed(&key, present);
+        }
         let Some(old) = old else { return };
         self.used = self.used.saturating_sub(old.size);
         match &old.data {
@@ -455,6 +482,7 @@ impl Catalog {
         };
         self.journal.append(&rec, &[])?;
         let obj = self.objects.remove(key).ok_or(Error::Closed)?;
+        self.queue_changed(key, false);
         self.used = self.used.saturating_sub(obj.size);
         if obj.file_id().is_none() {
             self.inline_bytes = self.inline_bytes.saturating_sub(obj.size);
@@ -566,6 +594,9 @@ impl Catalog {
             },
             Vec::new(),
         ));
+        for rec in self.lease_records() {
+            live.push((rec, Vec::new()));
+        }
         for (client, a) in &self.applied {
             live.push((
                 Record::Applied {

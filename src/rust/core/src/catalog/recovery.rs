@@ -115,7 +115,11 @@ fn replay(st: &mut Catalog, records: Vec<journal::Stored>, damaged: bool) -> Res
         let ok = store
             .open_object(id)
             .and_then(|f| object_file::read_header(&f))
-            .map(|h| h.state == STATE_COMMITTED && &h.tag == tag && &h.namespace == ns)
+            .map(|h| {
+                h.state == STATE_COMMITTED
+                    && h.tag == super::queue::public_tag(tag)
+                    && &h.namespace == ns
+            })
             .unwrap_or(false);
         if !ok {
             log(&format!(

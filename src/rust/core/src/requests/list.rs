@@ -5,6 +5,7 @@ use crate::client::{CallOptions, Client};
 use crate::error::Result;
 use crate::protocol::{Entry, Response};
 use crate::catalog::answer::Reply;
+use crate::catalog::queue::is_internal;
 use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
@@ -23,6 +24,7 @@ impl Handle for List {
             .objects
             .iter()
             .filter(|(k, _)| self.namespace.as_ref().is_none_or(|ns| &k.0 == ns))
+            .filter(|(k, _)| !is_internal(&k.1))
             .map(|(k, o)| o.entry(k))
             .collect();
         v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));

@@ -23,6 +23,10 @@ pub mod ping;
 pub mod publish;
 pub mod put_inline;
 pub mod put_many;
+pub mod queue_ack;
+pub mod queue_length;
+pub mod queue_pop;
+pub mod queue_push;
 pub mod quit;
 pub mod remove;
 pub mod remove_namespace;
@@ -81,6 +85,8 @@ pub(crate) enum ConnectionMessage {
     Wait(wait::Wait),
     /// Parks until enough clients arrived (see `barrier`).
     Barrier(barrier::Barrier),
+    /// Parks until the queue has an item (see `queue_pop`).
+    QueuePop(queue_pop::QueuePop),
 }
 
 /// Where `Request::dispatch` sends a request.
@@ -213,6 +219,10 @@ registry! {
     Quit(quit::Quit) => connection,
     Wait(wait::Wait) => connection,
     Barrier(barrier::Barrier) => connection,
+    QueuePush(queue_push::QueuePush) => catalog,
+    QueuePop(queue_pop::QueuePop) => connection,
+    QueueAck(queue_ack::QueueAck) => catalog,
+    QueueLength(queue_length::QueueLength) => catalog,
 }
 
 #[cfg(test)]

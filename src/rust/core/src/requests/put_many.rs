@@ -47,17 +47,17 @@ impl Handle for PutMany {
 }
 
 /// The records that store a batch, with their inline payloads.
-struct Batch {
-    recs: Vec<Record>,
-    payloads: Vec<Vec<u8>>,
+pub(super) struct Batch {
+    pub(super) recs: Vec<Record>,
+    pub(super) payloads: Vec<Vec<u8>>,
     /// Bytes the batch stores.
-    added: u64,
+    pub(super) added: u64,
     /// Bytes of the values it replaces.
-    freed: u64,
+    pub(super) freed: u64,
 }
 
 /// The batch that stores `items`, or the failure that refuses them.
-fn batch(st: &mut Catalog, items: Vec<PutItem>) -> std::result::Result<Batch, Failure> {
+pub(super) fn batch(st: &mut Catalog, items: Vec<PutItem>) -> std::result::Result<Batch, Failure> {
     let mut recs = Vec::with_capacity(items.len());
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     let mut seen = HashSet::new();
@@ -149,7 +149,7 @@ fn batch(st: &mut Catalog, items: Vec<PutItem>) -> std::result::Result<Batch, Fa
 
 /// Check the capacity for the batch, then journal and apply it as one
 /// record.
-fn commit(st: &mut Catalog, origin: Origin, b: Batch) -> Response {
+pub(super) fn commit(st: &mut Catalog, origin: Origin, b: Batch) -> Response {
     let Batch {
         recs,
         payloads,

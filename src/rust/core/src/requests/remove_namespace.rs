@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::journal::Record;
 use crate::protocol::Response;
 use crate::catalog::answer::{failed, Reply};
+use crate::catalog::queue::is_internal;
 use crate::catalog::{Catalog, Origin};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
@@ -32,8 +33,9 @@ impl Handle for RemoveNamespace {
             .filter(|k| k.0 == namespace)
             .map(|k| k.1.clone())
             .collect();
-        // One record: the namespace is cleared at once, or not at all.
-        let n = tags.len() as u64;
+        // One record: the namespace is cleared at once, or not at all. Its
+        // queues go with it; the count is of its objects.
+        let n = tags.iter().filter(|t| !is_internal(t)).count() as u64;
         let recs = tags
             .into_iter()
             .map(|tag| Record::Remove {

@@ -104,6 +104,13 @@ fn handle(stream: UnixStream, shared: &Shared) {
                 }
                 continue;
             }
+            Dispatched::Connection(ConnectionMessage::QueuePop(p)) => {
+                crate::requests::queue_pop::serve(p, shared, &conn, client.pid, |r| {
+                    send(&conn, r).is_ok()
+                });
+                lock_state(shared).maybe_compact();
+                continue;
+            }
             Dispatched::Connection(ConnectionMessage::Barrier(b)) => {
                 crate::requests::barrier::serve(b, shared, &conn, |r| send(&conn, r).is_ok());
                 continue;

@@ -81,12 +81,12 @@ fn bind(store: &Store) -> Result<(UnixListener, u64)> {
     Ok((listener, sock_ino))
 }
 
-/// Every SWEEP_EVERY, remove what dead writers left; leave once the socket
-/// is gone.
+/// Every SWEEP_EVERY, remove what dead writers left and hand back the
+/// queue items of dead consumers; leave once the socket is gone.
 fn start_sweeper(shared: Shared, sock_ino: u64) -> Result<()> {
     let sweeper = move || loop {
         std::thread::sleep(SWEEP_EVERY);
-        let st = lock_state(&shared);
+        let mut st = lock_state(&shared);
         // Without its socket nobody can reach this helper: it has been
         // replaced or its directory removed, so it leaves.
         let ours = std::fs::symlink_metadata(st.store.socket_path())
@@ -96,6 +96,14 @@ fn start_sweeper(shared: Shared, sock_ino: u64) -> Result<()> {
             exit(st, Exit::SocketGone);
         }
         recovery::sweep(&st);
+        // Queue items of consumers that died go back to their queues.
+        let reclaimed = st.reclaim_leases(None);
+        drop(st);
+        match reclaimed {
+            Ok(true) => shared.notify(),
+            Ok(false) => {}
+            Err(e) => log(&format!("could not hand back leased queue items: {e}")),
+        }
     };
     std::thread::Builder::new()
         .name("yaplrd-sweep".into())

@@ -14,7 +14,7 @@ pub use stage::{PutRequest, Source};
 pub use transfer::SaveSelection;
 pub use verify::Checked;
 
-use crate::backend::{Backend, CallOptions, Condition, Found, Key, Started};
+use crate::backend::{Backend, CallOptions, Condition, Found, Key, Popped, QueueLease, Started};
 use crate::error::Result;
 use crate::local::Local;
 use crate::progress::{Meter, Progress};
@@ -136,6 +136,50 @@ impl Session {
     /// withdraws, and never counts towards a later release.
     pub fn barrier(&mut self, key: &Key, n: u32, opts: &CallOptions<'_>) -> Result<()> {
         self.backend.barrier(key, n, opts)
+    }
+
+    /// Append what `source` writes to the queue `key`. Items are kept like
+    /// objects (inline or in files, journaled, counted against the
+    /// capacity), in the order they were pushed.
+    pub fn queue_push(
+        &mut self,
+        key: &Key,
+        source: &mut dyn Source,
+        meta: Meta,
+        opts: &CallOptions<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        self.backend.connect(opts)?;
+        meta.check()?;
+        let mut meter = Meter::new(progress, source.metered_len());
+        let staged = stage::stage(&mut *self.backend, key, source, meta, true, &mut meter)?;
+        drop(meter);
+        self.backend.queue_push(staged, opts)
+    }
+
+    /// The oldest item of the queue `key`, waiting up to the call's
+    /// timeout for one (without polling). Without `lease` the item is
+    /// removed as it is handed over; with it, the item stays leased to this
+    /// process until `queue_ack`, and goes back to the head of the queue if
+    /// the process dies first: each item is completed exactly once.
+    pub fn queue_pop(&mut self, key: &Key, lease: bool, opts: &CallOptions<'_>) -> Result<Popped> {
+        self.backend.queue_pop(key, lease, opts)
+    }
+
+    /// Complete a leased item (see `queue_pop`): it is removed for good.
+    pub fn queue_ack(&mut self, lease: &QueueLease, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.queue_ack(lease, false, opts)
+    }
+
+    /// Hand a leased item back to the head of its queue, for another
+    /// consumer.
+    pub fn queue_requeue(&mut self, lease: &QueueLease, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend.queue_ack(lease, true, opts)
+    }
+
+    /// How many items of the queue `key` wait, and how many are leased.
+    pub fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)> {
+        self.backend.queue_length(key, opts)
     }
 
     pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

@@ -158,6 +158,28 @@ impl Backend for MemoryBackend {
             seconds: opts.timeout.as_secs_f64(),
         })
     }
+    fn queue_push(&mut self, _item: Staged, _opts: &CallOptions<'_>) -> crate::Result<()> {
+        Err(Error::BadArgument("no queues in memory".into()))
+    }
+    fn queue_pop(
+        &mut self,
+        _key: &Key,
+        _lease: bool,
+        _opts: &CallOptions<'_>,
+    ) -> crate::Result<crate::backend::Popped> {
+        Err(Error::BadArgument("no queues in memory".into()))
+    }
+    fn queue_ack(
+        &mut self,
+        _lease: &crate::backend::QueueLease,
+        _requeue: bool,
+        _opts: &CallOptions<'_>,
+    ) -> crate::Result<()> {
+        Err(Error::BadArgument("no queues in memory".into()))
+    }
+    fn queue_length(&mut self, _key: &Key, _opts: &CallOptions<'_>) -> crate::Result<(u64, u64)> {
+        Ok((0, 0))
+    }
     fn get(&mut self, key: &Key, _opts: &CallOptions<'_>) -> crate::Result<Found> {
         let m = self.0.borrow();
         let (entry, bytes) = m.objects.get(key).ok_or_else(|| Error::NotFound {
