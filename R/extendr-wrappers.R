@@ -116,4 +116,22 @@ quit_server_ <- function(session, timeout, keep) .Call(wrap__quit_server_, sessi
 #' @noRd
 is_server_running_ <- function(session) .Call(wrap__is_server_running_, session)
 
+#' Create (with `type` and `length`) or attach to (both NULL) a shared
+#' vector.
+#' @noRd
+shared_vector_ <- function(session, name, type, length, namespace, timeout, automatic_server_start) .Call(wrap__shared_vector_, session, name, type, length, namespace, timeout, automatic_server_start)
+
+#' @noRd
+sv_length_ <- function(x) .Call(wrap__sv_length_, x)
+
+#' Read the elements at `i` (NULL: all) as an ordinary R vector; an index
+#' past the end or NA reads NA (00 for raw), as R does.
+#' @noRd
+sv_read_ <- function(x, i) .Call(wrap__sv_read_, x, i)
+
+#' Write `value` (already of the vector's type; length 1 or one per
+#' index) at `i` (NULL: all).
+#' @noRd
+sv_write_ <- function(x, i, value) .Call(wrap__sv_write_, x, i, value)
+
 

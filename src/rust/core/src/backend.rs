@@ -64,6 +64,19 @@ impl CallOptions<'_> {
 /// Receives the bytes of a payload as they are produced.
 pub trait PayloadSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Append `n` zero bytes (a sink that can reserve zeroed space without
+    /// writing it does so).
+    fn write_zeros(&mut self, n: u64) -> Result<()> {
+        let chunk = [0u8; 1 << 16];
+        let mut left = n;
+        while left > 0 {
+            let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            self.write(&chunk[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A payload being written into a backend. Dropped before `commit`, it

@@ -5,7 +5,7 @@
 
 use crate::backend::{CallOptions, Key, Payload};
 use crate::error::{Error, Hint, Result};
-use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR};
+use crate::object_file::{KIND_R_SERIALIZED, KIND_R_VECTOR, KIND_SHARED_VECTOR};
 use crate::progress::human_size;
 use crate::protocol::Entry;
 use crate::session::{Checked, Session};
@@ -149,6 +149,7 @@ fn kind_name(kind: u32) -> &'static str {
     match kind {
         KIND_R_SERIALIZED => "R serialization",
         KIND_R_VECTOR => "R vector (zero-copy)",
+        KIND_SHARED_VECTOR => "shared vector",
         _ => "unknown",
     }
 }

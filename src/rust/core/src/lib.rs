@@ -93,7 +93,7 @@ pub mod format {
     pub use crate::codec::Hasher;
     pub use crate::object_file::{
         check_complete, Header, ObjectMap, VectorHeader, HEADER_SIZE, KIND_R_SERIALIZED,
-        KIND_R_VECTOR, VECTOR_HEADER_SIZE,
+        KIND_R_VECTOR, KIND_SHARED_VECTOR, VECTOR_HEADER_SIZE,
     };
     pub use crate::store::{default_dir, INLINE_MAX};
 }

@@ -32,6 +32,10 @@ impl PayloadSink for ObjectWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         ObjectWriter::write(self, bytes)
     }
+
+    fn write_zeros(&mut self, n: u64) -> Result<()> {
+        ObjectWriter::write_zeros(self, n)
+    }
 }
 
 impl StageWriter for ObjectWriter {

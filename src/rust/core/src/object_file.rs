@@ -90,6 +90,10 @@ pub const KIND_R_SERIALIZED: u32 = 1;
 /// A plain atomic vector: a VectorHeader, the raw elements at a 64-byte
 /// aligned offset, then the R serialization of its attributes (if any).
 pub const KIND_R_VECTOR: u32 = 2;
+/// A shared mutable vector (shared_vector() in R): a VectorHeader, then
+/// the raw elements at the same offset as KIND_R_VECTOR, no attributes.
+/// Its elements change in place, so it carries no checksum (0).
+pub const KIND_SHARED_VECTOR: u32 = 3;
 /// Size of the VectorHeader at the start of a KIND_R_VECTOR payload.
 pub const VECTOR_HEADER_SIZE: usize = 64;
 
@@ -443,6 +447,26 @@ impl ObjectWriter {
         }
     }
 
+    /// Append `n` zero bytes without writing them: the space is reserved
+    /// (fallocate gives zeroes), so a large zeroed payload costs no copy.
+    pub fn write_zeros(&mut self, n: u64) -> Result<()> {
+        self.flush()?;
+        let at = HEADER_SIZE as u64 + self.written;
+        self.reserve(at + n)?;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("inspecting {}", self.path.display()), e))?
+            .len();
+        if len < at + n {
+            self.file
+                .set_len(at + n)
+                .map_err(|e| Error::io(format!("extending {}", self.path.display()), e))?;
+        }
+        self.written += n;
+        Ok(())
+    }
+
     fn write_through(&mut self, bytes: &[u8]) -> Result<()> {
         let at = HEADER_SIZE as u64 + self.written;
         self.reserve(at + bytes.len() as u64)?;
@@ -476,7 +500,12 @@ impl ObjectWriter {
         }
         self.header.payload_len = self.written;
         self.header.state = STATE_COMMITTED;
-        self.header.checksum = self.hasher.digest();
+        // A payload changed in place after it is written has no checksum.
+        self.header.checksum = if self.header.kind == KIND_SHARED_VECTOR {
+            0
+        } else {
+            self.hasher.digest()
+        };
         let sync = |f: &File| {
             f.sync_data()
                 .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))

@@ -20,6 +20,7 @@ mod progress;
 mod serialize;
 mod server;
 mod session;
+mod shared;
 mod vector;
 
 use extendr_api::prelude::*;
@@ -31,4 +32,5 @@ extendr_module! {
     use coord;
     use objects;
     use server;
+    use shared;
 }

@@ -5,11 +5,13 @@
 //! staging, retries or formats lives in a language binding.
 
 mod read;
+mod shared;
 mod stage;
 mod transfer;
 mod verify;
 
 pub use read::{damaged, is_zero_copy, Bytes, Content, MIN_ZERO_COPY_BYTES};
+pub use shared::{SharedVector, VectorSpec};
 pub use stage::{PutRequest, Source};
 pub use transfer::SaveSelection;
 pub use verify::Checked;

@@ -3,7 +3,9 @@
 
 use crate::backend::{Found, Payload};
 use crate::error::{Error, Hint, Result};
-use crate::object_file::{self, Header, ObjectMap, KIND_R_SERIALIZED, KIND_R_VECTOR};
+use crate::object_file::{
+    self, Header, ObjectMap, KIND_R_SERIALIZED, KIND_R_VECTOR, KIND_SHARED_VECTOR,
+};
 use crate::protocol::Entry;
 use std::fs::File;
 
@@ -77,7 +79,8 @@ impl Found {
                     KIND_R_VECTOR if view => ObjectMap::open_with(&file, header, true)
                         .map(Content::VectorView)
                         .map_err(|e| damaged(e, &tag)),
-                    KIND_R_VECTOR => Ok(Content::VectorFile(file, header)),
+                    // A shared vector changes in place: always a copy.
+                    KIND_R_VECTOR | KIND_SHARED_VECTOR => Ok(Content::VectorFile(file, header)),
                     KIND_R_SERIALIZED => {
                         let map = ObjectMap::open_with(&file, header, false)
                             .map_err(|e| damaged(e, &tag))?;

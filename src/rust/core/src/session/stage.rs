@@ -58,6 +58,22 @@ struct Spill<'b, 'k> {
 }
 
 impl PayloadSink for Spill<'_, '_> {
+    fn write_zeros(&mut self, n: u64) -> Result<()> {
+        match &mut self.sink {
+            Sink::Backend(w) => w.write_zeros(n),
+            Sink::Memory(_) => {
+                let chunk = [0u8; 1 << 12];
+                let mut left = n;
+                while left > 0 {
+                    let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+                    self.write(&chunk[..k])?;
+                    left -= k as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.sink {
             Sink::Backend(w) => w.write(bytes),
@@ -79,7 +95,7 @@ impl PayloadSink for Spill<'_, '_> {
 /// Write the payload of `source` for `key`: in memory when it is small
 /// and `inline_ok`, else into the backend (a committed payload the caller
 /// must publish or discard). An error leaves nothing behind.
-pub(super) fn stage(
+pub(crate) fn stage(
     backend: &mut dyn Backend,
     key: &Key,
     source: &mut dyn Source,
