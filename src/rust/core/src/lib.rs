@@ -26,11 +26,23 @@
 //! |---|---|---|
 //! | rules | `key`, `error`, `codec`, `sys` | tag and namespace rules and limits; the error type and its hints; checksums, byte and time helpers; system calls (peer uid, fd passing, fallocate, the helper's log) |
 //! | store | `store`, `lock` | the store directory: paths, ownership and mode checks, entries opened without following links; file locks (singleton helper, spawning) |
+//! | coordination | `coord` | the coordination region: a file of the store mapped shared by the helper and every client, a table of named counters and locks (robust process-shared mutexes) found by lock-free lookup |
 //! | formats | `object_file`, `journal`, `dump` | each with its own versioned types: the object file (header with named offsets, writer, mappings), the catalog journal, the dump file |
 //! | protocol | `protocol`, `conn` | frames, answers (`Response`, the typed `Failure`), the messages that open a connection; reading and writing frames with bounded, interruptible waits |
 //! | client, catalog | `backend`, `client`, `catalog` | the `Backend` trait and call options; the connection to the helper (connect, spawn, stop, one bounded wait); the helper's catalog (state, commit, compaction, recovery) |
 //! | requests | `requests` | one module per request kind: its message, its handler on the catalog and its client method; a registry generates the `Request` enum and the dispatch |
 //! | programs | `server`, `local`, `progress`, `session`, `cli` | the helper (start-up, connections, one exit path); the local store as a `Backend`; progress hooks; `Session`; the `yaplrd` command line |
+//!
+//! # Counters and locks across processes
+//!
+//! The module `coord` keeps a *coordination region*: one file of the store
+//! (`coord`), made by the helper when it starts and mapped shared,
+//! read-write, by every client. It holds a fixed table of slots (65,536 by
+//! default), each a named counter or a named lock, so that processes count
+//! and lock together without a round trip to the helper: lookups are
+//! lock-free, each slot has a robust process-shared mutex (a lock whose
+//! holder dies passes to the next locker, who is told), and every wait is
+//! bounded. Its header documents the file layout and the concurrency rules.
 //!
 //! # One `send_object()` call, hop by hop
 //!
@@ -61,6 +73,7 @@ internal!(
     client,
     codec,
     conn,
+    coord,
     dump,
     journal,
     local,

@@ -24,6 +24,12 @@ pub const JOURNAL_NAME: &str = "catalog.journal";
 pub const JOURNAL_TMP_NAME: &str = "catalog.tmp";
 /// A damaged journal is kept under this name before it is cut.
 pub const JOURNAL_DAMAGED_NAME: &str = "catalog.journal.damaged";
+/// The coordination region: counters and locks shared by every process
+/// that maps it (see `coord`).
+pub const COORD_NAME: &str = "coord";
+/// A new coordination region while the helper initializes it, before it is
+/// renamed to `COORD_NAME`.
+pub const COORD_TMP_NAME: &str = "coord.tmp";
 /// Payloads up to this size (64 KiB) are small: they travel inline in
 /// protocol frames and live in the helper's journal; larger ones get an
 /// object file of their own.
@@ -67,6 +73,9 @@ impl Store {
     }
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_NAME)
+    }
+    pub fn coord_path(&self) -> PathBuf {
+        self.dir.join(COORD_NAME)
     }
     pub fn object_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}{OBJECT_SUFFIX}"))
@@ -198,6 +207,8 @@ impl Store {
                     JOURNAL_NAME,
                     JOURNAL_TMP_NAME,
                     JOURNAL_DAMAGED_NAME,
+                    COORD_NAME,
+                    COORD_TMP_NAME,
                 ]
                 .contains(&name);
             if !ours {
@@ -229,8 +240,9 @@ impl Store {
         Ok(())
     }
 
-    /// Remove every file the store holds (objects, journal, socket, lock
-    /// files, log), then the directory itself if nothing else is in it.
+    /// Remove every file the store holds (objects, journal, coordination
+    /// region, socket, lock files, log), then the directory itself if
+    /// nothing else is in it.
     pub fn remove_all(&self) {
         let Ok(d) = Dir::open(&self.dir) else {
             return;
@@ -244,6 +256,8 @@ impl Store {
         let _ = d.unlink(JOURNAL_TMP_NAME);
         let _ = d.unlink(JOURNAL_DAMAGED_NAME);
         let _ = d.unlink(JOURNAL_NAME);
+        let _ = d.unlink(COORD_TMP_NAME);
+        let _ = d.unlink(COORD_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(LOG_NAME);
         let _ = d.unlink(HELPER_LOCK_NAME);
@@ -389,6 +403,8 @@ fn check_entry(dir: &Path, name: &str, owner: u32, mode: u32) -> Result<()> {
 pub enum How {
     /// An existing entry, read only.
     Read,
+    /// An existing entry, read and write (never created).
+    Update,
     /// An existing entry, or a new one (mode 0600), read and write.
     ReadWrite,
     /// A new entry that must not exist yet (mode 0600), read and write.
@@ -470,6 +486,7 @@ impl Dir {
         let flags = base
             | match how {
                 How::Read => libc::O_RDONLY,
+                How::Update => libc::O_RDWR,
                 How::ReadWrite => libc::O_RDWR | libc::O_CREAT,
                 How::CreateNew => libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
                 How::Append => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
@@ -738,7 +755,13 @@ mod tests {
         let victim = std::env::temp_dir().join(format!("yaplr-victim-{}", sys::getpid()));
         fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.join(LOG_NAME)).unwrap();
-        for how in [How::Read, How::ReadWrite, How::Append, How::CreateNew] {
+        for how in [
+            How::Read,
+            How::Update,
+            How::ReadWrite,
+            How::Append,
+            How::CreateNew,
+        ] {
             let err = open_entry(&dir.join(LOG_NAME), how).unwrap_err();
             assert!(matches!(err.kind(), "store" | "io"), "{how:?}: {err}");
         }

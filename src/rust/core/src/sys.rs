@@ -20,6 +20,14 @@ pub fn getpid() -> u32 {
     std::process::id()
 }
 
+/// The kernel's id of the calling thread (the pid, in a single-threaded
+/// process).
+pub fn gettid() -> u32 {
+    // SAFETY: gettid takes no arguments and can not fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u32::try_from(tid).unwrap_or(0)
+}
+
 pub fn getuid() -> u32 {
     // SAFETY: getuid has no preconditions and can not fail.
     unsafe { libc::getuid() }
