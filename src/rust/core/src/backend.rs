@@ -152,6 +152,56 @@ pub struct Popped {
     pub lease: Option<QueueLease>,
 }
 
+/// A change of a counter (see `Session::counter_add` and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterOp {
+    Get,
+    Add(i64),
+    Set(i64),
+    /// Set to `new` if the value is `old`.
+    CompareAndSet {
+        old: i64,
+        new: i64,
+    },
+}
+
+/// A counter's value after a `CounterOp`, and whether a CompareAndSet
+/// swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterValue {
+    pub value: i64,
+    pub swapped: bool,
+}
+
+/// A lock this process holds (see `Session::acquire_lock`).
+pub struct HeldLock {
+    pub key: Key,
+    /// The process that acquired it: the only one that may release it.
+    pub pid: u32,
+    /// The previous holder died holding the lock: what it protects may be
+    /// half-updated.
+    pub previous_holder_died: bool,
+    pub(crate) token: LockToken,
+}
+
+/// Where a held lock is, for its backend.
+pub(crate) enum LockToken {
+    /// A slot of a local store's coordination region (kept mapped while
+    /// the lock is held, even if the store is stopped meanwhile).
+    Local {
+        region: std::sync::Arc<crate::coord::Region>,
+        slot: crate::coord::SlotRef,
+    },
+}
+
+/// Who holds a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// When it got the lock, ns since the epoch.
+    pub since_ns: i64,
+}
+
 /// What `start` found or did.
 #[derive(Debug, Clone, Copy)]
 pub struct Started {
@@ -240,6 +290,21 @@ pub trait Backend {
 
     /// How many items of the queue `key` wait, and how many are leased.
     fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)>;
+
+    /// Read or change the counter `key` (a counter never set reads 0;
+    /// changing it makes it).
+    fn counter(&mut self, key: &Key, op: CounterOp, opts: &CallOptions<'_>)
+        -> Result<CounterValue>;
+
+    /// Acquire the lock `key` for this thread, waiting up to the call's
+    /// timeout. A lock whose holder died is acquired at once.
+    fn acquire_lock(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<HeldLock>;
+
+    /// Release a lock this thread holds.
+    fn release_lock(&mut self, lock: &HeldLock) -> Result<()>;
+
+    /// Who holds the lock `key` (None: nobody).
+    fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>>;
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool>;
 

@@ -3,9 +3,12 @@
 //! written straight into the directory and published by id.
 
 use crate::backend::{
-    Backend, Body, CallOptions, Found, Key, Limits, PayloadSink, Popped, QueueLease, StageWriter,
-    Staged, Started,
+    Backend, Body, CallOptions, CounterOp, CounterValue, Found, HeldLock, Key, Limits, LockHolder,
+    LockToken, PayloadSink, Popped, QueueLease, StageWriter, Staged, Started,
 };
+use crate::coord::{Kind, Region, SlotRef, Stale, Wait};
+use std::collections::HashMap;
+use std::sync::Arc;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::object_file::ObjectWriter;
@@ -16,6 +19,12 @@ use std::path::PathBuf;
 
 pub struct Local {
     client: Client,
+    /// The store's coordination region (counters and locks), once mapped.
+    coord: Option<Arc<Region>>,
+    /// The slots of the counters and locks used, so that a call finds its
+    /// slot without a lookup in the region.
+    counters: HashMap<Key, SlotRef>,
+    locks: HashMap<Key, SlotRef>,
 }
 
 impl Local {
@@ -24,7 +33,91 @@ impl Local {
     pub fn new(dir: PathBuf, helper: Option<PathBuf>) -> Local {
         Local {
             client: Client::new(Store::new(dir), helper),
+            coord: None,
+            counters: HashMap::new(),
+            locks: HashMap::new(),
         }
+    }
+
+    /// The store's coordination region, mapped when first needed (the
+    /// helper, started if need be, makes it) and again after the store was
+    /// stopped (the helper closes it when it quits).
+    fn region(&mut self, opts: &CallOptions<'_>) -> Result<Arc<Region>> {
+        if let Some(r) = self.coord.as_ref().filter(|r| !r.is_closed()) {
+            return Ok(r.clone());
+        }
+        self.coord = None;
+        self.counters.clear();
+        self.locks.clear();
+        self.client.connect(opts)?;
+        let r = match Region::open(self.client.store())? {
+            Some(r) => Arc::new(r),
+            None => {
+                return Err(Error::Server {
+                    message: format!(
+                        "the helper of the store \"{}\" has no coordination table \
+                         (see its log, yaplrd.log)",
+                        self.client.store().dir().display()
+                    ),
+                })
+            }
+        };
+        self.coord = Some(r.clone());
+        Ok(r)
+    }
+
+    /// The slot of counter (or lock) `key`: cached, found in the region,
+    /// or (with `make`) made by the helper. None: there is none.
+    fn slot(
+        &mut self,
+        region: &Region,
+        key: &Key,
+        lock: bool,
+        make: bool,
+        opts: &CallOptions<'_>,
+    ) -> Result<Option<SlotRef>> {
+        let cache = if lock { &self.locks } else { &self.counters };
+        if let Some(s) = cache.get(key) {
+            return Ok(Some(*s));
+        }
+        let kind = if lock { Kind::Lock } else { Kind::Counter };
+        let found = match region.find(kind, key.namespace(), key.tag()) {
+            Some(s) => s,
+            None if make => self.client.slot(key.namespace(), key.tag(), lock, opts)?,
+            None => return Ok(None),
+        };
+        let cache = if lock { &mut self.locks } else { &mut self.counters };
+        cache.insert(key.clone(), found);
+        Ok(Some(found))
+    }
+
+    /// Forget a slot found stale (its counter or lock was removed).
+    fn forget(&mut self, key: &Key, lock: bool) {
+        if lock {
+            self.locks.remove(key);
+        } else {
+            self.counters.remove(key);
+        }
+    }
+}
+
+/// How many times an operation looks its slot up again after finding it
+/// stale (removed and made again meanwhile) before it gives up.
+const STALE_RETRIES: usize = 8;
+
+fn wait<'a>(opts: &CallOptions<'a>) -> Wait<'a> {
+    Wait {
+        timeout: opts.timeout,
+        interrupted: opts.interrupted,
+    }
+}
+
+fn stale(key: &Key) -> Error {
+    Error::Server {
+        message: format!(
+            "\"{}\" was removed and made again too many times while this call used it",
+            key.tag()
+        ),
     }
 }
 
@@ -219,6 +312,88 @@ impl Backend for Local {
 
     fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)> {
         self.client.queue_length(key.namespace(), key.tag(), opts)
+    }
+
+    fn counter(
+        &mut self,
+        key: &Key,
+        op: CounterOp,
+        opts: &CallOptions<'_>,
+    ) -> Result<CounterValue> {
+        for _ in 0..STALE_RETRIES {
+            let region = self.region(opts)?;
+            let make = op != CounterOp::Get;
+            let Some(slot) = self.slot(&region, key, false, make, opts)? else {
+                return Ok(CounterValue {
+                    value: 0,
+                    swapped: false,
+                });
+            };
+            let w = wait(opts);
+            let done = match op {
+                CounterOp::Get => region.counter_get(slot).map(|value| (value, false)),
+                CounterOp::Add(by) => region.counter_add(slot, by, w)?.map(|v| (v, false)),
+                CounterOp::Set(v) => region.counter_set(slot, v, w)?.map(|()| (v, false)),
+                CounterOp::CompareAndSet { old, new } => {
+                    region.counter_cas(slot, old, new, w)?.map(|swapped| {
+                        let value = if swapped { new } else { old };
+                        (value, swapped)
+                    })
+                }
+            };
+            match done {
+                Ok((value, swapped)) => return Ok(CounterValue { value, swapped }),
+                Err(Stale) => self.forget(key, false),
+            }
+        }
+        Err(stale(key))
+    }
+
+    fn acquire_lock(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<HeldLock> {
+        for _ in 0..STALE_RETRIES {
+            let region = self.region(opts)?;
+            let Some(slot) = self.slot(&region, key, true, true, opts)? else {
+                continue;
+            };
+            match region.lock_acquire(slot, wait(opts))? {
+                Ok(acquired) => {
+                    return Ok(HeldLock {
+                        key: key.clone(),
+                        pid: crate::sys::getpid(),
+                        previous_holder_died: acquired.previous_holder_died,
+                        token: LockToken::Local { region, slot },
+                    })
+                }
+                Err(Stale) => self.forget(key, true),
+            }
+        }
+        Err(stale(key))
+    }
+
+    fn release_lock(&mut self, lock: &HeldLock) -> Result<()> {
+        let LockToken::Local { region, slot } = &lock.token;
+        // A lock whose slot went (the store was stopped and its region
+        // removed) is no longer held by anyone.
+        region.lock_release(*slot).map(|_| ())
+    }
+
+    fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>> {
+        for _ in 0..STALE_RETRIES {
+            let region = self.region(opts)?;
+            let Some(slot) = self.slot(&region, key, true, false, opts)? else {
+                return Ok(None);
+            };
+            match region.lock_holder(slot) {
+                Ok(h) => {
+                    return Ok(h.map(|h| LockHolder {
+                        pid: h.pid,
+                        since_ns: h.since_ns,
+                    }))
+                }
+                Err(Stale) => self.forget(key, true),
+            }
+        }
+        Err(stale(key))
     }
 
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

@@ -451,3 +451,90 @@ fn a_waiting_consumer_gets_the_next_push() {
     assert_eq!(all, (0..600).collect::<Vec<u32>>());
     assert_eq!(s.queue_length(&key("work"), &opts(OK_MS)).unwrap(), (0, 0));
 }
+
+#[test]
+fn counters_count_across_sessions_and_share_the_keys_of_objects() {
+    let t = TempStore::new("counters");
+    let mut s = t.session();
+    let c = key("hits");
+    assert_eq!(s.counter_get(&c, &opts(OK_MS)).unwrap(), 0);
+    assert!(!s.exists(&c, &opts(OK_MS)).unwrap());
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let dir = t.dir.clone();
+            std::thread::spawn(move || {
+                let mut s = Session::local(dir, Some(exe().into()));
+                for _ in 0..5000 {
+                    s.counter_add(&key("hits"), 1, &opts(OK_MS)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(s.counter_get(&c, &opts(OK_MS)).unwrap(), 20_000);
+    assert_eq!(s.counter_add(&c, -5, &opts(OK_MS)).unwrap(), 19_995);
+    assert!(!s.counter_cas(&c, 1, 2, &opts(OK_MS)).unwrap());
+    assert!(s.counter_cas(&c, 19_995, 7, &opts(OK_MS)).unwrap());
+    s.counter_set(&c, 1 << 53, &opts(OK_MS)).unwrap();
+    assert!(s.counter_add(&c, 1, &opts(OK_MS)).is_err());
+    assert_eq!(s.counter_get(&c, &opts(OK_MS)).unwrap(), 1 << 53);
+    // A counter is listed, exists, reads as a double, and holds its tag.
+    let list = s.list(None, &opts(OK_MS)).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].tag, "hits");
+    assert_eq!(list[0].meta.class, vec!["yaplr_counter".to_string()]);
+    assert!(s.exists(&c, &opts(OK_MS)).unwrap());
+    let e = put_if(&mut s, "hits", b"x", Condition::Always).unwrap_err();
+    assert!(e.to_string().contains("a counter is stored"), "{e}");
+    put_if(&mut s, "obj", b"x", Condition::Always).unwrap();
+    let e = s.counter_add(&key("obj"), 1, &opts(OK_MS)).unwrap_err();
+    assert!(e.to_string().contains("an object is stored"), "{e}");
+    // Removed like an object; a new one starts at 0.
+    s.remove(&c, &opts(OK_MS)).unwrap();
+    assert!(!s.exists(&c, &opts(OK_MS)).unwrap());
+    assert_eq!(s.counter_add(&c, 1, &opts(OK_MS)).unwrap(), 1);
+    // A helper that quits takes its counters; the next call maps the new
+    // helper's table.
+    s.quit(false, false, &opts(OK_MS)).unwrap();
+    assert_eq!(s.counter_add(&c, 1, &opts(OK_MS)).unwrap(), 1);
+}
+
+#[test]
+fn locks_exclude_time_out_and_name_their_holder() {
+    let t = TempStore::new("locks");
+    let mut s = t.session();
+    let l = key("door");
+    assert!(s.lock_holder(&l, &opts(OK_MS)).unwrap().is_none());
+    let held = s.acquire_lock(&l, &opts(OK_MS)).unwrap();
+    assert!(!held.previous_holder_died);
+    let h = s.lock_holder(&l, &opts(OK_MS)).unwrap().unwrap();
+    assert_eq!(h.pid, sys::getpid());
+    // Another session (thread) waits, and times out.
+    let dir = t.dir.clone();
+    let other = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        let started = Instant::now();
+        let e = s
+            .acquire_lock(&key("door"), &opts(300))
+            .map(|_| ())
+            .unwrap_err();
+        (e, started.elapsed())
+    });
+    let (e, took) = other.join().unwrap();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(took >= Duration::from_millis(290));
+    // Locks are no objects.
+    assert!(s.list(None, &opts(OK_MS)).unwrap().is_empty());
+    s.release_lock(&held).unwrap();
+    assert!(s.lock_holder(&l, &opts(OK_MS)).unwrap().is_none());
+    let dir = t.dir.clone();
+    std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        let h = s.acquire_lock(&key("door"), &opts(OK_MS)).unwrap();
+        s.release_lock(&h).unwrap();
+    })
+    .join()
+    .unwrap();
+}

@@ -3,6 +3,7 @@
 //! of each client (so a retry is answered, not redone) and compaction.
 
 pub(crate) mod answer;
+pub(crate) mod counters;
 pub(crate) mod queue;
 pub(crate) mod recovery;
 
@@ -211,6 +212,8 @@ pub(crate) struct Catalog {
     pub(crate) queues: HashMap<Key, BTreeSet<u64>>,
     /// The leased queue items, by catalog key.
     pub(crate) leases: HashMap<Key, queue::Lease>,
+    /// The coordination region (counters and locks), if it could be made.
+    pub(crate) coord: Option<crate::coord::Region>,
     /// The barriers clients wait at (in memory only).
     pub(crate) barriers: HashMap<Key, BarrierState>,
     /// Numbers arrivals at barriers.
@@ -235,6 +238,7 @@ impl Catalog {
             started_ns: crate::codec::now_ns(),
             queues: HashMap::new(),
             leases: HashMap::new(),
+            coord: None,
             barriers: HashMap::new(),
             arrivals: 0,
         }
@@ -447,6 +451,7 @@ impl Catalog {
 
     /// Refuse a conditional change of `key` whose condition does not hold.
     pub(crate) fn check_condition(&self, key: &Key, cond: Condition) -> Result<()> {
+        self.check_not_counter(key)?;
         let found = self.objects.get(key).map(|o| o.seq);
         if cond.holds(found) {
             return Ok(());

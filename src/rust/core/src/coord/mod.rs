@@ -226,7 +226,7 @@ pub struct SlotEntry {
     pub value: i64,
     /// A lock's holder (0: free, or its holder died).
     pub owner_pid: u32,
-    /// When the holder got the lock (0: free).
+    /// When the holder got the lock (0: free); when a counter was made.
     pub since_ns: i64,
 }
 
@@ -669,7 +669,15 @@ impl Region {
         let _table = self.lock_table(wait)?;
         match self.probe(&key) {
             Probe::Found(slot) => Ok(slot),
-            Probe::Vacant(index) => self.claim(index, &key),
+            Probe::Vacant(index) => {
+                let r = self.claim(index, &key)?;
+                // A counter's `since` is when it was made (a listing's
+                // ctime).
+                if let (Kind::Counter, Some(s)) = (kind, self.slot(index)) {
+                    s.since_ns.store(crate::codec::now_ns(), Ordering::Release);
+                }
+                Ok(r)
+            }
             Probe::Full => Err(Error::NoSpace {
                 message: format!(
                     "the coordination table of the store \"{}\" holds at most {} counters \
@@ -871,7 +879,11 @@ impl Region {
                 name,
                 value,
                 owner_pid: if alive { pid } else { 0 },
-                since_ns: if alive { since } else { 0 },
+                since_ns: if alive || kind == Kind::Counter {
+                    since
+                } else {
+                    0
+                },
             });
         }
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

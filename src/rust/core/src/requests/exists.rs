@@ -19,7 +19,8 @@ impl Handle for Exists {
     const CHANGE: bool = false;
 
     fn handle(self, st: &mut Catalog, _: Origin) -> Reply {
-        Response::Bool(st.objects.contains_key(&(self.namespace, self.tag))).into()
+        let key = (self.namespace, self.tag);
+        Response::Bool(st.objects.contains_key(&key) || st.has_counter(&key)).into()
     }
 }
 

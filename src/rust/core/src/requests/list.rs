@@ -27,6 +27,7 @@ impl Handle for List {
             .filter(|(k, _)| !is_internal(&k.1))
             .map(|(k, o)| o.entry(k))
             .collect();
+        v.extend(st.counter_entries(self.namespace.as_deref()));
         v.sort_by(|a, b| (&a.namespace, &a.tag).cmp(&(&b.namespace, &b.tag)));
         Response::List(v).into()
     }

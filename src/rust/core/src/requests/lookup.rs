@@ -31,6 +31,9 @@ impl Handle for Lookup {
 /// open object file, or with its inline payload.
 pub(super) fn found(st: &mut Catalog, key: Key) -> Reply {
     let Some(obj) = st.objects.get(&key) else {
+        if let Some((entry, bytes)) = st.counter_found(&key) {
+            return Response::FoundInline { entry, bytes }.into();
+        }
         return not_found(&key.0, &key.1).into();
     };
     match answer_for(st, &key, obj) {

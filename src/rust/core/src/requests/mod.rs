@@ -32,6 +32,7 @@ pub mod remove;
 pub mod remove_namespace;
 pub(crate) mod park;
 pub mod set_capacity;
+pub mod slot;
 pub mod wait;
 
 use crate::error::Result;
@@ -223,6 +224,7 @@ registry! {
     QueuePop(queue_pop::QueuePop) => connection,
     QueueAck(queue_ack::QueueAck) => catalog,
     QueueLength(queue_length::QueueLength) => catalog,
+    Slot(slot::Slot) => catalog,
 }
 
 #[cfg(test)]

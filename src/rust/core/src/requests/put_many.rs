@@ -66,6 +66,7 @@ pub(super) fn batch(st: &mut Catalog, items: Vec<PutItem>) -> std::result::Resul
     for item in items {
         check_item(&item.namespace, &item.tag, &item.meta).map_err(failure)?;
         let key = (item.namespace.clone(), item.tag.clone());
+        st.check_not_counter(&key).map_err(failure)?;
         if !seen.insert(key.clone()) {
             return Err(Failure::from(Error::BadArgument(format!(
                 "the tag \"{}\" is given twice",

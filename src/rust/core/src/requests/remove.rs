@@ -21,9 +21,17 @@ impl Handle for Remove {
 
     fn handle(self, st: &mut Catalog, origin: Origin) -> Reply {
         let Remove { namespace, tag } = self;
-        if !st.objects.contains_key(&(namespace.clone(), tag.clone())) {
-            return not_found(&namespace, &tag).into();
+        let key = (namespace, tag);
+        if !st.objects.contains_key(&key) {
+            // A counter, if any, is removed in its region.
+            return match st.remove_counter(&key) {
+                Ok(true) => Response::Ok,
+                Ok(false) => not_found(&key.0, &key.1),
+                Err(e) => failed(e),
+            }
+            .into();
         }
+        let (namespace, tag) = key;
         match st.commit(Some(origin), Record::Remove { namespace, tag }, &[], 0) {
             Ok(()) => Response::Ok,
             Err(e) => failed(e),

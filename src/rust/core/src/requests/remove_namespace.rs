@@ -43,6 +43,11 @@ impl Handle for RemoveNamespace {
                 tag,
             })
             .collect();
+        let counters = match st.remove_counters(&namespace) {
+            Ok(c) => c,
+            Err(e) => return failed(e).into(),
+        };
+        let n = n + counters;
         match st.commit(Some(origin), Record::Batch(recs), &[], n) {
             Ok(()) => Response::Count(n),
             Err(e) => failed(e),

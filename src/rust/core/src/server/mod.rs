@@ -47,7 +47,14 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", sys::getpid());
     }
-    let st = recovery::load(&store)?;
+    let mut st = recovery::load(&store)?;
+    st.coord = match crate::coord::Region::create(&store) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log(&format!("could not make the coordination table: {e}"));
+            None
+        }
+    };
     log(&format!(
         "serving {} with {} object(s)",
         store.dir().display(),
@@ -136,6 +143,11 @@ pub(crate) fn exit(st: MutexGuard<'_, Catalog>, why: Exit<'_>) -> ! {
                     "quitting; removing {} object(s)",
                     st.objects.len()
                 ));
+                // Clients that mapped the region see it closed, and let go
+                // of it.
+                if let Some(r) = &st.coord {
+                    r.close();
+                }
                 st.store.remove_all();
             }
             let _ = connection::reply(answer, &Response::Ok, &[]);

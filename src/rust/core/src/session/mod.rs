@@ -16,7 +16,10 @@ pub use stage::{PutRequest, Source};
 pub use transfer::SaveSelection;
 pub use verify::Checked;
 
-use crate::backend::{Backend, CallOptions, Condition, Found, Key, Popped, QueueLease, Started};
+use crate::backend::{
+    Backend, CallOptions, Condition, CounterOp, Found, HeldLock, Key, LockHolder, Popped,
+    QueueLease, Started,
+};
 use crate::error::Result;
 use crate::local::Local;
 use crate::progress::{Meter, Progress};
@@ -182,6 +185,66 @@ impl Session {
     /// How many items of the queue `key` wait, and how many are leased.
     pub fn queue_length(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<(u64, u64)> {
         self.backend.queue_length(key, opts)
+    }
+
+    /// Add `by` to the counter `key` (made at 0 on first use); its new
+    /// value. Counters hold integers up to ±2^53 (a double holds them
+    /// exactly); a sum beyond that is refused and changes nothing.
+    pub fn counter_add(&mut self, key: &Key, by: i64, opts: &CallOptions<'_>) -> Result<i64> {
+        Ok(self.backend.counter(key, CounterOp::Add(by), opts)?.value)
+    }
+
+    /// The value of the counter `key` (0 for one never set).
+    pub fn counter_get(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<i64> {
+        Ok(self.backend.counter(key, CounterOp::Get, opts)?.value)
+    }
+
+    /// Set the counter `key`.
+    pub fn counter_set(&mut self, key: &Key, value: i64, opts: &CallOptions<'_>) -> Result<()> {
+        self.backend
+            .counter(key, CounterOp::Set(value), opts)
+            .map(|_| ())
+    }
+
+    /// Set the counter `key` to `new` if its value is `old` (a counter
+    /// never set is 0); whether it did.
+    pub fn counter_cas(
+        &mut self,
+        key: &Key,
+        old: i64,
+        new: i64,
+        opts: &CallOptions<'_>,
+    ) -> Result<bool> {
+        let op = CounterOp::CompareAndSet { old, new };
+        Ok(self.backend.counter(key, op, opts)?.swapped)
+    }
+
+    /// Acquire the lock `key`, waiting up to the call's timeout. The
+    /// operating system releases it if this process dies; the next waiter
+    /// then gets it at once, told so by `HeldLock::previous_holder_died`.
+    pub fn acquire_lock(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<HeldLock> {
+        self.backend.acquire_lock(key, opts)
+    }
+
+    /// Release a lock acquired by this process (a forked child never
+    /// releases its parent's lock).
+    pub fn release_lock(&mut self, lock: &HeldLock) -> Result<()> {
+        let me = crate::sys::getpid();
+        if lock.pid != me {
+            return Err(crate::Error::BadArgument(format!(
+                "lock \"{}\" was acquired by process {}, not by this one ({me}): only the \
+                 process that acquired a lock releases it (a forked child never releases its \
+                 parent's lock)",
+                lock.key.tag(),
+                lock.pid
+            )));
+        }
+        self.backend.release_lock(lock)
+    }
+
+    /// Who holds the lock `key` (None: nobody, or a holder that died).
+    pub fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>> {
+        self.backend.lock_holder(key, opts)
     }
 
     pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {

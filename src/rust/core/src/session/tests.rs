@@ -180,6 +180,31 @@ impl Backend for MemoryBackend {
     fn queue_length(&mut self, _key: &Key, _opts: &CallOptions<'_>) -> crate::Result<(u64, u64)> {
         Ok((0, 0))
     }
+    fn counter(
+        &mut self,
+        _key: &Key,
+        _op: crate::backend::CounterOp,
+        _opts: &CallOptions<'_>,
+    ) -> crate::Result<crate::backend::CounterValue> {
+        Err(Error::BadArgument("no counters in memory".into()))
+    }
+    fn acquire_lock(
+        &mut self,
+        _key: &Key,
+        _opts: &CallOptions<'_>,
+    ) -> crate::Result<crate::backend::HeldLock> {
+        Err(Error::BadArgument("no locks in memory".into()))
+    }
+    fn release_lock(&mut self, _lock: &crate::backend::HeldLock) -> crate::Result<()> {
+        Err(Error::BadArgument("no locks in memory".into()))
+    }
+    fn lock_holder(
+        &mut self,
+        _key: &Key,
+        _opts: &CallOptions<'_>,
+    ) -> crate::Result<Option<crate::backend::LockHolder>> {
+        Ok(None)
+    }
     fn get(&mut self, key: &Key, _opts: &CallOptions<'_>) -> crate::Result<Found> {
         let m = self.0.borrow();
         let (entry, bytes) = m.objects.get(key).ok_or_else(|| Error::NotFound {
