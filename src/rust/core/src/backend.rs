@@ -173,7 +173,9 @@ pub struct CounterValue {
     pub swapped: bool,
 }
 
-/// A lock this process holds (see `Session::acquire_lock`).
+/// A lock this process holds (see `Session::acquire_lock`). Dropped
+/// unreleased in the process that acquired it, it releases the lock (a
+/// forked child's copy never does).
 pub struct HeldLock {
     pub key: Key,
     /// The process that acquired it: the only one that may release it.
@@ -182,6 +184,24 @@ pub struct HeldLock {
     /// half-updated.
     pub previous_holder_died: bool,
     pub(crate) token: LockToken,
+    pub(crate) released: std::cell::Cell<bool>,
+}
+
+impl HeldLock {
+    /// Whether it was released.
+    pub fn is_released(&self) -> bool {
+        self.released.get()
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if self.released.get() || self.pid != crate::sys::getpid() {
+            return;
+        }
+        let LockToken::Local { region, slot } = &self.token;
+        let _ = region.lock_release(*slot);
+    }
 }
 
 /// Where a held lock is, for its backend.

@@ -362,6 +362,7 @@ impl Backend for Local {
                         pid: crate::sys::getpid(),
                         previous_holder_died: acquired.previous_holder_died,
                         token: LockToken::Local { region, slot },
+                        released: std::cell::Cell::new(false),
                     })
                 }
                 Err(Stale) => self.forget(key, true),

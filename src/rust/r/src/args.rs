@@ -329,6 +329,31 @@ pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
     }
 }
 
+/// A counter value as argument `arg`: a single whole number within
+/// ±2^53 (so that a double holds it exactly).
+pub fn counter_value(x: &Robj, arg: &str) -> Checked<i64> {
+    let v = Value::of(x);
+    let n = if v.is_numeric() && v.len() == 1 {
+        v.number()
+    } else {
+        None
+    };
+    match n {
+        Some(n) if (-MAX_EXACT..=MAX_EXACT).contains(&n) && n.fract() == 0.0 =>
+        {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "a whole number within 2^53"
+            )]
+            Ok(n as i64)
+        }
+        _ => Err(bad_argument(format!(
+            "`{arg}` must be a single whole number from -2^53 to 2^53, not {}.",
+            describe(v)
+        ))),
+    }
+}
+
 /// The condition of a conditional send: `if_absent` (TRUE or FALSE), then
 /// `if_version` (NULL or a version); not both.
 pub fn condition(if_absent: &Robj, if_version: &Robj) -> Checked<Condition> {

@@ -8,7 +8,7 @@ use crate::objects::{decode_found, parse_meta, release_all, RObject};
 use crate::progress::{self, Transfer, Verb};
 use crate::session::handle;
 use extendr_api::prelude::*;
-use yaplr_core::backend::QueueLease;
+use yaplr_core::backend::{HeldLock, QueueLease};
 use yaplr_core::progress::Meter;
 use yaplr_core::session;
 use yaplr_core::Payload;
@@ -170,9 +170,187 @@ fn queue_length_(
     Ok(vec![ready as f64, leased as f64])
 }
 
+/// @noRd
+#[extendr]
+fn counter_add_(
+    session: Robj,
+    name: Robj,
+    by: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<f64> {
+    let key = args::name_key(&name, &namespace)?;
+    let by = args::counter_value(&by, "by")?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    let v = h
+        .run(opts.autostart, |s| s.counter_add(&key, by, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    Ok(v as f64)
+}
+
+/// @noRd
+#[extendr]
+fn counter_get_(
+    session: Robj,
+    name: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<f64> {
+    let key = args::name_key(&name, &namespace)?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    let v = h
+        .run(opts.autostart, |s| s.counter_get(&key, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    Ok(v as f64)
+}
+
+/// @noRd
+#[extendr]
+fn counter_set_(
+    session: Robj,
+    name: Robj,
+    value: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<f64> {
+    let key = args::name_key(&name, &namespace)?;
+    let value = args::counter_value(&value, "value")?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    h.run(opts.autostart, |s| s.counter_set(&key, value, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    Ok(value as f64)
+}
+
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn counter_cas_(
+    session: Robj,
+    name: Robj,
+    old: Robj,
+    new: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<bool> {
+    let key = args::name_key(&name, &namespace)?;
+    let old = args::counter_value(&old, "old")?;
+    let new = args::counter_value(&new, "new")?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    h.run(opts.autostart, |s| s.counter_cas(&key, old, new, &opts))
+        .map_err(h.fail(Some(key.tag())))
+}
+
+/// A lock this process holds, as an external pointer for the R layer.
+/// @noRd
+#[extendr]
+fn acquire_lock_(
+    session: Robj,
+    name: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<Robj> {
+    let key = args::name_key(&name, &namespace)?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    let held = h
+        .run(opts.autostart, |s| s.acquire_lock(&key, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    let (pid, died) = (held.pid, held.previous_holder_died);
+    let mut ptr: Robj = ExternalPtr::new(Some(held)).into();
+    ptr.set_attrib("pid", f64::from(pid))?;
+    ptr.set_attrib("previous_holder_died", died)?;
+    Ok(ptr)
+}
+
+/// Release the lock of a handle made by acquire_lock_(); FALSE when the
+/// handle was released before. A handle that R collects unreleased
+/// releases its lock (see HeldLock).
+/// @noRd
+#[extendr]
+fn release_lock_(session: Robj, lock: Robj) -> Done<bool> {
+    let detached = || {
+        RError::argument(
+            yaplr_core::Error::BadArgument(
+                "this lock handle is no longer attached (it was saved and restored, or sent to \
+                 another process): only the process that acquired a lock releases it."
+                    .into(),
+            ),
+            None,
+        )
+    };
+    let mut lock = lock;
+    let ptr = <&mut ExternalPtr<Option<HeldLock>>>::try_from(&mut lock).map_err(|_| detached())?;
+    let slot: &mut Option<HeldLock> = ptr.try_addr_mut().map_err(|_| detached())?;
+    let Some(held) = slot.as_ref() else {
+        return Ok(false);
+    };
+    let h = handle(&session)?;
+    let tag = held.key.tag().to_string();
+    h.run(false, |s| s.release_lock(held))
+        .map_err(h.fail(Some(&tag)))?;
+    *slot = None;
+    Ok(true)
+}
+
+/// list(held, pid, since) of the lock `name`.
+/// @noRd
+#[extendr]
+fn lock_info_(
+    session: Robj,
+    name: Robj,
+    namespace: Robj,
+    timeout: Robj,
+    automatic_server_start: Robj,
+) -> Done<List> {
+    let key = args::name_key(&name, &namespace)?;
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let h = handle(&session)?;
+    let holder = h
+        .run(opts.autostart, |s| s.lock_holder(&key, &opts))
+        .map_err(h.fail(Some(key.tag())))?;
+    let (held, pid, since): (Robj, Robj, Robj) = match holder {
+        Some(x) => (
+            true.into(),
+            f64::from(x.pid).into(),
+            crate::objects::posixct(x.since_ns)?,
+        ),
+        None => (false.into(), Robj::from(Rfloat::na()), {
+            let mut t = Robj::from(Rfloat::na());
+            t.set_class(["POSIXct", "POSIXt"])?;
+            t
+        }),
+    };
+    Ok(List::from_names_and_values(
+        ["name", "namespace", "held", "pid", "since"],
+        [
+            Robj::from(key.tag()),
+            Robj::from(key.namespace()),
+            held,
+            pid,
+            since,
+        ],
+    )?)
+}
+
 extendr_module! {
     mod coord;
     fn barrier_;
+    fn counter_add_;
+    fn counter_get_;
+    fn counter_set_;
+    fn counter_cas_;
+    fn acquire_lock_;
+    fn release_lock_;
+    fn lock_info_;
     fn queue_push_;
     fn queue_pop_;
     fn queue_ack_;

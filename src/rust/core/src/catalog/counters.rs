@@ -2,39 +2,51 @@
 //! coordination region (see `coord`), where clients change it without the
 //! helper; the helper makes its slot (so that a counter and an object never
 //! share a key: both are made under the catalog lock), lists it, reads it
-//! as a one-element double vector, and removes it.
+//! as a double, and removes it.
 
 use super::{Catalog, Key};
 use crate::coord::{Kind, Region, SlotEntry, Wait};
 use crate::error::{Error, Result};
-use crate::object_file::{VectorHeader, KIND_R_VECTOR};
+use crate::object_file::KIND_R_SERIALIZED;
 use crate::protocol::{Entry, Meta};
 use std::time::Duration;
 
 /// R's REALSXP.
-const REALSXP: u32 = 14;
+const REALSXP: i32 = 14;
 
 /// How long the helper waits for a slot's mutex (a counter is held for
 /// nanoseconds; a lock being freed by its remover).
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 
-/// A counter as an entry, with its payload: a double vector of length 1.
+/// A double as R serialization (format version 3, native binary, as
+/// serialize(xdr = FALSE) writes it): a REALSXP of length 1.
+fn serialized_double(x: f64) -> Vec<u8> {
+    /// R 4.0.0 wrote it; R 3.5.0 reads it.
+    const WRITER: i32 = 0x0004_0000;
+    const MIN_READER: i32 = 0x0003_0500;
+    let mut b = b"B\n".to_vec();
+    for i in [3, WRITER, MIN_READER, 5] {
+        b.extend_from_slice(&i32::to_ne_bytes(i));
+    }
+    b.extend_from_slice(b"UTF-8");
+    // The item: its flags (the type, no attributes), its length, its value.
+    for i in [REALSXP, 1] {
+        b.extend_from_slice(&i32::to_ne_bytes(i));
+    }
+    b.extend_from_slice(&x.to_ne_bytes());
+    b
+}
+
+/// A counter as an entry, with its payload: a double, as R serialization.
 fn counter_entry(e: &SlotEntry) -> (Entry, Vec<u8>) {
-    let h = VectorHeader {
-        sexptype: REALSXP,
-        elt_size: 8,
-        length: 1,
-        object: 0,
-    };
-    let mut payload = h.encode().to_vec();
     #[allow(clippy::cast_precision_loss, reason = "counters stay within 2^53")]
-    payload.extend_from_slice(&(e.value as f64).to_ne_bytes());
+    let payload = serialized_double(e.value as f64);
     let entry = Entry {
         namespace: e.namespace.clone(),
         tag: e.name.clone(),
         size: payload.len() as u64,
         ctime_ns: e.since_ns,
-        kind: KIND_R_VECTOR,
+        kind: KIND_R_SERIALIZED,
         meta: Meta {
             class: vec!["yaplr_counter".into()],
             rtype: "double".into(),

@@ -227,7 +227,7 @@ impl Session {
     }
 
     /// Release a lock acquired by this process (a forked child never
-    /// releases its parent's lock).
+    /// releases its parent's lock). Releasing it again does nothing.
     pub fn release_lock(&mut self, lock: &HeldLock) -> Result<()> {
         let me = crate::sys::getpid();
         if lock.pid != me {
@@ -239,7 +239,12 @@ impl Session {
                 lock.pid
             )));
         }
-        self.backend.release_lock(lock)
+        if lock.is_released() {
+            return Ok(());
+        }
+        self.backend.release_lock(lock)?;
+        lock.released.set(true);
+        Ok(())
     }
 
     /// Who holds the lock `key` (None: nobody, or a holder that died).
