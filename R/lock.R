@@ -12,8 +12,9 @@
 #'   since when.
 #'
 #' Locks are robust, process-shared mutexes in shared memory of the store:
-#' acquiring and releasing an uncontended lock takes about a microsecond
-#' and never involves the helper (after the first use of a name). A waiting
+#' acquiring and releasing an uncontended lock takes microseconds
+#' and never involves the helper (after the first use of a name); see
+#' `make bench` for figures. A waiting
 #' process sleeps in the kernel, not polling. If the process holding a lock
 #' dies, even by `kill -9`, the operating system releases it at once and the
 #' next waiter gets it; `acquire_lock()` then says so with the attribute
@@ -31,12 +32,13 @@
 #'
 #' @param name The lock's name: a single non-empty string of at most 1024
 #'   bytes.
-#' @param timeout The most seconds to wait for the lock. Default
-#'   `getOption("yaplr.timeout", 10)`; when it runs out, a condition of
-#'   class `yaplr_timeout` that names the holder's pid.
+#' @param timeout The most seconds to wait for the lock. `NULL` (the
+#'   default): `getOption("yaplr.timeout", 10)`. When it runs out, a
+#'   condition of class `yaplr_timeout` that names the holder's pid.
+#' @param namespace The lock's namespace. `NULL` (the default):
+#'   `getOption("yaplr.namespace", "default")`.
 #' @param lock A handle returned by `acquire_lock()`.
 #' @param expr The expression to evaluate holding the lock.
-#' @inheritParams objects
 #' @return `acquire_lock()`: a `yaplr_lock` handle. `release_lock()`: `TRUE`
 #'   invisibly, `FALSE` if the lock was released before. `with_lock()`: the
 #'   value of `expr`. `lock_info()`: a list with `name`, `namespace`, `held`
@@ -62,25 +64,29 @@ NULL
 
 #' @rdname locks
 #' @export
-acquire_lock <- function(name, timeout = yaplr_timeout(), namespace = yaplr_namespace()) {
+acquire_lock <- function(name, timeout = NULL, namespace = NULL) {
   if (missing(name)) abort_missing_name()
-  h <- check_result(acquire_lock_(session(), name, namespace, timeout, autostart_option(NULL)))
-  structure(h, name = name, namespace = namespace, store = store_dir(), class = "yaplr_lock")
+  res <- .Call(wrap__acquire_lock_, NULL, name, namespace, timeout)
+  if (is.list(res)) check_result(res) else res
 }
 
 #' @rdname locks
 #' @export
 release_lock <- function(lock) {
+  res <- .Call(wrap__release_lock_, lock)
+  if (is.logical(res)) {
+    return(invisible(res))
+  }
   if (!inherits(lock, "yaplr_lock")) {
     abort_yaplr("bad_argument", sprintf(
       "`lock` must be a yaplr_lock returned by acquire_lock(), not %s.", describe(lock)))
   }
-  invisible(check_result(release_lock_(session_of(attr(lock, "store")), lock)))
+  check_result(res)
 }
 
 #' @rdname locks
 #' @export
-with_lock <- function(name, expr, timeout = yaplr_timeout(), namespace = yaplr_namespace()) {
+with_lock <- function(name, expr, timeout = NULL, namespace = NULL) {
   if (missing(name)) abort_missing_name()
   lock <- acquire_lock(name, timeout = timeout, namespace = namespace)
   on.exit(release_lock(lock), add = TRUE)
@@ -89,9 +95,9 @@ with_lock <- function(name, expr, timeout = yaplr_timeout(), namespace = yaplr_n
 
 #' @rdname locks
 #' @export
-lock_info <- function(name, namespace = yaplr_namespace(), timeout = yaplr_timeout()) {
+lock_info <- function(name, namespace = NULL, timeout = NULL) {
   if (missing(name)) abort_missing_name()
-  check_result(lock_info_(session(), name, namespace, timeout, autostart_option(NULL)))
+  check_result(lock_info_(NULL, name, namespace, timeout))
 }
 
 #' @export

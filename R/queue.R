@@ -48,8 +48,8 @@
 #'   popped with `ack = FALSE` and not yet acknowledged.
 #' @examples
 #' old <- options(yaplr.dir = file.path(tempdir(), "yaplr-example"))
-#' queue_push(list(job = 1), "jobs")
-#' queue_push(list(job = 2), "jobs")
+#' queue_push("jobs", list(job = 1))
+#' queue_push("jobs", list(job = 2))
 #' queue_length("jobs")
 #' queue_pop("jobs")
 #' item <- queue_pop("jobs", ack = FALSE)

@@ -192,6 +192,31 @@ impl HeldLock {
     pub fn is_released(&self) -> bool {
         self.released.get()
     }
+
+    /// Release the lock, in the process (and thread) that acquired it; a
+    /// forked child never releases its parent's lock. Releasing it again
+    /// does nothing.
+    pub fn release(&self) -> Result<()> {
+        if self.released.get() {
+            return Ok(());
+        }
+        let me = crate::sys::getpid();
+        if self.pid != me {
+            return Err(Error::BadArgument(format!(
+                "lock \"{}\" was acquired by process {}, not by this one ({me}): only the \
+                 process that acquired a lock releases it (a forked child never releases its \
+                 parent's lock)",
+                self.key.tag(),
+                self.pid
+            )));
+        }
+        let LockToken::Local { region, slot } = &self.token;
+        // A lock whose slot went (its region was closed and replaced) is
+        // released all the same: the mapping it is in stays.
+        region.lock_release(*slot)?.unwrap_or(());
+        self.released.set(true);
+        Ok(())
+    }
 }
 
 impl Drop for HeldLock {
@@ -319,9 +344,6 @@ pub trait Backend {
     /// Acquire the lock `key` for this thread, waiting up to the call's
     /// timeout. A lock whose holder died is acquired at once.
     fn acquire_lock(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<HeldLock>;
-
-    /// Release a lock this thread holds.
-    fn release_lock(&mut self, lock: &HeldLock) -> Result<()>;
 
     /// Who holds the lock `key` (None: nobody).
     fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>>;

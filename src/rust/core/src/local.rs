@@ -371,13 +371,6 @@ impl Backend for Local {
         Err(stale(key))
     }
 
-    fn release_lock(&mut self, lock: &HeldLock) -> Result<()> {
-        let LockToken::Local { region, slot } = &lock.token;
-        // A lock whose slot went (the store was stopped and its region
-        // removed) is no longer held by anyone.
-        region.lock_release(*slot).map(|_| ())
-    }
-
     fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>> {
         for _ in 0..STALE_RETRIES {
             let region = self.region(opts)?;

@@ -117,6 +117,56 @@ pub fn namespace(x: &Robj) -> Checked<String> {
     Ok(ns)
 }
 
+/// The value of R option `name` (NULL when unset).
+pub fn option(name: &std::ffi::CStr) -> Robj {
+    // SAFETY: Rf_install interns a NUL-terminated name (symbols are never
+    // freed), and Rf_GetOption1 returns the option's value, which the
+    // options list keeps alive; the Robj protects it from then on.
+    unsafe {
+        let sym = extendr_ffi::Rf_install(name.as_ptr());
+        Robj::from_sexp(ffi::Rf_GetOption1(sym))
+    }
+}
+
+/// `namespace`, or when NULL options(yaplr.namespace = ) or "default".
+pub fn namespace_or_option(x: &Robj) -> Checked<String> {
+    if !x.is_null() {
+        return namespace(x);
+    }
+    let o = option(c"yaplr.namespace");
+    if o.is_null() {
+        return Ok(yaplr_core::key::DEFAULT_NAMESPACE.to_string());
+    }
+    namespace(&o)
+}
+
+/// The options of a call from `timeout` (NULL: options(yaplr.timeout = ),
+/// else 10 seconds) and options(yaplr.automatic_server_start = ) (else
+/// TRUE).
+pub fn options_or_defaults(timeout: &Robj) -> Checked<CallOptions<'static>> {
+    let t = if timeout.is_null() {
+        option(c"yaplr.timeout")
+    } else {
+        timeout.clone()
+    };
+    let t = if t.is_null() {
+        Duration::from_secs(10)
+    } else {
+        self::timeout(&t)?
+    };
+    let a = option(c"yaplr.automatic_server_start");
+    let autostart = if a.is_null() { true } else { autostart(&a)? };
+    Ok(session::options(t, autostart))
+}
+
+/// The key of a counter, lock, queue or barrier: its `name` in `namespace`
+/// (NULL: the option's).
+pub fn name_key_or_option(name: &Robj, namespace: &Robj) -> Checked<Key> {
+    let name = self::tag(name, "name")?;
+    let namespace = namespace_or_option(namespace)?;
+    Key::new(&namespace, &name).map_err(|e| RError::argument(e, None))
+}
+
 /// A namespace, or NULL for every namespace (None).
 pub fn namespace_or_all(x: &Robj) -> Checked<Option<String>> {
     if x.is_null() {

@@ -6,7 +6,7 @@ use crate::args;
 use crate::conditions::RError;
 use crate::objects::{decode_found, parse_meta, release_all, RObject};
 use crate::progress::{self, Transfer, Verb};
-use crate::session::handle;
+use crate::session::{handle, resolve};
 use extendr_api::prelude::*;
 use yaplr_core::backend::{HeldLock, QueueLease};
 use yaplr_core::progress::Meter;
@@ -172,17 +172,11 @@ fn queue_length_(
 
 /// @noRd
 #[extendr]
-fn counter_add_(
-    session: Robj,
-    name: Robj,
-    by: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<f64> {
-    let key = args::name_key(&name, &namespace)?;
+fn counter_add_(session: Robj, name: Robj, by: Robj, namespace: Robj, timeout: Robj) -> Done<f64> {
+    let key = args::name_key_or_option(&name, &namespace)?;
     let by = args::counter_value(&by, "by")?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     let v = h
         .run(opts.autostart, |s| s.counter_add(&key, by, &opts))
@@ -192,15 +186,10 @@ fn counter_add_(
 
 /// @noRd
 #[extendr]
-fn counter_get_(
-    session: Robj,
-    name: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<f64> {
-    let key = args::name_key(&name, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+fn counter_get_(session: Robj, name: Robj, namespace: Robj, timeout: Robj) -> Done<f64> {
+    let key = args::name_key_or_option(&name, &namespace)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     let v = h
         .run(opts.autostart, |s| s.counter_get(&key, &opts))
@@ -216,11 +205,11 @@ fn counter_set_(
     value: Robj,
     namespace: Robj,
     timeout: Robj,
-    automatic_server_start: Robj,
 ) -> Done<f64> {
-    let key = args::name_key(&name, &namespace)?;
+    let key = args::name_key_or_option(&name, &namespace)?;
     let value = args::counter_value(&value, "value")?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     h.run(opts.autostart, |s| s.counter_set(&key, value, &opts))
         .map_err(h.fail(Some(key.tag())))?;
@@ -229,7 +218,6 @@ fn counter_set_(
 
 /// @noRd
 #[extendr]
-#[allow(clippy::too_many_arguments)]
 fn counter_cas_(
     session: Robj,
     name: Robj,
@@ -237,37 +225,36 @@ fn counter_cas_(
     new: Robj,
     namespace: Robj,
     timeout: Robj,
-    automatic_server_start: Robj,
 ) -> Done<bool> {
-    let key = args::name_key(&name, &namespace)?;
+    let key = args::name_key_or_option(&name, &namespace)?;
     let old = args::counter_value(&old, "old")?;
     let new = args::counter_value(&new, "new")?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     h.run(opts.autostart, |s| s.counter_cas(&key, old, new, &opts))
         .map_err(h.fail(Some(key.tag())))
 }
 
-/// A lock this process holds, as an external pointer for the R layer.
+/// A lock this process holds: a yaplr_lock handle (an external pointer
+/// with the lock's name, namespace and holder).
 /// @noRd
 #[extendr]
-fn acquire_lock_(
-    session: Robj,
-    name: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<Robj> {
-    let key = args::name_key(&name, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+fn acquire_lock_(session: Robj, name: Robj, namespace: Robj, timeout: Robj) -> Done<Robj> {
+    let key = args::name_key_or_option(&name, &namespace)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     let held = h
         .run(opts.autostart, |s| s.acquire_lock(&key, &opts))
         .map_err(h.fail(Some(key.tag())))?;
     let (pid, died) = (held.pid, held.previous_holder_died);
     let mut ptr: Robj = ExternalPtr::new(Some(held)).into();
+    ptr.set_attrib("name", key.tag())?;
+    ptr.set_attrib("namespace", key.namespace())?;
     ptr.set_attrib("pid", f64::from(pid))?;
     ptr.set_attrib("previous_holder_died", died)?;
+    ptr.set_class(["yaplr_lock"])?;
     Ok(ptr)
 }
 
@@ -276,7 +263,7 @@ fn acquire_lock_(
 /// releases its lock (see HeldLock).
 /// @noRd
 #[extendr]
-fn release_lock_(session: Robj, lock: Robj) -> Done<bool> {
+fn release_lock_(lock: Robj) -> Done<bool> {
     let detached = || {
         RError::argument(
             yaplr_core::Error::BadArgument(
@@ -293,10 +280,10 @@ fn release_lock_(session: Robj, lock: Robj) -> Done<bool> {
     let Some(held) = slot.as_ref() else {
         return Ok(false);
     };
-    let h = handle(&session)?;
-    let tag = held.key.tag().to_string();
-    h.run(false, |s| s.release_lock(held))
-        .map_err(h.fail(Some(&tag)))?;
+    if let Err(e) = held.release() {
+        let tag = Robj::from(held.key.tag());
+        return Err(RError::argument(e, Some(tag)));
+    }
     *slot = None;
     Ok(true)
 }
@@ -304,15 +291,10 @@ fn release_lock_(session: Robj, lock: Robj) -> Done<bool> {
 /// list(held, pid, since) of the lock `name`.
 /// @noRd
 #[extendr]
-fn lock_info_(
-    session: Robj,
-    name: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<List> {
-    let key = args::name_key(&name, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+fn lock_info_(session: Robj, name: Robj, namespace: Robj, timeout: Robj) -> Done<List> {
+    let key = args::name_key_or_option(&name, &namespace)?;
+    let opts = args::options_or_defaults(&timeout)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     let holder = h
         .run(opts.autostart, |s| s.lock_holder(&key, &opts))

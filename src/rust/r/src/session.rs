@@ -89,6 +89,71 @@ pub fn handle(x: &Robj) -> Checked<&Handle> {
     }
 }
 
+/// The handle of the store in use, as the R layer's session() gives it,
+/// remembered for as long as options(yaplr.dir = ) (or YAPLR_DIR) and
+/// options(yaplr.capacity = ) stay as they are: the calls that must take
+/// about a microsecond (counters, locks) resolve it without R code.
+struct Current {
+    /// The store as the user gave it (the option, else the variable).
+    dir: Vec<u8>,
+    /// The capacity option's value it was resolved with (kept alive, so
+    /// that its address names it).
+    capacity: Robj,
+    handle: Robj,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// The handle passed as `x`, or when NULL, the handle of the store in use
+/// (see `Current`); a store that can not be used gives its condition.
+pub fn resolve(x: &Robj) -> Checked<Robj> {
+    if !x.is_null() {
+        return Ok(x.clone());
+    }
+    let opt = args::option(c"yaplr.dir");
+    let dir: Vec<u8> = match opt.as_str() {
+        Some(s) => s.as_bytes().to_vec(),
+        None if opt.is_null() => std::env::var_os("YAPLR_DIR")
+            .map(|v| {
+                use std::os::unix::ffi::OsStrExt;
+                v.as_bytes().to_vec()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let capacity = args::option(c"yaplr.capacity");
+    // SAFETY: reading the addresses of two live SEXPs.
+    let same_capacity = |c: &Robj| unsafe { c.get() == capacity.get() };
+    let hit = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|c| c.dir == dir && same_capacity(&c.capacity))
+            .map(|c| c.handle.clone())
+    });
+    if let Some(h) = hit {
+        return Ok(h);
+    }
+    let h = eval_string("yaplr:::session()").map_err(RError::from)?;
+    if h.inherits("yaplr_error") {
+        return Err(RError::Prepared(h));
+    }
+    // As the R layer remembers it: only a store given absolutely (or the
+    // default) means the same store wherever the working directory is.
+    let absolute = dir.is_empty() || dir.starts_with(b"/") || dir.starts_with(b"~");
+    if absolute {
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(Current {
+                dir,
+                capacity,
+                handle: h.clone(),
+            })
+        });
+    }
+    Ok(h)
+}
+
 /// The options of one call: its timeout, and whether it may start a helper.
 pub fn options(timeout: Duration, autostart: bool) -> CallOptions<'static> {
     CallOptions {

@@ -229,22 +229,7 @@ impl Session {
     /// Release a lock acquired by this process (a forked child never
     /// releases its parent's lock). Releasing it again does nothing.
     pub fn release_lock(&mut self, lock: &HeldLock) -> Result<()> {
-        let me = crate::sys::getpid();
-        if lock.pid != me {
-            return Err(crate::Error::BadArgument(format!(
-                "lock \"{}\" was acquired by process {}, not by this one ({me}): only the \
-                 process that acquired a lock releases it (a forked child never releases its \
-                 parent's lock)",
-                lock.key.tag(),
-                lock.pid
-            )));
-        }
-        if lock.is_released() {
-            return Ok(());
-        }
-        self.backend.release_lock(lock)?;
-        lock.released.set(true);
-        Ok(())
+        lock.release()
     }
 
     /// Who holds the lock `key` (None: nobody, or a holder that died).

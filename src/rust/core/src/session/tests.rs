@@ -195,9 +195,6 @@ impl Backend for MemoryBackend {
     ) -> crate::Result<crate::backend::HeldLock> {
         Err(Error::BadArgument("no locks in memory".into()))
     }
-    fn release_lock(&mut self, _lock: &crate::backend::HeldLock) -> crate::Result<()> {
-        Err(Error::BadArgument("no locks in memory".into()))
-    }
     fn lock_holder(
         &mut self,
         _key: &Key,
