@@ -63,6 +63,7 @@ test: install
 # Benchmark: writes bench/results.md and bench/results.png.
 bench: install
 	Rscript bench/bench.R
+	Rscript bench/coordination.R
 
 # The long soak (4 sessions, 120 s) against the installed package.
 soak: install

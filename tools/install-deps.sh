@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what building and checking yaplr needs: R and R packages from
+# Installs what building, checking and benchmarking yaplr needs (filelock
+# is only a reference in make bench): R and R packages from
 # Debian's archive (CRAN is not required). Idempotent: does nothing when all
 # is present.
 set -euo pipefail
 
 DEBS="r-base-dev r-cran-testthat r-cran-callr r-cran-withr r-cran-knitr
 r-cran-rmarkdown pandoc r-cran-roxygen2 r-cran-processx r-cran-ps qpdf
-r-cran-cli"
+r-cran-cli r-cran-filelock"
 
 missing=""
 for p in $DEBS; do

@@ -95,7 +95,10 @@ fn tag_text(
 
 /// A namespace.
 pub fn namespace(x: &Robj) -> Checked<String> {
-    let v = Value::of(x);
+    namespace_v(Value::of(x))
+}
+
+fn namespace_v(v: Value<'_>) -> Checked<String> {
     let Some(c) = v.single_string().filter(|c| !c.bytes().is_empty()) else {
         return Err(bad_argument(format!(
             "`namespace` must be a single non-empty string (default: options(yaplr.namespace = )), \
@@ -117,14 +120,17 @@ pub fn namespace(x: &Robj) -> Checked<String> {
     Ok(ns)
 }
 
-/// The value of R option `name` (NULL when unset).
-pub fn option(name: &std::ffi::CStr) -> Robj {
-    // SAFETY: Rf_install interns a NUL-terminated name (symbols are never
-    // freed), and Rf_GetOption1 returns the option's value, which the
-    // options list keeps alive; the Robj protects it from then on.
-    unsafe {
-        let sym = extendr_ffi::Rf_install(name.as_ptr());
-        Robj::from_sexp(ffi::Rf_GetOption1(sym))
+/// The value of R option `name` (NULL when unset), as an R value. It is
+/// read without protecting it: the options list keeps it alive, and the
+/// glue runs no R code that could change the option while it uses it.
+fn option(name: &std::ffi::CStr) -> Value<'static> {
+    // SAFETY: Rf_install interns a NUL-terminated name (an existing symbol
+    // allocates nothing), and Rf_GetOption1 returns the option's value,
+    // which the options list keeps alive (see above).
+    let sexp = unsafe { ffi::Rf_GetOption1(extendr_ffi::Rf_install(name.as_ptr())) };
+    Value {
+        sexp,
+        _arg: PhantomData,
     }
 }
 
@@ -134,10 +140,10 @@ pub fn namespace_or_option(x: &Robj) -> Checked<String> {
         return namespace(x);
     }
     let o = option(c"yaplr.namespace");
-    if o.is_null() {
+    if o.sexptype() == SEXPTYPE::NILSXP {
         return Ok(yaplr_core::key::DEFAULT_NAMESPACE.to_string());
     }
-    namespace(&o)
+    namespace_v(o)
 }
 
 /// The options of a call from `timeout` (NULL: options(yaplr.timeout = ),
@@ -147,16 +153,44 @@ pub fn options_or_defaults(timeout: &Robj) -> Checked<CallOptions<'static>> {
     let t = if timeout.is_null() {
         option(c"yaplr.timeout")
     } else {
-        timeout.clone()
+        Value::of(timeout)
     };
-    let t = if t.is_null() {
+    let t = if t.sexptype() == SEXPTYPE::NILSXP {
         Duration::from_secs(10)
     } else {
-        self::timeout(&t)?
+        timeout_v(t)?
     };
     let a = option(c"yaplr.automatic_server_start");
-    let autostart = if a.is_null() { true } else { autostart(&a)? };
+    let autostart = if a.sexptype() == SEXPTYPE::NILSXP {
+        true
+    } else {
+        flag_v(
+            a,
+            "automatic_server_start",
+            Some("yaplr.automatic_server_start"),
+        )?
+    };
     Ok(session::options(t, autostart))
+}
+
+/// The store option as its bytes: options(yaplr.dir = ) if a string, else
+/// the variable YAPLR_DIR (None: the option is set to something else).
+pub fn dir_option() -> Option<Vec<u8>> {
+    let o = option(c"yaplr.dir");
+    if o.sexptype() == SEXPTYPE::NILSXP {
+        use std::os::unix::ffi::OsStrExt;
+        return Some(
+            std::env::var_os("YAPLR_DIR")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        );
+    }
+    o.single_string().map(|c| c.bytes().to_vec())
+}
+
+/// The address of an option's value (which names it while it is set).
+pub fn option_address(name: &std::ffi::CStr) -> usize {
+    option(name).sexp as usize
 }
 
 /// The key of a counter, lock, queue or barrier: its `name` in `namespace`
@@ -336,7 +370,10 @@ fn description_text(c: Chars<'_>) -> Checked<String> {
 
 /// A timeout in seconds.
 pub fn timeout(x: &Robj) -> Checked<Duration> {
-    let v = Value::of(x);
+    timeout_v(Value::of(x))
+}
+
+fn timeout_v(v: Value<'_>) -> Checked<Duration> {
     let seconds = if v.is_numeric() && v.len() == 1 {
         v.number()
     } else {
@@ -421,7 +458,10 @@ pub fn condition(if_absent: &Robj, if_version: &Robj) -> Checked<Condition> {
 /// TRUE or FALSE, as argument `arg`; `option` is the option that gives its
 /// default, if any.
 pub fn flag(x: &Robj, arg: &str, option: Option<&str>) -> Checked<bool> {
-    let v = Value::of(x);
+    flag_v(Value::of(x), arg, option)
+}
+
+fn flag_v(v: Value<'_>, arg: &str, option: Option<&str>) -> Checked<bool> {
     if v.sexptype() == SEXPTYPE::LGLSXP && v.len() == 1 {
         // SAFETY: a logical vector of length 1, protected for the call.
         let b = unsafe { LOGICAL_ELT(v.sexp, 0) };

@@ -8,6 +8,10 @@ use crate::objects::{decode_found, parse_meta, release_all, RObject};
 use crate::progress::{self, Transfer, Verb};
 use crate::session::{handle, resolve};
 use extendr_api::prelude::*;
+use extendr_ffi::{
+    cetype_t, Rf_allocVector, Rf_install, Rf_mkCharLenCE, Rf_protect, Rf_setAttrib, Rf_unprotect,
+    LOGICAL, REAL, SET_STRING_ELT, SEXP, SEXPTYPE,
+};
 use yaplr_core::backend::{HeldLock, QueueLease};
 use yaplr_core::progress::Meter;
 use yaplr_core::session;
@@ -249,13 +253,79 @@ fn acquire_lock_(session: Robj, name: Robj, namespace: Robj, timeout: Robj) -> D
         .run(opts.autostart, |s| s.acquire_lock(&key, &opts))
         .map_err(h.fail(Some(key.tag())))?;
     let (pid, died) = (held.pid, held.previous_holder_died);
-    let mut ptr: Robj = ExternalPtr::new(Some(held)).into();
-    ptr.set_attrib("name", key.tag())?;
-    ptr.set_attrib("namespace", key.namespace())?;
-    ptr.set_attrib("pid", f64::from(pid))?;
-    ptr.set_attrib("previous_holder_died", died)?;
-    ptr.set_class(["yaplr_lock"])?;
+    let ptr: Robj = ExternalPtr::new(Some(held)).into();
+    // SAFETY: `ptr` is a live, protected SEXP; each attribute's value is
+    // protected from its allocation until it is set (see set_attr).
+    unsafe {
+        let x = ptr.get();
+        set_attr(x, c"name", string(key.tag()));
+        set_attr(x, c"namespace", string(key.namespace()));
+        set_attr(x, c"pid", scalar_real(f64::from(pid)));
+        set_attr(x, c"previous_holder_died", scalar_logical(died));
+        set_attr(x, c"class", string("yaplr_lock"));
+    }
     Ok(ptr)
+}
+
+// Raw R values for the attributes of a lock handle, made without
+// extendr's bookkeeping of protected objects: acquiring a lock must take
+// microseconds.
+
+/// A character vector holding `s` (UTF-8), unprotected.
+///
+/// # Safety
+/// On R's main thread; the result must be protected before R allocates.
+unsafe fn string(s: &str) -> SEXP {
+    // SAFETY: allocating on R's main thread; the vector is protected while
+    // its element is made.
+    unsafe {
+        let v = Rf_protect(Rf_allocVector(SEXPTYPE::STRSXP, 1));
+        let len = i32::try_from(s.len()).unwrap_or(0);
+        let c = Rf_mkCharLenCE(s.as_ptr().cast(), len, cetype_t::CE_UTF8);
+        SET_STRING_ELT(v, 0, c);
+        Rf_unprotect(1);
+        v
+    }
+}
+
+/// A double vector of length 1, unprotected.
+///
+/// # Safety
+/// As `string`.
+unsafe fn scalar_real(x: f64) -> SEXP {
+    // SAFETY: a fresh double vector of length 1 has one element to set.
+    unsafe {
+        let v = Rf_allocVector(SEXPTYPE::REALSXP, 1);
+        *REAL(v) = x;
+        v
+    }
+}
+
+/// A logical vector of length 1, unprotected.
+///
+/// # Safety
+/// As `string`.
+unsafe fn scalar_logical(x: bool) -> SEXP {
+    // SAFETY: a fresh logical vector of length 1 has one element to set.
+    unsafe {
+        let v = Rf_allocVector(SEXPTYPE::LGLSXP, 1);
+        *LOGICAL(v) = i32::from(x);
+        v
+    }
+}
+
+/// Set attribute `name` of `x` to `value`, protecting `value` meanwhile.
+///
+/// # Safety
+/// On R's main thread, `x` protected, `value` just made.
+unsafe fn set_attr(x: SEXP, name: &std::ffi::CStr, value: SEXP) {
+    // SAFETY: as the function's contract says; Rf_install takes a
+    // NUL-terminated name.
+    unsafe {
+        Rf_protect(value);
+        Rf_setAttrib(x, Rf_install(name.as_ptr()), value);
+        Rf_unprotect(1);
+    }
 }
 
 /// Release the lock of a handle made by acquire_lock_(); FALSE when the

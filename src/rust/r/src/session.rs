@@ -92,12 +92,12 @@ pub fn handle(x: &Robj) -> Checked<&Handle> {
 /// The handle of the store in use, as the R layer's session() gives it,
 /// remembered for as long as options(yaplr.dir = ) (or YAPLR_DIR) and
 /// options(yaplr.capacity = ) stay as they are: the calls that must take
-/// about a microsecond (counters, locks) resolve it without R code.
+/// microseconds (counters, locks) find it without running R code.
 struct Current {
     /// The store as the user gave it (the option, else the variable).
     dir: Vec<u8>,
-    /// The capacity option's value it was resolved with (kept alive, so
-    /// that its address names it).
+    /// The capacity option's value it was resolved with, kept alive so
+    /// that its address names it.
     capacity: Robj,
     handle: Robj,
 }
@@ -106,30 +106,22 @@ thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
-/// The handle passed as `x`, or when NULL, the handle of the store in use
+/// The handle passed as `x`, or when NULL the handle of the store in use
 /// (see `Current`); a store that can not be used gives its condition.
 pub fn resolve(x: &Robj) -> Checked<Robj> {
     if !x.is_null() {
         return Ok(x.clone());
     }
-    let opt = args::option(c"yaplr.dir");
-    let dir: Vec<u8> = match opt.as_str() {
-        Some(s) => s.as_bytes().to_vec(),
-        None if opt.is_null() => std::env::var_os("YAPLR_DIR")
-            .map(|v| {
-                use std::os::unix::ffi::OsStrExt;
-                v.as_bytes().to_vec()
-            })
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let capacity = args::option(c"yaplr.capacity");
-    // SAFETY: reading the addresses of two live SEXPs.
-    let same_capacity = |c: &Robj| unsafe { c.get() == capacity.get() };
+    let dir = args::dir_option();
+    let capacity = args::option_address(c"yaplr.capacity");
     let hit = CURRENT.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|c| c.dir == dir && same_capacity(&c.capacity))
+            .filter(|c| {
+                // SAFETY: reading the address of a live SEXP.
+                let remembered = unsafe { c.capacity.get() } as usize;
+                Some(&c.dir) == dir.as_ref() && remembered == capacity
+            })
             .map(|c| c.handle.clone())
     });
     if let Some(h) = hit {
@@ -140,9 +132,9 @@ pub fn resolve(x: &Robj) -> Checked<Robj> {
         return Err(RError::Prepared(h));
     }
     // As the R layer remembers it: only a store given absolutely (or the
-    // default) means the same store wherever the working directory is.
-    let absolute = dir.is_empty() || dir.starts_with(b"/") || dir.starts_with(b"~");
-    if absolute {
+    // default) is the same store wherever the working directory is.
+    if let Some(dir) = dir.filter(|d| d.is_empty() || d.starts_with(b"/") || d.starts_with(b"~")) {
+        let capacity = eval_string("getOption(\"yaplr.capacity\")").map_err(RError::from)?;
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(Current {
                 dir,
