@@ -17,10 +17,16 @@ script_dir <- local({
 out_md <- file.path(script_dir, "coordination.md")
 dir <- tempfile("yaplr-bench-coord-", tmpdir = "/dev/shm")
 options(yaplr.dir = dir, yaplr.timeout = 30)
-on.exit({
+# (A script's top level has no on.exit: the store is stopped and removed at
+# the end, and by this hook if the script fails.)
+cleanup <- function() {
   try(quit_server(), silent = TRUE)
   unlink(dir, recursive = TRUE)
-}, add = TRUE)
+}
+options(error = function() {
+  cleanup()
+  q(status = 1)
+})
 fmt_us <- function(s) sprintf("%.2f µs", s * 1e6)
 rows <- list()
 add <- function(what, value) rows[[length(rows) + 1L]] <<- c(what, value)
@@ -127,3 +133,4 @@ md <- c("# Coordination benchmark", "",
         vapply(rows, function(r) sprintf("| %s | %s |", r[1], r[2]), ""))
 writeLines(md, out_md)
 cat(md, sep = "\n")
+cleanup()
