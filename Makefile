@@ -65,9 +65,10 @@ bench: install
 	Rscript bench/bench.R
 	Rscript bench/coordination.R
 
-# The long soak (4 sessions, 120 s) against the installed package.
+# The long soak (4 sessions, 120 s, the helper killed every 5 s) against
+# the installed package.
 soak: install
-	Rscript tools/soak.R 120
+	Rscript tools/soak.R 120 5
 
 clean:
 	rm -rf $(PKG).Rcheck $(PKG)_*.tar.gz src/*.o src/*.so src/yaplrd $(RUST)/target

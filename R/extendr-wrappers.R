@@ -57,7 +57,7 @@ queue_push_ <- function(session, name, obj, meta, namespace, timeout, automatic_
 queue_pop_ <- function(session, name, namespace, timeout, automatic_server_start, ack, copy, progress) .Call(wrap__queue_pop_, session, name, namespace, timeout, automatic_server_start, ack, copy, progress)
 
 #' @noRd
-queue_ack_ <- function(session, name, namespace, seq, token, timeout) .Call(wrap__queue_ack_, session, name, namespace, seq, token, timeout)
+queue_ack_ <- function(session, name, namespace, seq, token, timeout, automatic_server_start) .Call(wrap__queue_ack_, session, name, namespace, seq, token, timeout, automatic_server_start)
 
 #' c(ready, leased)
 #' @noRd

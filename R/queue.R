@@ -93,7 +93,7 @@ queue_ack <- function(item, timeout = yaplr_timeout()) {
       describe(item)))
   }
   invisible(check_result(queue_ack_(session_of(item$store), item$name, item$namespace,
-                                    item$seq, item$token, timeout)))
+                                    item$seq, item$token, timeout, autostart_option(NULL))))
 }
 
 #' @rdname queues

@@ -99,7 +99,7 @@ soak_worker <- function(dir, id, tags, go, duration, seed, max_bytes, make_value
     Sys.sleep(0.002)
   }
   until <- Sys.time() + duration
-  kinds <- c("send", "overwrite", "retrieve", "remove", "list")
+  kinds <- c("send", "overwrite", "retrieve", "remove", "list", "count", "lock", "push", "pop")
   ops <- stats::setNames(numeric(length(kinds)), kinds)
   errors <- numeric()
   unexpected <- 0
@@ -109,6 +109,14 @@ soak_worker <- function(dir, id, tags, go, duration, seed, max_bytes, make_value
   bad_what <- character()
   seq <- 0L
   listed <- character()
+  # Coordination, in a namespace of its own: what this worker added to the
+  # counter and (under the lock) to the locked total, and the queue items
+  # it pushed and completed.
+  co <- "soak-coordination"
+  counted <- 0
+  locked <- 0
+  pushed <- character()
+  popped <- character()
   held <- list() # earlier retrieved values (views), re-checked later
   check <- function(v, tag) {
     what <- verify(v, tag)
@@ -120,7 +128,7 @@ soak_worker <- function(dir, id, tags, go, duration, seed, max_bytes, make_value
     }
   }
   while (Sys.time() < until) {
-    op <- sample(kinds, 1L, prob = c(0.25, 0.15, 0.35, 0.12, 0.13))
+    op <- sample(kinds, 1L, prob = c(0.2, 0.12, 0.28, 0.1, 0.1, 0.08, 0.04, 0.04, 0.04))
     if (op == "overwrite" && length(listed) == 0L) op <- "send"
     tag <- if (op == "overwrite") sample(listed, 1L) else sample(tags, 1L)
     ops[[op]] <- ops[[op]] + 1
@@ -138,6 +146,29 @@ soak_worker <- function(dir, id, tags, go, duration, seed, max_bytes, make_value
           if (length(held) > 5L) held <- held[-1L]
         },
         remove = yaplr::remove_object(tag),
+        count = {
+          yaplr::counter_add("count", namespace = co)
+          counted <- counted + 1
+        },
+        lock = yaplr::with_lock("total", namespace = co, {
+          v <- tryCatch(yaplr::retrieve_object("total", namespace = co),
+                        yaplr_not_found = function(e) 0)
+          yaplr::send_object(v + 1, "total", namespace = co)
+          locked <- locked + 1
+        }),
+        push = {
+          item <- sprintf("%d-%d", id, length(pushed) + 1L)
+          yaplr::queue_push("q", item, namespace = co)
+          pushed <- c(pushed, item)
+        },
+        pop = {
+          it <- tryCatch(yaplr::queue_pop("q", timeout = 0.05, ack = FALSE, namespace = co),
+                         yaplr_timeout = function(e) NULL)
+          if (!is.null(it)) {
+            yaplr::queue_ack(it)
+            popped <- c(popped, it$value)
+          }
+        },
         list = {
           l <- yaplr::list_objects()
           listed <- rownames(l)
@@ -167,13 +198,14 @@ soak_worker <- function(dir, id, tags, go, duration, seed, max_bytes, make_value
     }
   }
   list(id = id, ops = ops, errors = errors, unexpected = unexpected, messages = messages,
-       verified = verified, bad = bad, bad_what = bad_what)
+       verified = verified, bad = bad, bad_what = bad_what, counted = counted, locked = locked,
+       pushed = pushed, popped = popped)
 }
 
 # Run `processes` workers for `duration` seconds on the store `dir`, check
 # what is left in the store, stop its helper, and count what remains.
 run_soak <- function(dir, duration, processes = 4L, n_tags = 50L, max_bytes = 1e6,
-                     seed = sample.int(1e6, 1L), slack = 60) {
+                     seed = sample.int(1e6, 1L), slack = 60, kill_every = 0) {
   old <- options(yaplr.dir = dir, yaplr.timeout = 30)
   on.exit(options(old), add = TRUE)
   tags <- sprintf("%s%02d", rep_len(c("plain-", "with space ", "../slash/", "caf\u00e9-", "x"), n_tags),
@@ -203,6 +235,22 @@ run_soak <- function(dir, duration, processes = 4L, n_tags = 50L, max_bytes = 1e
   }
   t0 <- Sys.time()
   file.create(go)
+  # With kill_every, the helper is killed (SIGKILL) that often meanwhile:
+  # the workers' next calls start a new one.
+  kills <- 0L
+  if (kill_every > 0) {
+    next_kill <- t0 + kill_every
+    while (Sys.time() < t0 + duration) {
+      if (Sys.time() >= next_kill) {
+        for (pid in yaplrd_pids(dir)) {
+          tools::pskill(pid, tools::SIGKILL)
+          kills <- kills + 1L
+        }
+        next_kill <- next_kill + kill_every
+      }
+      Sys.sleep(0.01)
+    }
+  }
   deadline <- t0 + duration + slack
   for (p in procs) {
     left <- as.numeric(deadline - Sys.time(), units = "secs")
@@ -214,7 +262,8 @@ run_soak <- function(dir, duration, processes = 4L, n_tags = 50L, max_bytes = 1e
 
   res <- list(duration = duration, elapsed = elapsed, processes = processes, tags = n_tags,
               seed = seed, ops = NULL, errors = numeric(), unexpected = 0, messages = character(),
-              verified = 0, bad = 0, bad_what = character(), hung = as.integer(hung), failed = 0L)
+              verified = 0, bad = 0, bad_what = character(), hung = as.integer(hung), failed = 0L,
+              kills = kills, counted = 0, locked = 0, pushed = character(), popped = character())
   for (p in procs) {
     if (p$is_alive()) next
     r <- tryCatch(p$get_result(), error = identity)
@@ -232,6 +281,10 @@ run_soak <- function(dir, duration, processes = 4L, n_tags = 50L, max_bytes = 1e
     res$verified <- res$verified + r$verified
     res$bad <- res$bad + r$bad
     res$bad_what <- c(res$bad_what, r$bad_what)
+    res$counted <- res$counted + r$counted
+    res$locked <- res$locked + r$locked
+    res$pushed <- c(res$pushed, r$pushed)
+    res$popped <- c(res$popped, r$popped)
   }
 
   # Every object left in the store is whole and under its own tag.
@@ -253,6 +306,29 @@ run_soak <- function(dir, duration, processes = 4L, n_tags = 50L, max_bytes = 1e
     NA_integer_
   })
   res$objects_at_end <- final
+
+  # Coordination: no increment lost or doubled, under the lock or not; every
+  # queue item completed at most once, and the others still queued (the
+  # items leased by a worker that ended are handed back).
+  co <- "soak-coordination"
+  tryCatch({
+    res$counter <- yaplr::counter_get("count", namespace = co)
+    res$total <- tryCatch(yaplr::retrieve_object("total", namespace = co),
+                          yaplr_not_found = function(e) 0)
+    left <- character()
+    repeat {
+      it <- tryCatch(yaplr::queue_pop("q", timeout = 5, namespace = co),
+                     yaplr_timeout = function(e) NULL)
+      if (is.null(it)) break
+      left <- c(left, it)
+    }
+    res$queued_left <- length(left)
+    seen <- c(res$popped, left)
+    res$queue_ok <- !anyDuplicated(seen) && setequal(seen, res$pushed)
+  }, error = function(e) {
+    res$unexpected <<- res$unexpected + 1
+    res$messages <<- c(res$messages, paste("coordination check:", conditionMessage(e)))
+  })
 
   tryCatch(yaplr::quit_server(timeout = 30), error = function(e) {
     res$unexpected <<- res$unexpected + 1
@@ -285,6 +361,14 @@ format_soak <- function(res) {
     sprintf("values verified:     %s (%d torn or wrong)", format(res$verified, big.mark = ","),
             as.integer(res$bad)),
     sprintf("processes hung:      %d, failed: %d", res$hung, res$failed),
+    sprintf("helper kills:        %d", as.integer(res$kills)),
+    sprintf("counter:             %s (%s added)", format(res$counter, big.mark = ","),
+            format(res$counted, big.mark = ",")),
+    sprintf("locked total:        %s (%s read-modify-writes under the lock)",
+            format(res$total, big.mark = ","), format(res$locked, big.mark = ",")),
+    sprintf("queue:               %d pushed, %d completed, %d left, %s",
+            length(res$pushed), length(res$popped), as.integer(res$queued_left),
+            if (isTRUE(res$queue_ok)) "each exactly once" else "ITEMS LOST OR DOUBLED"),
     sprintf("objects at the end:  %s (before quit_server())", res$objects_at_end),
     sprintf("files left:          %d", as.integer(res$files_left)),
     sprintf("helper processes left: %d", as.integer(res$helpers_left)),
@@ -297,6 +381,8 @@ format_soak <- function(res) {
 # error but yaplr_not_found, nothing left behind.
 soak_passed <- function(res) {
   res$bad == 0 && res$hung == 0L && res$failed == 0L && res$unexpected == 0 &&
+    identical(res$counter, res$counted) && identical(res$total, res$locked) &&
+    isTRUE(res$queue_ok) &&
     all(names(res$errors) == "yaplr_not_found") &&
     res$files_left == 0L && res$helpers_left == 0L
 }

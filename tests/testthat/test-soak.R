@@ -1,6 +1,7 @@
 # A short soak (about 15 s): four sessions do a random mix of send /
-# overwrite / retrieve / remove / list on 50 shared tags. The long version is
-# `make soak` (tools/soak.R); both run run_soak() from helper-soak.R.
+# overwrite / retrieve / remove / list on 50 shared tags, and count, lock and
+# use a queue. The long version is `make soak` (tools/soak.R, with helper
+# kills); both run run_soak() from helper-soak.R.
 
 test_that("four sessions on 50 shared tags: no torn value, no hang, no unexpected error, nothing left", {
   skip_on_cran()
@@ -12,7 +13,11 @@ test_that("four sessions on 50 shared tags: no torn value, no hang, no unexpecte
   expect_identical(res$bad, 0, info = report)
   expect_identical(res$unexpected, 0, info = report)
   expect_true(all(names(res$errors) == "yaplr_not_found"), info = report)
-  expect_setequal(names(res$ops), c("send", "overwrite", "retrieve", "remove", "list"))
+  expect_setequal(names(res$ops), c("send", "overwrite", "retrieve", "remove", "list",
+                                    "count", "lock", "push", "pop"))
+  expect_identical(res$counter, res$counted, info = report)
+  expect_identical(res$total, res$locked, info = report)
+  expect_true(res$queue_ok, info = report)
   expect_true(all(res$ops > 0), info = report)
   expect_gt(res$verified, 100)
   expect_identical(res$files_left, 0L, info = report)

@@ -142,16 +142,18 @@ fn queue_ack_(
     seq: f64,
     token: f64,
     timeout: Robj,
+    automatic_server_start: Robj,
 ) -> Done<()> {
     let key = args::name_key(&name, &namespace)?;
-    let opts = args::call_options(&timeout, &Robj::from(false))?;
+    // A helper restarted since the pop knows the lease from its journal.
+    let opts = args::call_options(&timeout, &automatic_server_start)?;
     let lease = QueueLease {
         key,
         seq: args::bytes_from_r(seq),
         token: args::bytes_from_r(token),
     };
     let h = handle(&session)?;
-    h.run(false, |s| s.queue_ack(&lease, &opts))
+    h.run(opts.autostart, |s| s.queue_ack(&lease, &opts))
         .map_err(h.fail(Some(lease.key.tag())))
 }
 
