@@ -68,15 +68,20 @@ pub trait PayloadSink {
     /// Append `n` zero bytes (a sink that can reserve zeroed space without
     /// writing it does so).
     fn write_zeros(&mut self, n: u64) -> Result<()> {
-        let chunk = [0u8; 1 << 16];
-        let mut left = n;
-        while left > 0 {
-            let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-            self.write(&chunk[..k])?;
-            left -= k as u64;
-        }
-        Ok(())
+        write_zero_bytes(self, n)
     }
+}
+
+/// Write `n` zero bytes to `sink`, a chunk at a time.
+pub(crate) fn write_zero_bytes<S: PayloadSink + ?Sized>(sink: &mut S, n: u64) -> Result<()> {
+    let chunk = [0u8; 1 << 12];
+    let mut left = n;
+    while left > 0 {
+        let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        sink.write(&chunk[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
 }
 
 /// A payload being written into a backend. Dropped before `commit`, it

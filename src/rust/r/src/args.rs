@@ -224,18 +224,21 @@ pub fn name_key(name: &Robj, namespace: &Robj) -> Checked<Key> {
     Key::new(&namespace, &name).map_err(|e| RError::argument(e, None))
 }
 
-/// A count as argument `arg`: a single whole number from 1 to `most`.
-pub fn count(x: &Robj, arg: &str, most: u32) -> Checked<u32> {
-    let v = Value::of(x);
+/// `v` if it is a single whole number from `least` to `most`.
+fn whole_number(v: Value<'_>, least: f64, most: f64) -> Option<f64> {
     let n = if v.is_numeric() && v.len() == 1 {
         v.number()
     } else {
         None
     };
-    match n {
-        Some(n) if (1.0..=f64::from(most)).contains(&n) && n.fract() == 0.0 => {
-            Ok(u32::try_from(bytes_from_r(n)).unwrap_or(most))
-        }
+    n.filter(|n| (least..=most).contains(n) && n.fract() == 0.0)
+}
+
+/// A count as argument `arg`: a single whole number from 1 to `most`.
+pub fn count(x: &Robj, arg: &str, most: u32) -> Checked<u32> {
+    let v = Value::of(x);
+    match whole_number(v, 1.0, f64::from(most)) {
+        Some(n) => Ok(u32::try_from(bytes_from_r(n)).unwrap_or(most)),
         _ => Err(bad_argument(format!(
             "`{arg}` must be a single whole number from 1 to {most}, not {}.",
             describe(v)
@@ -401,13 +404,8 @@ pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
         return Ok(None);
     }
     let v = Value::of(x);
-    let n = if v.is_numeric() && v.len() == 1 {
-        v.number()
-    } else {
-        None
-    };
-    match n {
-        Some(n) if (0.0..=MAX_EXACT).contains(&n) && n.fract() == 0.0 => Ok(Some(bytes_from_r(n))),
+    match whole_number(v, 0.0, MAX_EXACT) {
+        Some(n) => Ok(Some(bytes_from_r(n))),
         _ => Err(bad_argument(format!(
             "`{arg}` must be NULL or a version as object_info() gives it (a single whole \
              number), not {}.",
@@ -420,13 +418,8 @@ pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
 /// ±2^53 (so that a double holds it exactly).
 pub fn counter_value(x: &Robj, arg: &str) -> Checked<i64> {
     let v = Value::of(x);
-    let n = if v.is_numeric() && v.len() == 1 {
-        v.number()
-    } else {
-        None
-    };
-    match n {
-        Some(n) if (-MAX_EXACT..=MAX_EXACT).contains(&n) && n.fract() == 0.0 =>
+    match whole_number(v, -MAX_EXACT, MAX_EXACT) {
+        Some(n) =>
         {
             #[allow(
                 clippy::cast_possible_truncation,

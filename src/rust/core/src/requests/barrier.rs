@@ -5,7 +5,7 @@
 //! release. Barriers live in the helper's memory only: after a helper
 //! restart, the clients still waiting arrive again at a fresh barrier.
 
-use super::park::{park, Parked};
+use super::park::{park, waited_out, Parked};
 use super::wait::until_ns;
 use super::Ask;
 use crate::catalog::answer::{failed, Reply};
@@ -13,8 +13,7 @@ use crate::catalog::{lock_state, Shared};
 use crate::client::{CallOptions, Client};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
-use crate::key::DEFAULT_NAMESPACE;
-use crate::protocol::{Failure, Response};
+use crate::protocol::Response;
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 
@@ -88,20 +87,11 @@ pub(crate) fn serve(b: Barrier, shared: &Shared, conn: &Conn, send: impl Fn(Repl
     }
     drop(st);
     if let Parked::TimedOut = parked {
-        let mut what = format!(
+        let what = format!(
             "{} processes at barrier \"{}\" ({} other(s) arrived)",
             b.n, b.name, arrived
         );
-        if b.namespace != DEFAULT_NAMESPACE {
-            what.push_str(&format!(" in namespace \"{}\"", b.namespace));
-        }
-        send(
-            Response::Failed(Failure::WaitedOut {
-                waited_for: what,
-                seconds: b.seconds,
-            })
-            .into(),
-        );
+        send(waited_out(what, &b.namespace, b.seconds));
     }
 }
 

@@ -5,9 +5,11 @@
 //! (an interrupted or killed client closes its connection) or its deadline
 //! passed.
 
+use crate::catalog::answer::Reply;
 use crate::catalog::{lock_state, Catalog, Shared};
 use crate::conn::Conn;
-use crate::protocol;
+use crate::key::DEFAULT_NAMESPACE;
+use crate::protocol::{self, Failure, Response};
 use std::sync::MutexGuard;
 use std::time::Duration;
 
@@ -49,4 +51,18 @@ pub(crate) fn park<'a, T>(
         let left = Duration::from_nanos(until_ns - now);
         st = shared.wait(st, left.min(CHECK_EVERY));
     }
+}
+
+/// The answer of a parked request whose deadline passed: it waited `what`
+/// (in `namespace`, named unless the default one) for `seconds`.
+pub(crate) fn waited_out(what: String, namespace: &str, seconds: f64) -> Reply {
+    let mut waited_for = what;
+    if namespace != DEFAULT_NAMESPACE {
+        waited_for.push_str(&format!(" in namespace \"{namespace}\""));
+    }
+    Response::Failed(Failure::WaitedOut {
+        waited_for,
+        seconds,
+    })
+    .into()
 }

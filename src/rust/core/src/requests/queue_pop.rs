@@ -5,7 +5,7 @@
 //! catalog::queue).
 
 use super::lookup::answer_for;
-use super::park::{park, Parked};
+use super::park::{park, waited_out, Parked};
 use super::wait::until_ns;
 use super::Ask;
 use crate::catalog::answer::{failed, Reply};
@@ -14,8 +14,7 @@ use crate::client::{CallOptions, Client, Found};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::journal::Record;
-use crate::key::DEFAULT_NAMESPACE;
-use crate::protocol::{Failure, Response};
+use crate::protocol::Response;
 use crate::sys;
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
@@ -81,17 +80,8 @@ pub(crate) fn serve(
         Parked::Gone => return,
         Parked::TimedOut => {
             drop(st);
-            let mut what = format!("an item in queue \"{}\"", p.name);
-            if p.namespace != DEFAULT_NAMESPACE {
-                what.push_str(&format!(" in namespace \"{}\"", p.namespace));
-            }
-            send(
-                Response::Failed(Failure::WaitedOut {
-                    waited_for: what,
-                    seconds: p.seconds,
-                })
-                .into(),
-            );
+            let what = format!("an item in queue \"{}\"", p.name);
+            send(waited_out(what, &p.namespace, p.seconds));
             return;
         }
         Parked::Ready(item) => item,
@@ -125,9 +115,22 @@ pub(crate) fn serve(
     // A lease names the process and when it started, so that a pid reused
     // by another process never keeps the item.
     let Some(start) = sys::process_start(pid) else {
+        drop(st);
+        send(failed(Error::Server {
+            message: format!(
+                "the helper can not see process {pid}, so it can not lease it an item \
+                 (is it in another pid namespace?); pop with ack = TRUE"
+            ),
+        })
+        .into());
         return;
     };
     let Some(obj) = st.objects.get(&item).cloned() else {
+        drop(st);
+        send(failed(Error::Server {
+            message: "a queue item vanished while it was handed over".into(),
+        })
+        .into());
         return;
     };
     let reply = match answer_for(&st, &queue, &obj) {

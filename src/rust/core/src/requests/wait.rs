@@ -15,8 +15,8 @@ use crate::client::{CallOptions, Client, Found};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::key::DEFAULT_NAMESPACE;
-use super::park::{park, Parked};
-use crate::protocol::{self, Failure, Response};
+use super::park::{park, waited_out, Parked};
+use crate::protocol::{self, Response};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -36,11 +36,17 @@ pub struct Wait {
 }
 
 impl Wait {
-    fn what(&self) -> String {
-        let mut m = match self.after_version {
+    /// What it waits for, but its namespace.
+    fn what_here(&self) -> String {
+        match self.after_version {
             Some(v) => format!("a value of \"{}\" newer than version {v}", self.tag),
             None => format!("an object under tag \"{}\"", self.tag),
-        };
+        }
+    }
+
+    /// What it waits for.
+    fn what(&self) -> String {
+        let mut m = self.what_here();
         if self.namespace != DEFAULT_NAMESPACE {
             m.push_str(&format!(" in namespace \"{}\"", self.namespace));
         }
@@ -67,13 +73,7 @@ pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Conn, send: impl Fn(Reply) 
         Parked::Gone => {}
         Parked::TimedOut => {
             drop(st);
-            send(
-                Response::Failed(Failure::WaitedOut {
-                    waited_for: w.what(),
-                    seconds: w.seconds,
-                })
-                .into(),
-            );
+            send(waited_out(w.what_here(), &w.namespace, w.seconds));
         }
         Parked::Ready(()) if !w.take => {
             let reply = found(&mut st, key);

@@ -61,16 +61,7 @@ impl PayloadSink for Spill<'_, '_> {
     fn write_zeros(&mut self, n: u64) -> Result<()> {
         match &mut self.sink {
             Sink::Backend(w) => w.write_zeros(n),
-            Sink::Memory(_) => {
-                let chunk = [0u8; 1 << 12];
-                let mut left = n;
-                while left > 0 {
-                    let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-                    self.write(&chunk[..k])?;
-                    left -= k as u64;
-                }
-                Ok(())
-            }
+            Sink::Memory(_) => crate::backend::write_zero_bytes(self, n),
         }
     }
 
