@@ -93,6 +93,9 @@ pub mod key;
 pub mod progress;
 pub mod session;
 
+#[cfg(test)]
+mod testing;
+
 pub use backend::{CallOptions, Found, Key, Payload};
 pub use error::{Error, Result};
 pub use session::Session;

@@ -105,11 +105,8 @@ impl Catalog {
     /// The counter under `key` as an entry with its payload.
     pub(crate) fn counter_found(&self, key: &Key) -> Option<(Entry, Vec<u8>)> {
         let r = self.coord.as_ref()?;
-        r.find(Kind::Counter, &key.0, &key.1)?;
-        r.entries(Kind::Counter, Some(&key.0))
-            .iter()
-            .find(|e| e.name == key.1)
-            .map(counter_entry)
+        let slot = r.find(Kind::Counter, &key.0, &key.1)?;
+        r.entry(slot, Kind::Counter).as_ref().map(counter_entry)
     }
 
     /// Remove the counter under `key`; whether there was one.
@@ -123,17 +120,14 @@ impl Catalog {
         r.free(slot, Wait::at_most(SLOT_WAIT))
     }
 
-    /// Remove every counter of a namespace; how many there were.
-    pub(crate) fn remove_counters(&self, namespace: &str) -> Result<u64> {
+    /// Remove every counter of a namespace.
+    pub(crate) fn remove_counters(&self, namespace: &str) -> Result<()> {
         let Some(r) = self.coord.as_ref() else {
-            return Ok(0);
+            return Ok(());
         };
-        let mut n = 0;
         for e in r.entries(Kind::Counter, Some(namespace)) {
-            if r.free(e.slot, Wait::at_most(SLOT_WAIT))? {
-                n += 1;
-            }
+            r.free(e.slot, Wait::at_most(SLOT_WAIT))?;
         }
-        Ok(n)
+        Ok(())
     }
 }

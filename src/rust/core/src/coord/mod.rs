@@ -802,27 +802,12 @@ impl Region {
             return Ok(false);
         };
         let kind = kind_of(s.kind.load(Ordering::Relaxed));
-        // SAFETY: `ready_slot` checked that the slot mutex is initialized.
-        match unsafe { s.mutex.lock_within(wait.timeout, wait.interrupted) } {
-            Waited::Locked { .. } => {}
-            Waited::TimedOut => {
-                return Err(Error::Timeout {
-                    waited_for: self.waited_for(slot, kind),
-                    seconds: wait.timeout.as_secs_f64(),
-                })
-            }
-            Waited::Interrupted => {
-                return Err(Error::Interrupted {
-                    waited_for: self.waited_for(slot, kind),
-                })
-            }
-            Waited::Failed(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
-                return Err(Error::BadArgument(format!(
-                    "this process holds {}; release it before removing it",
-                    self.describe(slot, kind)
-                )))
-            }
-            Waited::Failed(e) => return Err(self.mutex_error(&self.describe(slot, kind), e)),
+        let waited_for = || self.waited_for(slot, kind);
+        if self.lock_slot(s, slot, kind, &wait, waited_for)?.is_none() {
+            return Err(Error::BadArgument(format!(
+                "this process holds {}; release it before removing it",
+                self.describe(slot, kind)
+            )));
         }
         // SAFETY: this thread has just locked it.
         let _slot_mutex = unsafe { Held::new(&s.mutex) };
@@ -845,49 +830,51 @@ impl Region {
     /// The live counters (or locks), of one namespace or all, sorted by
     /// namespace and name. Lock-free; touches only slots ever used.
     pub fn entries(&self, kind: Kind, namespace: Option<&str>) -> Vec<SlotEntry> {
-        let mut out = Vec::new();
-        for index in self.touched() {
-            let Some(slot) = self.slot(index) else {
-                continue;
-            };
-            let (incarnation, seen) = Self::snapshot(slot, |s, state| {
-                if state != LIVE || s.kind.load(Ordering::Relaxed) != kind.code() {
-                    return None;
-                }
-                let (ns, name) = s.read_key()?;
-                Some((
-                    ns,
-                    name,
-                    s.value.load(Ordering::Relaxed),
-                    s.owner_pid.load(Ordering::Relaxed),
-                    s.since_ns.load(Ordering::Relaxed),
-                ))
-            });
-            let Some((ns, name, value, pid, since)) = seen else {
-                continue;
-            };
-            if namespace.is_some_and(|want| want != ns) {
-                continue;
-            }
-            let alive = pid != 0 && sys::pid_alive(pid);
-            out.push(SlotEntry {
-                slot: SlotRef {
-                    index,
-                    incarnation,
-                },
-                namespace: ns,
-                name,
-                value,
-                owner_pid: if alive { pid } else { 0 },
-                since_ns: if alive || kind == Kind::Counter {
-                    since
-                } else {
-                    0
-                },
-            });
-        }
+        let mut out: Vec<SlotEntry> = self
+            .touched()
+            .filter_map(|index| self.entry_at(index, kind))
+            .filter(|e| namespace.is_none_or(|want| want == e.namespace))
+            .collect();
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
+    }
+
+    /// The live counter (or lock) `slot` names, as `entries` lists it.
+    pub fn entry(&self, slot: SlotRef, kind: Kind) -> Option<SlotEntry> {
+        self.entry_at(slot.index, kind)
+            .filter(|e| e.slot.incarnation == slot.incarnation)
+    }
+
+    /// The live counter (or lock) in slot `index`, read lock-free.
+    fn entry_at(&self, index: u32, kind: Kind) -> Option<SlotEntry> {
+        let slot = self.slot(index)?;
+        let (incarnation, seen) = Self::snapshot(slot, |s, state| {
+            if state != LIVE || s.kind.load(Ordering::Relaxed) != kind.code() {
+                return None;
+            }
+            let (ns, name) = s.read_key()?;
+            Some((
+                ns,
+                name,
+                s.value.load(Ordering::Relaxed),
+                s.owner_pid.load(Ordering::Relaxed),
+                s.since_ns.load(Ordering::Relaxed),
+            ))
+        });
+        let (ns, name, value, pid, since) = seen?;
+        let alive = pid != 0 && sys::pid_alive(pid);
+        Some(SlotEntry {
+            slot: SlotRef { index, incarnation },
+            namespace: ns,
+            name,
+            value,
+            owner_pid: if alive { pid } else { 0 },
+            since_ns: if alive || kind == Kind::Counter {
+                since
+            } else {
+                0
+            },
+        })
     }
 
     /// The slot `slot` names if its mutex is initialized and it looks
@@ -939,6 +926,34 @@ impl Region {
         )
     }
 
+    /// Lock the mutex of `s` (the slot `slot` names, whose mutex
+    /// `ready_slot` found initialized) as `wait` allows: Some(whether its
+    /// previous holder died), or None when this thread holds it already. A
+    /// timeout or an interrupt names what was waited for (`waited_for`).
+    fn lock_slot(
+        &self,
+        s: &Slot,
+        slot: SlotRef,
+        kind: Option<Kind>,
+        wait: &Wait<'_>,
+        waited_for: impl Fn() -> String,
+    ) -> Result<Option<bool>> {
+        // SAFETY: the caller got `s` from `ready_slot`, which checked that
+        // the slot mutex is initialized.
+        match unsafe { s.mutex.lock_within(wait.timeout, wait.interrupted) } {
+            Waited::Locked { owner_died } => Ok(Some(owner_died)),
+            Waited::TimedOut => Err(Error::Timeout {
+                waited_for: waited_for(),
+                seconds: wait.timeout.as_secs_f64(),
+            }),
+            Waited::Interrupted => Err(Error::Interrupted {
+                waited_for: waited_for(),
+            }),
+            Waited::Failed(e) if e.raw_os_error() == Some(libc::EDEADLK) => Ok(None),
+            Waited::Failed(e) => Err(self.mutex_error(&self.describe(slot, kind), e)),
+        }
+    }
+
     /// Run `op` on a counter under its slot mutex, if the slot is still the
     /// counter `slot` names.
     fn with_counter<T>(
@@ -951,23 +966,10 @@ impl Region {
         let Some(s) = self.ready_slot(slot, kind) else {
             return Ok(Err(Stale));
         };
-        // SAFETY: `ready_slot` checked that the slot mutex is initialized.
-        match unsafe { s.mutex.lock_within(wait.timeout, wait.interrupted) } {
-            Waited::Locked { .. } => {}
-            Waited::TimedOut => {
-                return Err(Error::Timeout {
-                    waited_for: self.describe(slot, kind),
-                    seconds: wait.timeout.as_secs_f64(),
-                })
-            }
-            Waited::Interrupted => {
-                return Err(Error::Interrupted {
-                    waited_for: self.describe(slot, kind),
-                })
-            }
+        let waited_for = || self.describe(slot, kind);
+        if self.lock_slot(s, slot, kind, &wait, waited_for)?.is_none() {
             // This thread holds the slot's mutex: it is a lock's now.
-            Waited::Failed(e) if e.raw_os_error() == Some(libc::EDEADLK) => return Ok(Err(Stale)),
-            Waited::Failed(e) => return Err(self.mutex_error(&self.describe(slot, kind), e)),
+            return Ok(Err(Stale));
         }
         // SAFETY: this thread has just locked it.
         let _held = unsafe { Held::new(&s.mutex) };
@@ -1062,27 +1064,12 @@ impl Region {
         let Some(s) = self.ready_slot(slot, kind) else {
             return Ok(Err(Stale));
         };
-        // SAFETY: `ready_slot` checked that the slot mutex is initialized.
-        let owner_died = match unsafe { s.mutex.lock_within(wait.timeout, wait.interrupted) } {
-            Waited::Locked { owner_died } => owner_died,
-            Waited::TimedOut => {
-                return Err(Error::Timeout {
-                    waited_for: self.waited_for(slot, kind),
-                    seconds: wait.timeout.as_secs_f64(),
-                })
-            }
-            Waited::Interrupted => {
-                return Err(Error::Interrupted {
-                    waited_for: self.waited_for(slot, kind),
-                })
-            }
-            Waited::Failed(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
-                return Err(Error::BadArgument(format!(
-                    "this process already holds {}",
-                    self.describe(slot, kind)
-                )))
-            }
-            Waited::Failed(e) => return Err(self.mutex_error(&self.describe(slot, kind), e)),
+        let waited_for = || self.waited_for(slot, kind);
+        let Some(owner_died) = self.lock_slot(s, slot, kind, &wait, waited_for)? else {
+            return Err(Error::BadArgument(format!(
+                "this process already holds {}",
+                self.describe(slot, kind)
+            )));
         };
         if !is_current(s, slot, kind) {
             // SAFETY: this thread has just locked it.

@@ -143,6 +143,18 @@ fn run<H: Handle>(req: H, shared: &Shared, origin: Origin) -> Reply {
     reply
 }
 
+/// The version a stored value got, from the answer to a store (a Count).
+#[allow(
+    clippy::result_large_err,
+    reason = "an unexpected answer is handed back whole, as Ask::answer does"
+)]
+fn stored_version(resp: Response) -> std::result::Result<u64, Response> {
+    match resp {
+        Response::Count(v) => Ok(v),
+        other => Err(other),
+    }
+}
+
 /// Check a key as every request that stores under it does.
 fn check_key(ns: &str, tag: &str) -> Result<()> {
     crate::key::check_tag(tag)?;

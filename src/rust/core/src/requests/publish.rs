@@ -116,10 +116,7 @@ impl Ask for Publish {
     type Answer = u64;
 
     fn answer(resp: Response, _: Vec<OwnedFd>) -> std::result::Result<u64, Response> {
-        match resp {
-            Response::Count(v) => Ok(v),
-            other => Err(other),
-        }
+        super::stored_version(resp)
     }
 }
 

@@ -23,7 +23,11 @@ impl Handle for Remove {
         let Remove { namespace, tag } = self;
         let key = (namespace, tag);
         if !st.objects.contains_key(&key) {
-            // A counter, if any, is removed in its region.
+            // A counter, if any, is removed in its region; as a journaled
+            // change, never after the call's deadline.
+            if origin.deadline_ns != 0 && crate::protocol::monotonic_ns() > origin.deadline_ns {
+                return Response::Failed(crate::protocol::Failure::Expired).into();
+            }
             return match st.remove_counter(&key) {
                 Ok(true) => Response::Ok,
                 Ok(false) => not_found(&key.0, &key.1),

@@ -43,12 +43,13 @@ impl Handle for RemoveNamespace {
                 tag,
             })
             .collect();
-        let counters = match st.remove_counters(&namespace) {
-            Ok(c) => c,
-            Err(e) => return failed(e).into(),
-        };
-        let n = n + counters;
-        match st.commit(Some(origin), Record::Batch(recs), &[], n) {
+        // Its counters too, once the change is made (a change refused for
+        // its deadline changes nothing).
+        let n = n + st.counter_entries(Some(&namespace)).len() as u64;
+        if let Err(e) = st.commit(Some(origin), Record::Batch(recs), &[], n) {
+            return failed(e).into();
+        }
+        match st.remove_counters(&namespace) {
             Ok(()) => Response::Count(n),
             Err(e) => failed(e),
         }
