@@ -63,7 +63,7 @@ NULL
 #' @export
 counter_add <- function(name, by = 1, namespace = NULL, timeout = NULL) {
   if (missing(name)) abort_missing_name()
-  res <- .Call(wrap__counter_add_, NULL, name, by, namespace, timeout)
+  res <- .Call(yaplr_counter_add, name, by, namespace, timeout)
   if (is.object(res)) check_result(res) else res
 }
 
@@ -71,7 +71,7 @@ counter_add <- function(name, by = 1, namespace = NULL, timeout = NULL) {
 #' @export
 counter_get <- function(name, namespace = NULL, timeout = NULL) {
   if (missing(name)) abort_missing_name()
-  res <- .Call(wrap__counter_get_, NULL, name, namespace, timeout)
+  res <- .Call(yaplr_counter_get, name, namespace, timeout)
   if (is.object(res)) check_result(res) else res
 }
 
@@ -80,7 +80,7 @@ counter_get <- function(name, namespace = NULL, timeout = NULL) {
 counter_set <- function(name, value, namespace = NULL, timeout = NULL) {
   if (missing(name)) abort_missing_name()
   if (missing(value)) abort_yaplr("bad_argument", "`value` is missing; give the new value.")
-  res <- .Call(wrap__counter_set_, NULL, name, value, namespace, timeout)
+  res <- .Call(yaplr_counter_set, name, value, namespace, timeout)
   invisible(if (is.object(res)) check_result(res) else res)
 }
 
@@ -91,6 +91,6 @@ counter_cas <- function(name, old, new, namespace = NULL, timeout = NULL) {
   if (missing(old) || missing(new)) {
     abort_yaplr("bad_argument", "`old` and `new` are both needed.")
   }
-  res <- .Call(wrap__counter_cas_, NULL, name, old, new, namespace, timeout)
+  res <- .Call(yaplr_counter_cas, name, old, new, namespace, timeout)
   if (is.object(res)) check_result(res) else res
 }

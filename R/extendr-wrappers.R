@@ -21,29 +21,6 @@ namespace_arg_ <- function(namespace) .Call(wrap__namespace_arg_, namespace)
 #' @noRd
 barrier_ <- function(session, name, n, namespace, timeout, automatic_server_start) .Call(wrap__barrier_, session, name, n, namespace, timeout, automatic_server_start)
 
-#' @noRd
-counter_add_ <- function(session, name, by, namespace, timeout) .Call(wrap__counter_add_, session, name, by, namespace, timeout)
-
-#' @noRd
-counter_get_ <- function(session, name, namespace, timeout) .Call(wrap__counter_get_, session, name, namespace, timeout)
-
-#' @noRd
-counter_set_ <- function(session, name, value, namespace, timeout) .Call(wrap__counter_set_, session, name, value, namespace, timeout)
-
-#' @noRd
-counter_cas_ <- function(session, name, old, new, namespace, timeout) .Call(wrap__counter_cas_, session, name, old, new, namespace, timeout)
-
-#' A lock this process holds: a yaplr_lock handle (an external pointer
-#' with the lock's name, namespace and holder).
-#' @noRd
-acquire_lock_ <- function(session, name, namespace, timeout) .Call(wrap__acquire_lock_, session, name, namespace, timeout)
-
-#' Release the lock of a handle made by acquire_lock_(); FALSE when the
-#' handle was released before. A handle that R collects unreleased
-#' releases its lock (see HeldLock).
-#' @noRd
-release_lock_ <- function(lock) .Call(wrap__release_lock_, lock)
-
 #' list(held, pid, since) of the lock `name`.
 #' @noRd
 lock_info_ <- function(session, name, namespace, timeout) .Call(wrap__lock_info_, session, name, namespace, timeout)

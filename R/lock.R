@@ -25,8 +25,9 @@
 #' process can release it. A child forked while the parent holds a lock
 #' (say by [parallel::mclapply()]) does not hold it, and never releases its
 #' parent's lock. A handle that is garbage-collected while its lock is held
-#' releases it; a handle saved and restored, or sent to another process, is
-#' inert. Acquiring a lock this process already holds is an error (locks
+#' releases it (R finds it unreferenced at the latest at its second
+#' collection after the handle was dropped); a handle saved and restored, or
+#' sent to another process, is inert. Acquiring a lock this process already holds is an error (locks
 #' are not recursive). Lock names are separate from tags: a lock and an
 #' object may share a name, and locks are not listed by [list_objects()].
 #'
@@ -66,14 +67,14 @@ NULL
 #' @export
 acquire_lock <- function(name, timeout = NULL, namespace = NULL) {
   if (missing(name)) abort_missing_name()
-  res <- .Call(wrap__acquire_lock_, NULL, name, namespace, timeout)
+  res <- .Call(yaplr_acquire_lock, name, namespace, timeout)
   if (is.list(res)) check_result(res) else res
 }
 
 #' @rdname locks
 #' @export
 release_lock <- function(lock) {
-  res <- .Call(wrap__release_lock_, lock)
+  res <- .Call(yaplr_release_lock, lock)
   if (is.logical(res)) {
     return(invisible(res))
   }
@@ -102,8 +103,16 @@ lock_info <- function(name, namespace = NULL, timeout = NULL) {
 
 #' @export
 print.yaplr_lock <- function(x, ...) {
-  cat(sprintf("<yaplr_lock \"%s\" acquired by process %d%s>\n", attr(x, "name"),
-              as.integer(attr(x, "pid")),
-              if (isTRUE(attr(x, "previous_holder_died"))) " (its previous holder died)" else ""))
+  f <- .Call(yaplr_lock_fields, x)
+  if (is.null(f)) {
+    cat("<yaplr_lock, no longer attached>\n")
+  } else if (f$released) {
+    cat("<yaplr_lock, released>\n")
+  } else {
+    cat(sprintf("<yaplr_lock \"%s\"%s acquired by process %d%s>\n", f$name,
+                if (identical(f$namespace, "default")) "" else sprintf(" (namespace \"%s\")", f$namespace),
+                as.integer(f$pid),
+                if (isTRUE(attr(x, "previous_holder_died"))) " (its previous holder died)" else ""))
+  }
   invisible(x)
 }

@@ -89,6 +89,7 @@ test_that("a lock is exclusive, times out naming its holder, and tells who holds
   expect_match(got, as.character(Sys.getpid()))
   expect_true(release_lock(l))
   expect_false(release_lock(l))
+  expect_output(print(l), "released")
   expect_false(lock_info("door")$held)
   # Locks are no objects.
   expect_equal(nrow(list_objects()), 0L)
@@ -149,12 +150,58 @@ test_that("a forked child never releases its parent's lock", {
   expect_true(release_lock(l))
 })
 
+test_that("a held handle keeps its lock through garbage collections", {
+  local_store()
+  held <- lapply(1:20, function(i) acquire_lock(paste0("kept", i)))
+  for (k in 1:3) gc()
+  expect_true(all(vapply(1:20, function(i) lock_info(paste0("kept", i))$held, TRUE)))
+  expect_identical(vapply(held, release_lock, TRUE), rep(TRUE, 20))
+  for (k in 1:2) gc()
+  expect_false(any(vapply(1:20, function(i) lock_info(paste0("kept", i))$held, TRUE)))
+  # Released handles stay released, collected or not.
+  expect_false(release_lock(held[[3]]))
+})
+
+test_that("counters and locks follow every change of the options", {
+  dir <- local_store()
+  withr::local_options(yaplr.namespace = NULL)
+  counter_set("n", 1)
+  counter_set("n", 2, namespace = "other")
+  # Set, changed in place, removed, set again, among changes of other
+  # options (some of which add and remove options at the end of the list).
+  options(yaplr.namespace = "other")
+  expect_identical(counter_get("n"), 2)
+  options(yaplr.test.a = 1)
+  options(yaplr.namespace = "default")
+  expect_identical(counter_get("n"), 1)
+  options(yaplr.namespace = NULL, yaplr.test.b = 2)
+  expect_identical(counter_get("n"), 1)
+  options(yaplr.test.a = NULL)
+  options(yaplr.namespace = "other")
+  expect_identical(counter_get("n"), 2)
+  options(yaplr.test.b = NULL, yaplr.namespace = NULL)
+  options(yaplr.test.c = 3)
+  expect_identical(counter_get("n"), 1)
+  options(yaplr.test.c = NULL)
+  # A store option that names another store, and a bad timeout option.
+  other <- local_store()
+  expect_identical(counter_get("n"), 0)
+  options(yaplr.dir = dir)
+  expect_identical(counter_get("n"), 1)
+  withr::with_options(list(yaplr.timeout = "soon"),
+                      expect_error(counter_add("n"), class = "yaplr_bad_argument"))
+  withr::with_options(list(yaplr.timeout = "soon"),
+                      expect_error(acquire_lock("n"), class = "yaplr_bad_argument"))
+  expect_identical(counter_add("n"), 2)
+})
+
 test_that("a lock handle collected unreleased releases its lock; a restored one is inert", {
   local_store()
   local({
     l <- acquire_lock("gc")
     NULL
   })
+  gc()
   gc()
   expect_false(lock_info("gc")$held)
   l <- acquire_lock("gc")

@@ -16,16 +16,66 @@ const fn socklen_of<T>() -> libc::socklen_t {
     std::mem::size_of::<T>() as libc::socklen_t
 }
 
+/// This process's id, 0 until first asked and again in a forked child.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+thread_local! {
+    /// This thread's kernel id, 0 until first asked and again in a forked
+    /// child (whose one thread is the one that forked).
+    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Run in a child of fork(), before fork() returns there: forget the ids.
+extern "C" fn forget_ids() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+    TID.with(|t| t.set(0));
+}
+
+/// Make `forget_ids` run in every forked child, before an id is cached.
+fn watch_forks() {
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    // Registration can fail only for lack of memory; the ids are then
+    // never cached.
+    WATCH.call_once(|| {
+        // SAFETY: registers a child handler that only stores zeros (no
+        // allocation, no lock), as a handler run after fork() must.
+        if unsafe { libc::pthread_atfork(None, None, Some(forget_ids)) } != 0 {
+            PID.store(u32::MAX, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
+
+/// This process's id, cached (a system call costs more than the counter
+/// and lock operations that ask for it) and asked again after fork().
 pub fn getpid() -> u32 {
-    std::process::id()
+    use std::sync::atomic::Ordering::Relaxed;
+    match PID.load(Relaxed) {
+        0 => {
+            watch_forks();
+            let pid = std::process::id();
+            // Not cached when the fork handler could not be registered.
+            let _ = PID.compare_exchange(0, pid, Relaxed, Relaxed);
+            pid
+        }
+        u32::MAX => std::process::id(),
+        pid => pid,
+    }
 }
 
 /// The kernel's id of the calling thread (the pid, in a single-threaded
-/// process).
+/// process), cached like `getpid`.
 pub fn gettid() -> u32 {
+    let cached = TID.with(std::cell::Cell::get);
+    if cached != 0 {
+        return cached;
+    }
+    watch_forks();
     // SAFETY: gettid takes no arguments and can not fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    u32::try_from(tid).unwrap_or(0)
+    let tid = u32::try_from(unsafe { libc::syscall(libc::SYS_gettid) }).unwrap_or(0);
+    if PID.load(std::sync::atomic::Ordering::Relaxed) != u32::MAX {
+        TID.with(|t| t.set(tid));
+    }
+    tid
 }
 
 pub fn getuid() -> u32 {
@@ -368,4 +418,28 @@ pub fn process_start(pid: u32) -> Option<u64> {
     }
     // Field 22 is the 20th after the state.
     fields.nth(18)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_child_knows_its_own_ids() {
+        let (pid, tid) = (getpid(), gettid());
+        assert_eq!(pid, std::process::id());
+        // SAFETY: gettid takes no arguments.
+        assert_eq!(i64::from(tid), unsafe { libc::syscall(libc::SYS_gettid) });
+        // The child exits 0 when its cached ids are its own, not ours.
+        let child = crate::testing::fork_child(move || {
+            // SAFETY: getpid can not fail.
+            let own = u32::try_from(unsafe { libc::getpid() }).unwrap_or(0);
+            i32::from(!(getpid() == own && gettid() == own && own != pid))
+        });
+        assert_eq!(child.wait(), 0);
+        assert_eq!(getpid(), pid);
+        // Another thread has its own id.
+        let other = std::thread::spawn(gettid).join().unwrap_or(tid);
+        assert_ne!(other, tid);
+    }
 }

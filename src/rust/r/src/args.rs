@@ -12,6 +12,7 @@
 use crate::conditions::RError;
 use crate::ffi;
 use crate::session;
+use crate::settings::Settings;
 use extendr_api::prelude::*;
 use extendr_ffi::{
     R_ClassSymbol, R_NaInt, R_NaString, R_NilValue, Rboolean, Rf_isObject, Rf_xlength, COMPLEX_ELT,
@@ -43,10 +44,13 @@ fn bad_argument(message: String) -> RError {
 
 /// A tag, as `tag` in send_object() (`arg` names it in messages).
 fn tag(x: &Robj, arg: &str) -> Checked<String> {
-    let v = Value::of(x);
+    tag_v(Value::of(x), arg)
+}
+
+fn tag_v(v: Value<'_>, arg: &str) -> Checked<String> {
     let single = v.sexptype() == SEXPTYPE::STRSXP && v.len() == 1;
     tag_text(v.single_string(), arg, || {
-        (describe(v), single.then(|| x.clone()))
+        (describe(v), single.then(|| v.robj()))
     })
 }
 
@@ -120,26 +124,12 @@ fn namespace_v(v: Value<'_>) -> Checked<String> {
     Ok(ns)
 }
 
-/// The value of R option `name` (NULL when unset), as an R value. It is
-/// read without protecting it: the options list keeps it alive, and the
-/// glue runs no R code that could change the option while it uses it.
-fn option(name: &std::ffi::CStr) -> Value<'static> {
-    // SAFETY: Rf_install interns a NUL-terminated name (an existing symbol
-    // allocates nothing), and Rf_GetOption1 returns the option's value,
-    // which the options list keeps alive (see above).
-    let sexp = unsafe { ffi::Rf_GetOption1(extendr_ffi::Rf_install(name.as_ptr())) };
-    Value {
-        sexp,
-        _arg: PhantomData,
-    }
-}
-
 /// `namespace`, or when NULL options(yaplr.namespace = ) or "default".
-pub fn namespace_or_option(x: &Robj) -> Checked<String> {
-    if !x.is_null() {
-        return namespace(x);
+fn namespace_or_option_v(x: Value<'_>, settings: &Settings) -> Checked<String> {
+    if x.sexptype() != SEXPTYPE::NILSXP {
+        return namespace_v(x);
     }
-    let o = option(c"yaplr.namespace");
+    let o = settings.namespace;
     if o.sexptype() == SEXPTYPE::NILSXP {
         return Ok(yaplr_core::key::DEFAULT_NAMESPACE.to_string());
     }
@@ -150,17 +140,25 @@ pub fn namespace_or_option(x: &Robj) -> Checked<String> {
 /// else 10 seconds) and options(yaplr.automatic_server_start = ) (else
 /// TRUE).
 pub fn options_or_defaults(timeout: &Robj) -> Checked<CallOptions<'static>> {
-    let t = if timeout.is_null() {
-        option(c"yaplr.timeout")
+    options_or_defaults_v(Value::of(timeout), &Settings::read())
+}
+
+/// `options_or_defaults` of a `.Call` argument.
+pub fn options_or_defaults_v(
+    timeout: Value<'_>,
+    settings: &Settings,
+) -> Checked<CallOptions<'static>> {
+    let t = if timeout.sexptype() == SEXPTYPE::NILSXP {
+        settings.timeout
     } else {
-        Value::of(timeout)
+        timeout
     };
     let t = if t.sexptype() == SEXPTYPE::NILSXP {
         Duration::from_secs(10)
     } else {
         timeout_v(t)?
     };
-    let a = option(c"yaplr.automatic_server_start");
+    let a = settings.automatic_server_start;
     let autostart = if a.sexptype() == SEXPTYPE::NILSXP {
         true
     } else {
@@ -175,8 +173,8 @@ pub fn options_or_defaults(timeout: &Robj) -> Checked<CallOptions<'static>> {
 
 /// The store option as its bytes: options(yaplr.dir = ) if a string, else
 /// the variable YAPLR_DIR (None: the option is set to something else).
-pub fn dir_option() -> Option<Vec<u8>> {
-    let o = option(c"yaplr.dir");
+pub fn dir_option(settings: &Settings) -> Option<Vec<u8>> {
+    let o = settings.dir;
     if o.sexptype() == SEXPTYPE::NILSXP {
         use std::os::unix::ffi::OsStrExt;
         return Some(
@@ -188,16 +186,43 @@ pub fn dir_option() -> Option<Vec<u8>> {
     o.single_string().map(|c| c.bytes().to_vec())
 }
 
+/// Whether the store option (or, unset, the variable YAPLR_DIR) is `dir`,
+/// as `dir_option` gives it; asked without making a copy.
+pub fn dir_option_is(dir: &[u8], settings: &Settings) -> bool {
+    let o = settings.dir;
+    if o.sexptype() != SEXPTYPE::NILSXP {
+        return o.single_string().is_some_and(|c| c.bytes() == dir);
+    }
+    // SAFETY: getenv returns NULL or a NUL-terminated string of the
+    // environment, read at once (R changes its environment only on this
+    // thread, between calls).
+    let value = unsafe { libc::getenv(c"YAPLR_DIR".as_ptr()) };
+    if value.is_null() {
+        return dir.is_empty();
+    }
+    // SAFETY: as above.
+    unsafe { CStr::from_ptr(value) }.to_bytes() == dir
+}
+
 /// The address of an option's value (which names it while it is set).
-pub fn option_address(name: &std::ffi::CStr) -> usize {
-    option(name).sexp as usize
+pub fn address(v: Value<'_>) -> usize {
+    v.sexp as usize
 }
 
 /// The key of a counter, lock, queue or barrier: its `name` in `namespace`
 /// (NULL: the option's).
 pub fn name_key_or_option(name: &Robj, namespace: &Robj) -> Checked<Key> {
-    let name = self::tag(name, "name")?;
-    let namespace = namespace_or_option(namespace)?;
+    name_key_or_option_v(Value::of(name), Value::of(namespace), &Settings::read())
+}
+
+/// `name_key_or_option` of `.Call` arguments.
+pub fn name_key_or_option_v(
+    name: Value<'_>,
+    namespace: Value<'_>,
+    settings: &Settings,
+) -> Checked<Key> {
+    let name = tag_v(name, "name")?;
+    let namespace = namespace_or_option_v(namespace, settings)?;
     Key::new(&namespace, &name).map_err(|e| RError::argument(e, None))
 }
 
@@ -416,8 +441,7 @@ pub fn version(x: &Robj, arg: &str) -> Checked<Option<u64>> {
 
 /// A counter value as argument `arg`: a single whole number within
 /// ±2^53 (so that a double holds it exactly).
-pub fn counter_value(x: &Robj, arg: &str) -> Checked<i64> {
-    let v = Value::of(x);
+pub fn counter_value_v(v: Value<'_>, arg: &str) -> Checked<i64> {
     match whole_number(v, -MAX_EXACT, MAX_EXACT) {
         Some(n) =>
         {
@@ -530,11 +554,11 @@ pub fn bytes_from_r(x: f64) -> u64 {
 /// R's NA_LOGICAL (INT_MIN, as NA_INTEGER).
 const R_NA_LOGICAL: i32 = i32::MIN;
 
-/// An R value being checked, borrowed from an argument, which extendr keeps
-/// protected for the call, and with it every element and attribute of the
-/// value.
+/// An R value being checked, borrowed from an argument, which extendr (or
+/// R, for a `.Call` entry of its own) keeps protected for the call, and
+/// with it every element and attribute of the value.
 #[derive(Clone, Copy)]
-struct Value<'a> {
+pub struct Value<'a> {
     sexp: SEXP,
     _arg: PhantomData<&'a Robj>,
 }
@@ -544,6 +568,32 @@ struct Value<'a> {
 struct Chars<'a> {
     sexp: SEXP,
     _arg: PhantomData<&'a Robj>,
+}
+
+impl Value<'_> {
+    /// An argument of a `.Call` entry of the glue's own (see fast.rs).
+    ///
+    /// # Safety
+    /// `sexp` is an argument of the running `.Call`, which R protects
+    /// until it returns; the value must not be used after that.
+    pub unsafe fn arg(sexp: SEXP) -> Value<'static> {
+        Value {
+            sexp,
+            _arg: PhantomData,
+        }
+    }
+
+    /// The SEXP.
+    pub fn sexp(self) -> SEXP {
+        self.sexp
+    }
+
+    /// The value as an Robj (for the fields of a condition).
+    fn robj(self) -> Robj {
+        // SAFETY: a valid SEXP, protected for the call (see Value); the
+        // Robj protects it again for as long as it lives.
+        unsafe { Robj::from_sexp(self.sexp) }
+    }
 }
 
 impl<'a> Value<'a> {

@@ -85,6 +85,17 @@ extern "C" {
     /// Rinternals.h: `int Rf_GetOptionDigits(void);`
     pub fn Rf_GetOptionDigits() -> c_int;
 
+    /// Rinternals.h: `SEXP Rf_ScalarLogical(int x);` (R's shared TRUE,
+    /// FALSE or NA: nothing is allocated).
+    pub fn Rf_ScalarLogical(x: c_int) -> SEXP;
+
+    /// Rinternals.h: `SEXP Rf_findVarInFrame(SEXP rho, SEXP symbol);`
+    pub fn Rf_findVarInFrame(rho: SEXP, symbol: SEXP) -> SEXP;
+
+    /// Rinternals.h: `SEXP Rf_lastElt(SEXP list);` (the last cell of a
+    /// pairlist).
+    pub fn Rf_lastElt(list: SEXP) -> SEXP;
+
     /// Rinternals.h: `SEXP Rf_GetOption1(SEXP tag);`
     pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
 
@@ -172,4 +183,25 @@ pub fn interrupts_pending() -> &'static RInt {
 pub fn interrupts_suspended() -> &'static RInt {
     // SAFETY: as in `interrupts_pending`.
     unsafe { &R_INTERRUPTS_SUSPENDED }
+}
+
+thread_local! {
+    /// The symbols `symbol` interned, by the address of their name.
+    static SYMBOLS: std::cell::RefCell<Vec<(usize, SEXP)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The symbol `name`, interned once (Rf_install hashes its name on every
+/// call; R never frees a symbol). Only on R's main thread.
+pub fn symbol(name: &'static std::ffi::CStr) -> SEXP {
+    let key = name.as_ptr() as usize;
+    SYMBOLS.with(|s| {
+        if let Some(&(_, sym)) = s.borrow().iter().find(|(k, _)| *k == key) {
+            return sym;
+        }
+        // SAFETY: interning a NUL-terminated name on R's main thread.
+        let sym = unsafe { extendr_ffi::Rf_install(name.as_ptr()) };
+        s.borrow_mut().push((key, sym));
+        sym
+    })
 }

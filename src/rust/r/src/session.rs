@@ -12,6 +12,7 @@
 use crate::args::{self, Checked};
 use crate::conditions::RError;
 use crate::progress;
+use crate::settings::Settings;
 use extendr_api::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -100,6 +101,8 @@ struct Current {
     /// that its address names it.
     capacity: Robj,
     handle: Robj,
+    /// The handle `handle` holds, for as long as it is kept here.
+    ptr: *const Handle,
 }
 
 thread_local! {
@@ -112,16 +115,11 @@ pub fn resolve(x: &Robj) -> Checked<Robj> {
     if !x.is_null() {
         return Ok(x.clone());
     }
-    let dir = args::dir_option();
-    let capacity = args::option_address(c"yaplr.capacity");
+    let settings = Settings::read();
     let hit = CURRENT.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|c| {
-                // SAFETY: reading the address of a live SEXP.
-                let remembered = unsafe { c.capacity.get() } as usize;
-                Some(&c.dir) == dir.as_ref() && remembered == capacity
-            })
+            .filter(|c| c.is_current(&settings))
             .map(|c| c.handle.clone())
     });
     if let Some(h) = hit {
@@ -133,17 +131,56 @@ pub fn resolve(x: &Robj) -> Checked<Robj> {
     }
     // As the R layer remembers it: only a store given absolutely (or the
     // default) is the same store wherever the working directory is.
+    // (session() ran R code: the options are read again.)
+    let settings = Settings::read();
+    let dir = args::dir_option(&settings);
     if let Some(dir) = dir.filter(|d| d.is_empty() || d.starts_with(b"/") || d.starts_with(b"~")) {
-        let capacity = eval_string("getOption(\"yaplr.capacity\")").map_err(RError::from)?;
+        // SAFETY: the option's value, which the options list keeps alive
+        // until the Robj protects it.
+        let capacity = unsafe { Robj::from_sexp(settings.capacity.sexp()) };
+        let ptr: *const Handle = handle(&h)?;
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(Current {
                 dir,
                 capacity,
                 handle: h.clone(),
+                ptr,
             })
         });
     }
     Ok(h)
+}
+
+impl Current {
+    /// Whether the options still name this store (and capacity).
+    fn is_current(&self, settings: &Settings) -> bool {
+        // SAFETY: reading the address of a live SEXP.
+        let remembered = unsafe { self.capacity.get() } as usize;
+        remembered == args::address(settings.capacity) && args::dir_option_is(&self.dir, settings)
+    }
+}
+
+/// Run `f` with the handle of the store in use, found as `resolve(NULL)`
+/// finds it but, while remembered, without making an R value: for the
+/// calls that must take a microsecond (fast.rs). `f` must not run R code
+/// nor allocate R memory, which could make another store current and drop
+/// the handle it borrows.
+pub fn with_current<T>(settings: &Settings, f: impl FnOnce(&Handle) -> Checked<T>) -> Checked<T> {
+    let hit = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|c| c.is_current(settings))
+            .map(|c| c.ptr)
+    });
+    match hit {
+        // SAFETY: the handle of the Robj that CURRENT keeps, which only a
+        // later resolve() (R code, which `f` does not run) replaces.
+        Some(ptr) => f(unsafe { &*ptr }),
+        None => {
+            let h = resolve(&Robj::from(()))?;
+            f(handle(&h)?)
+        }
+    }
 }
 
 /// The options of one call: its timeout, and whether it may start a helper.

@@ -98,6 +98,14 @@ impl PMutex {
     /// The mutex must have been initialized by `init` and stay mapped for
     /// the call.
     pub unsafe fn lock_within(&self, timeout: Duration, interrupted: &dyn Fn() -> bool) -> Waited {
+        // The common case, a free mutex, needs no clock.
+        // SAFETY: the mutex is initialized and mapped (this function's
+        // contract).
+        match unsafe { libc::pthread_mutex_trylock(self.raw()) } {
+            libc::EBUSY => {}
+            // SAFETY: as above.
+            r => return unsafe { self.locked(r) }.unwrap_or_else(Waited::Failed),
+        }
         // The overall deadline is monotonic; the realtime clock (the one
         // timedlock takes) only bounds each short slice. A jump of that
         // clock ends one slice early or makes it longer by the jump.
@@ -108,26 +116,10 @@ impl PMutex {
             // SAFETY: the mutex is initialized and mapped (this function's
             // contract); `deadline` is a valid, normalized timespec.
             let r = unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) };
-            let Err(e) = check(r) else {
-                return Waited::Locked { owner_died: false };
-            };
-            match e.raw_os_error() {
-                Some(libc::EOWNERDEAD) => {
-                    // We hold the mutex, but its holder died holding it.
-                    // Without `consistent`, our unlock would make it
-                    // unusable (ENOTRECOVERABLE) for everyone.
-                    // SAFETY: this thread holds the (robust) mutex.
-                    let c = check(unsafe { libc::pthread_mutex_consistent(self.raw()) });
-                    return match c {
-                        Ok(()) => Waited::Locked { owner_died: true },
-                        Err(e) => {
-                            // SAFETY: this thread holds the mutex.
-                            let _ = unsafe { self.unlock() };
-                            Waited::Failed(e)
-                        }
-                    };
-                }
-                Some(libc::ETIMEDOUT) => {
+            // SAFETY: as above.
+            match unsafe { self.locked(r) } {
+                Ok(w) => return w,
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {
                     if start.elapsed() >= timeout {
                         return Waited::TimedOut;
                     }
@@ -135,8 +127,35 @@ impl PMutex {
                         return Waited::Interrupted;
                     }
                 }
-                _ => return Waited::Failed(e),
+                Err(e) => return Waited::Failed(e),
             }
+        }
+    }
+
+    /// The outcome of a lock call that returned `r`: locked (a holder that
+    /// died is reported, once the mutex is made consistent), or the error.
+    ///
+    /// # Safety
+    /// As `lock_within`.
+    unsafe fn locked(&self, r: libc::c_int) -> io::Result<Waited> {
+        match r {
+            0 => Ok(Waited::Locked { owner_died: false }),
+            libc::EOWNERDEAD => {
+                // We hold the mutex, but its holder died holding it.
+                // Without `consistent`, our unlock would make it unusable
+                // (ENOTRECOVERABLE) for everyone.
+                // SAFETY: this thread holds the (robust) mutex.
+                let c = check(unsafe { libc::pthread_mutex_consistent(self.raw()) });
+                match c {
+                    Ok(()) => Ok(Waited::Locked { owner_died: true }),
+                    Err(e) => {
+                        // SAFETY: this thread holds the mutex.
+                        let _ = unsafe { self.unlock() };
+                        Ok(Waited::Failed(e))
+                    }
+                }
+            }
+            r => Err(io::Error::from_raw_os_error(r)),
         }
     }
 
