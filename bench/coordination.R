@@ -31,13 +31,19 @@ fmt_us <- function(s) sprintf("%.2f µs", s * 1e6)
 rows <- list()
 add <- function(what, value) rows[[length(rows) + 1L]] <<- c(what, value)
 
-# counter_add in one process.
+# counter_add in one process: the median of 9 rounds (the machine may be
+# shared; a round that another process interrupts is an outlier).
 counter_add("warm")
-n <- 200000L
-t <- system.time(for (i in seq_len(n)) counter_add("c1"))[["elapsed"]]
-add("counter_add(), one process", sprintf("%s per call, %s calls/s", fmt_us(t / n),
-                                           format(round(n / t), big.mark = ",")))
-stopifnot(counter_get("c1") == n)
+n <- 50000L
+rounds <- 9L
+per_call <- vapply(seq_len(rounds), function(r) {
+  system.time(for (i in seq_len(n)) counter_add("c1"))[["elapsed"]] / n
+}, 0)
+t <- median(per_call)
+add("counter_add(), one process",
+    sprintf("%s per call, %s calls/s (median of %d rounds of %s calls)", fmt_us(t),
+            format(round(1 / t), big.mark = ",", scientific = FALSE), rounds, format(n, big.mark = ",")))
+stopifnot(counter_get("c1") == n * rounds)
 
 # 4 processes at once.
 counter_set("c4", 0)
@@ -63,19 +69,26 @@ add("counter_add(), 4 processes at once",
             format(round(4 * k / secs), big.mark = ","), format(total, big.mark = ",", scientific = FALSE),
             format(4 * k, big.mark = ",", scientific = FALSE)))
 
-# Locks against filelock.
+# Locks against filelock: rounds of each, interleaved, and the ratio of
+# the medians.
 l <- acquire_lock("l")
 release_lock(l)
-n <- 100000L
-t <- system.time(for (i in seq_len(n)) release_lock(acquire_lock("l")))[["elapsed"]]
-ours <- t / n
-add("acquire_lock() + release_lock(), uncontended", fmt_us(ours))
-if (requireNamespace("filelock", quietly = TRUE)) {
-  f <- tempfile("lock-", tmpdir = "/dev/shm")
-  t <- system.time(for (i in seq_len(n)) filelock::unlock(filelock::lock(f)))[["elapsed"]]
-  unlink(f)
+n <- 50000L
+has_filelock <- requireNamespace("filelock", quietly = TRUE)
+f <- tempfile("lock-", tmpdir = "/dev/shm")
+ours <- theirs <- numeric()
+for (r in seq_len(rounds)) {
+  ours[r] <- system.time(for (i in seq_len(n)) release_lock(acquire_lock("l")))[["elapsed"]] / n
+  if (has_filelock) {
+    theirs[r] <- system.time(for (i in seq_len(n)) filelock::unlock(filelock::lock(f)))[["elapsed"]] / n
+  }
+}
+unlink(f)
+add("acquire_lock() + release_lock(), uncontended",
+    sprintf("%s (median of %d rounds of %s)", fmt_us(median(ours)), rounds, format(n, big.mark = ",")))
+if (has_filelock) {
   add("filelock::lock() + unlock() of a file in /dev/shm",
-      sprintf("%s (yaplr is %.1fx faster)", fmt_us(t / n), (t / n) / ours))
+      sprintf("%s (yaplr is %.1fx faster)", fmt_us(median(theirs)), median(theirs) / median(ours)))
 }
 
 # Send in one process, wait_object() in another: latency.

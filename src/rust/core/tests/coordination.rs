@@ -298,6 +298,79 @@ fn an_abandoned_wait_takes_nothing() {
         bytes_of(s.get(&key("gift"), &opts(OK_MS)).unwrap()),
         b"kept"
     );
+    // The same when the value comes at once, before the helper looked: the
+    // change that stores it finds the taker's connection closed and puts
+    // the value back.
+    for round in 0..10 {
+        let tag = format!("gift{round}");
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, f2, k) = (t.dir.clone(), flag.clone(), key(&tag));
+        let taker = std::thread::spawn(move || {
+            let mut s = Session::local(dir, Some(exe().into()));
+            let interrupted = move || f2.load(std::sync::atomic::Ordering::SeqCst);
+            let o = CallOptions {
+                timeout: Duration::from_secs(30),
+                autostart: true,
+                interrupted: &interrupted,
+            };
+            s.take(&k, &o).map(|_| ()).unwrap_err()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(taker.join().unwrap(), Error::Interrupted { .. }));
+        put_if(&mut s, &tag, b"kept", Condition::Always).unwrap();
+        assert_eq!(bytes_of(s.get(&key(&tag), &opts(OK_MS)).unwrap()), b"kept");
+    }
+}
+
+#[test]
+fn many_takers_get_each_of_many_values_once() {
+    let t = TempStore::new("takers");
+    let mut s = t.session();
+    s.start(&opts(OK_MS)).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, got) = (t.dir.clone(), got.clone());
+            std::thread::spawn(move || {
+                let mut s = Session::local(dir, Some(exe().into()));
+                loop {
+                    let v = bytes_of(s.take(&key("box"), &opts(OK_MS)).unwrap());
+                    if v == b"end" {
+                        return;
+                    }
+                    got.lock().unwrap().push(v);
+                }
+            })
+        })
+        .collect();
+    let mut sent = HashSet::new();
+    for i in 0..200u32 {
+        // A value in the box is taken before the next is put.
+        let v = i.to_le_bytes().to_vec();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while put_if(&mut s, "box", &v, Condition::Absent).is_err() {
+            assert!(Instant::now() < deadline, "the box was never emptied");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        sent.insert(v);
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for _ in 0..4 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while put_if(&mut s, "box", b"end", Condition::Absent).is_err() {
+            assert!(Instant::now() < deadline, "the box was never emptied");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    for h in takers {
+        h.join().unwrap();
+    }
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 200, "every value taken once");
+    assert_eq!(got.iter().cloned().collect::<HashSet<_>>(), sent);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod counters;
+pub(crate) mod handoff;
 pub(crate) mod queue;
 pub(crate) mod recovery;
 
@@ -218,6 +219,9 @@ pub(crate) struct Catalog {
     pub(crate) barriers: HashMap<Key, BarrierState>,
     /// Numbers arrivals at barriers.
     arrivals: u64,
+    /// The parked Waits, oldest first, that the change making one ready
+    /// answers at once (see `requests::wait`).
+    pub(crate) handoffs: Vec<Arc<handoff::Handoff>>,
 }
 
 impl Catalog {
@@ -240,6 +244,7 @@ impl Catalog {
             leases: HashMap::new(),
             coord: None,
             barriers: HashMap::new(),
+            handoffs: Vec::new(),
             arrivals: 0,
         }
     }

@@ -136,10 +136,16 @@ fn run<H: Handle>(req: H, shared: &Shared, origin: Origin) -> Reply {
         }
     }
     let reply = req.handle(&mut st, origin);
-    drop(st);
-    if H::CHANGE {
-        shared.notify();
+    if !H::CHANGE {
+        return reply;
     }
+    // The parked Waits this change made ready are answered from here, at
+    // once: waking their own threads to answer would add a thread wake-up
+    // to the time a waiter takes to see a new value.
+    let claimed = wait::claim_ready(&mut st);
+    drop(st);
+    wait::deliver(claimed, shared);
+    shared.notify();
     reply
 }
 

@@ -14,7 +14,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 /// How often a parked request looks whether its client is still there.
-const CHECK_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// How a parked request ended.
 pub(crate) enum Parked<T> {

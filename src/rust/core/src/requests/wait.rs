@@ -2,15 +2,22 @@
 //! version, if any), optionally taking it: removing it in the same step, so
 //! that of several takers exactly one gets each value.
 //!
-//! The helper parks the request on its connection's thread: the catalog is
-//! released while it waits, and every change wakes it (see `Hub`). It
-//! gives up at the request's deadline, or when the client hung up (an
-//! interrupted wait closes its connection). A taken value that can not be
-//! handed over (the client went away just then) is put back.
+//! The helper parks the request on its connection's thread, listed in the
+//! catalog (`Catalog::handoffs`): the change that makes it ready (a send,
+//! on another connection's thread) answers it on the spot (`claim_ready`
+//! under the catalog lock, `deliver` after it), which saves the waiter a
+//! thread wake-up in the helper. Its own thread answers it when it finds
+//! it ready itself (at once, or after a change that does not go through
+//! `requests::run`), gives up at the request's deadline, or forgets it when
+//! the client hung up (an interrupted wait closes its connection). A taken
+//! value that can not be handed over (the client went away just then) is
+//! put back.
 
 use super::lookup::{answer_for, found};
+use super::park::CHECK_EVERY;
 use crate::catalog::answer::{failed, Reply};
-use crate::catalog::{lock_state, Shared};
+use crate::catalog::handoff::{Handoff, Send, CLAIMED, DONE, WAITING};
+use crate::catalog::{lock_state, Catalog, Key, Obj, Shared};
 use crate::client::{CallOptions, Client, Found};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
@@ -19,6 +26,8 @@ use super::park::{park, waited_out, Parked};
 use crate::protocol::{self, Response};
 use bincode::{Decode, Encode};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -54,57 +63,155 @@ impl Wait {
     }
 }
 
-/// Serve a Wait on `conn`: park until the value is there, the deadline
-/// passes or the client leaves; `send` sends the answer (false: it could
-/// not be delivered).
-pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Conn, send: impl Fn(Reply) -> bool) {
-    if let Err(e) = super::check_key(&w.namespace, &w.tag) {
-        send(failed(e).into());
+/// What a take took out of the catalog (key, value, inline payload), to
+/// put back if it is not delivered.
+type Taken = Option<(Key, Obj, Vec<u8>)>;
+
+/// An answer a change prepared for a parked Wait, and what it took.
+pub(crate) struct Claimed {
+    handoff: Arc<Handoff>,
+    reply: Reply,
+    taken: Taken,
+}
+
+/// Under the catalog lock, after a change: take the parked Waits it made
+/// ready off the list, oldest first, and prepare their answers (a take
+/// takes its value, so a later taker of the same key finds none).
+pub(crate) fn claim_ready(st: &mut Catalog) -> Vec<Claimed> {
+    let mut claimed = Vec::new();
+    let mut i = 0;
+    while let Some(h) = st.handoffs.get(i) {
+        if !h.is_ready(st) {
+            i += 1;
+            continue;
+        }
+        let h = st.handoffs.remove(i);
+        let (reply, taken) = answer(st, &h.key, h.take, h.until_ns);
+        h.state.store(CLAIMED, Ordering::Relaxed);
+        claimed.push(Claimed {
+            handoff: h,
+            reply,
+            taken,
+        });
+    }
+    claimed
+}
+
+/// After the catalog lock is released: send the answers `claim_ready`
+/// prepared, then settle the takes (a value not delivered goes back) and
+/// let the waiters' threads go on.
+pub(crate) fn deliver(claimed: Vec<Claimed>, shared: &Shared) {
+    if claimed.is_empty() {
         return;
     }
-    let key = (w.namespace.clone(), w.tag.clone());
-    let (mut st, parked) = park(shared, conn, w.until_ns, |st| {
-        st.objects
-            .get(&key)
-            .is_some_and(|o| w.after_version.is_none_or(|v| o.seq > v))
-            .then_some(())
+    let sent: Vec<(Arc<Handoff>, Taken, bool)> = claimed
+        .into_iter()
+        .map(|c| {
+            let delivered = (c.handoff.send)(&c.handoff.conn, c.reply);
+            (c.handoff, c.taken, delivered)
+        })
+        .collect();
+    let mut st = lock_state(shared);
+    for (h, taken, delivered) in sent {
+        if let Some((key, obj, inline)) = taken {
+            st.handed_over(key, obj, delivered, &inline);
+        }
+        h.state.store(DONE, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a Wait for `key`, found ready under the catalog lock:
+/// the value, or with `take` the value taken out of the catalog (and what
+/// was taken, until it is handed over).
+fn answer(
+    st: &mut Catalog,
+    key: &Key,
+    take: bool,
+    until_ns: u64,
+) -> (Reply, Taken) {
+    if !take {
+        return (found(st, key.clone()), None);
+    }
+    let obj = match st.take(key, until_ns) {
+        Ok(o) => o,
+        Err(e) => return (failed(e).into(), None),
+    };
+    match answer_for(st, key, &obj) {
+        Ok((reply, inline)) => (reply, Some((key.clone(), obj, inline))),
+        Err(e) => {
+            st.handed_over(key.clone(), obj, false, &[]);
+            (failed(e).into(), None)
+        }
+    }
+}
+
+/// Serve a Wait on `conn`: answer at once if the value is there, else
+/// park (listed in `Catalog::handoffs`) until a change answers it, the
+/// deadline passes or the client leaves.
+pub(crate) fn serve(w: Wait, shared: &Shared, conn: &Arc<Conn>, send: Send) {
+    if let Err(e) = super::check_key(&w.namespace, &w.tag) {
+        send(conn, failed(e).into());
+        return;
+    }
+    let h = Arc::new(Handoff {
+        key: (w.namespace.clone(), w.tag.clone()),
+        after_version: w.after_version,
+        take: w.take,
+        until_ns: w.until_ns,
+        conn: conn.clone(),
+        send,
+        state: AtomicU8::new(WAITING),
     });
+    let mut listed = false;
+    let (mut st, parked) = park(shared, conn, w.until_ns, |st| {
+        match h.state.load(Ordering::Relaxed) {
+            DONE => return Some(false),
+            CLAIMED => return None,
+            _ => {}
+        }
+        if h.is_ready(st) {
+            // Found by this thread (at once, or after a change that does
+            // not answer Waits itself, such as a sweep).
+            if listed {
+                st.handoffs.retain(|x| !Arc::ptr_eq(x, &h));
+            }
+            return Some(true);
+        }
+        if !listed {
+            st.handoffs.push(h.clone());
+            listed = true;
+        }
+        None
+    });
+    // Timed out or left: a change may have claimed it meanwhile, and then
+    // answers it.
+    if !matches!(parked, Parked::Ready(_)) {
+        while h.state.load(Ordering::Relaxed) == CLAIMED {
+            st = shared.wait(st, CHECK_EVERY);
+        }
+        if h.state.load(Ordering::Relaxed) == DONE {
+            return;
+        }
+        st.handoffs.retain(|x| !Arc::ptr_eq(x, &h));
+    }
     match parked {
-        Parked::Gone => {}
+        Parked::Gone | Parked::Ready(false) => {}
         Parked::TimedOut => {
             drop(st);
-            send(waited_out(w.what_here(), &w.namespace, w.seconds));
+            send(conn, waited_out(w.what_here(), &w.namespace, w.seconds));
         }
-        Parked::Ready(()) if !w.take => {
-            let reply = found(&mut st, key);
+        Parked::Ready(true) => {
+            let (reply, taken) = answer(&mut st, &h.key, w.take, w.until_ns);
             drop(st);
-            send(reply);
-        }
-        Parked::Ready(()) => {
-            let obj = match st.take(&key, w.until_ns) {
-                Ok(o) => o,
-                Err(e) => {
-                    drop(st);
-                    send(failed(e).into());
-                    return;
-                }
-            };
-            let (reply, inline) = match answer_for(&st, &key, &obj) {
-                Ok(r) => r,
-                Err(e) => {
-                    st.handed_over(key, obj, false, &[]);
-                    drop(st);
-                    shared.notify();
-                    send(failed(e).into());
-                    return;
-                }
-            };
-            drop(st);
-            shared.notify();
-            let delivered = send(reply);
-            lock_state(shared).handed_over(key, obj, delivered, &inline);
-            if !delivered {
+            if taken.is_some() {
                 shared.notify();
+            }
+            let delivered = send(conn, reply);
+            if let Some((key, obj, inline)) = taken {
+                lock_state(shared).handed_over(key, obj, delivered, &inline);
+                if !delivered {
+                    shared.notify();
+                }
             }
         }
     }

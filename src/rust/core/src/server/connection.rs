@@ -82,7 +82,8 @@ fn handle(stream: UnixStream, shared: &Shared) {
     if stream.set_nonblocking(true).is_err() {
         return;
     }
-    let conn = Conn::new(stream);
+    // Shared with the change that answers a parked Wait (requests::wait).
+    let conn = std::sync::Arc::new(Conn::new(stream));
     let Some(client) = greet(&conn) else { return };
     // The number and deadline of the next change (from a Call frame).
     let mut next: Option<Call> = None;
@@ -98,7 +99,7 @@ fn handle(stream: UnixStream, shared: &Shared) {
             Dispatched::Connection(ConnectionMessage::Hello(_)) => Reply::from(hello()),
             Dispatched::Connection(ConnectionMessage::Wait(w)) => {
                 let take = w.take;
-                crate::requests::wait::serve(w, shared, &conn, |r| send(&conn, r).is_ok());
+                crate::requests::wait::serve(w, shared, &conn, |c, r| send(c, r).is_ok());
                 if take {
                     lock_state(shared).maybe_compact();
                 }
