@@ -24,7 +24,9 @@
 #' [remove_object()] or [remove_objects()]. It takes its tag: an object
 #' can not be sent under the name of a counter, nor a counter made under
 #' the tag of an object. Counters survive a restart of the helper;
-#' [quit_server()] removes them with the store.
+#' [quit_server()] removes them with the store. A store holds at most
+#' 65,536 counters and locks; beyond, making a counter fails with
+#' `yaplr_no_space` (remove some).
 #'
 #' @param name The counter's name: a single non-empty string of at most
 #'   1024 bytes (a tag of the store).

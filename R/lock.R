@@ -31,6 +31,11 @@
 #' are not recursive). Lock names are separate from tags: a lock and an
 #' object may share a name, and locks are not listed by [list_objects()].
 #'
+#' A store holds at most 65,536 counters and locks at once. When it is
+#' full, the locks that nobody holds are forgotten to make room (a lock
+#' that is not held holds nothing but its name; it is made again on its
+#' next use); counters stay until [remove_object()] removes them.
+#'
 #' @param name The lock's name: a single non-empty string of at most 1024
 #'   bytes.
 #' @param timeout The most seconds to wait for the lock. `NULL` (the

@@ -195,6 +195,19 @@ test_that("counters and locks follow every change of the options", {
   expect_identical(counter_add("n"), 2)
 })
 
+test_that("locks nobody holds make room when the table is full", {
+  local_store()
+  kept <- acquire_lock("kept")
+  counter_set("kept", 7)
+  # More distinct names than the table has slots (65,536).
+  for (i in seq_len(66000)) release_lock(acquire_lock(paste0("once", i)))
+  expect_true(lock_info("kept")$held)
+  expect_identical(counter_get("kept"), 7)
+  expect_false(lock_info("once1")$held)
+  expect_true(release_lock(acquire_lock("once1")))
+  expect_true(release_lock(kept))
+})
+
 test_that("a lock handle collected unreleased releases its lock; a restored one is inert", {
   local_store()
   local({

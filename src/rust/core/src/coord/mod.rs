@@ -681,7 +681,7 @@ impl Region {
             Probe::Full => Err(Error::NoSpace {
                 message: format!(
                     "the coordination table of the store \"{}\" holds at most {} counters \
-                     and locks; remove some",
+                     and locks; remove some counters, or release locks",
                     self.store_dir().display(),
                     self.slots
                 ),
@@ -825,6 +825,20 @@ impl Region {
         s.since_ns.store(0, Ordering::Relaxed);
         s.incarnation.fetch_add(1, Ordering::Release);
         Ok(true)
+    }
+
+    /// Free the slots of the locks nobody holds (nor waits for), to make
+    /// room in a full table: a lock that is not held holds nothing but its
+    /// name, and is made again, free, on its next use. A process that
+    /// looked such a lock up and is about to acquire it finds its slot
+    /// stale and looks again. Returns how many were freed.
+    pub fn reclaim_free_locks(&self) -> usize {
+        self.entries(Kind::Lock, None)
+            .into_iter()
+            .filter(|e| e.owner_pid == 0)
+            // A zero wait: a lock taken meanwhile is left alone.
+            .filter(|e| matches!(self.free(e.slot, Wait::at_most(Duration::ZERO)), Ok(true)))
+            .count()
     }
 
     /// The live counters (or locks), of one namespace or all, sorted by

@@ -443,7 +443,7 @@ fn a_full_table_is_no_space() {
     assert_eq!(err.kind(), "no_space");
     let text = err.to_string();
     assert!(
-        text.contains("holds at most 4 counters and locks; remove some"),
+        text.contains("holds at most 4 counters and locks; remove some counters, or release locks"),
         "{text}"
     );
     assert!(text.contains(&t.dir().display().to_string()), "{text}");
@@ -456,6 +456,30 @@ fn a_full_table_is_no_space() {
     let l = lock(&r, "one more");
     assert_eq!(l.index, refs[0].index);
     assert_eq!(r.find(Kind::Lock, NS, "one more"), Some(l));
+}
+
+#[test]
+fn free_locks_make_room_in_a_full_table() {
+    let t = TempStore::new("reclaim");
+    let r = Region::create_with(&t.store, 6).unwrap();
+    let c = counter(&r, "kept");
+    let held = lock(&r, "held");
+    assert!(!r.lock_acquire(held, long()).unwrap().unwrap().previous_holder_died);
+    let free: Vec<SlotRef> = (0..4).map(|i| lock(&r, &format!("free{i}"))).collect();
+    assert_eq!(r.insert(Kind::Counter, NS, "new", long()).unwrap_err().kind(), "no_space");
+    // The free locks go; the counter and the held lock stay.
+    assert_eq!(r.reclaim_free_locks(), 4);
+    assert_eq!(r.find(Kind::Counter, NS, "kept"), Some(c));
+    assert_eq!(r.find(Kind::Lock, NS, "held"), Some(held));
+    assert!(free.iter().all(|s| r.lock_acquire(*s, long()).unwrap().is_err()));
+    assert_eq!(r.find(Kind::Lock, NS, "free0"), None);
+    r.insert(Kind::Counter, NS, "new", long()).unwrap();
+    // A lock made again is free.
+    let again = lock(&r, "free0");
+    assert!(r.lock_acquire(again, long()).unwrap().is_ok());
+    r.lock_release(again).unwrap().unwrap();
+    r.lock_release(held).unwrap().unwrap();
+    assert_eq!(r.reclaim_free_locks(), 2);
 }
 
 #[test]

@@ -40,7 +40,14 @@ impl Handle for Slot {
         }
         let kind = if self.lock { Kind::Lock } else { Kind::Counter };
         let made = st.region().and_then(|r| {
-            r.insert(kind, &key.0, &key.1, Wait::at_most(Duration::from_secs(1)))
+            let wait = || Wait::at_most(Duration::from_secs(1));
+            match r.insert(kind, &key.0, &key.1, wait()) {
+                // Full: the locks nobody holds make room.
+                Err(e) if e.kind() == "no_space" && r.reclaim_free_locks() > 0 => {
+                    r.insert(kind, &key.0, &key.1, wait())
+                }
+                made => made,
+            }
         });
         match made {
             Ok(s) => Response::Counts(u64::from(s.index), s.incarnation).into(),
