@@ -40,7 +40,8 @@ queue_ack_ <- function(session, name, namespace, seq, token, timeout, automatic_
 #' @noRd
 queue_length_ <- function(session, name, namespace, timeout, automatic_server_start) .Call(wrap__queue_length_, session, name, namespace, timeout, automatic_server_start)
 
-#' The version the value got.
+#' The version the value got. `session` NULL: the store in use; `meta`
+#' NULL: read here.
 #' @noRd
 send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version)
 

@@ -75,10 +75,12 @@
 #' @param force_unserialize_on_server Accepted for compatibility with yaplr
 #'   0.1 and ignored.
 #' @param timeout The most seconds the call may wait for the helper to start
-#'   or answer. Default `getOption("yaplr.timeout", 10)`.
+#'   or answer. Default `getOption("yaplr.timeout", 10)`, which `NULL` also
+#'   means.
 #' @param namespace The namespace of the object: a single non-empty string
-#'   of at most 256 bytes. Default `getOption("yaplr.namespace", "default")`.
-#'   For `list_objects()`, `NULL` lists the objects of every namespace.
+#'   of at most 256 bytes. Default `getOption("yaplr.namespace", "default")`,
+#'   which `NULL` also means for the functions of one tag. For
+#'   `list_objects()`, `NULL` lists the objects of every namespace.
 #' @param description For `send_object()`: `NULL` (the default) or a single
 #'   string describing the object, shown by `list_objects()` and
 #'   `object_info()`.
@@ -139,48 +141,42 @@ NULL
 send_object <- function(obj, tag, automatic_server_start = NULL,
                         check_server_with_ping = TRUE,
                         force_unserialize_on_server = FALSE,
-                        timeout = yaplr_timeout(),
-                        namespace = yaplr_namespace(), description = NULL,
+                        timeout = NULL, namespace = NULL, description = NULL,
                         if_absent = FALSE, if_version = NULL) {
   if (missing(obj)) abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
   if (missing(tag)) abort_missing_tag()
-  invisible(check_result(send_object_(session(), obj, tag, namespace, description, object_meta(obj),
-                                      timeout, autostart_option(automatic_server_start),
-                                      progress_delay(), if_absent, if_version)))
+  res <- .Call(wrap__send_object_, NULL, obj, tag, namespace, description, NULL, timeout,
+               automatic_server_start, NULL, if_absent, if_version)
+  invisible(if (is.object(res)) check_result(res) else res)
 }
 
 #' @rdname objects
 #' @export
 retrieve_object <- function(tag, automatic_server_start = NULL,
                             check_server_with_ping = TRUE,
-                            timeout = yaplr_timeout(), copy = FALSE,
-                            namespace = yaplr_namespace(), with_version = FALSE) {
+                            timeout = NULL, copy = FALSE, namespace = NULL,
+                            with_version = FALSE) {
   if (missing(tag)) abort_missing_tag()
-  check_result(retrieve_object_(session(), tag, namespace, timeout,
-                                autostart_option(automatic_server_start), copy,
-                                progress_delay(), with_version))[[1L]]
+  check_result(.Call(wrap__retrieve_object_, NULL, tag, namespace, timeout,
+                     automatic_server_start, copy, NULL, with_version))[[1L]]
 }
 
 #' @rdname objects
 #' @export
 does_object_exist <- function(tag, automatic_server_start = NULL,
                               check_server_with_ping = TRUE,
-                              timeout = yaplr_timeout(),
-                              namespace = yaplr_namespace()) {
+                              timeout = NULL, namespace = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(does_object_exist_(session(), tag, namespace, timeout,
-                                  autostart_option(automatic_server_start)))
+  check_result(does_object_exist_(NULL, tag, namespace, timeout, automatic_server_start))
 }
 
 #' @rdname objects
 #' @export
 remove_object <- function(tag, automatic_server_start = NULL,
                           check_server_with_ping = TRUE,
-                          timeout = yaplr_timeout(),
-                          namespace = yaplr_namespace()) {
+                          timeout = NULL, namespace = NULL) {
   if (missing(tag)) abort_missing_tag()
-  invisible(check_result(remove_object_(session(), tag, namespace, timeout,
-                                        autostart_option(automatic_server_start))))
+  invisible(check_result(remove_object_(NULL, tag, namespace, timeout, automatic_server_start)))
 }
 
 #' @rdname objects
@@ -205,12 +201,10 @@ remove_objects <- function(namespace = yaplr_namespace(),
 
 #' @rdname objects
 #' @export
-object_info <- function(tag, namespace = yaplr_namespace(),
-                        automatic_server_start = NULL,
-                        timeout = yaplr_timeout()) {
+object_info <- function(tag, namespace = NULL, automatic_server_start = NULL,
+                        timeout = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(object_info_(session(), tag, namespace, timeout,
-                            autostart_option(automatic_server_start)))
+  check_result(object_info_(NULL, tag, namespace, timeout, automatic_server_start))
 }
 
 # list_objects() of the columns the glue returns: row names the tags, or
@@ -234,9 +228,10 @@ objects_frame <- function(res, all) {
   out
 }
 
-# What send_object() records about an object (the glue adds its
+# What send_objects() records about each object (the glue adds its
 # description). length() and dim() may be S3 methods of the object's class;
-# one that fails must not stop the send.
+# one that fails must not stop the send. (send_object() and queue_push()
+# leave it to the glue, args.rs object_meta(), which reads the same.)
 object_meta <- function(obj) {
   len <- function() length(obj)
   dm <- function() dim(obj)

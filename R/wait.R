@@ -27,7 +27,7 @@
 #' it since you read it.
 #'
 #' @inheritParams objects
-#' @param timeout The most seconds to wait. Default
+#' @param timeout The most seconds to wait. `NULL` (the default):
 #'   `getOption("yaplr.timeout", 10)`.
 #' @param after_version `NULL` (the default: any value), or a version: wait
 #'   for a value with a larger version.
@@ -48,21 +48,18 @@
 #' quit_server()
 #' options(old)
 #' @export
-wait_object <- function(tag, timeout = yaplr_timeout(), after_version = NULL,
-                        namespace = yaplr_namespace(), copy = FALSE,
-                        with_version = FALSE, automatic_server_start = NULL) {
+wait_object <- function(tag, timeout = NULL, after_version = NULL, namespace = NULL,
+                        copy = FALSE, with_version = FALSE, automatic_server_start = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(wait_object_(session(), tag, namespace, timeout,
-                            autostart_option(automatic_server_start), copy,
-                            progress_delay(), after_version, with_version))[[1L]]
+  check_result(.Call(wrap__wait_object_, NULL, tag, namespace, timeout,
+                     automatic_server_start, copy, NULL, after_version, with_version))[[1L]]
 }
 
 #' @rdname wait_object
 #' @export
-take_object <- function(tag, timeout = yaplr_timeout(), namespace = yaplr_namespace(),
-                        copy = FALSE, automatic_server_start = NULL) {
+take_object <- function(tag, timeout = NULL, namespace = NULL, copy = FALSE,
+                        automatic_server_start = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(take_object_(session(), tag, namespace, timeout,
-                            autostart_option(automatic_server_start), copy,
-                            progress_delay()))[[1L]]
+  check_result(.Call(wrap__take_object_, NULL, tag, namespace, timeout,
+                     automatic_server_start, copy, NULL))[[1L]]
 }

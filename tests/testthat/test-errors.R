@@ -30,9 +30,14 @@ test_that("missing objects give yaplr_not_found naming the tag", {
 test_that("bad timeouts and flags give yaplr_bad_argument", {
   local_store()
   for (t in list(0, -1, NA, NA_real_, Inf, "1", c(1, 2), NULL)) {
-    expect_error(send_object(1, "x", timeout = t), class = "yaplr_bad_argument")
+    if (!is.null(t)) {
+      expect_error(send_object(1, "x", timeout = t), class = "yaplr_bad_argument")
+    }
     expect_error(list_objects(timeout = t), class = "yaplr_bad_argument")
   }
+  # For the functions of one tag, NULL means the option.
+  expect_identical(send_object(1, "x", timeout = NULL, namespace = NULL), 1)
+  expect_identical(retrieve_object("x", timeout = NULL, namespace = NULL), 1)
   expect_error(send_object(1, "x", automatic_server_start = NA), class = "yaplr_bad_argument")
   expect_error(ping_server(quiet = "no"), class = "yaplr_bad_argument")
   withr::local_options(yaplr.timeout = -5)

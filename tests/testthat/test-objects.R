@@ -172,3 +172,40 @@ test_that("object_info() and list_objects() describe objects; versions increase"
   expect_error(send_object(1, "x", description = c("a", "b")), class = "yaplr_bad_argument")
   expect_error(send_object(1, "x", description = NA_character_), class = "yaplr_bad_argument")
 })
+
+test_that("send_object() records what send_objects() records of every kind of object", {
+  local_store()
+  setClass("YaplrMetaTest", representation(x = "numeric"), where = environment())
+  odd <- structure(list(1), class = "yaplr_odd_length")
+  registerS3method("length", "yaplr_odd_length", function(x) stop("no length"),
+                   envir = environment())
+  registerS3method("dim", "yaplr_odd_length", function(x) stop("no dim"),
+                   envir = environment())
+  latin1_class <- structure(1, class = iconv("caf\xe9", "latin1", "latin1"))
+  Encoding(attr(latin1_class, "class")) <- "latin1"
+  bytes_class <- structure(1, class = "a\xffb")
+  objects <- list(
+    int = 1:3, dbl = c(1.5, NA), chr = c("a", NA), lgl = NA, cpl = 1i, raw = as.raw(1:3),
+    mat = matrix(1:6, 2), arr = array(1:24, 2:4), arr1 = array(1:3), named = c(a = 1),
+    df = data.frame(a = 1:2, b = c("x", "y")),
+    fac = factor(c("u", "v")), lst = list(1, "a"), fun = function(x) x, env = new.env(),
+    date = Sys.Date(), lt = as.POSIXlt("2026-01-01 10:00:00", tz = "UTC"),
+    frm = y ~ x, expr = expression(a + b), sym = quote(a), call = quote(f(x)),
+    s4 = new("YaplrMetaTest", x = 1), odd = odd, latin1 = latin1_class, bytes = bytes_class
+  )
+  send_objects(setNames(objects, paste0("batch_", names(objects))))
+  for (n in names(objects)) send_object(objects[[n]], paste0("one_", n))
+  for (n in names(objects)) {
+    one <- object_info(paste0("one_", n))
+    batch <- object_info(paste0("batch_", n))
+    for (field in c("class", "type", "length", "dim")) {
+      expect_identical(one[[field]], batch[[field]], label = paste(n, field))
+    }
+  }
+  expect_identical(object_info("one_mat")$class, c("matrix", "array"))
+  expect_identical(object_info("one_arr1")$class, "array")
+  expect_identical(object_info("one_dbl")$class, "numeric")
+  expect_identical(object_info("one_lt")$length, 1)
+  expect_identical(object_info("one_latin1")$class, "caf\u00e9")
+  expect_identical(object_info("one_bytes")$class, "a<ff>b")
+})

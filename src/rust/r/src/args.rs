@@ -148,6 +148,30 @@ pub fn options_or_defaults_v(
     timeout: Value<'_>,
     settings: &Settings,
 ) -> Checked<CallOptions<'static>> {
+    // SAFETY: R_NilValue is set once R has started.
+    call_options_v(timeout, unsafe { Value::arg(R_NilValue) }, settings)
+}
+
+/// `call_options`, where NULL means the option: options(yaplr.timeout = )
+/// (else 10 seconds) and options(yaplr.automatic_server_start = ) (else
+/// TRUE).
+pub fn call_options_or_defaults(
+    timeout: &Robj,
+    automatic_server_start: &Robj,
+    settings: &Settings,
+) -> Checked<CallOptions<'static>> {
+    call_options_v(
+        Value::of(timeout),
+        Value::of(automatic_server_start),
+        settings,
+    )
+}
+
+fn call_options_v(
+    timeout: Value<'_>,
+    automatic_server_start: Value<'_>,
+    settings: &Settings,
+) -> Checked<CallOptions<'static>> {
     let t = if timeout.sexptype() == SEXPTYPE::NILSXP {
         settings.timeout
     } else {
@@ -158,7 +182,11 @@ pub fn options_or_defaults_v(
     } else {
         timeout_v(t)?
     };
-    let a = settings.automatic_server_start;
+    let a = if automatic_server_start.sexptype() == SEXPTYPE::NILSXP {
+        settings.automatic_server_start
+    } else {
+        automatic_server_start
+    };
     let autostart = if a.sexptype() == SEXPTYPE::NILSXP {
         true
     } else {
@@ -234,11 +262,54 @@ pub fn namespace_or_all(x: &Robj) -> Checked<Option<String>> {
     namespace(x).map(Some)
 }
 
-/// The key of a tag and a namespace, checked in that order.
-pub fn key(tag: &Robj, namespace: &Robj) -> Checked<Key> {
+/// The key of a tag and a namespace, checked in that order; a NULL
+/// `namespace` means options(yaplr.namespace = ) (else "default").
+pub fn key_or_option(tag: &Robj, namespace: &Robj, settings: &Settings) -> Checked<Key> {
     let tag = self::tag(tag, "tag")?;
-    let namespace = self::namespace(namespace)?;
+    let namespace = namespace_or_option_v(Value::of(namespace), settings)?;
     Key::new(&namespace, &tag).map_err(|e| RError::argument(e, None))
+}
+
+/// The delay before a progress bar shows, in seconds as the R layer gives
+/// it, or NULL for the option: options(yaplr.progress = ) TRUE is 2
+/// seconds, a number that many, anything else none; unset, 2 seconds in an
+/// interactive session and none otherwise.
+pub fn progress_delay(x: &Robj, settings: &Settings) -> Option<Duration> {
+    let v = Value::of(x);
+    let p = if v.sexptype() == SEXPTYPE::NILSXP {
+        settings.progress
+    } else {
+        v
+    };
+    if p.sexptype() == SEXPTYPE::NILSXP {
+        // SAFETY: a call of a base function of no arguments, evaluated
+        // silently (see call_base).
+        let interactive = unsafe {
+            let call = extendr_ffi::Rf_protect(extendr_ffi::Rf_lcons(
+                ffi::symbol(c"interactive"),
+                R_NilValue,
+            ));
+            let mut failed = 0;
+            let out = extendr_ffi::R_tryEvalSilent(call, extendr_ffi::R_BaseEnv, &mut failed);
+            let yes = failed == 0
+                && TYPEOF(out) == SEXPTYPE::LGLSXP
+                && extendr_ffi::Rf_xlength(out) == 1
+                && LOGICAL_ELT(out, 0) == 1;
+            extendr_ffi::Rf_unprotect(1);
+            yes
+        };
+        return interactive.then(|| Duration::from_secs(2));
+    }
+    let seconds = if p.sexptype() == SEXPTYPE::LGLSXP && p.len() == 1 && !p.is_object() {
+        // isTRUE(): TRUE is 2 seconds.
+        // SAFETY: a logical vector of length 1.
+        (unsafe { LOGICAL_ELT(p.sexp, 0) } == 1).then_some(2.0)
+    } else if p.is_numeric() && p.len() == 1 {
+        p.number().filter(|n| *n >= 0.0)
+    } else {
+        None
+    };
+    crate::progress::delay(seconds.unwrap_or(-1.0))
 }
 
 /// The key of a counter, lock, queue or barrier: its `name` in
@@ -790,6 +861,33 @@ impl<'a> Chars<'a> {
             .into_owned()
     }
 
+    /// The string in UTF-8 for display, as R/objects.R utf8_label() made
+    /// it: each byte that is not part of valid text becomes "<e9>".
+    fn label(self) -> String {
+        if let Some(s) = self.utf8() {
+            return s;
+        }
+        let mut out = String::new();
+        let mut rest = self.bytes();
+        while !rest.is_empty() {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                    if let Some(b) = bad.first() {
+                        out.push_str(&format!("<{b:02x}>"));
+                    }
+                    rest = bad.get(1..).unwrap_or_default();
+                }
+            }
+        }
+        out
+    }
+
     /// The string as encodeString() shows it.
     fn encoded(self) -> String {
         let bytes = self.bytes();
@@ -974,37 +1072,140 @@ fn describe_class(v: Value<'_>) -> String {
     }
 }
 
+/// `fun(x)` for a function `fun` of R's base environment (length, dim,
+/// class: methods of the value's class may answer), evaluated silently;
+/// None when it failed. An error (or any other jump) in R code stops in
+/// the top-level context R_tryEvalSilent runs it in, and never crosses
+/// these frames.
+fn call_base(fun: &'static CStr, x: SEXP) -> Option<Robj> {
+    let mut failed = 0;
+    // SAFETY: on R's main thread; the call is built from a permanent symbol
+    // and `x` (protected by the caller), and protected while it is
+    // evaluated; the result is protected from its Robj on.
+    unsafe {
+        use extendr_ffi::{R_BaseEnv, Rf_cons, Rf_lcons, Rf_protect, Rf_unprotect};
+        // fun(quote(x)): a symbol or a call is passed as it is, not
+        // evaluated.
+        let quoted = Rf_protect(Rf_lcons(ffi::symbol(c"quote"), Rf_cons(x, R_NilValue)));
+        let args = Rf_protect(Rf_cons(quoted, R_NilValue));
+        let call = Rf_protect(Rf_lcons(ffi::symbol(fun), args));
+        let out = extendr_ffi::R_tryEvalSilent(call, R_BaseEnv, &mut failed);
+        let out = (failed == 0).then(|| Robj::from_sexp(out));
+        Rf_unprotect(3);
+        out
+    }
+}
+
 /// length(x) as R computes it for an object (a length() method of its
 /// class may say otherwise than its data, or fail: None).
 fn r_length(v: Value<'_>) -> Option<i64> {
-    let mut failed = 0;
-    // SAFETY: on R's main thread; the call is built from a permanent symbol
-    // and the protected value, and protected while it is evaluated.
-    // R_tryEvalSilent runs it in a top-level context, so an error (or any
-    // other jump) in R code stops there, silently, and never crosses these
-    // frames.
-    let n = unsafe {
-        use extendr_ffi::{R_BaseEnv, Rf_cons, Rf_install, Rf_lcons, Rf_protect, Rf_unprotect};
-        let args = Rf_protect(Rf_cons(v.sexp, R_NilValue));
-        let call = Rf_protect(Rf_lcons(Rf_install(c"length".as_ptr()), args));
-        let n = Rf_protect(extendr_ffi::R_tryEvalSilent(call, R_BaseEnv, &mut failed));
-        let n = if failed != 0 {
-            None
-        } else {
-            let n = Value {
-                sexp: n,
-                _arg: PhantomData,
-            };
-            (n.len() == 1).then(|| n.number()).flatten()
-        };
-        Rf_unprotect(3);
-        n
-    };
+    let n = call_base(c"length", v.sexp)?;
+    let n = Value::of(&n);
+    let n = (n.len() == 1).then(|| n.number()).flatten();
     #[allow(
         clippy::cast_possible_truncation,
         reason = "a length is an integral number well within i64"
     )]
     n.map(|n| n as i64)
+}
+
+/// class() of a vector that is no object, as R makes it up: from its dim
+/// (a matrix or an array) or its type; None for other values.
+fn implicit_class(v: Value<'_>) -> Option<&'static [&'static str]> {
+    use SEXPTYPE::*;
+    let by_type: &'static [&'static str] = match v.sexptype() {
+        REALSXP => &["numeric"],
+        INTSXP => &["integer"],
+        STRSXP => &["character"],
+        LGLSXP => &["logical"],
+        CPLXSXP => &["complex"],
+        RAWSXP => &["raw"],
+        VECSXP => &["list"],
+        NILSXP => &["NULL"],
+        _ => return None,
+    };
+    // SAFETY: reading the dim attribute of a protected value.
+    let dim = unsafe { extendr_ffi::Rf_getAttrib(v.sexp, extendr_ffi::R_DimSymbol) };
+    // SAFETY: as above; Rf_xlength only reads it.
+    Some(
+        match unsafe { (TYPEOF(dim), extendr_ffi::Rf_xlength(dim)) } {
+            (NILSXP, _) => by_type,
+            (_, 2) => &["matrix", "array"],
+            _ => &["array"],
+        },
+    )
+}
+
+/// What the catalog records of an object sent: its class (as UTF-8, a
+/// byte that is not text shown as "<e9>"), type, length and dim (as R's
+/// length() and dim() say, methods included; a method that fails gives
+/// length NA, recorded as 0, or no dim).
+pub fn object_meta(obj: &Robj, description: Option<String>) -> yaplr_core::Meta {
+    let v = Value::of(obj);
+    let class = if v.is_object() { v.class() } else { Vec::new() };
+    let class: Vec<String> =
+        if let Some(implicit) = class.is_empty().then(|| implicit_class(v)).flatten() {
+            implicit.iter().map(|c| c.to_string()).collect()
+        } else if class.is_empty() {
+            // The implicit class of anything else (functions, calls, ...).
+            call_base(c"class", v.sexp)
+                .and_then(|c| {
+                    let c = Value::of(&c);
+                    (c.sexptype() == SEXPTYPE::STRSXP).then(|| {
+                        (0..c.len())
+                            .map(|i| c.string(i).map_or_else(|| "NA".into(), Chars::label))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default()
+        } else {
+            class.into_iter().map(Chars::label).collect()
+        };
+    let (length, dim) = if v.is_object() {
+        let dim = call_base(c"dim", v.sexp);
+        (r_length(v), dim)
+    } else {
+        // SAFETY: reading the dim attribute of a protected value.
+        let dim = unsafe { extendr_ffi::Rf_getAttrib(v.sexp, extendr_ffi::R_DimSymbol) };
+        // SAFETY: an attribute of `obj`, which keeps it alive.
+        let dim = (dim != unsafe { R_NilValue }).then(|| unsafe { Robj::from_sexp(dim) });
+        (i64::try_from(v.len()).ok(), dim)
+    };
+    let dim = dim
+        .map(|d| {
+            let d = Value::of(&d);
+            match d.sexptype() {
+                // SAFETY: Rf_xlength only reads the (protected) vector.
+                SEXPTYPE::INTSXP | SEXPTYPE::REALSXP => (0..unsafe { Rf_xlength(d.sexp) })
+                    .map(|i| {
+                        // SAFETY: an integer or double vector with more than
+                        // `i` elements.
+                        let x = unsafe {
+                            if d.sexptype() == SEXPTYPE::INTSXP {
+                                let x = INTEGER_ELT(d.sexp, i);
+                                if x == R_NaInt {
+                                    f64::NAN
+                                } else {
+                                    f64::from(x)
+                                }
+                            } else {
+                                REAL_ELT(d.sexp, i)
+                            }
+                        };
+                        bytes_from_r(x)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        })
+        .unwrap_or_default();
+    yaplr_core::Meta {
+        class,
+        rtype: v.type_name(),
+        length: length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        dim,
+        description,
+    }
 }
 
 fn a_or_an(word: &str) -> &'static str {

@@ -4,7 +4,7 @@
 
 use crate::args;
 use crate::conditions::RError;
-use crate::objects::{decode_found, parse_meta, release_all, RObject};
+use crate::objects::{decode_found, release_all, RObject};
 use crate::progress::{self, Transfer, Verb};
 use crate::session::{handle, resolve};
 use extendr_api::prelude::*;
@@ -52,7 +52,7 @@ fn queue_push_(
 ) -> Done<()> {
     let key = args::name_key(&name, &namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
-    let meta = parse_meta(&meta, None);
+    let meta = crate::objects::object_meta(&obj, &meta, None);
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), progress::delay(progress));
     let mut source = RObject::new(&obj);

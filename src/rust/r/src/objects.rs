@@ -6,7 +6,8 @@
 use crate::args::{self, bytes_from_r};
 use crate::conditions::RError;
 use crate::progress::{self, Transfer, Verb};
-use crate::session::handle;
+use crate::session::{handle, resolve};
+use crate::settings::Settings;
 use crate::{serialize, vector};
 use extendr_api::prelude::*;
 use extendr_ffi::SEXP;
@@ -138,7 +139,18 @@ pub(crate) fn parse_meta(l: &Robj, description: Option<String>) -> Meta {
     }
 }
 
-/// The version the value got.
+/// The metadata of `obj`: as the R layer gave it (a list), or when NULL
+/// as the glue reads it (see args::object_meta).
+pub(crate) fn object_meta(obj: &Robj, given: &Robj, description: Option<String>) -> Meta {
+    if given.is_null() {
+        args::object_meta(obj, description)
+    } else {
+        parse_meta(given, description)
+    }
+}
+
+/// The version the value got. `session` NULL: the store in use; `meta`
+/// NULL: read here.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -151,16 +163,19 @@ fn send_object_(
     meta: Robj,
     timeout: Robj,
     automatic_server_start: Robj,
-    progress: f64,
+    progress: Robj,
     if_absent: Robj,
     if_version: Robj,
 ) -> Done<f64> {
-    let key = args::key(&tag, &namespace)?;
-    let meta = parse_meta(&meta, args::description(&description)?);
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let settings = Settings::read();
+    let key = args::key_or_option(&tag, &namespace, &settings)?;
+    let meta = object_meta(&obj, &meta, args::description(&description)?);
+    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
     let condition = args::condition(&if_absent, &if_version)?;
+    let delay = args::progress_delay(&progress, &settings);
+    let session = resolve(&session)?;
     let h = handle(&session)?;
-    let mut transfer = Transfer::one(Verb::Send, key.tag(), progress::delay(progress));
+    let mut transfer = Transfer::one(Verb::Send, key.tag(), delay);
     let mut source = RObject::new(&obj);
     let version = h
         .run(opts.autostart, |s| {
@@ -189,18 +204,21 @@ fn read_one(
     timeout: &Robj,
     automatic_server_start: &Robj,
     copy: &Robj,
-    progress: f64,
+    progress: &Robj,
     with_version: &Robj,
     how: impl FnOnce() -> Done<Lookup>,
 ) -> Done<List> {
-    let key = args::key(tag, namespace)?;
-    let opts = args::call_options(timeout, automatic_server_start)?;
+    let settings = Settings::read();
+    let key = args::key_or_option(tag, namespace, &settings)?;
+    let opts = args::call_options_or_defaults(timeout, automatic_server_start, &settings)?;
     let copy = args::flag(copy, "copy", None)?;
     let with_version = args::flag(with_version, "with_version", None)?;
     let how = how()?;
-    let h = handle(session)?;
+    let delay = args::progress_delay(progress, &settings);
+    let session = resolve(session)?;
+    let h = handle(&session)?;
     let tag = key.tag();
-    let mut transfer = Transfer::one(Verb::Retrieve, tag, progress::delay(progress));
+    let mut transfer = Transfer::one(Verb::Retrieve, tag, delay);
     let (value, version) = h
         .run(opts.autostart, |s| {
             let found = match how {
@@ -241,7 +259,7 @@ fn retrieve_object_(
     timeout: Robj,
     automatic_server_start: Robj,
     copy: Robj,
-    progress: f64,
+    progress: Robj,
     with_version: Robj,
 ) -> Done<List> {
     read_one(
@@ -251,7 +269,7 @@ fn retrieve_object_(
         &timeout,
         &automatic_server_start,
         &copy,
-        progress,
+        &progress,
         &with_version,
         || Ok(Lookup::Get),
     )
@@ -267,7 +285,7 @@ fn wait_object_(
     timeout: Robj,
     automatic_server_start: Robj,
     copy: Robj,
-    progress: f64,
+    progress: Robj,
     after_version: Robj,
     with_version: Robj,
 ) -> Done<List> {
@@ -278,7 +296,7 @@ fn wait_object_(
         &timeout,
         &automatic_server_start,
         &copy,
-        progress,
+        &progress,
         &with_version,
         || {
             Ok(Lookup::Wait {
@@ -297,7 +315,7 @@ fn take_object_(
     timeout: Robj,
     automatic_server_start: Robj,
     copy: Robj,
-    progress: f64,
+    progress: Robj,
 ) -> Done<List> {
     read_one(
         &session,
@@ -306,7 +324,7 @@ fn take_object_(
         &timeout,
         &automatic_server_start,
         &copy,
-        progress,
+        &progress,
         &Robj::from(false),
         || Ok(Lookup::Take),
     )
@@ -321,8 +339,10 @@ fn remove_object_(
     timeout: Robj,
     automatic_server_start: Robj,
 ) -> Done<()> {
-    let key = args::key(&tag, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let settings = Settings::read();
+    let key = args::key_or_option(&tag, &namespace, &settings)?;
+    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     h.run(opts.autostart, |s| s.remove(&key, &opts))
         .map_err(h.fail(Some(key.tag())))
@@ -337,8 +357,10 @@ fn does_object_exist_(
     timeout: Robj,
     automatic_server_start: Robj,
 ) -> Done<bool> {
-    let key = args::key(&tag, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let settings = Settings::read();
+    let key = args::key_or_option(&tag, &namespace, &settings)?;
+    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     h.run(opts.autostart, |s| s.exists(&key, &opts))
         .map_err(h.fail(Some(key.tag())))
@@ -442,8 +464,10 @@ fn object_info_(
     timeout: Robj,
     automatic_server_start: Robj,
 ) -> Done<List> {
-    let key = args::key(&tag, &namespace)?;
-    let opts = args::call_options(&timeout, &automatic_server_start)?;
+    let settings = Settings::read();
+    let key = args::key_or_option(&tag, &namespace, &settings)?;
+    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
+    let session = resolve(&session)?;
     let h = handle(&session)?;
     let found = h
         .run(opts.autostart, |s| s.get(&key, &opts))

@@ -31,13 +31,16 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 
 /// The options, in the order of `Settings`' fields.
-const NAMES: [&CStr; 5] = [
+const NAMES: [&CStr; N] = [
     c"yaplr.namespace",
     c"yaplr.timeout",
     c"yaplr.automatic_server_start",
     c"yaplr.dir",
     c"yaplr.capacity",
+    c"yaplr.progress",
 ];
+
+const N: usize = 6;
 
 /// The values of yaplr's options (NULL when unset) when a call began.
 /// They are borrowed from R's options list, which keeps them alive while
@@ -49,6 +52,7 @@ pub struct Settings {
     pub automatic_server_start: Value<'static>,
     pub dir: Value<'static>,
     pub capacity: Value<'static>,
+    pub progress: Value<'static>,
 }
 
 /// The remembered options list: its first cell, length and last cell, and
@@ -57,7 +61,7 @@ struct Cells {
     head: SEXP,
     len: isize,
     last: SEXP,
-    cells: [SEXP; 5],
+    cells: [SEXP; N],
 }
 
 thread_local! {
@@ -109,7 +113,7 @@ impl Settings {
             let cells = c
                 .as_ref()
                 .map(|c| c.cells)
-                .unwrap_or([std::ptr::null_mut(); 5]);
+                .unwrap_or([std::ptr::null_mut(); N]);
             // SAFETY: each remembered cell is a cell of the list (see the
             // module's comment); CAR reads its value.
             cells.map(|cell| unsafe {
@@ -122,7 +126,7 @@ impl Settings {
         });
         // SAFETY: values of R's options list, alive while the list holds
         // them (see Settings).
-        let [namespace, timeout, automatic_server_start, dir, capacity] =
+        let [namespace, timeout, automatic_server_start, dir, capacity, progress] =
             values.map(|v| unsafe { Value::arg(v) });
         Settings {
             namespace,
@@ -130,15 +134,16 @@ impl Settings {
             automatic_server_start,
             dir,
             capacity,
+            progress,
         }
     }
 }
 
 /// The cells of yaplr's options in `list` (NULL for those not set): the
 /// first cell of each name, as R's own search finds it.
-fn find_cells(list: SEXP) -> [SEXP; 5] {
+fn find_cells(list: SEXP) -> [SEXP; N] {
     let symbols = NAMES.map(ffi::symbol);
-    let mut cells: [SEXP; 5] = [std::ptr::null_mut(); 5];
+    let mut cells: [SEXP; N] = [std::ptr::null_mut(); N];
     let mut cell = list;
     // SAFETY: walking a pairlist on R's main thread; TAG and CDR only
     // read it.
@@ -157,7 +162,7 @@ fn find_cells(list: SEXP) -> [SEXP; 5] {
 }
 
 /// Each option searched for in R's options list.
-fn search() -> [SEXP; 5] {
+fn search() -> [SEXP; N] {
     // SAFETY: Rf_GetOption1 returns the option's value (NULL when unset).
     NAMES.map(|n| unsafe { ffi::Rf_GetOption1(ffi::symbol(n)) })
 }
