@@ -271,26 +271,9 @@ fn an_abandoned_wait_takes_nothing() {
     let t = TempStore::new("abandon");
     let mut s = t.session();
     s.start(&opts(OK_MS)).unwrap();
-    // A taker that gives up (an interrupt) closes its connection.
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let dir = t.dir.clone();
-    let f2 = flag.clone();
-    let taker = std::thread::spawn(move || {
-        let mut s = Session::local(dir, Some(exe().into()));
-        let interrupted = move || f2.load(std::sync::atomic::Ordering::SeqCst);
-        let o = CallOptions {
-            timeout: Duration::from_secs(30),
-            autostart: true,
-            interrupted: &interrupted,
-        };
-        s.take(&key("gift"), &o).map(|_| ()).unwrap_err()
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    flag.store(true, std::sync::atomic::Ordering::SeqCst);
-    let e = taker.join().unwrap();
-    assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
     // Give the helper time to notice the hang-up, then send: the value
     // stays for the next reader.
+    interrupted_take(&t.dir, "gift", Duration::from_millis(200));
     std::thread::sleep(Duration::from_millis(200));
     put_if(&mut s, "gift", b"kept", Condition::Always).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -303,24 +286,31 @@ fn an_abandoned_wait_takes_nothing() {
     // the value back.
     for round in 0..10 {
         let tag = format!("gift{round}");
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (dir, f2, k) = (t.dir.clone(), flag.clone(), key(&tag));
-        let taker = std::thread::spawn(move || {
-            let mut s = Session::local(dir, Some(exe().into()));
-            let interrupted = move || f2.load(std::sync::atomic::Ordering::SeqCst);
-            let o = CallOptions {
-                timeout: Duration::from_secs(30),
-                autostart: true,
-                interrupted: &interrupted,
-            };
-            s.take(&k, &o).map(|_| ()).unwrap_err()
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(matches!(taker.join().unwrap(), Error::Interrupted { .. }));
+        interrupted_take(&t.dir, &tag, Duration::from_millis(100));
         put_if(&mut s, &tag, b"kept", Condition::Always).unwrap();
         assert_eq!(bytes_of(s.get(&key(&tag), &opts(OK_MS)).unwrap()), b"kept");
     }
+}
+
+/// A taker of `tag` in the store `dir` that gives up (an interrupt) after
+/// `after`, which closes its connection.
+fn interrupted_take(dir: &Path, tag: &str, after: Duration) {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dir, f2, k) = (dir.to_path_buf(), flag.clone(), key(tag));
+    let taker = std::thread::spawn(move || {
+        let mut s = Session::local(dir, Some(exe().into()));
+        let interrupted = move || f2.load(std::sync::atomic::Ordering::SeqCst);
+        let o = CallOptions {
+            timeout: Duration::from_secs(30),
+            autostart: true,
+            interrupted: &interrupted,
+        };
+        s.take(&k, &o).map(|_| ()).unwrap_err()
+    });
+    std::thread::sleep(after);
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = taker.join().unwrap();
+    assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
 }
 
 #[test]
