@@ -78,52 +78,56 @@ fn options_list() -> SEXP {
 impl Settings {
     /// The options now. Only on R's main thread.
     pub fn read() -> Settings {
-        let values = CELLS.with(|c| {
+        let values = loop {
             let list = options_list();
             // SAFETY: `list` is the value of .Options; reading its type.
             if unsafe { TYPEOF(list) } != SEXPTYPE::LISTSXP {
-                return search();
+                break search();
             }
             // SAFETY: a pairlist; both walks only read it.
             let (len, last) = unsafe { (Rf_xlength(list), ffi::Rf_lastElt(list)) };
-            let mut c = c.borrow_mut();
-            let same = c
-                .as_ref()
-                .is_some_and(|c| c.head == list && c.len == len && c.last == last);
-            if !same {
-                let fresh = Cells {
-                    head: list,
-                    len,
-                    last,
-                    cells: find_cells(list),
-                };
-                // SAFETY: keeping the first and last cells from being
-                // collected (and their addresses reused) while they are
-                // remembered, and letting the old ones go.
-                unsafe {
-                    R_PreserveObject(fresh.head);
-                    R_PreserveObject(fresh.last);
-                    if let Some(old) = c.take() {
-                        R_ReleaseObject(old.head);
-                        R_ReleaseObject(old.last);
+            let remembered = CELLS.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .filter(|c| c.head == list && c.len == len && c.last == last)
+                    .map(|c| c.cells)
+            });
+            if let Some(cells) = remembered {
+                // SAFETY: each remembered cell is a cell of the list (see
+                // the module's comment); CAR reads its value.
+                break cells.map(|cell| unsafe {
+                    if cell.is_null() {
+                        R_NilValue
+                    } else {
+                        CAR(cell)
                     }
-                }
-                *c = Some(fresh);
+                });
             }
-            let cells = c
-                .as_ref()
-                .map(|c| c.cells)
-                .unwrap_or([std::ptr::null_mut(); N]);
-            // SAFETY: each remembered cell is a cell of the list (see the
-            // module's comment); CAR reads its value.
-            cells.map(|cell| unsafe {
-                if cell.is_null() {
-                    R_NilValue
-                } else {
-                    CAR(cell)
+            // The list changed: remember its cells now. Preserving
+            // allocates, which may run finalizers (R code, that may change
+            // options or call yaplr): no borrow is held meanwhile, and the
+            // next turn checks the list again.
+            let fresh = Cells {
+                head: list,
+                len,
+                last,
+                cells: find_cells(list),
+            };
+            // SAFETY: keeping the first and last cells from being collected
+            // (and their addresses reused) while they are remembered, and
+            // letting the old ones go (releasing allocates nothing).
+            unsafe {
+                R_PreserveObject(fresh.head);
+                R_PreserveObject(fresh.last);
+            }
+            if let Some(old) = CELLS.with(|c| c.borrow_mut().replace(fresh)) {
+                // SAFETY: as above.
+                unsafe {
+                    R_ReleaseObject(old.head);
+                    R_ReleaseObject(old.last);
                 }
-            })
-        });
+            }
+        };
         // SAFETY: values of R's options list, alive while the list holds
         // them (see Settings).
         let [namespace, timeout, automatic_server_start, dir, capacity, progress] =
