@@ -157,8 +157,9 @@ retrieve_object <- function(tag, automatic_server_start = NULL,
                             timeout = NULL, copy = FALSE, namespace = NULL,
                             with_version = FALSE) {
   if (missing(tag)) abort_missing_tag()
-  check_result(.Call(wrap__retrieve_object_, NULL, tag, namespace, timeout,
-                     automatic_server_start, copy, NULL, with_version))[[1L]]
+  res <- .Call(wrap__retrieve_object_, NULL, tag, namespace, timeout, automatic_server_start,
+               copy, NULL, with_version)
+  if (is.object(res)) check_result(res) else res[[1L]]
 }
 
 #' @rdname objects

@@ -51,8 +51,9 @@
 wait_object <- function(tag, timeout = NULL, after_version = NULL, namespace = NULL,
                         copy = FALSE, with_version = FALSE, automatic_server_start = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(.Call(wrap__wait_object_, NULL, tag, namespace, timeout,
-                     automatic_server_start, copy, NULL, after_version, with_version))[[1L]]
+  res <- .Call(wrap__wait_object_, NULL, tag, namespace, timeout, automatic_server_start, copy,
+               NULL, after_version, with_version)
+  if (is.object(res)) check_result(res) else res[[1L]]
 }
 
 #' @rdname wait_object
@@ -60,6 +61,7 @@ wait_object <- function(tag, timeout = NULL, after_version = NULL, namespace = N
 take_object <- function(tag, timeout = NULL, namespace = NULL, copy = FALSE,
                         automatic_server_start = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(.Call(wrap__take_object_, NULL, tag, namespace, timeout,
-                     automatic_server_start, copy, NULL))[[1L]]
+  res <- .Call(wrap__take_object_, NULL, tag, namespace, timeout, automatic_server_start, copy,
+               NULL)
+  if (is.object(res)) check_result(res) else res[[1L]]
 }

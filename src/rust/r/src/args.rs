@@ -282,9 +282,11 @@ pub fn progress_delay(x: &Robj, settings: &Settings) -> Option<Duration> {
         v
     };
     if p.sexptype() == SEXPTYPE::NILSXP {
+        // interactive() does not change while R runs: asked once.
+        static INTERACTIVE: OnceLock<bool> = OnceLock::new();
         // SAFETY: a call of a base function of no arguments, evaluated
         // silently (see call_base).
-        let interactive = unsafe {
+        let interactive = *INTERACTIVE.get_or_init(|| unsafe {
             let call = extendr_ffi::Rf_protect(extendr_ffi::Rf_lcons(
                 ffi::symbol(c"interactive"),
                 R_NilValue,
@@ -297,7 +299,7 @@ pub fn progress_delay(x: &Robj, settings: &Settings) -> Option<Duration> {
                 && LOGICAL_ELT(out, 0) == 1;
             extendr_ffi::Rf_unprotect(1);
             yes
-        };
+        });
         return interactive.then(|| Duration::from_secs(2));
     }
     let seconds = if p.sexptype() == SEXPTYPE::LGLSXP && p.len() == 1 && !p.is_object() {
