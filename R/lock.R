@@ -24,9 +24,10 @@
 #' A lock belongs to the process (and thread) that acquired it: only that
 #' process can release it. A child forked while the parent holds a lock
 #' (say by [parallel::mclapply()]) does not hold it, and never releases its
-#' parent's lock. A handle that is garbage-collected while its lock is held
-#' releases it (R finds it unreferenced at the latest at its second
-#' collection after the handle was dropped); a handle saved and restored, or
+#' parent's lock. A handle dropped while its lock is held releases it when R
+#' collects it: at R's first garbage collection after the next
+#' `acquire_lock()` or the end of the top-level call that dropped it. When R
+#' exits, the locks it holds are released. A handle saved and restored, or
 #' sent to another process, is inert. Acquiring a lock this process already holds is an error (locks
 #' are not recursive). Lock names are separate from tags: a lock and an
 #' object may share a name, and locks are not listed by [list_objects()].

@@ -195,6 +195,25 @@ test_that("counters and locks follow every change of the options", {
   expect_identical(counter_add("n"), 2)
 })
 
+test_that("a script's dropped handle is released after its top-level call; exit releases", {
+  dir <- local_store()
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    sprintf("options(yaplr.dir = %s)", deparse(dir)),
+    "local({ l <- yaplr::acquire_lock('dropped'); NULL })",
+    "invisible(gc())",
+    "cat(yaplr::lock_info('dropped')$held, '\n')",
+    "kept <- yaplr::acquire_lock('kept-until-exit')"
+  ), script)
+  out <- callr::rscript(script, show = FALSE, libpath = .libPaths())
+  expect_match(out$stdout, "FALSE")
+  # A script that ends holding a lock releases it: the next holder is not
+  # told that its previous holder died.
+  l <- acquire_lock("kept-until-exit", timeout = 5)
+  expect_false(attr(l, "previous_holder_died"))
+  release_lock(l)
+})
+
 test_that("locks nobody holds make room when the table is full", {
   local_store()
   kept <- acquire_lock("kept")
@@ -214,7 +233,9 @@ test_that("a lock handle collected unreleased releases its lock; a restored one 
     l <- acquire_lock("gc")
     NULL
   })
-  gc()
+  # The dropped handle gets its finalizer with the next acquire_lock() (or
+  # at the end of the top-level call), and R's next collection runs it.
+  release_lock(acquire_lock("another"))
   gc()
   expect_false(lock_info("gc")$held)
   l <- acquire_lock("gc")

@@ -282,11 +282,14 @@ pub fn progress_delay(x: &Robj, settings: &Settings) -> Option<Duration> {
         v
     };
     if p.sexptype() == SEXPTYPE::NILSXP {
-        // interactive() does not change while R runs: asked once.
-        static INTERACTIVE: OnceLock<bool> = OnceLock::new();
+        // interactive() does not change while R runs: asked once (a
+        // thread-local, not a lock: R code run by the call may get here).
+        thread_local! {
+            static INTERACTIVE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+        }
         // SAFETY: a call of a base function of no arguments, evaluated
         // silently (see call_base).
-        let interactive = *INTERACTIVE.get_or_init(|| unsafe {
+        let ask = || unsafe {
             let call = extendr_ffi::Rf_protect(extendr_ffi::Rf_lcons(
                 ffi::symbol(c"interactive"),
                 R_NilValue,
@@ -298,6 +301,11 @@ pub fn progress_delay(x: &Robj, settings: &Settings) -> Option<Duration> {
                 && extendr_ffi::Rf_xlength(out) == 1
                 && LOGICAL_ELT(out, 0) == 1;
             extendr_ffi::Rf_unprotect(1);
+            yes
+        };
+        let interactive = INTERACTIVE.get().unwrap_or_else(|| {
+            let yes = ask();
+            INTERACTIVE.set(Some(yes));
             yes
         });
         return interactive.then(|| Duration::from_secs(2));

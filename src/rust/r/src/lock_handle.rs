@@ -11,17 +11,20 @@
 //! in) costs more than acquiring and releasing an uncontended lock, and
 //! most handles are released long before R collects anything. So a new
 //! handle has none: it is kept *young*, referenced from a list of this
-//! module, until it is released (then it needs none) or until the next
-//! garbage collection, after which a hook gives every young handle still
-//! held its finalizer and forgets it. An abandoned handle is thus
-//! collected, and its lock released, by the collection after the one that
-//! found it young.
+//! module, until it is released (then it needs none) or until the young
+//! handles are *flushed*: each still held gets its finalizer and is
+//! forgotten. They are flushed before a new handle is made, and at the end
+//! of every top-level call (a task callback): never from a finalizer, where
+//! R may lose a weak reference made meanwhile. An abandoned handle is thus
+//! collected, and its lock released, by R's first collection after the
+//! next flush. When R exits, the young handles' locks, and those of
+//! handles with a finalizer, are released (finalizers run on exit).
 
 use extendr_api::prelude::*;
 use extendr_ffi::{
-    R_ClearExternalPtr, R_ExternalPtrAddr, R_ExternalPtrTag, R_MakeExternalPtr, R_NilValue,
-    R_PreserveObject, R_RegisterCFinalizerEx, R_ReleaseObject, R_SetExternalPtrAddr, Rboolean,
-    Rf_allocVector, Rf_protect, Rf_unprotect, SET_VECTOR_ELT, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
+    R_ExternalPtrAddr, R_ExternalPtrTag, R_MakeExternalPtr, R_NilValue, R_PreserveObject,
+    R_RegisterCFinalizerEx, R_ReleaseObject, R_SetExternalPtrAddr, Rboolean, Rf_allocVector,
+    Rf_protect, Rf_unprotect, SET_VECTOR_ELT, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
 };
 use std::cell::{Cell, RefCell};
 use std::os::raw::c_void;
@@ -79,11 +82,10 @@ pub unsafe fn of<'a>(x: SEXP) -> Handle<'a> {
 }
 
 /// The young handles: a preserved list (NULL in free places) and its free
-/// places; `armed` while a hook waits for the next garbage collection.
+/// places.
 struct Young {
     list: SEXP,
     free: Vec<isize>,
-    armed: bool,
 }
 
 thread_local! {
@@ -91,7 +93,6 @@ thread_local! {
         RefCell::new(Young {
             list: std::ptr::null_mut(),
             free: Vec::new(),
-            armed: false,
         })
     };
     /// The class attribute of every handle, made once.
@@ -116,6 +117,7 @@ thread_local! {
 /// # Safety
 /// On R's main thread; the result must be protected before R allocates.
 pub unsafe fn make(lock: HeldLock) -> SEXP {
+    flush();
     let died = lock.previous_holder_died;
     let held = Box::into_raw(Box::new(Held {
         lock,
@@ -123,16 +125,15 @@ pub unsafe fn make(lock: HeldLock) -> SEXP {
     }));
     // SAFETY: on R's main thread; `x` is protected while it is finished.
     // It owns the box from here on: the box is dropped by release() or by
-    // the finalizer the hook gives it, and if R fails to allocate below
-    // (a jump out of this call), `x` stays young and is given a finalizer
-    // at the next collection.
+    // the finalizer a flush gives it, and if R fails to allocate below (a
+    // jump out of this call), `x` stays young and is given a finalizer at
+    // the next flush.
     unsafe {
         let x = Rf_protect(R_MakeExternalPtr(held.cast(), tag(), R_NilValue));
         YOUNG.with(|y| {
             let place = enlist(&mut y.borrow_mut(), x);
             (*held).young.set(Some(place));
         });
-        arm();
         crate::fast::set_attr(x, c"previous_holder_died", crate::fast::logical(died));
         crate::fast::set_attr(x, c"class", CLASS.with(|c| *c));
         Rf_unprotect(1);
@@ -180,50 +181,26 @@ fn delist(y: &mut Young, place: isize) {
     y.free.push(place);
 }
 
-/// Make sure a hook runs after the next garbage collection: an unreferenced
-/// external pointer whose finalizer is the hook.
-///
-/// # Safety
-/// On R's main thread.
-unsafe fn arm() {
-    let armed = YOUNG.with(|y| std::mem::replace(&mut y.borrow_mut().armed, true));
-    if !armed {
-        // SAFETY: on R's main thread; protected while its finalizer is
-        // registered, then left for the collector.
-        unsafe {
-            let sentinel = Rf_protect(R_MakeExternalPtr(
-                std::ptr::null_mut(),
-                R_NilValue,
-                R_NilValue,
-            ));
-            R_RegisterCFinalizerEx(sentinel, Some(after_collection), Rboolean::FALSE);
-            Rf_unprotect(1);
-        }
-    }
-}
-
-/// Run by R after a garbage collection (the sentinel of `arm` was
-/// collected): give every young handle its finalizer and forget it.
-///
-/// # Safety
-/// Called by R's finalizer machinery, on R's main thread.
-unsafe extern "C" fn after_collection(_sentinel: SEXP) {
+/// Give every young handle still held its finalizer, and forget them all.
+/// Never called from a finalizer (see the module's comment).
+fn flush() {
     YOUNG.with(|y| {
         let mut y = y.borrow_mut();
-        y.armed = false;
-        if y.list.is_null() {
+        if y.list.is_null() || y.free.len() == young_len(&y) {
             return;
         }
         // SAFETY: the list is preserved; each handle in it is alive (the
-        // list references it) and its address is a Held box (a released
-        // handle leaves the list first).
+        // list references it until it is taken out below, after its
+        // finalizer is registered) and its address is a Held box (a
+        // released handle leaves the list first). Registering allocates,
+        // which runs no R code.
         unsafe {
             for place in 0..extendr_ffi::Rf_xlength(y.list) {
                 let x = VECTOR_ELT(y.list, place);
                 if x == R_NilValue {
                     continue;
                 }
-                R_RegisterCFinalizerEx(x, Some(finalize), Rboolean::FALSE);
+                R_RegisterCFinalizerEx(x, Some(finalize), Rboolean::TRUE);
                 let held = R_ExternalPtrAddr(x).cast::<Held>();
                 if !held.is_null() && held.cast() != released() {
                     (*held).young.set(None);
@@ -234,8 +211,81 @@ unsafe extern "C" fn after_collection(_sentinel: SEXP) {
     });
 }
 
-/// R's finalizer of a handle collected unreleased: drops its lock, which
-/// releases it in the process that acquired it (never in a forked child).
+/// How many places the young list has.
+fn young_len(y: &Young) -> usize {
+    // SAFETY: the preserved list; Rf_xlength only reads it.
+    usize::try_from(unsafe { extendr_ffi::Rf_xlength(y.list) }).unwrap_or(0)
+}
+
+/// R's task callback, run at the end of every top-level call: flush.
+unsafe extern "C" fn at_top_level(
+    _expr: SEXP,
+    _value: SEXP,
+    _succeeded: Rboolean,
+    _visible: Rboolean,
+    _data: *mut c_void,
+) -> Rboolean {
+    flush();
+    Rboolean::TRUE
+}
+
+/// The name of the task callback.
+const CALLBACK: &std::ffi::CStr = c"yaplr-lock-handles";
+
+/// When R exits: release the locks of the young handles (the others have
+/// finalizers that R runs on exit).
+unsafe extern "C" fn at_exit(_anchor: SEXP) {
+    YOUNG.with(|y| {
+        let y = y.borrow();
+        if y.list.is_null() {
+            return;
+        }
+        // SAFETY: the preserved list holds live handles (see `flush`).
+        unsafe {
+            for place in 0..extendr_ffi::Rf_xlength(y.list) {
+                let x = VECTOR_ELT(y.list, place);
+                if x != R_NilValue {
+                    finalize(x);
+                }
+            }
+        }
+    });
+}
+
+/// Set up the flushes and the release on exit; called once, when R loads
+/// the package's library.
+///
+/// # Safety
+/// On R's main thread, from R_init_yaplr.
+pub unsafe fn init() {
+    // SAFETY: as the function's contract says; the anchor is preserved for
+    // the life of the process, so its finalizer runs only on exit.
+    unsafe {
+        crate::ffi::Rf_addTaskCallback(
+            Some(at_top_level),
+            std::ptr::null_mut(),
+            None,
+            CALLBACK.as_ptr(),
+            std::ptr::null_mut(),
+        );
+        let anchor = R_MakeExternalPtr(std::ptr::null_mut(), R_NilValue, R_NilValue);
+        R_PreserveObject(anchor);
+        R_RegisterCFinalizerEx(anchor, Some(at_exit), Rboolean::TRUE);
+    }
+}
+
+/// Undo `init`'s callback; called when R unloads the package's library.
+///
+/// # Safety
+/// On R's main thread, from R_unload_yaplr.
+pub unsafe fn unload() {
+    // SAFETY: removing a callback by its name.
+    unsafe { crate::ffi::Rf_removeTaskCallbackByName(CALLBACK.as_ptr()) };
+}
+
+/// R's finalizer of a handle collected unreleased (or alive when R exits):
+/// drops its lock, which releases it in the process that acquired it
+/// (never in a forked child).
 ///
 /// # Safety
 /// Called by R's garbage collector with a handle.
@@ -247,7 +297,7 @@ unsafe extern "C" fn finalize(x: SEXP) {
         if held.is_null() || held == released() {
             return;
         }
-        R_ClearExternalPtr(x);
+        R_SetExternalPtrAddr(x, released());
         let held = std::panic::AssertUnwindSafe(Box::from_raw(held.cast::<Held>()));
         let _ = std::panic::catch_unwind(move || drop(held));
     }

@@ -169,10 +169,13 @@ fn send_object_(
 ) -> Done<f64> {
     let settings = Settings::read();
     let key = args::key_or_option(&tag, &namespace, &settings)?;
-    let meta = object_meta(&obj, &meta, args::description(&description)?);
+    let description = args::description(&description)?;
     let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
     let condition = args::condition(&if_absent, &if_version)?;
     let delay = args::progress_delay(&progress, &settings);
+    // Last: length() and dim() methods are R code, which may change the
+    // options `settings` borrows.
+    let meta = object_meta(&obj, &meta, description);
     let session = resolve(&session)?;
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), delay);

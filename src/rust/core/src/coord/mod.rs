@@ -829,13 +829,21 @@ impl Region {
 
     /// Free the slots of the locks nobody holds (nor waits for), to make
     /// room in a full table: a lock that is not held holds nothing but its
-    /// name, and is made again, free, on its next use. A process that
+    /// name, and is made again, free, on its next use. A lock whose holder
+    /// died holding it is kept. A process that
     /// looked such a lock up and is about to acquire it finds its slot
     /// stale and looks again. Returns how many were freed.
     pub fn reclaim_free_locks(&self) -> usize {
         self.entries(Kind::Lock, None)
             .into_iter()
-            .filter(|e| e.owner_pid == 0)
+            // Not held, and not left held by a holder that died: the next
+            // locker of that one must learn it (`previous_holder_died`).
+            .filter(|e| {
+                e.owner_pid == 0
+                    && self
+                        .slot(e.slot.index)
+                        .is_some_and(|s| s.owner_pid.load(Ordering::Acquire) == 0)
+            })
             // A zero wait: a lock taken meanwhile is left alone.
             .filter(|e| matches!(self.free(e.slot, Wait::at_most(Duration::ZERO)), Ok(true)))
             .count()

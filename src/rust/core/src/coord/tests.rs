@@ -480,6 +480,16 @@ fn free_locks_make_room_in_a_full_table() {
     r.lock_release(again).unwrap().unwrap();
     r.lock_release(held).unwrap().unwrap();
     assert_eq!(r.reclaim_free_locks(), 2);
+    // A lock left held by a process that died is kept: its next locker
+    // learns that the holder died.
+    let orphan = lock(&r, "orphan");
+    let child = crate::testing::fork_child(|| {
+        i32::from(!matches!(r.lock_acquire(orphan, long()), Ok(Ok(_))))
+    });
+    assert_eq!(child.wait(), 0);
+    assert_eq!(r.reclaim_free_locks(), 0);
+    assert!(r.lock_acquire(orphan, long()).unwrap().unwrap().previous_holder_died);
+    r.lock_release(orphan).unwrap().unwrap();
 }
 
 #[test]

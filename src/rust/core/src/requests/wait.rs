@@ -107,8 +107,14 @@ pub(crate) fn deliver(claimed: Vec<Claimed>, shared: &Shared) {
     let sent: Vec<(Arc<Handoff>, Taken, bool)> = claimed
         .into_iter()
         .map(|c| {
-            let delivered = (c.handoff.send)(&c.handoff.conn, c.reply);
-            (c.handoff, c.taken, delivered)
+            let (h, reply) = (c.handoff, c.reply);
+            // A panic here must not leave the waiter's thread waiting for
+            // DONE forever: it counts as not delivered.
+            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (h.send)(&h.conn, reply)
+            }))
+            .unwrap_or(false);
+            (h, c.taken, delivered)
         })
         .collect();
     let mut st = lock_state(shared);
