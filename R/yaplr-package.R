@@ -17,6 +17,20 @@
 # unloaded (a developer's pkgload::unload(), which may unload the library
 # too), let them run first.
 .onUnload <- function(libpath) {
+  removeTaskCallback(lock_callback)
   the$sessions <- NULL
   gc()
+}
+
+# Lock handles not yet released get their finalizer at the end of every
+# top-level call (see src/rust/r/src/lock_handle.rs).
+lock_callback <- "yaplr-lock-handles"
+
+.onLoad <- function(libname, pkgname) {
+  removeTaskCallback(lock_callback)
+  addTaskCallback(function(...) {
+    .Call(yaplr_flush_lock_handles)
+    TRUE
+  }, name = lock_callback)
+  invisible()
 }

@@ -304,6 +304,17 @@ pub unsafe extern "C" fn yaplr_lock_fields(lock: SEXP) -> SEXP {
     })
 }
 
+/// `.Call` routine of the task callback that flushes the young lock
+/// handles (see lock_handle.rs).
+///
+/// # Safety
+/// Called by R's `.Call`.
+pub unsafe extern "C" fn yaplr_flush_lock_handles() -> SEXP {
+    let _ = std::panic::catch_unwind(lock_handle::flush);
+    // SAFETY: R_NilValue is set once R has started.
+    unsafe { extendr_ffi::R_NilValue }
+}
+
 /// The routines of this module, for R_init_yaplr: (name, function, number
 /// of arguments).
 pub fn routines() -> Vec<Func> {
@@ -358,6 +369,11 @@ pub fn routines() -> Vec<Func> {
             "yaplr_lock_fields",
             yaplr_lock_fields as *const u8,
             &["lock"],
+        ),
+        routine(
+            "yaplr_flush_lock_handles",
+            yaplr_flush_lock_handles as *const u8,
+            &[],
         ),
         routine(
             "yaplr_release_lock",

@@ -27,17 +27,6 @@ pub type InCharFn = Option<unsafe extern "C" fn(R_inpstream_t) -> c_int>;
 pub type InBytesFn = Option<unsafe extern "C" fn(R_inpstream_t, *mut c_void, c_int)>;
 /// `SEXP (*phook)(SEXP, SEXP)`: the persistence hook of both streams.
 pub type PersistHookFn = Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>;
-/// `Rboolean (*R_ToplevelCallback)(SEXP expr, SEXP value, Rboolean
-/// succeeded, Rboolean visible, void *data)` of Rf_addTaskCallback.
-pub type TaskCallbackFn = Option<
-    unsafe extern "C" fn(
-        SEXP,
-        SEXP,
-        extendr_ffi::Rboolean,
-        extendr_ffi::Rboolean,
-        *mut c_void,
-    ) -> extendr_ffi::Rboolean,
->;
 /// `void (*fun)(void *)` of R_ToplevelExec.
 pub type ToplevelFn = Option<unsafe extern "C" fn(*mut c_void)>;
 /// `SEXP (*)(void *)`: the body closure of R_tryCatchError.
@@ -99,21 +88,6 @@ extern "C" {
     /// Rinternals.h: `SEXP Rf_ScalarLogical(int x);` (R's shared TRUE,
     /// FALSE or NA: nothing is allocated).
     pub fn Rf_ScalarLogical(x: c_int) -> SEXP;
-
-    /// R_ext/Callbacks.h: `R_ToplevelCallbackEl* Rf_addTaskCallback(
-    /// R_ToplevelCallback cb, void *data, void (*finalizer)(void *),
-    /// const char *name, int *pos);` (the element is opaque here).
-    pub fn Rf_addTaskCallback(
-        cb: TaskCallbackFn,
-        data: *mut c_void,
-        finalizer: Option<unsafe extern "C" fn(*mut c_void)>,
-        name: *const c_char,
-        pos: *mut c_int,
-    ) -> *mut c_void;
-
-    /// R_ext/Callbacks.h: `Rboolean Rf_removeTaskCallbackByName(const
-    /// char *name);`
-    pub fn Rf_removeTaskCallbackByName(name: *const c_char) -> c_int;
 
     /// Rinternals.h: `SEXP Rf_findVarInFrame(SEXP rho, SEXP symbol);`
     pub fn Rf_findVarInFrame(rho: SEXP, symbol: SEXP) -> SEXP;

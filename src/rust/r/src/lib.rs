@@ -42,8 +42,8 @@ extendr_module! {
 
 /// Register the `.Call` routines with R: extendr's wrappers and the
 /// routines of `fast`, under their own names (`.Call(yaplr_counter_add,
-/// ...)` in the R layer), and set up the lock handles' flushes. Called by
-/// R_init_yaplr (src/entrypoint.c).
+/// ...)` in the R layer), and set up the release of lock handles on exit.
+/// Called by R_init_yaplr (src/entrypoint.c).
 ///
 /// # Safety
 /// Called by R once, with the DllInfo of this package's library.
@@ -94,15 +94,4 @@ pub unsafe extern "C" fn yaplr_register_routines(info: *mut extendr_ffi::DllInfo
         extendr_ffi::R_forceSymbols(info, extendr_ffi::Rboolean::FALSE);
         lock_handle::init();
     }
-}
-
-/// Undo what loading set up that outlives the library: called by
-/// R_unload_yaplr (src/entrypoint.c) when R unloads it.
-///
-/// # Safety
-/// Called by R once, on its main thread.
-#[no_mangle]
-pub unsafe extern "C" fn yaplr_unload() {
-    // SAFETY: as the function's contract says.
-    unsafe { lock_handle::unload() };
 }

@@ -14,8 +14,8 @@
 //! module, until it is released (then it needs none) or until the young
 //! handles are *flushed*: each still held gets its finalizer and is
 //! forgotten. They are flushed before a new handle is made, and at the end
-//! of every top-level call (a task callback): never from a finalizer, where
-//! R may lose a weak reference made meanwhile. An abandoned handle is thus
+//! of every top-level call (an R task callback, R/yaplr-package.R): never
+//! from a finalizer, where R may lose a weak reference made meanwhile. An abandoned handle is thus
 //! collected, and its lock released, by R's first collection after the
 //! next flush. When R exits, the young handles' locks, and those of
 //! handles with a finalizer, are released (finalizers run on exit).
@@ -183,7 +183,7 @@ fn delist(y: &mut Young, place: isize) {
 
 /// Give every young handle still held its finalizer, and forget them all.
 /// Never called from a finalizer (see the module's comment).
-fn flush() {
+pub fn flush() {
     YOUNG.with(|y| {
         let mut y = y.borrow_mut();
         if y.list.is_null() || y.free.len() == young_len(&y) {
@@ -217,21 +217,6 @@ fn young_len(y: &Young) -> usize {
     usize::try_from(unsafe { extendr_ffi::Rf_xlength(y.list) }).unwrap_or(0)
 }
 
-/// R's task callback, run at the end of every top-level call: flush.
-unsafe extern "C" fn at_top_level(
-    _expr: SEXP,
-    _value: SEXP,
-    _succeeded: Rboolean,
-    _visible: Rboolean,
-    _data: *mut c_void,
-) -> Rboolean {
-    flush();
-    Rboolean::TRUE
-}
-
-/// The name of the task callback.
-const CALLBACK: &std::ffi::CStr = c"yaplr-lock-handles";
-
 /// When R exits: release the locks of the young handles (the others have
 /// finalizers that R runs on exit).
 unsafe extern "C" fn at_exit(_anchor: SEXP) {
@@ -252,8 +237,9 @@ unsafe extern "C" fn at_exit(_anchor: SEXP) {
     });
 }
 
-/// Set up the flushes and the release on exit; called once, when R loads
-/// the package's library.
+/// Set up the release on exit; called once, when R loads the package's
+/// library. (The flush at the end of each top-level call is an R task
+/// callback, added by .onLoad.)
 ///
 /// # Safety
 /// On R's main thread, from R_init_yaplr.
@@ -261,26 +247,10 @@ pub unsafe fn init() {
     // SAFETY: as the function's contract says; the anchor is preserved for
     // the life of the process, so its finalizer runs only on exit.
     unsafe {
-        crate::ffi::Rf_addTaskCallback(
-            Some(at_top_level),
-            std::ptr::null_mut(),
-            None,
-            CALLBACK.as_ptr(),
-            std::ptr::null_mut(),
-        );
         let anchor = R_MakeExternalPtr(std::ptr::null_mut(), R_NilValue, R_NilValue);
         R_PreserveObject(anchor);
         R_RegisterCFinalizerEx(anchor, Some(at_exit), Rboolean::TRUE);
     }
-}
-
-/// Undo `init`'s callback; called when R unloads the package's library.
-///
-/// # Safety
-/// On R's main thread, from R_unload_yaplr.
-pub unsafe fn unload() {
-    // SAFETY: removing a callback by its name.
-    unsafe { crate::ffi::Rf_removeTaskCallbackByName(CALLBACK.as_ptr()) };
 }
 
 /// R's finalizer of a handle collected unreleased (or alive when R exits):
