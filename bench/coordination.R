@@ -1,6 +1,7 @@
 # Benchmark of the coordination functions (part of make bench):
 #   Rscript bench/coordination.R
-# Writes bench/coordination.md next to this script: counter_add() calls per
+# Writes bench/coordination.md next to this script, and the same table as a
+# section of bench/results.md: counter_add() calls per
 # second in one process and in 4 at once (with the increments checked),
 # an uncontended acquire_lock() + release_lock() against filelock's lock() +
 # unlock() of a file in /dev/shm, the time from send_object() in one process
@@ -146,4 +147,18 @@ md <- c("# Coordination benchmark", "",
         vapply(rows, function(r) sprintf("| %s | %s |", r[1], r[2]), ""))
 writeLines(md, out_md)
 cat(md, sep = "\n")
+
+# The same table as a section of bench/results.md (which bench.R, run first
+# by make bench, writes anew): the section replaces an earlier one.
+results_md <- file.path(script_dir, "results.md")
+if (file.exists(results_md)) {
+  old <- readLines(results_md)
+  at <- grep("^## Coordination$", old)
+  if (length(at)) old <- old[seq_len(at[1] - 1L)]
+  while (length(old) && !nzchar(old[length(old)])) old <- old[-length(old)]
+  section <- c("", "## Coordination", "",
+               "Written by `Rscript bench/coordination.R` (run by `make bench` after bench.R); also in",
+               "[coordination.md](coordination.md).", "", md[-(1:2)])
+  writeLines(c(old, section), results_md)
+}
 cleanup()
