@@ -26,7 +26,7 @@ barrier_ <- function(session, name, n, namespace, timeout, automatic_server_star
 lock_info_ <- function(session, name, namespace, timeout) .Call(wrap__lock_info_, session, name, namespace, timeout)
 
 #' @noRd
-queue_push_ <- function(session, name, obj, meta, namespace, timeout, automatic_server_start, progress) .Call(wrap__queue_push_, session, name, obj, meta, namespace, timeout, automatic_server_start, progress)
+queue_push_ <- function(session, name, obj, namespace, timeout, automatic_server_start, progress) .Call(wrap__queue_push_, session, name, obj, namespace, timeout, automatic_server_start, progress)
 
 #' A list holding the item, or with `ack = FALSE` a list holding
 #' list(value, seq, token) for the R layer to make a yaplr_queue_item.
@@ -40,10 +40,9 @@ queue_ack_ <- function(session, name, namespace, seq, token, timeout, automatic_
 #' @noRd
 queue_length_ <- function(session, name, namespace, timeout, automatic_server_start) .Call(wrap__queue_length_, session, name, namespace, timeout, automatic_server_start)
 
-#' The version the value got. `session` NULL: the store in use; `meta`
-#' NULL: read here.
+#' The version the value got. `session` NULL: the store in use.
 #' @noRd
-send_object_ <- function(session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, meta, timeout, automatic_server_start, progress, if_absent, if_version)
+send_object_ <- function(session, obj, tag, namespace, description, timeout, automatic_server_start, progress, if_absent, if_version) .Call(wrap__send_object_, session, obj, tag, namespace, description, timeout, automatic_server_start, progress, if_absent, if_version)
 
 #' @noRd
 retrieve_object_ <- function(session, tag, namespace, timeout, automatic_server_start, copy, progress, with_version) .Call(wrap__retrieve_object_, session, tag, namespace, timeout, automatic_server_start, copy, progress, with_version)
@@ -70,10 +69,9 @@ object_info_ <- function(session, tag, namespace, timeout, automatic_server_star
 #' @noRd
 remove_objects_ <- function(session, namespace, timeout, automatic_server_start) .Call(wrap__remove_objects_, session, namespace, timeout, automatic_server_start)
 
-#' `objects` a list (the R layer checked that much), its names the tags;
-#' `metas` what object_meta() says of each.
+#' `objects` a list (the R layer checked that much), its names the tags.
 #' @noRd
-send_objects_ <- function(session, objects, namespace, description, metas, timeout, automatic_server_start, progress) .Call(wrap__send_objects_, session, objects, namespace, description, metas, timeout, automatic_server_start, progress)
+send_objects_ <- function(session, objects, namespace, description, timeout, automatic_server_start, progress) .Call(wrap__send_objects_, session, objects, namespace, description, timeout, automatic_server_start, progress)
 
 #' @noRd
 retrieve_objects_ <- function(session, tags, namespace, copy, timeout, automatic_server_start, progress) .Call(wrap__retrieve_objects_, session, tags, namespace, copy, timeout, automatic_server_start, progress)

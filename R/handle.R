@@ -98,7 +98,7 @@ store_value <- function(x, tag, value, call = caller_call()) {
   check_result(if (is.null(value)) {
     remove_object_(h, tag, ns, yaplr_timeout(), autostart_option(NULL))
   } else {
-    send_object_(h, value, tag, ns, NULL, NULL, yaplr_timeout(),
+    send_object_(h, value, tag, ns, NULL, yaplr_timeout(),
                  autostart_option(NULL), progress_delay(), FALSE, NULL)
   }, call)
   x

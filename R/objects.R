@@ -145,7 +145,7 @@ send_object <- function(obj, tag, automatic_server_start = NULL,
                         if_absent = FALSE, if_version = NULL) {
   if (missing(obj)) abort_yaplr("bad_argument", "`obj` is missing; give the object to store.")
   if (missing(tag)) abort_missing_tag()
-  res <- .Call(wrap__send_object_, NULL, obj, tag, namespace, description, NULL, timeout,
+  res <- .Call(wrap__send_object_, NULL, obj, tag, namespace, description, timeout,
                automatic_server_start, NULL, if_absent, if_version)
   invisible(if (is.object(res)) check_result(res) else res)
 }
@@ -229,32 +229,6 @@ objects_frame <- function(res, all) {
   out
 }
 
-# What send_objects() records about each object (the glue adds its
-# description). length() and dim() may be S3 methods of the object's class;
-# one that fails must not stop the send. (send_object() and queue_push()
-# leave it to the glue, args.rs object_meta(), which reads the same.)
-object_meta <- function(obj) {
-  len <- function() length(obj)
-  dm <- function() dim(obj)
-  if (is.object(obj)) {
-    len <- function() tryCatch(length(obj), error = function(e) NA_real_)
-    dm <- function() tryCatch(dim(obj), error = function(e) NULL)
-  }
-  list(class = utf8_label(class(obj)), type = typeof(obj), length = len(), dim = dm())
-}
-
-# Names for display (such as class names) as valid UTF-8, whatever their
-# encoding: bytes that are not text become "<e9>", as R prints them.
-utf8_label <- function(x) {
-  x <- enc2utf8(x)
-  bad <- !validUTF8(x)
-  if (!any(bad)) {
-    return(x)
-  }
-  x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
-  x
-}
-
 #' Send or retrieve several objects at once
 #'
 #' `send_objects()` stores every element of a named list under its name, all
@@ -286,8 +260,7 @@ send_objects <- function(objects, namespace = yaplr_namespace(), description = N
     abort_yaplr("bad_argument", "`objects` must be a named list, not {describe(objects)}.")
   }
   invisible(check_result(send_objects_(session(), as.list(objects), namespace, description,
-                                       lapply(objects, object_meta), timeout,
-                                       autostart_option(automatic_server_start),
+                                       timeout, autostart_option(automatic_server_start),
                                        progress_delay())))
 }
 

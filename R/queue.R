@@ -66,7 +66,7 @@ NULL
 queue_push <- function(name, obj, timeout = yaplr_timeout(), namespace = yaplr_namespace()) {
   if (missing(name)) abort_missing_name()
   if (missing(obj)) abort_yaplr("bad_argument", "`obj` is missing; give the item to append.")
-  invisible(check_result(queue_push_(session(), name, obj, NULL, namespace, timeout,
+  invisible(check_result(queue_push_(session(), name, obj, namespace, timeout,
                                      autostart_option(NULL), progress_delay())))
 }
 

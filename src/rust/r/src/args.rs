@@ -871,8 +871,8 @@ impl<'a> Chars<'a> {
             .into_owned()
     }
 
-    /// The string in UTF-8 for display, as R/objects.R utf8_label() made
-    /// it: each byte that is not part of valid text becomes "<e9>".
+    /// The string in UTF-8 for display, as iconv(sub = "byte") makes it:
+    /// each byte that is not part of valid text becomes "<e9>".
     fn label(self) -> String {
         if let Some(s) = self.utf8() {
             return s;

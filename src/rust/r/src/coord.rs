@@ -44,7 +44,6 @@ fn queue_push_(
     session: Robj,
     name: Robj,
     obj: Robj,
-    meta: Robj,
     namespace: Robj,
     timeout: Robj,
     automatic_server_start: Robj,
@@ -52,7 +51,7 @@ fn queue_push_(
 ) -> Done<()> {
     let key = args::name_key(&name, &namespace)?;
     let opts = args::call_options(&timeout, &automatic_server_start)?;
-    let meta = crate::objects::object_meta(&obj, &meta, None);
+    let meta = args::object_meta(&obj, None);
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), progress::delay(progress));
     let mut source = RObject::new(&obj);

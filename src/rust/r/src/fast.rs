@@ -29,17 +29,10 @@ use yaplr_core::{CallOptions, Error, Key, Session};
 /// Run the body of a routine: its value, or its failure as a condition
 /// object; a panic is an internal error.
 fn entry(body: impl FnOnce() -> Checked<SEXP>) -> SEXP {
-    let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+    let failure = match crate::session::guarded(body) {
         Ok(Ok(x)) => return x,
         Ok(Err(e)) => e,
-        Err(_) => RError::argument(
-            Error::Server {
-                message: "internal error in yaplr (a panic); nothing was changed by this call, \
-                          please report it"
-                    .into(),
-            },
-            None,
-        ),
+        Err(e) => RError::argument(e, None),
     };
     let condition: Robj = Err::<Robj, RError>(failure).into();
     // SAFETY: returned to R at once, before anything allocates (as the

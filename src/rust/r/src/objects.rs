@@ -3,7 +3,7 @@
 //! user gave them (checked here, in the order the R layer checked them, see
 //! args.rs), and returns `Result<_, RError>`.
 
-use crate::args::{self, bytes_from_r};
+use crate::args;
 use crate::conditions::RError;
 use crate::progress::{self, Transfer, Verb};
 use crate::session::{handle, resolve};
@@ -15,7 +15,7 @@ use yaplr_core::backend::PayloadSink;
 use yaplr_core::format::{KIND_R_SERIALIZED, KIND_R_VECTOR, VECTOR_HEADER_SIZE};
 use yaplr_core::progress::Meter;
 use yaplr_core::session::{self, Content, PutRequest, SaveSelection, Source};
-use yaplr_core::{Entry, Meta};
+use yaplr_core::Entry;
 use yaplr_core::{Error, Found, Payload};
 
 type Done<T> = std::result::Result<T, RError>;
@@ -103,54 +103,7 @@ pub(crate) fn release_all(values: Vec<SEXP>) {
     }
 }
 
-/// The sender's description of an object, from list(class, type, length,
-/// dim) built by the R layer (object_meta()), and its description.
-pub(crate) fn parse_meta(l: &Robj, description: Option<String>) -> Meta {
-    let l = l.as_list().unwrap_or_default();
-    let get = |name: &str| l.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
-    let strings = |v: Option<Robj>| -> Vec<String> {
-        v.and_then(|v| {
-            v.as_str_vector()
-                .map(|s| s.into_iter().map(String::from).collect())
-        })
-        .unwrap_or_default()
-    };
-    let numbers = |v: Option<Robj>| -> Vec<f64> {
-        match v {
-            Some(v) if v.is_real() => v.as_real_vector().unwrap_or_default(),
-            Some(v) if v.is_integer() => v
-                .as_integer_vector()
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    Meta {
-        class: strings(get("class")),
-        rtype: strings(get("type")).into_iter().next().unwrap_or_default(),
-        length: numbers(get("length"))
-            .first()
-            .map(|x| bytes_from_r(*x))
-            .unwrap_or(0),
-        dim: numbers(get("dim")).into_iter().map(bytes_from_r).collect(),
-        description,
-    }
-}
-
-/// The metadata of `obj`: as the R layer gave it (a list), or when NULL
-/// as the glue reads it (see args::object_meta).
-pub(crate) fn object_meta(obj: &Robj, given: &Robj, description: Option<String>) -> Meta {
-    if given.is_null() {
-        args::object_meta(obj, description)
-    } else {
-        parse_meta(given, description)
-    }
-}
-
-/// The version the value got. `session` NULL: the store in use; `meta`
-/// NULL: read here.
+/// The version the value got. `session` NULL: the store in use.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -160,7 +113,6 @@ fn send_object_(
     tag: Robj,
     namespace: Robj,
     description: Robj,
-    meta: Robj,
     timeout: Robj,
     automatic_server_start: Robj,
     progress: Robj,
@@ -175,7 +127,7 @@ fn send_object_(
     let delay = args::progress_delay(&progress, &settings);
     // Last: length() and dim() methods are R code, which may change the
     // options `settings` borrows.
-    let meta = object_meta(&obj, &meta, description);
+    let meta = args::object_meta(&obj, description);
     let session = resolve(&session)?;
     let h = handle(&session)?;
     let mut transfer = Transfer::one(Verb::Send, key.tag(), delay);
@@ -494,8 +446,7 @@ fn remove_objects_(
         .map_err(h.fail(None))
 }
 
-/// `objects` a list (the R layer checked that much), its names the tags;
-/// `metas` what object_meta() says of each.
+/// `objects` a list (the R layer checked that much), its names the tags.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -504,7 +455,6 @@ fn send_objects_(
     objects: Robj,
     namespace: Robj,
     description: Robj,
-    metas: Robj,
     timeout: Robj,
     automatic_server_start: Robj,
     progress: f64,
@@ -515,17 +465,16 @@ fn send_objects_(
     let opts = args::call_options(&timeout, &automatic_server_start)?;
     let h = handle(&session)?;
     let keys = args::keys(&namespace, &tags)?;
-    let metas = metas.as_list().unwrap_or_default();
     let objects = objects.as_list().unwrap_or_default();
     let mut sources: Vec<RObject> = objects.values().map(|o| RObject::new(&o)).collect();
     let items = keys
         .into_iter()
         .zip(sources.iter_mut())
         .zip(descriptions)
-        .enumerate()
-        .map(|(i, ((key, source), description))| PutRequest {
+        .zip(objects.values())
+        .map(|(((key, source), description), obj)| PutRequest {
             key,
-            meta: parse_meta(&metas.elt(i).unwrap_or_default(), description),
+            meta: args::object_meta(&obj, description),
             source,
         })
         .collect();

@@ -246,7 +246,7 @@ thread_local! {
 
 /// Run `f`, turning a panic into an error instead of unwinding into R. The
 /// panic's message is kept for the error, not printed.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let default = std::panic::take_hook();
