@@ -651,6 +651,9 @@ damaged_journal <- function(damage) {
     send_object("value of c", "c")
     kill_helper()
     damage(journal_file(dir))
+    # The next helper reads the damaged journal (until then, clients read
+    # the dead helper's index, as it was).
+    make_sure_server_is_started(quiet = TRUE)
     list(dir = dir)
   }
 }

@@ -43,12 +43,16 @@ test_that("a helper killed with SIGKILL is replaced and loses nothing", {
   pid <- server_info()$pid
   tools::pskill(pid, tools::SIGKILL)
   wait_until(function() !pid_alive(pid), what = "the helper to die")
-  # The next call, from a new session, starts a new helper at once.
+  # A new session reads what was stored without a helper (the store's
+  # index), and its first change starts a new helper at once.
   got <- in_session(function() {
-    list(cars = yaplr::retrieve_object("cars"), pid = yaplr::server_info()$pid)
+    cars <- yaplr::retrieve_object("cars")
+    yaplr::send_object("from the new session", "fresh")
+    list(cars = cars, pid = yaplr::server_info()$pid)
   })
   expect_identical(got$cars, mtcars)
   expect_false(got$pid == pid)
+  expect_identical(retrieve_object("fresh"), "from the new session")
   expect_identical(retrieve_object("small"), 1:3)
   send_object("after", "new")
   expect_identical(retrieve_object("new"), "after")
@@ -61,8 +65,11 @@ test_that("a stopped helper gives a timeout, not a hang", {
   tools::pskill(pid, tools::SIGSTOP)
   withr::defer(tools::pskill(pid, tools::SIGCONT))
   wait_for_state(pid, "T")
+  # Reads need no helper: they find the object in the store's index.
+  expect_identical(retrieve_object("x", timeout = 0.5), 1)
+  expect_true(does_object_exist("x", timeout = 0.5))
   t0 <- Sys.time()
-  err <- expect_error(retrieve_object("x", timeout = 0.5), class = "yaplr_timeout")
+  err <- expect_error(send_object(2, "x", timeout = 0.5), class = "yaplr_timeout")
   expect_match(conditionMessage(err), "helper")
   expect_match(conditionMessage(err), "yaplr.timeout")
   expect_lt(as.numeric(Sys.time() - t0, units = "secs"), 15)

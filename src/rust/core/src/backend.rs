@@ -353,6 +353,11 @@ pub trait Backend {
     /// Who holds the lock `key` (None: nobody).
     fn lock_holder(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Option<LockHolder>>;
 
+    /// The entry of `key` (what `get` finds, without the payload).
+    fn entry(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Entry> {
+        self.get(key, opts).map(|f| f.entry)
+    }
+
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool>;
 
     fn remove(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<()>;

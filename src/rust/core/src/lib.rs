@@ -26,7 +26,7 @@
 //! |---|---|---|
 //! | rules | `key`, `error`, `codec`, `sys` | tag and namespace rules and limits; the error type and its hints; checksums, byte and time helpers; system calls (peer uid, fd passing, fallocate, the helper's log) |
 //! | store | `store`, `lock` | the store directory: paths, ownership and mode checks, entries opened without following links; file locks (singleton helper, spawning) |
-//! | coordination | `coord` | the coordination region: a file of the store mapped shared by the helper and every client, a table of named counters and locks (robust process-shared mutexes) found by lock-free lookup |
+//! | coordination | `coord`, `index` | the coordination region: a file of the store mapped shared by the helper and every client, a table of named counters and locks (robust process-shared mutexes) found by lock-free lookup; the store's index: the catalog and small payloads in a mapped file, written by the helper, read by clients without a lock or a round trip |
 //! | formats | `object_file`, `journal`, `dump` | each with its own versioned types: the object file (header with named offsets, writer, mappings), the catalog journal, the dump file |
 //! | protocol | `protocol`, `conn` | frames, answers (`Response`, the typed `Failure`), the messages that open a connection; reading and writing frames with bounded, interruptible waits |
 //! | client, catalog | `backend`, `client`, `catalog` | the `Backend` trait and call options; the connection to the helper (connect, spawn, stop, one bounded wait); the helper's catalog (state, commit, compaction, recovery) |
@@ -75,6 +75,7 @@ internal!(
     conn,
     coord,
     dump,
+    index,
     journal,
     local,
     lock,

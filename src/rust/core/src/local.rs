@@ -4,9 +4,10 @@
 
 use crate::backend::{
     Backend, Body, CallOptions, CounterOp, CounterValue, Found, HeldLock, Key, Limits, LockHolder,
-    LockToken, PayloadSink, Popped, QueueLease, StageWriter, Staged, Started,
+    LockToken, Payload, PayloadSink, Popped, QueueLease, StageWriter, Staged, Started,
 };
 use crate::coord::{Kind, Region, SlotRef, Stale, Wait};
+use crate::index::{Hit, Index, Lookup};
 use std::collections::HashMap;
 use std::sync::Arc;
 use crate::client::Client;
@@ -25,6 +26,9 @@ pub struct Local {
     /// slot without a lookup in the region.
     counters: HashMap<Key, SlotRef>,
     locks: HashMap<Key, SlotRef>,
+    /// The store's index, once mapped: objects found there need no word to
+    /// the helper.
+    index: Option<Index>,
 }
 
 impl Local {
@@ -36,7 +40,70 @@ impl Local {
             coord: None,
             counters: HashMap::new(),
             locks: HashMap::new(),
+            index: None,
         }
+    }
+
+    /// The store's index: the mapping already made, unless the helper has
+    /// closed it since; else the store's index now, if there is one (no
+    /// helper is started for it).
+    fn index(&mut self) -> Option<&Index> {
+        if self.index.as_ref().is_some_and(Index::is_closed) {
+            self.index = None;
+        }
+        if self.index.is_none() {
+            self.index = Index::open(self.client.store()).ok().flatten();
+        }
+        self.index.as_ref()
+    }
+
+    /// `key` as the index has it: Some(Ok(found)) with its payload (with
+    /// `payload`; else an empty one), Some(Err(())) when the index says
+    /// there is no such object, None when only the helper can answer (no
+    /// index, a payload not in it, an object file replaced while it was
+    /// opened).
+    fn indexed(&mut self, key: &Key, payload: bool) -> Option<std::result::Result<Found, ()>> {
+        // An object file unlinked between the lookup and its opening was
+        // replaced (or removed) meanwhile: look again.
+        for _ in 0..3 {
+            let store = self.client.store().clone();
+            let hit = match self.index()?.get(key.namespace(), key.tag(), payload) {
+                Lookup::Hit(hit) => hit,
+                Lookup::Absent => return Some(Err(())),
+                Lookup::Ask => return None,
+            };
+            let entry = entry_of(&hit);
+            let body = match (&hit.body.file, hit.payload) {
+                (_, _) if !payload => Payload::Bytes(Vec::new()),
+                (Some(id), _) => match store.open_object(id) {
+                    Ok(f) => Payload::File(f),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(_) => return None,
+                },
+                (None, Some(bytes)) => Payload::Bytes(bytes),
+                (None, None) => return None,
+            };
+            if !payload && hit.meta_elsewhere {
+                return None;
+            }
+            return Some(Ok(Found {
+                entry,
+                payload: body,
+            }));
+        }
+        None
+    }
+
+    /// Whether counter `key` exists, from the coordination region mapped
+    /// already or now (None: there is none to ask).
+    fn counter_exists(&mut self, key: &Key) -> Option<bool> {
+        if self.coord.as_ref().is_none_or(|r| r.is_closed()) {
+            self.coord = Region::open(self.client.store()).ok().flatten().map(Arc::new);
+            self.counters.clear();
+            self.locks.clear();
+        }
+        let r = self.coord.as_ref()?;
+        Some(r.find(Kind::Counter, key.namespace(), key.tag()).is_some())
     }
 
     /// The store's coordination region, mapped when first needed (the
@@ -238,6 +305,9 @@ impl Backend for Local {
     }
 
     fn get(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Found> {
+        if let Some(Ok(found)) = self.indexed(key, true) {
+            return Ok(found);
+        }
         self.client
             .lookup(key.namespace(), key.tag(), opts)
             .map(Found::from)
@@ -265,6 +335,14 @@ impl Backend for Local {
         take: bool,
         opts: &CallOptions<'_>,
     ) -> Result<Found> {
+        // A value that is there already needs no wait in the helper.
+        if !take {
+            if let Some(Ok(found)) = self.indexed(key, true) {
+                if after_version.is_none_or(|v| found.entry.version > v) {
+                    return Ok(found);
+                }
+            }
+        }
         self.client
             .wait_for(key.namespace(), key.tag(), after_version, take, opts)
             .map(Found::from)
@@ -390,7 +468,23 @@ impl Backend for Local {
         Err(stale(key))
     }
 
+    fn entry(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Entry> {
+        if let Some(Ok(found)) = self.indexed(key, false) {
+            return Ok(found.entry);
+        }
+        self.get(key, opts).map(|f| f.entry)
+    }
+
     fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {
+        match self.indexed(key, false) {
+            Some(Ok(_)) => return Ok(true),
+            Some(Err(())) => {
+                if let Some(counter) = self.counter_exists(key) {
+                    return Ok(counter);
+                }
+            }
+            None => {}
+        }
         self.client.exists(key.namespace(), key.tag(), opts)
     }
 
@@ -461,5 +555,20 @@ impl Backend for Local {
 
     fn disconnect(&mut self) {
         self.client.disconnect();
+    }
+}
+
+/// The entry of an object found in the index.
+fn entry_of(hit: &Hit) -> Entry {
+    Entry {
+        namespace: hit.body.namespace.clone(),
+        tag: hit.body.tag.clone(),
+        size: hit.fields.size,
+        ctime_ns: hit.fields.ctime_ns,
+        kind: hit.fields.kind,
+        meta: protocol::Meta::from(&hit.body.meta),
+        version: hit.fields.version,
+        inline: hit.body.file.is_none(),
+        checksum: hit.fields.checksum,
     }
 }

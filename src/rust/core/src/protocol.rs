@@ -107,7 +107,7 @@ macro_rules! meta_conversions {
     )*};
 }
 
-meta_conversions!(journal, dump);
+meta_conversions!(journal, dump, index);
 
 impl Meta {
     /// Check what a sender may say about an object.

@@ -30,6 +30,11 @@ pub const COORD_NAME: &str = "coord";
 /// A new coordination region while the helper initializes it, before it is
 /// renamed to `COORD_NAME`.
 pub const COORD_TMP_NAME: &str = "coord.tmp";
+/// The store's index: the catalog and small payloads, read by clients
+/// without the helper (see `index`).
+pub const INDEX_NAME: &str = "index";
+/// A new index while the helper writes it, before it is renamed.
+pub const INDEX_TMP_NAME: &str = "index.tmp";
 /// Payloads up to this size (64 KiB) are small: they travel inline in
 /// protocol frames and live in the helper's journal; larger ones get an
 /// object file of their own.
@@ -209,6 +214,8 @@ impl Store {
                     JOURNAL_DAMAGED_NAME,
                     COORD_NAME,
                     COORD_TMP_NAME,
+                    INDEX_NAME,
+                    INDEX_TMP_NAME,
                 ]
                 .contains(&name);
             if !ours {
@@ -258,6 +265,8 @@ impl Store {
         let _ = d.unlink(JOURNAL_NAME);
         let _ = d.unlink(COORD_TMP_NAME);
         let _ = d.unlink(COORD_NAME);
+        let _ = d.unlink(INDEX_TMP_NAME);
+        let _ = d.unlink(INDEX_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(LOG_NAME);
         let _ = d.unlink(HELPER_LOCK_NAME);
@@ -293,6 +302,8 @@ impl Store {
             return;
         };
         let _ = d.unlink(SOCKET_NAME);
+        let _ = d.unlink(INDEX_TMP_NAME);
+        let _ = d.unlink(INDEX_NAME);
         let _ = d.unlink(SPAWN_LOCK_NAME);
         let _ = d.unlink(HELPER_LOCK_NAME);
     }

@@ -89,6 +89,7 @@ fn the_bottom_layers_use_nothing_above_them() {
         ("sys", &[]),
         ("codec", &["error"]),
         ("coord", &["key", "error", "codec", "sys", "store", "lock"]),
+        ("index", &["key", "error", "codec", "sys", "store", "coord"]),
     ];
     for (module, may) in allowed {
         let uses = deps.get(*module).cloned().unwrap_or_default();

@@ -424,10 +424,10 @@ fn object_info_(
     let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
     let session = resolve(&session)?;
     let h = handle(&session)?;
-    let found = h
-        .run(opts.autostart, |s| s.get(&key, &opts))
+    let entry = h
+        .run(opts.autostart, |s| s.entry(&key, &opts))
         .map_err(h.fail(Some(key.tag())))?;
-    entry_info(&found.entry)
+    entry_info(&entry)
 }
 
 /// @noRd

@@ -215,6 +215,10 @@ pub(crate) struct Catalog {
     pub(crate) leases: HashMap<Key, queue::Lease>,
     /// The coordination region (counters and locks), if it could be made.
     pub(crate) coord: Option<crate::coord::Region>,
+    /// The store's index, which clients read without asking (see `index`);
+    /// kept in step with `objects` by `apply_stored` and `take`. None until
+    /// the helper serves, and after the index failed (then closed).
+    pub(crate) index: Option<crate::index::Writer>,
     /// The barriers clients wait at (in memory only).
     pub(crate) barriers: HashMap<Key, BarrierState>,
     /// Numbers arrivals at barriers.
@@ -243,6 +247,7 @@ impl Catalog {
             queues: HashMap::new(),
             leases: HashMap::new(),
             coord: None,
+            index: None,
             barriers: HashMap::new(),
             handoffs: Vec::new(),
             arrivals: 0,
@@ -433,6 +438,7 @@ impl Catalog {
             }
         };
         let (key, old) = old;
+        self.sync_index(&key);
         if key.1.starts_with('\0') {
             let present = self.objects.contains_key(&key);
             self.queue_changed(&key, present);
@@ -492,6 +498,7 @@ impl Catalog {
         };
         self.journal.append(&rec, &[])?;
         let obj = self.objects.remove(key).ok_or(Error::Closed)?;
+        self.sync_index(key);
         self.queue_changed(key, false);
         self.used = self.used.saturating_sub(obj.size);
         if obj.file_id().is_none() {
@@ -527,6 +534,77 @@ impl Catalog {
             if let Data::File(id) = &obj.data {
                 unlink(self, id);
             }
+        }
+    }
+
+    /// Make the store's index, with every object (the helper, once it has
+    /// recovered, before it serves). Without one, clients ask the helper.
+    pub(crate) fn make_index(&mut self) {
+        let keys: Vec<Key> = self.objects.keys().cloned().collect();
+        match crate::index::Writer::create(&self.store) {
+            Ok(w) => self.index = Some(w),
+            Err(e) => {
+                log(&format!("could not make the index: {e}"));
+                return;
+            }
+        }
+        for key in &keys {
+            self.sync_index(key);
+        }
+        if let Some(w) = &mut self.index {
+            if let Err(e) = w.publish() {
+                log(&format!("could not publish the index: {e}"));
+                self.index = None;
+            }
+        }
+    }
+
+    /// Bring the index's entry of `key` in step with the catalog. When the
+    /// index fails (a full filesystem), it is closed and dropped: clients
+    /// then ask the helper.
+    fn sync_index(&mut self, key: &Key) {
+        if key.1.starts_with('\0') {
+            return;
+        }
+        let Some(w) = &mut self.index else { return };
+        let r = match self.objects.get(key) {
+            None => {
+                w.remove(&key.0, &key.1);
+                Ok(())
+            }
+            Some(obj) => (|| {
+                let (file, payload, checksum) = match &obj.data {
+                    Data::File(id) => (Some(id.as_str()), None, 0),
+                    Data::Inline { at, sum } => (None, Some(self.journal.read(*at, obj.size)?), *sum),
+                };
+                w.put(&crate::index::Put {
+                    namespace: &key.0,
+                    tag: &key.1,
+                    fields: crate::index::Fields {
+                        kind: obj.kind,
+                        version: obj.seq,
+                        size: obj.size,
+                        ctime_ns: obj.ctime_ns,
+                        checksum,
+                    },
+                    file,
+                    payload: payload.as_deref(),
+                    meta: crate::index::Meta::from(&protocol::Meta::from(&obj.meta)),
+                })
+            })(),
+        };
+        if let Err(e) = r {
+            log(&format!("the index failed; clients now ask the helper: {e}"));
+            w.close();
+            self.index = None;
+        }
+    }
+
+    /// Close the index for its readers (at quit, before the store's files
+    /// are removed).
+    pub(crate) fn close_index(&mut self) {
+        if let Some(w) = self.index.take() {
+            w.close();
         }
     }
 

@@ -125,7 +125,7 @@ use layout::{
 };
 use mutex::{Held, Waited};
 
-pub use layout::DEFAULT_SLOTS;
+pub use layout::{boot_id, DEFAULT_SLOTS};
 
 /// The largest counter value, in absolute value: 2^53, up to which a double
 /// (an R number) holds every integer exactly.

@@ -55,6 +55,7 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
             None
         }
     };
+    st.make_index();
     log(&format!(
         "serving {} with {} object(s)",
         store.dir().display(),
@@ -131,7 +132,10 @@ pub(crate) enum Exit<'a> {
 /// The one way a serving helper ends: say why, remove what the reason
 /// calls for, answer a Quit, and exit with status 0. The catalog stays
 /// locked (`st`) until the process is gone: no change is made meanwhile.
-pub(crate) fn exit(st: MutexGuard<'_, Catalog>, why: Exit<'_>) -> ! {
+pub(crate) fn exit(mut st: MutexGuard<'_, Catalog>, why: Exit<'_>) -> ! {
+    // Clients that map the index see it closed and ask the helper (or the
+    // next one) from now on.
+    st.close_index();
     match why {
         Exit::SocketGone => log("the socket was removed; exiting"),
         Exit::Quit { keep, answer } => {

@@ -237,6 +237,11 @@ impl Session {
         self.backend.lock_holder(key, opts)
     }
 
+    /// The entry of `key`: what `get` finds, without its payload.
+    pub fn entry(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<Entry> {
+        self.backend.entry(key, opts)
+    }
+
     pub fn exists(&mut self, key: &Key, opts: &CallOptions<'_>) -> Result<bool> {
         self.backend.exists(key, opts)
     }

@@ -1,0 +1,777 @@
+//! The store's index: the catalog ((namespace, tag) -> object) in a file of
+//! the store (`store::INDEX_NAME`) that every client maps and reads without
+//! a lock and without a word to the helper, with the payloads of small
+//! objects in the same file. The helper writes it (it is the only writer,
+//! under its catalog lock) after every change of its catalog, before it
+//! answers; a reader that finds an object there needs no round trip.
+//!
+//! The index is derived state: the helper makes a new one when it starts
+//! (from the catalog it recovered), closes the old one first, and closes and
+//! unlinks it when it quits. A reader that finds the index closed opens the
+//! store's index again, or asks the helper when there is none. An index it
+//! can not use (another layout, another boot) is ignored the same way.
+//!
+//! # File layout (layout version 1, native endian)
+//!
+//! The file is sparse: it is made with ftruncate, slots are written as
+//! objects arrive and the arena is reserved with fallocate as it fills (a
+//! full filesystem is an error, never a SIGBUS).
+//!
+//! | Offset | Bytes | Header (the first page) |
+//! |---|---|---|
+//! | 0 | 8 | magic `YAPLRIX1` |
+//! | 8 | 4 | layout version (1) |
+//! | 12 | 4 | slot count N (a power of two) |
+//! | 16 | 8 | offset of slot 0 (4096) |
+//! | 24 | 8 | offset of the arena A |
+//! | 32 | 8 | bytes of the arena L (the file is A + L long) |
+//! | 40 | 40 | the boot id of the boot that made the file, zero padded |
+//! | 80 | 4 | closed flag (nonzero: closed) |
+//! | 84 | 4 | changes: bumped after every change |
+//! | 88 | 32 | the writer's bookkeeping: arena bytes handed out and reserved, LIVE slots, LIVE and TOMBSTONE slots |
+//! | 120 | 96 | the writer's free lists: per block class, the first free block |
+//!
+//! Then the N slots of 64 bytes each:
+//!
+//! | Offset | Bytes | Slot |
+//! |---|---|---|
+//! | 0 | 8 | sequence: even when stable, odd while the writer changes the slot |
+//! | 8 | 8 | key hash: xxh3 of the namespace's length, the namespace and the tag |
+//! | 16 | 4 | state: EMPTY 0, LIVE 1, TOMBSTONE 2 |
+//! | 20 | 4 | payload kind |
+//! | 24 | 8 | version |
+//! | 32 | 8 | payload bytes |
+//! | 40 | 8 | creation time, ns since the epoch |
+//! | 48 | 8 | checksum of an inline payload (xxh3; 0 for an object file) |
+//! | 56 | 8 | arena offset of the record |
+//!
+//! Then, at A, the arena: blocks of 64 << c bytes (c < 12), each a record:
+//! the body's length (4 bytes), flags (4; 1: the payload follows, 2: the
+//! payload is inline but too large for a record, 4: the description is too
+//! large for a record; readers ask the helper for what is not there), the
+//! payload's length (8), the body (bincode: namespace, tag, object file id
+//! or none, description), then the payload from the next 8-byte boundary.
+//! Every object has a record, so every key can be compared.
+//!
+//! # Concurrency rules
+//!
+//! - **One writer**: the helper, under its catalog lock. It writes a slot
+//!   like a seqlock writer: sequence + 1 (odd), a Release fence, the fields,
+//!   sequence + 2 with Release. A new record is written before the slot
+//!   points at it; the record it replaces is freed only after the slot
+//!   stops pointing at it, and reused only by a later write.
+//! - **Readers** probe linearly from `hash % N` and stop at an EMPTY slot
+//!   (a slot never goes back to EMPTY). A slot is read like a seqlock: its
+//!   sequence (Acquire), its fields and its record (copied with atomic
+//!   loads), an Acquire fence, its sequence again. When the two differ, or
+//!   the first is odd, the read is retried: so a reader never keeps a torn
+//!   slot, nor bytes of a record that was freed and reused while it read.
+//!   Offsets and lengths read from the mapping are bounds-checked before
+//!   they are used, so even a torn read stays inside the mapping.
+//! - **Growth**: when the slots are half used or the arena is full, the
+//!   writer makes a bigger index under a temporary name, copies the live
+//!   records, renames it over the index, then closes the old one. Readers
+//!   that still map the old one read a consistent, complete index until
+//!   they notice it closed, which they check on every lookup.
+
+pub mod layout;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::store::{Dir, How, Store, INDEX_NAME, INDEX_TMP_NAME};
+use layout::{
+    arena_offset, block_size, boot_words, class_of, file_len, key_hash, Body, Header, Slot,
+    CLASSES, EMPTY, FIRST_ARENA, FIRST_SLOTS, GROW_STEP, HEADER_SIZE, LIVE, MAGIC, MAX_ARENA,
+    MAX_SLOTS, META_ELSEWHERE, PAYLOAD_ELSEWHERE, PAYLOAD_HERE, RECORD_HEAD, SLOT_SIZE, TOMBSTONE,
+    VERSION,
+};
+
+pub use layout::Meta;
+
+/// How many times a reader retries a slot it saw changing before it asks
+/// the helper instead.
+const READ_ATTEMPTS: usize = 64;
+
+/// The fixed fields of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fields {
+    pub kind: u32,
+    pub version: u64,
+    pub size: u64,
+    pub ctime_ns: i64,
+    /// xxh3 of an inline payload (0 for an object file).
+    pub checksum: u64,
+}
+
+/// An object found in the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub fields: Fields,
+    pub body: Body,
+    /// The payload, when it is inline, in the record, and was asked for.
+    pub payload: Option<Vec<u8>>,
+    /// The payload is inline but not in the record: ask the helper.
+    pub payload_elsewhere: bool,
+    /// The description is not in the record: ask the helper.
+    pub meta_elsewhere: bool,
+}
+
+/// A record as read.
+struct Record {
+    body: Body,
+    flags: u32,
+    payload: Option<Vec<u8>>,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Hit(Box<Hit>),
+    /// No object of this key.
+    Absent,
+    /// The index can not answer (it is closed, or the slot kept
+    /// changing): ask the helper.
+    Ask,
+}
+
+/// A mapping of a store's index.
+pub struct Index {
+    map: memmap2::MmapRaw,
+    slots: u32,
+    arena_offset: u64,
+    arena_len: u64,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Map the index of `store` for reading. None: there is none (no
+    /// helper made one), or it is closed, or it is not one this process can
+    /// use (another layout, another boot).
+    pub fn open(store: &Store) -> Result<Option<Index>> {
+        let dir = match Dir::open(store.dir()) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = match dir.open_file(INDEX_NAME, How::Read) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = dir.path().join(INDEX_NAME);
+        let Ok(ix) = Index::map(&file, &path, false)? else {
+            return Ok(None);
+        };
+        let boot = boot_words(&crate::coord::boot_id());
+        let h = ix.header();
+        let same_boot = h
+            .boot_id
+            .iter()
+            .zip(boot)
+            .all(|(a, b)| a.load(Ordering::Relaxed) == b);
+        if !same_boot || ix.is_closed() {
+            return Ok(None);
+        }
+        Ok(Some(ix))
+    }
+
+    /// Map `file`, checking its header: Ok(Err(why)) when it is not an
+    /// index this process can use.
+    fn map(file: &File, path: &Path, write: bool) -> Result<std::result::Result<Index, String>> {
+        let context = || format!("mapping {}", path.display());
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?
+            .len();
+        if len < HEADER_SIZE as u64 || len > file_len(MAX_SLOTS, MAX_ARENA) {
+            return Ok(Err(format!("is {len} bytes long")));
+        }
+        let len = usize::try_from(len).map_err(|_| Error::io(context(), std::io::Error::other("too long")))?;
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        let map = if write {
+            opts.map_raw(file)
+        } else {
+            opts.map_raw_read_only(file)
+        }
+        .map_err(|e| Error::io(context(), e))?;
+        let mut ix = Index {
+            map,
+            slots: 0,
+            arena_offset: 0,
+            arena_len: 0,
+            path: path.to_path_buf(),
+        };
+        let h = ix.header();
+        if h.magic.load(Ordering::Relaxed) != u64::from_ne_bytes(MAGIC) {
+            return Ok(Err("is not a yaplr index".into()));
+        }
+        if h.version.load(Ordering::Relaxed) != VERSION {
+            return Ok(Err("has another layout version".into()));
+        }
+        let slots = h.slot_count.load(Ordering::Relaxed);
+        let arena = h.arena_len.load(Ordering::Relaxed);
+        if !slots.is_power_of_two()
+            || slots > MAX_SLOTS
+            || h.slots_offset.load(Ordering::Relaxed) != HEADER_SIZE as u64
+            || h.arena_offset.load(Ordering::Relaxed) != arena_offset(slots)
+            || file_len(slots, arena) != len as u64
+        {
+            return Ok(Err("has an inconsistent header".into()));
+        }
+        ix.slots = slots;
+        ix.arena_offset = arena_offset(slots);
+        ix.arena_len = arena;
+        Ok(Ok(ix))
+    }
+
+    /// Whether the helper closed this index (it quit, or made a new one).
+    pub fn is_closed(&self) -> bool {
+        self.header().closed.load(Ordering::Acquire) != 0
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: every mapping an Index holds is at least HEADER_SIZE bytes
+        // (checked in `map`) and page-aligned, so it holds an aligned Header;
+        // every field is an atomic (any bytes valid, shared through interior
+        // mutability); the mapping lives as long as `self`.
+        unsafe { &*self.map.as_mut_ptr().cast::<Header>() }
+    }
+
+    fn slot(&self, i: u32) -> &Slot {
+        let i = i & (self.slots - 1);
+        let offset = HEADER_SIZE + i as usize * SLOT_SIZE;
+        // SAFETY: i < slots, and the mapping holds the slots after the
+        // header (checked in `map`: file_len covers them); HEADER_SIZE and
+        // SLOT_SIZE are multiples of a Slot's alignment (64) and the mapping
+        // is page-aligned; every field is an atomic; the mapping lives as
+        // long as `self`.
+        unsafe { &*self.map.as_mut_ptr().add(offset).cast::<Slot>() }
+    }
+
+    /// The arena's words from byte `at` on, `words` of them, or None when
+    /// they are not all inside the arena.
+    fn arena_words(&self, at: u64, words: usize) -> Option<&[AtomicU64]> {
+        let end = at.checked_add(words as u64 * 8)?;
+        if !at.is_multiple_of(8) || end > self.arena_len {
+            return None;
+        }
+        let offset = usize::try_from(self.arena_offset + at).ok()?;
+        // SAFETY: [at, end) lies inside the arena, which lies inside the
+        // mapping (checked in `map`); `at` and the arena's offset (a page
+        // multiple) are 8-aligned; any bytes are a valid AtomicU64; the
+        // mapping lives as long as `self`.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.map.as_mut_ptr().add(offset).cast::<AtomicU64>(), words)
+        })
+    }
+
+    /// Copy `len` bytes of the arena from `at` (8-aligned) with atomic
+    /// loads. None: out of bounds.
+    fn copy_out(&self, at: u64, len: usize) -> Option<Vec<u8>> {
+        let words = self.arena_words(at, len.div_ceil(8))?;
+        let mut out = Vec::with_capacity(words.len() * 8);
+        for w in words {
+            out.extend_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        out.truncate(len);
+        Some(out)
+    }
+
+    /// The record at `at`: its body and (with `payload`, when inline) its
+    /// payload. None: it does not make sense (a torn read, or a damaged
+    /// file); the caller's sequence check tells which.
+    fn read_record(&self, at: u64, payload: bool) -> Option<Record> {
+        let head = self.arena_words(at, RECORD_HEAD / 8)?;
+        let w0 = head[0].load(Ordering::Relaxed);
+        let body_len = (w0 & 0xffff_ffff) as usize;
+        #[allow(clippy::cast_possible_truncation, reason = "the high half of a word")]
+        let flags = (w0 >> 32) as u32;
+        let inline = flags & PAYLOAD_HERE != 0;
+        let payload_len = usize::try_from(head[1].load(Ordering::Relaxed)).ok()?;
+        let body_at = at + RECORD_HEAD as u64;
+        let payload_at = (body_at + body_len as u64).next_multiple_of(8);
+        let end = payload_at.checked_add(payload_len as u64)?;
+        if end - at > block_size(CLASSES - 1) {
+            return None;
+        }
+        let body = self.copy_out(body_at, body_len)?;
+        let bytes = if payload && inline {
+            Some(self.copy_out(payload_at, payload_len)?)
+        } else {
+            None
+        };
+        let (body, _) =
+            bincode::decode_from_slice::<Body, _>(&body, bincode::config::standard()).ok()?;
+        Some(Record {
+            body,
+            flags,
+            payload: bytes,
+        })
+    }
+
+    /// Look up `(namespace, tag)`; with `payload`, copy an inline payload
+    /// too. Lock-free: never waits for the writer.
+    pub fn get(&self, namespace: &str, tag: &str, payload: bool) -> Lookup {
+        let hash = key_hash(namespace, tag);
+        'attempt: for attempt in 0..READ_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::yield_now();
+            }
+            if self.is_closed() {
+                return Lookup::Ask;
+            }
+            #[allow(clippy::cast_possible_truncation, reason = "masked by the slot count")]
+            let start = hash as u32;
+            for probe in 0..self.slots {
+                let slot = self.slot(start.wrapping_add(probe));
+                let s1 = slot.seq.load(Ordering::Acquire);
+                if s1 & 1 == 1 {
+                    continue 'attempt;
+                }
+                let state = slot.state.load(Ordering::Relaxed);
+                if state == EMPTY {
+                    fence(Ordering::Acquire);
+                    if slot.seq.load(Ordering::Relaxed) != s1 {
+                        continue 'attempt;
+                    }
+                    return Lookup::Absent;
+                }
+                if state != LIVE || slot.hash.load(Ordering::Relaxed) != hash {
+                    continue;
+                }
+                let fields = Fields {
+                    kind: slot.kind.load(Ordering::Relaxed),
+                    version: slot.version.load(Ordering::Relaxed),
+                    size: slot.size.load(Ordering::Relaxed),
+                    ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
+                    checksum: slot.checksum.load(Ordering::Relaxed),
+                };
+                let read = self.read_record(slot.rec.load(Ordering::Relaxed), payload);
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) != s1 {
+                    continue 'attempt;
+                }
+                let Some(r) = read else {
+                    // A stable slot whose record makes no sense: a damaged
+                    // file. The helper answers from its own catalog.
+                    return Lookup::Ask;
+                };
+                if r.body.namespace == namespace && r.body.tag == tag {
+                    return Lookup::Hit(Box::new(Hit {
+                        fields,
+                        body: r.body,
+                        payload: r.payload,
+                        payload_elsewhere: r.flags & PAYLOAD_ELSEWHERE != 0,
+                        meta_elsewhere: r.flags & META_ELSEWHERE != 0,
+                    }));
+                }
+            }
+            return Lookup::Absent;
+        }
+        Lookup::Ask
+    }
+
+    /// Every live object, for the writer's new index: its fields and
+    /// record (with its payload). Only the writer may call it.
+    fn live(&self) -> impl Iterator<Item = (Fields, Record)> + '_ {
+        (0..self.slots).filter_map(move |i| {
+            let slot = self.slot(i);
+            if slot.state.load(Ordering::Acquire) != LIVE {
+                return None;
+            }
+            let fields = Fields {
+                kind: slot.kind.load(Ordering::Relaxed),
+                version: slot.version.load(Ordering::Relaxed),
+                size: slot.size.load(Ordering::Relaxed),
+                ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
+                checksum: slot.checksum.load(Ordering::Relaxed),
+            };
+            let r = self.read_record(slot.rec.load(Ordering::Relaxed), true)?;
+            Some((fields, r))
+        })
+    }
+}
+
+/// The helper's index: the only writer.
+pub struct Writer {
+    ix: Index,
+    file: File,
+    dir: Dir,
+    /// Renamed to `INDEX_NAME` (before, it has the temporary name).
+    published: bool,
+}
+
+/// How an object goes into the index.
+pub struct Put<'a> {
+    pub namespace: &'a str,
+    pub tag: &'a str,
+    pub fields: Fields,
+    /// The object file's id; None: `payload` is inline.
+    pub file: Option<&'a str>,
+    pub payload: Option<&'a [u8]>,
+    pub meta: Meta,
+}
+
+impl Writer {
+    /// Make the index of `store` (the helper, at start, before it serves:
+    /// it is a singleton, so nobody else writes meanwhile): a new file under
+    /// a temporary name, renamed over `index`; an index found there is
+    /// closed first, so that its readers let go of it.
+    pub fn create(store: &Store) -> Result<Writer> {
+        let dir = Dir::open(store.dir())?;
+        if let Ok(old) = dir.open_file(INDEX_NAME, How::Update) {
+            let path = dir.path().join(INDEX_NAME);
+            if let Ok(Ok(old)) = Index::map(&old, &path, true) {
+                old.header().closed.store(1, Ordering::Release);
+            }
+        }
+        Writer::create_fresh(dir, FIRST_SLOTS, FIRST_ARENA)
+    }
+
+    fn create_fresh(dir: Dir, slots: u32, arena: u64) -> Result<Writer> {
+        let _ = dir.unlink(INDEX_TMP_NAME);
+        let file = dir.open_file(INDEX_TMP_NAME, How::CreateNew)?;
+        let tmp = dir.path().join(INDEX_TMP_NAME);
+        let made = (|| {
+            file.set_len(file_len(slots, arena))
+                .map_err(|e| Error::io(format!("sizing {}", tmp.display()), e))?;
+            let path = dir.path().join(INDEX_NAME);
+            let map = memmap2::MmapOptions::new()
+                .len(usize::try_from(file_len(slots, arena)).map_err(|_| {
+                    Error::io(format!("mapping {}", tmp.display()), std::io::Error::other("too long"))
+                })?)
+                .map_raw(&file)
+                .map_err(|e| Error::io(format!("mapping {}", tmp.display()), e))?;
+            let ix = Index {
+                map,
+                slots,
+                arena_offset: arena_offset(slots),
+                arena_len: arena,
+                path,
+            };
+            let h = ix.header();
+            h.version.store(VERSION, Ordering::Relaxed);
+            h.slot_count.store(slots, Ordering::Relaxed);
+            h.slots_offset.store(HEADER_SIZE as u64, Ordering::Relaxed);
+            h.arena_offset.store(arena_offset(slots), Ordering::Relaxed);
+            h.arena_len.store(arena, Ordering::Relaxed);
+            for (w, b) in h
+                .boot_id
+                .iter()
+                .zip(boot_words(&crate::coord::boot_id()))
+            {
+                w.store(b, Ordering::Relaxed);
+            }
+            h.magic.store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+            Ok(ix)
+        })();
+        match made {
+            Ok(ix) => Ok(Writer {
+                ix,
+                file,
+                dir,
+                published: false,
+            }),
+            Err(e) => {
+                let _ = dir.unlink(INDEX_TMP_NAME);
+                Err(e)
+            }
+        }
+    }
+
+    /// Give the new file its name: readers find it from now on.
+    pub fn publish(&mut self) -> Result<()> {
+        if self.published {
+            return Ok(());
+        }
+        self.dir
+            .rename(INDEX_TMP_NAME, INDEX_NAME)
+            .map_err(|e| Error::io(format!("renaming {}", self.ix.path.display()), e))?;
+        self.published = true;
+        Ok(())
+    }
+
+    /// Mark the index closed for every reader (at quit, before the file is
+    /// unlinked, and when a new index replaces it).
+    pub fn close(&self) {
+        self.ix.header().closed.store(1, Ordering::Release);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.ix.header().changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The slot of `(namespace, tag)`, or the slot where it goes (the first
+    /// TOMBSTONE or EMPTY slot of its probe), with whether it holds it.
+    fn find(&self, namespace: &str, tag: &str, hash: u64) -> (u32, bool) {
+        #[allow(clippy::cast_possible_truncation, reason = "masked by the slot count")]
+        let start = hash as u32;
+        let mut free = None;
+        for probe in 0..self.ix.slots {
+            let i = start.wrapping_add(probe) & (self.ix.slots - 1);
+            let slot = self.ix.slot(i);
+            match slot.state.load(Ordering::Relaxed) {
+                EMPTY => return (free.unwrap_or(i), false),
+                TOMBSTONE => {
+                    free.get_or_insert(i);
+                }
+                _ if slot.hash.load(Ordering::Relaxed) == hash => {
+                    let ours = self
+                        .ix
+                        .read_record(slot.rec.load(Ordering::Relaxed), false)
+                        .is_some_and(|r| r.body.namespace == namespace && r.body.tag == tag);
+                    if ours {
+                        return (i, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (free.unwrap_or(0), false)
+    }
+
+    /// Store or replace an object. An error (a full filesystem) leaves the
+    /// index as it was: the caller closes it, so readers ask the helper.
+    pub fn put(&mut self, p: &Put<'_>) -> Result<()> {
+        let bytes = encode_record(p)?;
+        self.place(p.namespace, p.tag, p.fields, &bytes)
+    }
+
+    /// Copy a record of another index.
+    fn copy(&mut self, fields: Fields, r: &Record) -> Result<()> {
+        let body = encode_body(&r.body)?;
+        let bytes = record_bytes(&body, r.flags, r.payload.as_deref().unwrap_or(&[]));
+        self.place(&r.body.namespace, &r.body.tag, fields, &bytes)
+    }
+
+    /// Link the record `bytes` of `(namespace, tag)` to its slot.
+    fn place(&mut self, namespace: &str, tag: &str, fields: Fields, bytes: &[u8]) -> Result<()> {
+        let used = self.ix.header().used.load(Ordering::Relaxed);
+        let hash = key_hash(namespace, tag);
+        let (mut i, mut held) = self.find(namespace, tag, hash);
+        if !held && (used + 1) * 2 > u64::from(self.ix.slots) {
+            self.grow(false)?;
+            (i, held) = self.find(namespace, tag, hash);
+        }
+        let rec = match self.write_record(bytes)? {
+            Some(at) => at,
+            None => {
+                self.grow(true)?;
+                (i, held) = self.find(namespace, tag, hash);
+                self.write_record(bytes)?.ok_or_else(|| Error::Server {
+                    message: "the store's index has no room after it grew".into(),
+                })?
+            }
+        };
+        let slot = self.ix.slot(i);
+        let old = held.then(|| slot.rec.load(Ordering::Relaxed));
+        let was = slot.state.load(Ordering::Relaxed);
+        let s = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.hash.store(hash, Ordering::Relaxed);
+        slot.state.store(LIVE, Ordering::Relaxed);
+        slot.kind.store(fields.kind, Ordering::Relaxed);
+        slot.version.store(fields.version, Ordering::Relaxed);
+        slot.size.store(fields.size, Ordering::Relaxed);
+        slot.ctime_ns.store(fields.ctime_ns, Ordering::Relaxed);
+        slot.checksum.store(fields.checksum, Ordering::Relaxed);
+        slot.rec.store(rec, Ordering::Relaxed);
+        slot.seq.store(s + 2, Ordering::Release);
+        let h = self.ix.header();
+        if !held {
+            h.live.fetch_add(1, Ordering::Relaxed);
+            if was == EMPTY {
+                h.used.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(old) = old {
+            self.free_record(old);
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Remove an object (nothing when there is none).
+    pub fn remove(&mut self, namespace: &str, tag: &str) {
+        let (i, held) = self.find(namespace, tag, key_hash(namespace, tag));
+        if !held {
+            return;
+        }
+        let slot = self.ix.slot(i);
+        let old = slot.rec.load(Ordering::Relaxed);
+        let s = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.state.store(TOMBSTONE, Ordering::Relaxed);
+        slot.seq.store(s + 2, Ordering::Release);
+        self.ix.header().live.fetch_sub(1, Ordering::Relaxed);
+        self.free_record(old);
+        self.bump();
+    }
+
+    /// Write a record into a free block. Ok(None): the arena is full (grow
+    /// it); Err: the filesystem refused the space.
+    fn write_record(&mut self, bytes: &[u8]) -> Result<Option<u64>> {
+        let class = class_of(bytes.len() as u64).ok_or_else(|| Error::Server {
+            message: "an index record larger than a block".into(),
+        })?;
+        let Some(at) = self.alloc(class)? else {
+            return Ok(None);
+        };
+        let words = self
+            .ix
+            .arena_words(at, bytes.len() / 8)
+            .ok_or_else(|| Error::Server {
+                message: "an index block outside the arena".into(),
+            })?;
+        for (w, b) in words.iter().zip(bytes.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            w.store(u64::from_ne_bytes(a), Ordering::Relaxed);
+        }
+        Ok(Some(at))
+    }
+
+    /// A free block of `class`: from its free list, else from the top of
+    /// the arena (reserved with fallocate first). None: the arena is full.
+    fn alloc(&mut self, class: usize) -> Result<Option<u64>> {
+        let h = self.ix.header();
+        let head = h.free[class].load(Ordering::Relaxed);
+        if head != 0 {
+            let at = head - 1;
+            let next = self
+                .ix
+                .arena_words(at, 1)
+                .map_or(0, |w| w[0].load(Ordering::Relaxed));
+            h.free[class].store(next, Ordering::Relaxed);
+            return Ok(Some(at));
+        }
+        let size = block_size(class);
+        let top = h.arena_top.load(Ordering::Relaxed).next_multiple_of(size);
+        if top + size > self.ix.arena_len {
+            return Ok(None);
+        }
+        let ready = h.arena_ready.load(Ordering::Relaxed);
+        if top + size > ready {
+            let want = (top + size)
+                .max(ready + GROW_STEP.max(ready / 4))
+                .min(self.ix.arena_len);
+            crate::sys::fallocate(&self.file, self.ix.arena_offset + ready, want - ready)
+                .map_err(|e| Error::io(format!("reserving space in {}", self.ix.path.display()), e))?;
+            h.arena_ready.store(want, Ordering::Relaxed);
+        }
+        h.arena_top.store(top + size, Ordering::Relaxed);
+        Ok(Some(top))
+    }
+
+    /// Put a record's block on its free list.
+    fn free_record(&mut self, at: u64) {
+        let Some(head) = self.ix.arena_words(at, 2) else {
+            return;
+        };
+        let w0 = head[0].load(Ordering::Relaxed);
+        let body_len = w0 & 0xffff_ffff;
+        let payload_len = head[1].load(Ordering::Relaxed);
+        let total = (RECORD_HEAD as u64 + body_len).next_multiple_of(8) + payload_len;
+        let Some(class) = class_of(total) else { return };
+        let h = self.ix.header();
+        let next = h.free[class].load(Ordering::Relaxed);
+        head[0].store(next, Ordering::Relaxed);
+        head[1].store(0, Ordering::Relaxed);
+        h.free[class].store(at + 1, Ordering::Relaxed);
+    }
+
+    /// Replace the index with a bigger one (twice the slots when they are
+    /// half used, twice the arena when it is full), with the same objects.
+    fn grow(&mut self, arena: bool) -> Result<()> {
+        let live = self.ix.header().live.load(Ordering::Relaxed);
+        let mut slots = self.ix.slots;
+        while u64::from(slots) < live.saturating_mul(4).max(u64::from(FIRST_SLOTS)) {
+            slots = slots.saturating_mul(2);
+        }
+        let slots = slots.min(MAX_SLOTS);
+        let arena_len = if arena {
+            (self.ix.arena_len * 2).min(MAX_ARENA)
+        } else {
+            self.ix.arena_len
+        };
+        if u64::from(slots) <= live + 1 || (arena && arena_len == self.ix.arena_len) {
+            return Err(Error::Server {
+                message: "the store's index is as large as it can be".into(),
+            });
+        }
+        let dir = Dir::open(self.ix.path.parent().unwrap_or(Path::new("/")))?;
+        let mut new = Writer::create_fresh(dir, slots, arena_len)?;
+        for (fields, r) in self.ix.live() {
+            new.copy(fields, &r)?;
+        }
+        if self.published {
+            new.publish()?;
+        }
+        self.close();
+        *self = new;
+        Ok(())
+    }
+}
+
+fn encode_body(body: &Body) -> Result<Vec<u8>> {
+    bincode::encode_to_vec(body, bincode::config::standard()).map_err(|e| Error::Server {
+        message: format!("encoding an index record: {e}"),
+    })
+}
+
+/// The bytes of the record of `p` (a multiple of 8 long). A payload or a
+/// description too large for the largest block stays out, flagged.
+fn encode_record(p: &Put<'_>) -> Result<Vec<u8>> {
+    let body = |meta: Meta| {
+        encode_body(&Body {
+            namespace: p.namespace.to_string(),
+            tag: p.tag.to_string(),
+            file: p.file.map(str::to_string),
+            meta,
+        })
+    };
+    let fits = |body: usize, payload: usize| {
+        class_of(((RECORD_HEAD + body).next_multiple_of(8) + payload) as u64).is_some()
+    };
+    let mut encoded = body(p.meta.clone())?;
+    let mut flags = 0;
+    let mut payload: &[u8] = &[];
+    if let Some(bytes) = p.payload {
+        if fits(encoded.len(), bytes.len()) {
+            payload = bytes;
+            flags |= PAYLOAD_HERE;
+        } else {
+            flags |= PAYLOAD_ELSEWHERE;
+        }
+    }
+    if !fits(encoded.len(), payload.len()) {
+        encoded = body(Meta::default())?;
+        flags |= META_ELSEWHERE;
+    }
+    Ok(record_bytes(&encoded, flags, payload))
+}
+
+/// A record: its head, `body`, then `payload` from the next 8-byte
+/// boundary, zero padded to a multiple of 8.
+fn record_bytes(body: &[u8], flags: u32, payload: &[u8]) -> Vec<u8> {
+    let payload_at = (RECORD_HEAD + body.len()).next_multiple_of(8);
+    let total = payload_at + payload.len();
+    let mut bytes = vec![0u8; total.next_multiple_of(8)];
+    #[allow(clippy::cast_possible_truncation, reason = "a body fits a block")]
+    let w0 = (body.len() as u64) | (u64::from(flags) << 32);
+    bytes[..8].copy_from_slice(&w0.to_ne_bytes());
+    bytes[8..16].copy_from_slice(&(payload.len() as u64).to_ne_bytes());
+    bytes[RECORD_HEAD..RECORD_HEAD + body.len()].copy_from_slice(body);
+    bytes[payload_at..total].copy_from_slice(payload);
+    bytes
+}
+
+#[cfg(test)]
+mod tests;

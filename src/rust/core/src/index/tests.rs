@@ -1,0 +1,301 @@
+//! Tests of the index: what a reader finds after each kind of change, growth
+//! with readers that map the old file, and readers racing the writer.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test values are small"
+)]
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A store in a fresh directory, removed with everything in it on drop.
+struct TempStore {
+    store: Store,
+}
+
+impl TempStore {
+    fn new(tag: &str) -> TempStore {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "yaplr-index-test-{}-{n}-{tag}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::new(&dir);
+        store.prepare().unwrap();
+        TempStore { store }
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.store.dir());
+    }
+}
+
+fn fields(version: u64, size: u64) -> Fields {
+    Fields {
+        kind: 1,
+        version,
+        size,
+        ctime_ns: 7,
+        checksum: version * 3,
+    }
+}
+
+fn inline<'a>(tag: &'a str, version: u64, payload: &'a [u8]) -> Put<'a> {
+    Put {
+        namespace: "default",
+        tag,
+        fields: fields(version, payload.len() as u64),
+        file: None,
+        payload: Some(payload),
+        meta: Meta {
+            class: vec!["numeric".into()],
+            rtype: "double".into(),
+            length: 9,
+            dim: vec![],
+            description: Some(format!("v{version}")),
+        },
+    }
+}
+
+fn writer(t: &TempStore) -> Writer {
+    let mut w = Writer::create(&t.store).unwrap();
+    w.publish().unwrap();
+    w
+}
+
+fn hit(ix: &Index, tag: &str) -> Hit {
+    match ix.get("default", tag, true) {
+        Lookup::Hit(h) => *h,
+        other => panic!("{tag}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_reader_finds_what_the_writer_put_and_not_what_it_removed() {
+    let t = TempStore::new("basic");
+    let mut w = writer(&t);
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    assert_eq!(ix.get("default", "a", true), Lookup::Absent);
+
+    w.put(&inline("a", 1, b"first")).unwrap();
+    let h = hit(&ix, "a");
+    assert_eq!(h.payload.as_deref(), Some(&b"first"[..]));
+    assert_eq!(h.fields, fields(1, 5));
+    assert_eq!(h.body.meta.description.as_deref(), Some("v1"));
+    assert!(h.body.file.is_none());
+
+    // Overwritten: the new value, never the old one.
+    w.put(&inline("a", 2, b"second value")).unwrap();
+    let h = hit(&ix, "a");
+    assert_eq!(h.payload.as_deref(), Some(&b"second value"[..]));
+    assert_eq!(h.fields.version, 2);
+
+    // The same tag in another namespace is another object.
+    assert_eq!(ix.get("other", "a", true), Lookup::Absent);
+
+    // An object file: its id, no payload.
+    w.put(&Put {
+        namespace: "other",
+        tag: "a",
+        fields: fields(3, 1 << 30),
+        file: Some("0123abcd"),
+        payload: None,
+        meta: Meta::default(),
+    })
+    .unwrap();
+    match ix.get("other", "a", true) {
+        Lookup::Hit(h) => {
+            assert_eq!(h.body.file.as_deref(), Some("0123abcd"));
+            assert_eq!(h.payload, None);
+            assert_eq!(h.fields.size, 1 << 30);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    w.remove("default", "a");
+    assert_eq!(ix.get("default", "a", true), Lookup::Absent);
+    assert!(matches!(ix.get("other", "a", true), Lookup::Hit(_)));
+    // Removing what is not there changes nothing.
+    w.remove("default", "never");
+
+    // Closed: readers ask the helper, and a new open finds none.
+    w.close();
+    assert_eq!(ix.get("other", "a", true), Lookup::Ask);
+    assert!(Index::open(&t.store).unwrap().is_none());
+}
+
+#[test]
+fn what_does_not_fit_a_record_is_flagged_for_the_helper() {
+    let t = TempStore::new("flags");
+    let mut w = writer(&t);
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    // A payload too large for the largest block, with its key and meta.
+    let big = vec![5u8; 200 << 10];
+    w.put(&inline("big", 1, &big)).unwrap();
+    let h = hit(&ix, "big");
+    assert!(h.payload_elsewhere && !h.meta_elsewhere);
+    assert_eq!(h.payload, None);
+    assert_eq!(h.fields.size, big.len() as u64);
+    assert_eq!(h.body.meta.description.as_deref(), Some("v1"));
+
+    // A description too large too: only the key stays.
+    let mut p = inline("huge", 2, &big);
+    p.meta.description = Some("d".repeat(300 << 10));
+    w.put(&p).unwrap();
+    let h = hit(&ix, "huge");
+    assert!(h.payload_elsewhere && h.meta_elsewhere);
+    assert_eq!(h.body.meta, Meta::default());
+
+    // The largest inline payload fits.
+    let max = vec![9u8; crate::store::INLINE_MAX];
+    w.put(&inline("max", 3, &max)).unwrap();
+    assert_eq!(hit(&ix, "max").payload, Some(max));
+}
+
+#[test]
+fn the_index_grows_and_readers_of_the_old_file_move_on() {
+    let t = TempStore::new("grow");
+    let dir = Dir::open(t.store.dir()).unwrap();
+    // 64 slots and an arena of 16 KiB: both grow many times.
+    let mut w = Writer::create_fresh(dir, 64, 16 << 10).unwrap();
+    w.publish().unwrap();
+    let first = Index::open(&t.store).unwrap().unwrap();
+    let n = 3000u64;
+    for i in 0..n {
+        let payload = vec![(i % 251) as u8; (i % 700) as usize];
+        w.put(&inline(&format!("t{i}"), i + 1, &payload)).unwrap();
+        if i % 3 == 0 && i > 0 {
+            w.remove("default", &format!("t{}", i - 1));
+        }
+    }
+    // The old mapping says: ask (it is closed), and a new one has it all.
+    assert!(first.is_closed());
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    assert!(ix.slots >= 4096, "{} slots", ix.slots);
+    for i in 0..n {
+        let tag = format!("t{i}");
+        let removed = i % 3 == 2 && i + 1 < n;
+        match ix.get("default", &tag, true) {
+            Lookup::Absent if removed => {}
+            Lookup::Hit(h) if !removed => {
+                assert_eq!(h.fields.version, i + 1);
+                assert_eq!(h.payload.unwrap(), vec![(i % 251) as u8; (i % 700) as usize]);
+            }
+            other => panic!("{tag} (removed: {removed}): {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_arena_without_space_is_an_error_not_a_crash() {
+    // Records are reserved with fallocate: a file that can not grow fails
+    // the put, and the index stays as it was.
+    let t = TempStore::new("full");
+    let mut w = writer(&t);
+    w.put(&inline("a", 1, b"kept")).unwrap();
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    // Pretend the reserved bytes ran out at a length the file can not
+    // reach (past the largest file size).
+    w.ix.header().arena_ready.store(0, Ordering::Relaxed);
+    w.ix.header().arena_top.store(0, Ordering::Relaxed);
+    let saved = w.ix.arena_offset;
+    w.ix.arena_offset = u64::MAX / 2;
+    let r = w.put(&inline("b", 2, b"refused"));
+    w.ix.arena_offset = saved;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(hit(&ix, "a").payload.as_deref(), Some(&b"kept"[..]));
+    assert_eq!(ix.get("default", "b", true), Lookup::Absent);
+}
+
+/// The payload of version `v`: its length and every byte follow from `v`,
+/// so a reader can tell a torn or reused record from a real one.
+fn pattern(v: u64) -> Vec<u8> {
+    vec![(v % 253) as u8; 8 + (v as usize * 37) % 3000]
+}
+
+#[test]
+fn readers_racing_the_writer_never_see_a_torn_or_reused_record() {
+    let t = TempStore::new("race");
+    let mut w = writer(&t);
+    w.put(&inline("hot", 1, &pattern(1))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = t.store.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ix = Index::open(&store).unwrap().unwrap();
+                let (mut seen, mut last) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    if ix.is_closed() {
+                        ix = Index::open(&store).unwrap().unwrap();
+                    }
+                    match ix.get("default", "hot", true) {
+                        Lookup::Hit(h) => {
+                            let v = h.fields.version;
+                            assert_eq!(h.payload.unwrap(), pattern(v), "version {v}");
+                            assert_eq!(h.fields.size, pattern(v).len() as u64);
+                            assert_eq!(h.body.meta.description, Some(format!("v{v}")));
+                            assert!(v >= last, "went back from {last} to {v}");
+                            last = v;
+                            seen += 1;
+                        }
+                        Lookup::Ask => {}
+                        Lookup::Absent => panic!("the hot tag is never removed"),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut v = 1;
+    while Instant::now() < deadline {
+        v += 1;
+        w.put(&inline("hot", v, &pattern(v))).unwrap();
+        // Churn: other records of every size come and go, so that the hot
+        // key's freed blocks are reused at once.
+        let other = format!("o{}", v % 50);
+        w.put(&inline(&other, v, &pattern(v + 1))).unwrap();
+        if v % 7 == 0 {
+            w.remove("default", &format!("o{}", (v + 3) % 50));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let seen = r.join().unwrap();
+        assert!(seen > 0);
+    }
+    assert!(v > 1000, "only {v} writes");
+}
+
+#[test]
+fn a_writer_killed_in_the_middle_of_a_change_makes_readers_ask_not_hang() {
+    let t = TempStore::new("killed");
+    let mut w = writer(&t);
+    w.put(&inline("a", 1, b"one")).unwrap();
+    w.put(&inline("b", 2, b"two")).unwrap();
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    // What a writer killed between its two sequence stores leaves: an odd
+    // sequence that never becomes even.
+    let (i, held) = w.find("default", "a", key_hash("default", "a"));
+    assert!(held);
+    let slot = w.ix.slot(i);
+    slot.seq.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
+    assert_eq!(ix.get("default", "a", true), Lookup::Ask);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Other keys are not held up, unless their probe crosses the slot.
+    let (j, _) = w.find("default", "b", key_hash("default", "b"));
+    if j != i {
+        assert_eq!(hit(&ix, "b").payload.as_deref(), Some(&b"two"[..]));
+    }
+}
