@@ -56,15 +56,9 @@ take_object_ <- function(session, tag, namespace, timeout, automatic_server_star
 #' @noRd
 remove_object_ <- function(session, tag, namespace, timeout, automatic_server_start) .Call(wrap__remove_object_, session, tag, namespace, timeout, automatic_server_start)
 
-#' @noRd
-does_object_exist_ <- function(session, tag, namespace, timeout, automatic_server_start) .Call(wrap__does_object_exist_, session, tag, namespace, timeout, automatic_server_start)
-
 #' `namespace` NULL: every namespace.
 #' @noRd
 list_objects_ <- function(session, namespace, timeout, automatic_server_start) .Call(wrap__list_objects_, session, namespace, timeout, automatic_server_start)
-
-#' @noRd
-object_info_ <- function(session, tag, namespace, timeout, automatic_server_start) .Call(wrap__object_info_, session, tag, namespace, timeout, automatic_server_start)
 
 #' @noRd
 remove_objects_ <- function(session, namespace, timeout, automatic_server_start) .Call(wrap__remove_objects_, session, namespace, timeout, automatic_server_start)

@@ -168,7 +168,8 @@ does_object_exist <- function(tag, automatic_server_start = NULL,
                               check_server_with_ping = TRUE,
                               timeout = NULL, namespace = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(does_object_exist_(NULL, tag, namespace, timeout, automatic_server_start))
+  res <- .Call(yaplr_object_exists, tag, namespace, timeout, automatic_server_start)
+  if (is.object(res)) check_result(res) else res
 }
 
 #' @rdname objects
@@ -205,7 +206,8 @@ remove_objects <- function(namespace = yaplr_namespace(),
 object_info <- function(tag, namespace = NULL, automatic_server_start = NULL,
                         timeout = NULL) {
   if (missing(tag)) abort_missing_tag()
-  check_result(object_info_(NULL, tag, namespace, timeout, automatic_server_start))
+  res <- .Call(yaplr_object_info, tag, namespace, timeout, automatic_server_start)
+  if (is.object(res)) check_result(res) else res
 }
 
 # list_objects() of the columns the glue returns: row names the tags, or

@@ -167,7 +167,8 @@ pub fn call_options_or_defaults(
     )
 }
 
-fn call_options_v(
+/// `call_options_or_defaults` of raw arguments.
+pub fn call_options_v(
     timeout: Value<'_>,
     automatic_server_start: Value<'_>,
     settings: &Settings,
@@ -252,6 +253,18 @@ pub fn name_key_or_option_v(
     let name = tag_v(name, "name")?;
     let namespace = namespace_or_option_v(namespace, settings)?;
     Key::new(&namespace, &name).map_err(|e| RError::argument(e, None))
+}
+
+/// The key of a `tag` argument (raw) and a namespace, or NULL for
+/// options(yaplr.namespace = ).
+pub fn tag_key_or_option_v(
+    tag: Value<'_>,
+    namespace: Value<'_>,
+    settings: &Settings,
+) -> Checked<Key> {
+    let tag = tag_v(tag, "tag")?;
+    let namespace = namespace_or_option_v(namespace, settings)?;
+    Key::new(&namespace, &tag).map_err(|e| RError::argument(e, None))
 }
 
 /// A namespace, or NULL for every namespace (None).

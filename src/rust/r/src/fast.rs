@@ -1,4 +1,6 @@
-//! The calls that must take a microsecond or two: counters and locks. They
+//! The calls that must take a microsecond or two: counters, locks, and
+//! the look-ups of one object that the store's index answers
+//! (`does_object_exist()`, `object_info()`). They
 //! are `.Call` routines of their own, registered beside extendr's wrappers
 //! (`routines`, see lib.rs), that take R's arguments as raw SEXPs: an
 //! extendr wrapper protects and unprotects every argument and result
@@ -20,8 +22,8 @@ use crate::settings::Settings;
 use extendr_api::metadata::{Arg, Func};
 use extendr_api::prelude::*;
 use extendr_ffi::{
-    cetype_t, Rf_allocVector, Rf_mkCharLenCE, Rf_protect, Rf_setAttrib, Rf_unprotect, REAL,
-    SET_STRING_ELT, SEXP, SEXPTYPE,
+    cetype_t, Rf_allocVector, Rf_mkCharLenCE, Rf_protect, Rf_setAttrib, Rf_unprotect, INTEGER,
+    REAL, SET_STRING_ELT, SET_VECTOR_ELT, SEXP, SEXPTYPE,
 };
 use std::ffi::CStr;
 use yaplr_core::{CallOptions, Error, Key, Session};
@@ -87,6 +89,158 @@ pub unsafe fn set_attr(x: SEXP, name: &'static CStr, value: SEXP) {
         Rf_protect(value);
         Rf_setAttrib(x, crate::ffi::symbol(name), value);
         Rf_unprotect(1);
+    }
+}
+
+/// `op` on the object `tag` of the store in use (the arguments of the
+/// object functions: tag, namespace, timeout, automatic_server_start).
+fn object<T>(
+    tag: Value<'_>,
+    namespace: Value<'_>,
+    timeout: Value<'_>,
+    autostart: Value<'_>,
+    op: impl FnOnce(&mut Session, &Key, &CallOptions<'_>) -> yaplr_core::Result<T>,
+) -> Checked<T> {
+    let settings = Settings::read();
+    let key = args::tag_key_or_option_v(tag, namespace, &settings)?;
+    let opts = args::call_options_v(timeout, autostart, &settings)?;
+    with_current(&settings, |h| {
+        h.run(opts.autostart, |s| op(s, &key, &opts))
+            .map_err(h.fail(Some(key.tag())))
+    })
+}
+
+/// `.Call` routine of does_object_exist(tag, namespace, timeout,
+/// automatic_server_start).
+///
+/// # Safety
+/// Called by R's `.Call` with its arguments.
+pub unsafe extern "C" fn yaplr_object_exists(
+    tag: SEXP,
+    namespace: SEXP,
+    timeout: SEXP,
+    autostart: SEXP,
+) -> SEXP {
+    entry(|| {
+        // SAFETY: arguments of this .Call.
+        let (tag, namespace, timeout, autostart) = unsafe {
+            (
+                Value::arg(tag),
+                Value::arg(namespace),
+                Value::arg(timeout),
+                Value::arg(autostart),
+            )
+        };
+        let b = object(tag, namespace, timeout, autostart, |s, k, o| s.exists(k, o))?;
+        Ok(logical(b))
+    })
+}
+
+/// `.Call` routine of object_info(tag, namespace, timeout,
+/// automatic_server_start): a named list describing the object.
+///
+/// # Safety
+/// Called by R's `.Call` with its arguments.
+pub unsafe extern "C" fn yaplr_object_info(
+    tag: SEXP,
+    namespace: SEXP,
+    timeout: SEXP,
+    autostart: SEXP,
+) -> SEXP {
+    entry(|| {
+        // SAFETY: arguments of this .Call.
+        let (tag, namespace, timeout, autostart) = unsafe {
+            (
+                Value::arg(tag),
+                Value::arg(namespace),
+                Value::arg(timeout),
+                Value::arg(autostart),
+            )
+        };
+        let e = object(tag, namespace, timeout, autostart, |s, k, o| s.entry(k, o))?;
+        // SAFETY: returned to R at once.
+        Ok(unsafe { entry_info(&e) })
+    })
+}
+
+/// The names of object_info()'s list, in order.
+const INFO_NAMES: [&str; 12] = [
+    "tag",
+    "namespace",
+    "size",
+    "ctime",
+    "class",
+    "type",
+    "length",
+    "dim",
+    "description",
+    "zero_copy",
+    "version",
+    "storage",
+];
+
+/// A character vector of `items`, unprotected.
+///
+/// # Safety
+/// As `scalar_real`.
+unsafe fn strings<S: AsRef<str>>(items: &[S]) -> SEXP {
+    // SAFETY: allocating on R's main thread; the vector is protected while
+    // its elements are made.
+    unsafe {
+        let n = isize::try_from(items.len()).unwrap_or(0);
+        let v = Rf_protect(Rf_allocVector(SEXPTYPE::STRSXP, n));
+        for (i, s) in items.iter().enumerate() {
+            let s = s.as_ref();
+            let len = i32::try_from(s.len()).unwrap_or(0);
+            let c = Rf_mkCharLenCE(s.as_ptr().cast(), len, cetype_t::CE_UTF8);
+            SET_STRING_ELT(v, isize::try_from(i).unwrap_or(0), c);
+        }
+        Rf_unprotect(1);
+        v
+    }
+}
+
+/// object_info()'s list of an entry, unprotected.
+///
+/// # Safety
+/// As `scalar_real`.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "sizes, lengths and versions below 2^53, times in seconds"
+)]
+unsafe fn entry_info(e: &yaplr_core::Entry) -> SEXP {
+    let m = &e.meta;
+    // SAFETY: allocating on R's main thread; the list is protected while
+    // its elements are made, and each is stored in it as soon as it is
+    // made (before anything else allocates).
+    unsafe {
+        let list = Rf_protect(Rf_allocVector(SEXPTYPE::VECSXP, 12));
+        SET_VECTOR_ELT(list, 0, string(&e.tag));
+        SET_VECTOR_ELT(list, 1, string(&e.namespace));
+        SET_VECTOR_ELT(list, 2, scalar_real(e.size as f64));
+        let ctime = scalar_real(e.ctime_ns as f64 / 1e9);
+        SET_VECTOR_ELT(list, 3, ctime);
+        set_attr(ctime, c"class", strings(&["POSIXct", "POSIXt"]));
+        SET_VECTOR_ELT(list, 4, strings(&m.class));
+        SET_VECTOR_ELT(list, 5, string(&m.rtype));
+        SET_VECTOR_ELT(list, 6, scalar_real(m.length as f64));
+        if !m.dim.is_empty() {
+            let d = Rf_allocVector(SEXPTYPE::INTSXP, isize::try_from(m.dim.len()).unwrap_or(0));
+            SET_VECTOR_ELT(list, 7, d);
+            for (i, x) in m.dim.iter().enumerate() {
+                // NA above R's integer range.
+                *INTEGER(d).add(i) = i32::try_from(*x).unwrap_or(i32::MIN);
+            }
+        }
+        if let Some(d) = &m.description {
+            SET_VECTOR_ELT(list, 8, string(d));
+        }
+        SET_VECTOR_ELT(list, 9, logical(yaplr_core::session::is_zero_copy(e)));
+        SET_VECTOR_ELT(list, 10, scalar_real(e.version as f64));
+        SET_VECTOR_ELT(list, 11, string(if e.inline { "inline" } else { "file" }));
+        set_attr(list, c"names", strings(&INFO_NAMES));
+        Rf_unprotect(1);
+        list
     }
 }
 
@@ -333,6 +487,16 @@ pub fn routines() -> Vec<Func> {
         }
     }
     vec![
+        routine(
+            "yaplr_object_exists",
+            yaplr_object_exists as *const u8,
+            &["tag", "namespace", "timeout", "automatic_server_start"],
+        ),
+        routine(
+            "yaplr_object_info",
+            yaplr_object_info as *const u8,
+            &["tag", "namespace", "timeout", "automatic_server_start"],
+        ),
         routine(
             "yaplr_counter_add",
             yaplr_counter_add as *const u8,

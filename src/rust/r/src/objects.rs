@@ -303,24 +303,6 @@ fn remove_object_(
         .map_err(h.fail(Some(key.tag())))
 }
 
-/// @noRd
-#[extendr]
-fn does_object_exist_(
-    session: Robj,
-    tag: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<bool> {
-    let settings = Settings::read();
-    let key = args::key_or_option(&tag, &namespace, &settings)?;
-    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
-    let session = resolve(&session)?;
-    let h = handle(&session)?;
-    h.run(opts.autostart, |s| s.exists(&key, &opts))
-        .map_err(h.fail(Some(key.tag())))
-}
-
 /// `namespace` NULL: every namespace.
 /// @noRd
 #[extendr]
@@ -359,75 +341,6 @@ pub fn posixct(ns: i64) -> Done<Robj> {
     let mut t = Robj::from(ns as f64 / 1e9);
     t.set_class(["POSIXct", "POSIXt"])?;
     Ok(t)
-}
-
-/// object_info(): a list describing an object.
-fn entry_info(e: &Entry) -> Done<List> {
-    let m = &e.meta;
-    let description: Robj = match &m.description {
-        Some(d) => d.as_str().into(),
-        None => ().into(),
-    };
-    // As integers (NA above R's integer range).
-    let dim: Robj = if m.dim.is_empty() {
-        ().into()
-    } else {
-        m.dim
-            .iter()
-            .map(|d| i32::try_from(*d).map_or(Rint::na(), Rint::from))
-            .collect::<Integers>()
-            .into()
-    };
-    Ok(List::from_names_and_values(
-        [
-            "tag",
-            "namespace",
-            "size",
-            "ctime",
-            "class",
-            "type",
-            "length",
-            "dim",
-            "description",
-            "zero_copy",
-            "version",
-            "storage",
-        ],
-        [
-            Robj::from(e.tag.as_str()),
-            Robj::from(e.namespace.as_str()),
-            Robj::from(e.size as f64),
-            posixct(e.ctime_ns)?,
-            Robj::from(m.class.clone()),
-            Robj::from(m.rtype.as_str()),
-            Robj::from(m.length as f64),
-            dim,
-            description,
-            Robj::from(session::is_zero_copy(e)),
-            Robj::from(e.version as f64),
-            Robj::from(if e.inline { "inline" } else { "file" }),
-        ],
-    )?)
-}
-
-/// @noRd
-#[extendr]
-fn object_info_(
-    session: Robj,
-    tag: Robj,
-    namespace: Robj,
-    timeout: Robj,
-    automatic_server_start: Robj,
-) -> Done<List> {
-    let settings = Settings::read();
-    let key = args::key_or_option(&tag, &namespace, &settings)?;
-    let opts = args::call_options_or_defaults(&timeout, &automatic_server_start, &settings)?;
-    let session = resolve(&session)?;
-    let h = handle(&session)?;
-    let entry = h
-        .run(opts.autostart, |s| s.entry(&key, &opts))
-        .map_err(h.fail(Some(key.tag())))?;
-    entry_info(&entry)
 }
 
 /// @noRd
@@ -655,9 +568,7 @@ extendr_module! {
     fn wait_object_;
     fn take_object_;
     fn remove_object_;
-    fn does_object_exist_;
     fn list_objects_;
-    fn object_info_;
     fn remove_objects_;
     fn send_objects_;
     fn retrieve_objects_;
