@@ -66,8 +66,8 @@ impl Local {
         // An object file unlinked between the lookup and its opening was
         // replaced (or removed) meanwhile: look again.
         for _ in 0..3 {
-            let store = self.client.store().clone();
-            let hit = match self.index()?.get(key.namespace(), key.tag(), payload) {
+            let ix = self.index()?;
+            let hit = match ix.get(key.namespace(), key.tag(), payload) {
                 Lookup::Hit(hit) => hit,
                 Lookup::Absent => return Some(Err(())),
                 Lookup::Ask => return None,
@@ -75,7 +75,7 @@ impl Local {
             let entry = entry_of(&hit);
             let body = match (&hit.body.file, hit.payload) {
                 (_, _) if !payload => Payload::Bytes(Vec::new()),
-                (Some(id), _) => match store.open_object(id) {
+                (Some(id), _) => match ix.open_object(id) {
                     Ok(f) => Payload::File(f),
                     Err(e) if e.is_not_found() => continue,
                     Err(_) => return None,

@@ -83,7 +83,7 @@ impl Store {
         self.dir.join(COORD_NAME)
     }
     pub fn object_path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}{OBJECT_SUFFIX}"))
+        self.dir.join(object_file_name(id))
     }
 
     /// If the directory exists, check it is a real directory of this user
@@ -685,6 +685,11 @@ fn writable(dir: &Path) -> bool {
     };
     // SAFETY: c is a valid NUL-terminated string, alive for the call.
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// The name of the object file `id` in its store directory.
+pub fn object_file_name(id: &str) -> String {
+    format!("{id}{OBJECT_SUFFIX}")
 }
 
 /// Object ids are 32 lowercase hex digits.

@@ -76,7 +76,11 @@ pub(crate) fn decode_found(found: Found, copy: bool, meter: &mut Meter<'_>) -> R
         Content::VectorFile(file, header) => {
             vector::read_copy(&file, &header, &tag, meter).map_err(|e| session::damaged(e, &tag))
         }
-        Content::VectorView(map) => vector::read_view(map, &tag),
+        Content::VectorView {
+            map,
+            vector,
+            attributes,
+        } => vector::read_view(map, &vector, &attributes, &tag),
     }
 }
 

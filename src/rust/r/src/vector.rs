@@ -208,17 +208,18 @@ fn check_type(h: &VectorHeader, tag: &str) -> Result<(), Error> {
 }
 
 /// The R vector of a KIND_R_VECTOR object as a zero-copy view of its
-/// copy-on-write mapping (see Found::content). The result is preserved;
-/// the caller releases it.
-pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
-    let payload = map.payload();
-    let h = VectorHeader::decode(payload)?;
-    check_type(&h, tag)?;
+/// copy-on-write mapping (see Found::content), whose vector header and
+/// attribute bytes were read from its file. The result is preserved; the
+/// caller releases it.
+pub fn read_view(
+    mut map: ObjectMap,
+    h: &VectorHeader,
+    attributes: &[u8],
+    tag: &str,
+) -> Result<SEXP, Error> {
+    check_type(h, tag)?;
     let length = length_as::<R_xlen_t>(h.length, tag)?;
-    let attrs = read_attributes(
-        &payload[VECTOR_HEADER_SIZE + length_as::<usize>(h.data_len(), tag)?..],
-        tag,
-    )?;
+    let attrs = read_attributes(attributes, tag)?;
     let Some(base) = map.payload_mut_ptr() else {
         release(attrs);
         return Err(Error::corrupt(format!(
@@ -231,9 +232,10 @@ pub fn read_view(mut map: ObjectMap, tag: &str) -> Result<SEXP, Error> {
     };
     let view = Box::new(View {
         length,
-        // SAFETY: the payload starts with the vector header just decoded
-        // from it (so it holds at least VECTOR_HEADER_SIZE bytes), and the
-        // elements follow it in the same mapping.
+        // SAFETY: the mapping holds the whole payload (open_with checked
+        // the file's length), which starts with the vector header read from
+        // the file, whose elements decode_prefix found to fit the payload;
+        // they follow the header in the same mapping.
         data: unsafe { base.add(VECTOR_HEADER_SIZE) },
         _map: map,
     });

@@ -144,6 +144,9 @@ pub struct Index {
     arena_offset: u64,
     arena_len: u64,
     path: PathBuf,
+    /// The store directory, kept open for opening object files (a reader's
+    /// mapping only).
+    dir: Option<Dir>,
 }
 
 impl Index {
@@ -162,7 +165,7 @@ impl Index {
             Err(e) => return Err(e),
         };
         let path = dir.path().join(INDEX_NAME);
-        let Ok(ix) = Index::map(&file, &path, false)? else {
+        let Ok(mut ix) = Index::map(&file, &path, false)? else {
             return Ok(None);
         };
         let boot = boot_words(&crate::coord::boot_id());
@@ -175,6 +178,7 @@ impl Index {
         if !same_boot || ix.is_closed() {
             return Ok(None);
         }
+        ix.dir = Some(dir);
         Ok(Some(ix))
     }
 
@@ -204,6 +208,7 @@ impl Index {
             arena_offset: 0,
             arena_len: 0,
             path: path.to_path_buf(),
+            dir: None,
         };
         let h = ix.header();
         if h.magic.load(Ordering::Relaxed) != u64::from_ne_bytes(MAGIC) {
@@ -226,6 +231,17 @@ impl Index {
         ix.arena_offset = arena_offset(slots);
         ix.arena_len = arena;
         Ok(Ok(ix))
+    }
+
+    /// Open the object file `id` of the store, through the directory this
+    /// index was found in (never through a link, only a file of this user).
+    pub fn open_object(&self, id: &str) -> Result<File> {
+        match &self.dir {
+            Some(d) => d.open_file(&crate::store::object_file_name(id), How::Read),
+            None => Err(Error::Server {
+                message: "an index opened for writing opens no object files".into(),
+            }),
+        }
     }
 
     /// Whether the helper closed this index (it quit, or made a new one).
@@ -452,6 +468,7 @@ impl Writer {
                 arena_offset: arena_offset(slots),
                 arena_len: arena,
                 path,
+                dir: None,
             };
             let h = ix.header();
             h.version.store(VERSION, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 use crate::backend::{Found, Payload};
 use crate::error::{Error, Hint, Result};
 use crate::object_file::{
-    self, Header, ObjectMap, KIND_R_SERIALIZED, KIND_R_VECTOR, KIND_SHARED_VECTOR,
+    self, Header, ObjectMap, VectorHeader, KIND_R_SERIALIZED, KIND_R_VECTOR, KIND_SHARED_VECTOR,
+    VECTOR_HEADER_SIZE,
 };
 use crate::protocol::Entry;
 use std::fs::File;
@@ -40,8 +41,15 @@ pub enum Content {
     /// `Header::checksum` as it reads (see `object_file::check_complete`).
     VectorFile(File, Header),
     /// A raw vector mapped copy-on-write, to be used as a zero-copy view
-    /// (not read here, so not checked).
-    VectorView(ObjectMap),
+    /// (not read here, so not checked): the mapping, and its vector header
+    /// and attribute bytes, read from the file. Nothing of the mapping is
+    /// touched until the vector's elements are: a page touched now would
+    /// cost a fault, and its page tables the unmapping.
+    VectorView {
+        map: ObjectMap,
+        vector: VectorHeader,
+        attributes: Vec<u8>,
+    },
 }
 
 /// Whether the object of `entry` is read as a zero-copy view (unless the
@@ -76,9 +84,9 @@ impl Found {
                 let header = object_file::read_header(&file).map_err(|e| damaged(e, &tag))?;
                 let view = !copy && zero_copy(header.kind, header.payload_len);
                 match header.kind {
-                    KIND_R_VECTOR if view => ObjectMap::open_with(&file, header, true)
-                        .map(Content::VectorView)
-                        .map_err(|e| damaged(e, &tag)),
+                    KIND_R_VECTOR if view => {
+                        view_content(&file, header).map_err(|e| damaged(e, &tag))
+                    }
                     // A shared vector changes in place: always a copy.
                     KIND_R_VECTOR | KIND_SHARED_VECTOR => Ok(Content::VectorFile(file, header)),
                     KIND_R_SERIALIZED => {
@@ -93,6 +101,30 @@ impl Found {
             }
         }
     }
+}
+
+/// The content of a vector object to view: its mapping, and its vector
+/// header and attributes read with pread.
+fn view_content(file: &File, header: Header) -> Result<Content> {
+    use std::os::unix::fs::FileExt;
+    let short = |e: std::io::Error| Error::corrupt(format!("payload could not be read: {e}"));
+    let base = object_file::HEADER_SIZE as u64;
+    let mut head = [0u8; VECTOR_HEADER_SIZE];
+    file.read_exact_at(&mut head, base).map_err(short)?;
+    let vector = VectorHeader::decode_prefix(&head, header.payload_len)?;
+    // decode_prefix checked that the elements fit the payload.
+    let data_end = VECTOR_HEADER_SIZE as u64 + vector.data_len();
+    let attr_len = usize::try_from(header.payload_len - data_end)
+        .map_err(|_| Error::corrupt("attributes larger than memory"))?;
+    let mut attributes = vec![0u8; attr_len];
+    file.read_exact_at(&mut attributes, base + data_end)
+        .map_err(short)?;
+    let map = ObjectMap::open_with(file, header, true)?;
+    Ok(Content::VectorView {
+        map,
+        vector,
+        attributes,
+    })
 }
 
 fn unknown_kind(tag: &str, kind: u32) -> Error {
