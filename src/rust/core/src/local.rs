@@ -94,16 +94,58 @@ impl Local {
         None
     }
 
+    /// The objects and counters of `namespace` (None: of all) as the
+    /// index and the coordination region have them, sorted as the helper
+    /// lists them; None when only the helper can answer. Not one moment: a
+    /// change made meanwhile may or may not show (an object that moved
+    /// shows once, with its newer value).
+    fn indexed_list(&mut self, namespace: Option<&str>) -> Option<Vec<Entry>> {
+        let found = self.index()?.entries(namespace)?;
+        let counters = self
+            .region_now()?
+            .entries(Kind::Counter, namespace)
+            .iter()
+            .map(|e| crate::catalog::counters::counter_entry(e).0)
+            .collect::<Vec<_>>();
+        let mut v: Vec<Entry> = found
+            .into_iter()
+            .map(|(fields, body)| {
+                entry_of(&Hit {
+                    fields,
+                    body,
+                    payload: None,
+                    payload_elsewhere: false,
+                    meta_elsewhere: false,
+                })
+            })
+            .chain(counters)
+            .collect();
+        // Newest first within a key, then one entry per key.
+        v.sort_by(|a, b| {
+            (&a.namespace, &a.tag)
+                .cmp(&(&b.namespace, &b.tag))
+                .then(b.version.cmp(&a.version))
+        });
+        v.dedup_by(|later, first| later.namespace == first.namespace && later.tag == first.tag);
+        Some(v)
+    }
+
     /// Whether counter `key` exists, from the coordination region mapped
     /// already or now (None: there is none to ask).
     fn counter_exists(&mut self, key: &Key) -> Option<bool> {
+        let r = self.region_now()?;
+        Some(r.find(Kind::Counter, key.namespace(), key.tag()).is_some())
+    }
+
+    /// The coordination region mapped already, or the store's region now
+    /// (no helper is started for it).
+    fn region_now(&mut self) -> Option<&Arc<Region>> {
         if self.coord.as_ref().is_none_or(|r| r.is_closed()) {
             self.coord = Region::open(self.client.store()).ok().flatten().map(Arc::new);
             self.counters.clear();
             self.locks.clear();
         }
-        let r = self.coord.as_ref()?;
-        Some(r.find(Kind::Counter, key.namespace(), key.tag()).is_some())
+        self.coord.as_ref()
     }
 
     /// The store's coordination region, mapped when first needed (the
@@ -497,6 +539,9 @@ impl Backend for Local {
     }
 
     fn list(&mut self, namespace: Option<&str>, opts: &CallOptions<'_>) -> Result<Vec<Entry>> {
+        if let Some(v) = self.indexed_list(namespace) {
+            return Ok(v);
+        }
         self.client.list(namespace, opts)
     }
 

@@ -38,7 +38,7 @@ fn serialized_double(x: f64) -> Vec<u8> {
 }
 
 /// A counter as an entry, with its payload: a double, as R serialization.
-fn counter_entry(e: &SlotEntry) -> (Entry, Vec<u8>) {
+pub(crate) fn counter_entry(e: &SlotEntry) -> (Entry, Vec<u8>) {
     #[allow(clippy::cast_precision_loss, reason = "counters stay within 2^53")]
     let payload = serialized_double(e.value as f64);
     let entry = Entry {

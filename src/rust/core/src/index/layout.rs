@@ -21,12 +21,18 @@ pub const FIRST_SLOTS: u32 = 4096;
 pub const MAX_SLOTS: u32 = 1 << 26;
 /// The arena of a new index, in bytes of address space (a sparse file).
 pub const FIRST_ARENA: u64 = 64 << 20;
+/// A new index grows when more than 7 in 10 of its slots are used.
+pub fn full(used: u64, slots: u32) -> bool {
+    used * 10 > u64::from(slots) * 7
+}
+
 /// The largest arena an index may declare.
 pub const MAX_ARENA: u64 = 1 << 40;
-/// The arena's blocks come in sizes 64 << c for c below CLASSES: 64 bytes
-/// to 128 KiB, enough for the largest inline payload (64 KiB) and its
-/// record.
-pub const CLASSES: usize = 12;
+/// The arena's blocks come in CLASSES sizes: 64 and 96 bytes times powers
+/// of two, from 64 bytes to 192 KiB (enough for the largest inline payload,
+/// 64 KiB, and its record), so a record wastes at most a third of its
+/// block.
+pub const CLASSES: usize = 24;
 pub const MIN_BLOCK: u64 = 64;
 /// Bytes of a record before its body.
 pub const RECORD_HEAD: usize = 16;
@@ -136,13 +142,13 @@ pub fn key_hash(namespace: &str, tag: &str) -> u64 {
 
 /// The block class holding `bytes` (None: larger than every class).
 pub fn class_of(bytes: u64) -> Option<usize> {
-    let block = bytes.max(MIN_BLOCK).next_power_of_two();
-    let c = (block / MIN_BLOCK).trailing_zeros() as usize;
-    (c < CLASSES).then_some(c)
+    (0..CLASSES).find(|&c| block_size(c) >= bytes)
 }
 
+/// Class 2k is 64 << k bytes, class 2k + 1 is 96 << k.
 pub fn block_size(class: usize) -> u64 {
-    MIN_BLOCK << class
+    let base = if class.is_multiple_of(2) { MIN_BLOCK } else { 96 };
+    base << (class / 2)
 }
 
 /// Bytes of a file with `slots` slots and an arena of `arena` bytes.

@@ -29,7 +29,7 @@
 //! | 80 | 4 | closed flag (nonzero: closed) |
 //! | 84 | 4 | changes: bumped after every change |
 //! | 88 | 32 | the writer's bookkeeping: arena bytes handed out and reserved, LIVE slots, LIVE and TOMBSTONE slots |
-//! | 120 | 96 | the writer's free lists: per block class, the first free block |
+//! | 120 | 192 | the writer's free lists: per block class, the first free block |
 //!
 //! Then the N slots of 64 bytes each:
 //!
@@ -45,7 +45,8 @@
 //! | 48 | 8 | checksum of an inline payload (xxh3; 0 for an object file) |
 //! | 56 | 8 | arena offset of the record |
 //!
-//! Then, at A, the arena: blocks of 64 << c bytes (c < 12), each a record:
+//! Then, at A, the arena: blocks of 64 or 96 bytes times a power of two (24
+//! sizes, 64 bytes to 192 KiB), each a record:
 //! the body's length (4 bytes), flags (4; 1: the payload follows, 2: the
 //! payload is inline but too large for a record, 4: the description is too
 //! large for a record; readers ask the helper for what is not there), the
@@ -68,7 +69,7 @@
 //!   slot, nor bytes of a record that was freed and reused while it read.
 //!   Offsets and lengths read from the mapping are bounds-checked before
 //!   they are used, so even a torn read stays inside the mapping.
-//! - **Growth**: when the slots are half used or the arena is full, the
+//! - **Growth**: when 7 in 10 slots are used or the arena is full, the
 //!   writer makes a bigger index under a temporary name, copies the live
 //!   records, renames it over the index, then closes the old one. Readers
 //!   that still map the old one read a consistent, complete index until
@@ -391,6 +392,52 @@ impl Index {
         Lookup::Ask
     }
 
+    /// Every live object of `namespace` (None: of every namespace), with
+    /// its fields and record (no payload), read lock-free like `get`. None
+    /// when the index can not answer: it was closed meanwhile, a slot kept
+    /// changing, or a description is not in its record.
+    pub fn entries(&self, namespace: Option<&str>) -> Option<Vec<(Fields, Body)>> {
+        let mut out = Vec::new();
+        'slot: for i in 0..self.slots {
+            let slot = self.slot(i);
+            for _ in 0..READ_ATTEMPTS {
+                let s1 = slot.seq.load(Ordering::Acquire);
+                if s1 & 1 == 1 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                if slot.state.load(Ordering::Relaxed) != LIVE {
+                    continue 'slot;
+                }
+                let fields = Fields {
+                    kind: slot.kind.load(Ordering::Relaxed),
+                    version: slot.version.load(Ordering::Relaxed),
+                    size: slot.size.load(Ordering::Relaxed),
+                    ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
+                    checksum: slot.checksum.load(Ordering::Relaxed),
+                };
+                let read = self.read_record(slot.rec.load(Ordering::Relaxed), false);
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) != s1 {
+                    continue;
+                }
+                let r = read?;
+                if r.flags & META_ELSEWHERE != 0 {
+                    return None;
+                }
+                if namespace.is_none_or(|ns| ns == r.body.namespace) {
+                    out.push((fields, r.body));
+                }
+                continue 'slot;
+            }
+            return None;
+        }
+        if self.is_closed() {
+            return None;
+        }
+        Some(out)
+    }
+
     /// Every live object, for the writer's new index: its fields and
     /// record (with its payload). Only the writer may call it.
     fn live(&self) -> impl Iterator<Item = (Fields, Record)> + '_ {
@@ -571,7 +618,7 @@ impl Writer {
         let used = self.ix.header().used.load(Ordering::Relaxed);
         let hash = key_hash(namespace, tag);
         let (mut i, mut held) = self.find(namespace, tag, hash);
-        if !held && (used + 1) * 2 > u64::from(self.ix.slots) {
+        if !held && layout::full(used + 1, self.ix.slots) {
             self.grow(false)?;
             (i, held) = self.find(namespace, tag, hash);
         }
@@ -670,7 +717,8 @@ impl Writer {
             return Ok(Some(at));
         }
         let size = block_size(class);
-        let top = h.arena_top.load(Ordering::Relaxed).next_multiple_of(size);
+        // Every block size is a multiple of 32: so is the top.
+        let top = h.arena_top.load(Ordering::Relaxed);
         if top + size > self.ix.arena_len {
             return Ok(None);
         }
@@ -704,21 +752,27 @@ impl Writer {
         h.free[class].store(at + 1, Ordering::Relaxed);
     }
 
-    /// Replace the index with a bigger one (twice the slots when they are
-    /// half used, twice the arena when it is full), with the same objects.
+    /// Replace the index with a bigger one (slots for twice the live
+    /// objects, twice the arena when it is full), with the same objects.
     fn grow(&mut self, arena: bool) -> Result<()> {
         let live = self.ix.header().live.load(Ordering::Relaxed);
-        let mut slots = self.ix.slots;
-        while u64::from(slots) < live.saturating_mul(4).max(u64::from(FIRST_SLOTS)) {
+        // Twice the live objects (tombstones are dropped): after growth, at
+        // most half the slots are used.
+        let mut slots = FIRST_SLOTS;
+        while u64::from(slots) < live.saturating_mul(2) && slots < MAX_SLOTS {
             slots = slots.saturating_mul(2);
         }
-        let slots = slots.min(MAX_SLOTS);
+        if !arena && slots <= self.ix.slots {
+            // As many live objects as before, most slots tombstones: the
+            // same size, without them.
+            slots = self.ix.slots;
+        }
         let arena_len = if arena {
             (self.ix.arena_len * 2).min(MAX_ARENA)
         } else {
             self.ix.arena_len
         };
-        if u64::from(slots) <= live + 1 || (arena && arena_len == self.ix.arena_len) {
+        if layout::full(live + 1, slots) || (arena && arena_len == self.ix.arena_len) {
             return Err(Error::Server {
                 message: "the store's index is as large as it can be".into(),
             });

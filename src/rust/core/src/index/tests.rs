@@ -299,3 +299,57 @@ fn a_writer_killed_in_the_middle_of_a_change_makes_readers_ask_not_hang() {
         assert_eq!(hit(&ix, "b").payload.as_deref(), Some(&b"two"[..]));
     }
 }
+
+#[test]
+fn block_sizes_rise_by_at_most_half_and_hold_the_largest_record() {
+    use super::layout::{block_size, class_of, CLASSES};
+    for c in 0..CLASSES {
+        assert_eq!(block_size(c) % 32, 0, "class {c}");
+        assert_eq!(class_of(block_size(c)), Some(c));
+        assert_eq!(class_of(block_size(c) + 1), (c + 1 < CLASSES).then_some(c + 1));
+        if c > 0 {
+            assert!(block_size(c) > block_size(c - 1));
+            assert!(block_size(c) * 2 <= block_size(c - 1) * 3, "class {c}");
+        }
+    }
+    // The largest inline payload with a long key and description fits.
+    assert!(block_size(CLASSES - 1) as usize >= crate::store::INLINE_MAX + (64 << 10));
+    assert_eq!(class_of(block_size(CLASSES - 1) + 1), None);
+}
+
+#[test]
+fn entries_list_the_live_objects_of_a_namespace() {
+    let t = TempStore::new("entries");
+    let mut w = writer(&t);
+    for i in 0..50u64 {
+        w.put(&inline(&format!("d{i}"), i + 1, b"x")).unwrap();
+        let tag = format!("o{i}");
+        let mut p = inline(&tag, 100 + i, b"y");
+        p.namespace = "other";
+        w.put(&p).unwrap();
+    }
+    w.remove("default", "d7");
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    let mut d: Vec<String> = ix
+        .entries(Some("default"))
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b.tag)
+        .collect();
+    d.sort();
+    let mut want: Vec<String> = (0..50).filter(|&i| i != 7).map(|i| format!("d{i}")).collect();
+    want.sort();
+    assert_eq!(d, want);
+    assert_eq!(ix.entries(None).unwrap().len(), 99);
+    assert!(ix.entries(Some("none")).unwrap().is_empty());
+    // A description that is not in its record: only the helper can list it.
+    let mut p = inline("huge", 999, b"z");
+    p.meta.description = Some("d".repeat(300 << 10));
+    w.put(&p).unwrap();
+    assert_eq!(ix.entries(Some("default")), None);
+    // Closed: the helper answers.
+    w.remove("default", "huge");
+    assert!(ix.entries(None).is_some());
+    w.close();
+    assert_eq!(ix.entries(None), None);
+}
