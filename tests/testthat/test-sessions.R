@@ -100,7 +100,7 @@ test_that("Ctrl-C ends a wait on a stopped helper", {
     options(yaplr.dir = dir)
     # (A read would not wait: it finds "x" in the store's index.)
     tryCatch(
-      yaplr::list_objects(timeout = 120),
+      yaplr::remove_object("x", timeout = 120),
       yaplr_interrupted = function(e) "interrupted"
     )
   }, list(dir = dir))

@@ -107,23 +107,14 @@ impl Local {
             .iter()
             .map(|e| crate::catalog::counters::counter_entry(e).0)
             .collect::<Vec<_>>();
-        let mut v: Vec<Entry> = found
-            .into_iter()
-            .map(|(fields, body)| {
-                entry_of(&Hit {
-                    fields,
-                    body,
-                    payload: None,
-                    payload_elsewhere: false,
-                    meta_elsewhere: false,
-                })
-            })
-            .chain(counters)
-            .collect();
+        let mut v: Vec<Entry> = Vec::with_capacity(found.len() + counters.len());
+        v.extend(found.into_iter().map(|(fields, body)| entry_from(fields, body)));
+        v.extend(counters);
         // Newest first within a key, then one entry per key.
-        v.sort_by(|a, b| {
-            (&a.namespace, &a.tag)
-                .cmp(&(&b.namespace, &b.tag))
+        v.sort_unstable_by(|a, b| {
+            a.namespace
+                .cmp(&b.namespace)
+                .then_with(|| a.tag.cmp(&b.tag))
                 .then(b.version.cmp(&a.version))
         });
         v.dedup_by(|later, first| later.namespace == first.namespace && later.tag == first.tag);
@@ -600,6 +591,28 @@ impl Backend for Local {
 
     fn disconnect(&mut self) {
         self.client.disconnect();
+    }
+}
+
+/// The entry of an object listed by the index.
+fn entry_from(fields: crate::index::Fields, body: crate::index::layout::Body) -> Entry {
+    let m = body.meta;
+    Entry {
+        inline: body.file.is_none(),
+        namespace: body.namespace,
+        tag: body.tag,
+        size: fields.size,
+        ctime_ns: fields.ctime_ns,
+        kind: fields.kind,
+        meta: protocol::Meta {
+            class: m.class,
+            rtype: m.rtype,
+            length: m.length,
+            dim: m.dim,
+            description: m.description,
+        },
+        version: fields.version,
+        checksum: fields.checksum,
     }
 }
 

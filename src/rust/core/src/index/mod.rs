@@ -397,7 +397,8 @@ impl Index {
     /// when the index can not answer: it was closed meanwhile, a slot kept
     /// changing, or a description is not in its record.
     pub fn entries(&self, namespace: Option<&str>) -> Option<Vec<(Fields, Body)>> {
-        let mut out = Vec::new();
+        let live = self.header().live.load(Ordering::Relaxed);
+        let mut out = Vec::with_capacity(usize::try_from(live).unwrap_or(0).min(1 << 24));
         'slot: for i in 0..self.slots {
             let slot = self.slot(i);
             for _ in 0..READ_ATTEMPTS {
