@@ -64,6 +64,7 @@ test: install
 bench: install
 	Rscript bench/bench.R
 	Rscript bench/coordination.R
+	Rscript bench/fastpath.R
 
 # The long soak (4 sessions, 120 s, the helper killed every 5 s) against
 # the installed package.

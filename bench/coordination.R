@@ -154,11 +154,19 @@ results_md <- file.path(script_dir, "results.md")
 if (file.exists(results_md)) {
   old <- readLines(results_md)
   at <- grep("^## Coordination$", old)
-  if (length(at)) old <- old[seq_len(at[1] - 1L)]
+  rest <- character()
+  if (length(at)) {
+    # Sections after it (written by later scripts) stay, after it.
+    nxt <- grep("^## ", old)
+    nxt <- nxt[nxt > at[1]]
+    if (length(nxt)) rest <- c("", old[nxt[1]:length(old)])
+    old <- old[seq_len(at[1] - 1L)]
+  }
   while (length(old) && !nzchar(old[length(old)])) old <- old[-length(old)]
   section <- c("", "## Coordination", "",
                "Written by `Rscript bench/coordination.R` (run by `make bench` after bench.R); also in",
                "[coordination.md](coordination.md).", "", md[-(1:2)])
-  writeLines(c(old, section), results_md)
+  while (length(section) && !nzchar(section[length(section)])) section <- section[-length(section)]
+  writeLines(c(old, section, rest), results_md)
 }
 cleanup()

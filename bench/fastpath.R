@@ -160,6 +160,16 @@ if (length(scale)) {
                                             fmt_us(s[["send"]]), fmt_us(s[["retrieve"]]), fmt_us(s[["exists"]]),
                                             s[["list"]], s[["store_bytes"]], s[["helper_bytes"]]), ""))
 }
+goal <- function(text, ok, shown) sprintf("| %s | %s | %s |", text, shown, if (ok) "**met**" else "**not met**")
+views <- c(res$v8, res$v80, res$v800)
+md <- c(md, "", "| Goal | Measured | Status |", "|---|---|---|",
+        goal("`does_object_exist()` and `object_info()` under 5 µs", max(res$exists, res$info) < 5e-6,
+             sprintf("%s and %s", fmt_us(res$exists), fmt_us(res$info))),
+        goal("zero-copy retrieve of 80 MB under 20 µs", res$v80 < 20e-6, fmt_us(res$v80)),
+        goal("zero-copy retrieve independent of size (800 MB within 1.5x of 8 MB)", res$v800 <= 1.5 * res$v8,
+             sprintf("%s at 8 MB, %s at 800 MB", fmt_us(res$v8), fmt_us(res$v800))),
+        goal("4 processes sending 100 B objects: at least 2x one process", four >= 2 * one,
+             sprintf("%.2fx", four / one)))
 writeLines(md, out_md)
 cat(md, sep = "\n")
 
@@ -170,7 +180,7 @@ if (file.exists(results_md)) {
   if (length(at)) {
     nxt <- grep("^## ", old)
     nxt <- nxt[nxt > at[1]]
-    old <- c(old[seq_len(at[1] - 1L)], if (length(nxt)) old[nxt[1]:length(old)])
+    old <- c(old[seq_len(at[1] - 1L)], if (length(nxt)) c("", old[nxt[1]:length(old)]))
   }
   while (length(old) && !nzchar(old[length(old)])) old <- old[-length(old)]
   section <- c("", "## Fast path", "",

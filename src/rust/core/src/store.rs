@@ -465,6 +465,15 @@ impl Dir {
         })
     }
 
+    /// Check, on the open descriptor, that the directory is this user's
+    /// and that nobody else can write to it (as `Store::check_owner`).
+    pub fn check_private(&self) -> Result<()> {
+        let context = || format!("inspecting {}", self.path.display());
+        let f = File::from(self.fd.try_clone().map_err(|e| Error::io(context(), e))?);
+        let meta = f.metadata().map_err(|e| Error::io(context(), e))?;
+        check_dir_meta(&self.path, &meta)
+    }
+
     /// lstat of an entry (links are not followed).
     pub fn lstat(&self, name: &str) -> std::io::Result<libc::stat> {
         let c = cstring(name.as_bytes())?;

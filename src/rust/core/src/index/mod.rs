@@ -160,6 +160,9 @@ impl Index {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
+        // Objects are read from what this directory holds: it must be
+        // this user's, and private.
+        dir.check_private()?;
         let file = match dir.open_file(INDEX_NAME, How::Read) {
             Ok(f) => f,
             Err(e) if e.is_not_found() => return Ok(None),
