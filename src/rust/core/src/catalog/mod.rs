@@ -568,10 +568,7 @@ impl Catalog {
         }
         let Some(w) = &mut self.index else { return };
         let r = match self.objects.get(key) {
-            None => {
-                w.remove(&key.0, &key.1);
-                Ok(())
-            }
+            None => w.remove(&key.0, &key.1),
             Some(obj) => (|| {
                 let (file, payload, checksum) = match &obj.data {
                     Data::File(id) => (Some(id.as_str()), None, 0),

@@ -107,7 +107,7 @@
 )]
 
 mod layout;
-mod mutex;
+pub(crate) mod mutex;
 
 use std::fs::File;
 use std::mem::ManuallyDrop;

@@ -3,6 +3,7 @@
 //! laid over the mapping. Every field is an atomic, so a shared reference
 //! to a header or a slot is always sound, whatever another process writes.
 
+use crate::coord::mutex::PMutex;
 use bincode::{Decode, Encode};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 
@@ -53,6 +54,58 @@ pub const PAYLOAD_ELSEWHERE: u32 = 2;
 /// The description did not fit the record: ask the helper.
 pub const META_ELSEWHERE: u32 = 4;
 
+/// Phases of a change, in `Intent::phase`.
+pub const IDLE: u32 = 0;
+/// A block may be taken from the allocator and written; nothing links it.
+pub const PLANNED: u32 = 1;
+/// The slot is being changed to what the intent says.
+pub const PUBLISHING: u32 = 2;
+/// The slot is changed; the old record's block goes back to its free list.
+pub const FREEING: u32 = 3;
+
+/// Change kinds, in `Intent::op`.
+pub const OP_PUT: u32 = 1;
+pub const OP_REMOVE: u32 = 2;
+
+/// `size_of::<pthread_mutex_t>()`, as recorded in the header.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a pthread_mutex_t is a few dozen bytes"
+)]
+pub const MUTEX_SIZE: u32 = std::mem::size_of::<libc::pthread_mutex_t>() as u32;
+
+/// What a writer is doing, written before it changes anything, so that
+/// the next writer can finish or undo the change of one that died (see
+/// the module's header).
+#[repr(C)]
+pub struct Intent {
+    pub phase: AtomicU32,
+    pub op: AtomicU32,
+    pub slot: AtomicU32,
+    /// The block class of the new record, and of the old one.
+    pub class: AtomicU32,
+    pub old_class: AtomicU32,
+    /// 1 when the slot held the key before (the change replaces it).
+    pub held: AtomicU32,
+    /// The slot's state before the change.
+    pub was: AtomicU32,
+    pub kind: AtomicU32,
+    pub hash: AtomicU64,
+    /// The allocator before the new block was taken: the first free block
+    /// of `class` and the top of the arena.
+    pub saved_free: AtomicU64,
+    pub saved_top: AtomicU64,
+    /// The next free block after `saved_free` (the first word of that
+    /// block, which the new record overwrites).
+    pub saved_next: AtomicU64,
+    pub new_rec: AtomicU64,
+    pub old_rec: AtomicU64,
+    pub version: AtomicU64,
+    pub size: AtomicU64,
+    pub ctime_ns: AtomicI64,
+    pub checksum: AtomicU64,
+}
+
 /// The first page of the file.
 #[repr(C, align(64))]
 pub struct Header {
@@ -84,6 +137,13 @@ pub struct Header {
     pub used: AtomicU64,
     /// Per block class, the first free block (arena offset + 1; 0: none).
     pub free: [AtomicU64; CLASSES],
+    /// `MUTEX_SIZE` of the process that made the file.
+    pub mutex_size: AtomicU32,
+    pub reserved: AtomicU32,
+    /// The change in progress (phase IDLE: none).
+    pub intent: Intent,
+    /// Held by the writer for each change: robust, process-shared.
+    pub lock: PMutex,
 }
 
 /// One object: the fixed fields a reader needs, and where its record is.

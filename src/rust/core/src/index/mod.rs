@@ -30,6 +30,9 @@
 //! | 84 | 4 | changes: bumped after every change |
 //! | 88 | 32 | the writer's bookkeeping: arena bytes handed out and reserved, LIVE slots, LIVE and TOMBSTONE slots |
 //! | 120 | 192 | the writer's free lists: per block class, the first free block |
+//! | 312 | 4 | M, the size of a `pthread_mutex_t` (40 on x86_64 with glibc): a process with another C library refuses the file |
+//! | 320 | 112 | the intent: the change in progress (phase, kind, slot, block classes, the slot's state before, the new fields, the allocator before the change, the new and the old record) |
+//! | 432 | M | the writers' lock (robust, process-shared) |
 //!
 //! Then the N slots of 64 bytes each:
 //!
@@ -56,11 +59,22 @@
 //!
 //! # Concurrency rules
 //!
-//! - **One writer**: the helper, under its catalog lock. It writes a slot
-//!   like a seqlock writer: sequence + 1 (odd), a Release fence, the fields,
-//!   sequence + 2 with Release. A new record is written before the slot
-//!   points at it; the record it replaces is freed only after the slot
-//!   stops pointing at it, and reused only by a later write.
+//! - **Writers** change the index under its lock, a robust, process-shared
+//!   mutex (today the helper is the only writer, under its catalog lock; the
+//!   lock and the intent below let other processes write too). A writer
+//!   writes a slot like a seqlock writer: sequence + 1 (odd), a Release
+//!   fence, the fields, sequence + 2 with Release. A new record is written
+//!   before the slot points at it; the record it replaces is freed only
+//!   after the slot stops pointing at it, and reused only by a later write.
+//! - **A writer that dies** holding the lock leaves it to the next locker
+//!   (EOWNERDEAD), which repairs the change from the intent written before
+//!   it: PLANNED (a block may have been taken and written, nothing links
+//!   it): the allocator is set back as it was; PUBLISHING (the slot may be
+//!   half changed, its sequence odd): the slot is written again, whole, from
+//!   the intent, then the old block freed; FREEING: the old block is put on
+//!   its free list unless it heads it already. The tests kill a writer at
+//!   each of these steps, and at random moments, and check that no block
+//!   is lost, listed twice or both free and in use.
 //! - **Readers** probe linearly from `hash % N` and stop at an EMPTY slot
 //!   (a slot never goes back to EMPTY). A slot is read like a seqlock: its
 //!   sequence (Acquire), its fields and its record (copied with atomic
@@ -70,10 +84,12 @@
 //!   Offsets and lengths read from the mapping are bounds-checked before
 //!   they are used, so even a torn read stays inside the mapping.
 //! - **Growth**: when 7 in 10 slots are used or the arena is full, the
-//!   writer makes a bigger index under a temporary name, copies the live
-//!   records, renames it over the index, then closes the old one. Readers
-//!   that still map the old one read a consistent, complete index until
-//!   they notice it closed, which they check on every lookup.
+//!   writer (holding the old index's lock) makes a bigger index under a
+//!   temporary name, copies the live records, closes the old one, then
+//!   renames the new one over it. Readers check the closed flag on every
+//!   lookup: one that finds it closed opens the index again, and asks the
+//!   helper in the moment before the new one has its name. So no reader
+//!   keeps reading an index that writers have left.
 
 pub mod layout;
 
@@ -83,8 +99,10 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::store::{Dir, How, Store, INDEX_NAME, INDEX_TMP_NAME};
+use crate::coord::mutex::Waited;
 use layout::{
     arena_offset, block_size, boot_words, class_of, file_len, key_hash, Body, Header, Slot,
+    FREEING, IDLE, MUTEX_SIZE, OP_PUT, OP_REMOVE, PLANNED, PUBLISHING,
     CLASSES, EMPTY, FIRST_ARENA, FIRST_SLOTS, GROW_STEP, HEADER_SIZE, LIVE, MAGIC, MAX_ARENA,
     MAX_SLOTS, META_ELSEWHERE, PAYLOAD_ELSEWHERE, PAYLOAD_HERE, RECORD_HEAD, SLOT_SIZE, TOMBSTONE,
     VERSION,
@@ -95,6 +113,10 @@ pub use layout::Meta;
 /// How many times a reader retries a slot it saw changing before it asks
 /// the helper instead.
 const READ_ATTEMPTS: usize = 64;
+
+/// The longest a writer waits for the index's lock (its holders keep it
+/// for a few microseconds; one that dies releases it at once).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The fixed fields of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -220,6 +242,9 @@ impl Index {
         }
         if h.version.load(Ordering::Relaxed) != VERSION {
             return Ok(Err("has another layout version".into()));
+        }
+        if h.mutex_size.load(Ordering::Relaxed) != MUTEX_SIZE {
+            return Ok(Err("was made by a process with another C library".into()));
         }
         let slots = h.slot_count.load(Ordering::Relaxed);
         let arena = h.arena_len.load(Ordering::Relaxed);
@@ -527,6 +552,11 @@ impl Writer {
             h.slots_offset.store(HEADER_SIZE as u64, Ordering::Relaxed);
             h.arena_offset.store(arena_offset(slots), Ordering::Relaxed);
             h.arena_len.store(arena, Ordering::Relaxed);
+            h.mutex_size.store(MUTEX_SIZE, Ordering::Relaxed);
+            // SAFETY: the file is new and has no name yet: nobody else maps
+            // it; the mapping lives as long as the Index.
+            unsafe { h.lock.init() }
+                .map_err(|e| Error::io(format!("initializing {}", tmp.display()), e))?;
             for (w, b) in h
                 .boot_id
                 .iter()
@@ -549,6 +579,33 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Map the store's index to write it too (beside its helper, or after
+    /// it died), when there is one this process can use. (The tests' writers
+    /// in other processes use it.)
+    #[cfg(test)]
+    pub fn attach(store: &Store) -> Result<Option<Writer>> {
+        let dir = Dir::open(store.dir())?;
+        dir.check_private()?;
+        let file = match dir.open_file(INDEX_NAME, How::Update) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = dir.path().join(INDEX_NAME);
+        let Ok(ix) = Index::map(&file, &path, true)? else {
+            return Ok(None);
+        };
+        if ix.is_closed() {
+            return Ok(None);
+        }
+        Ok(Some(Writer {
+            ix,
+            file,
+            dir,
+            published: true,
+        }))
     }
 
     /// Give the new file its name: readers find it from now on.
@@ -617,81 +674,267 @@ impl Writer {
         self.place(&r.body.namespace, &r.body.tag, fields, &bytes)
     }
 
-    /// Link the record `bytes` of `(namespace, tag)` to its slot.
-    fn place(&mut self, namespace: &str, tag: &str, fields: Fields, bytes: &[u8]) -> Result<()> {
-        let used = self.ix.header().used.load(Ordering::Relaxed);
-        let hash = key_hash(namespace, tag);
-        let (mut i, mut held) = self.find(namespace, tag, hash);
-        if !held && layout::full(used + 1, self.ix.slots) {
-            self.grow(false)?;
-            (i, held) = self.find(namespace, tag, hash);
-        }
-        let rec = match self.write_record(bytes)? {
-            Some(at) => at,
-            None => {
-                self.grow(true)?;
-                (i, held) = self.find(namespace, tag, hash);
-                self.write_record(bytes)?.ok_or_else(|| Error::Server {
-                    message: "the store's index has no room after it grew".into(),
-                })?
-            }
-        };
-        let slot = self.ix.slot(i);
-        let old = held.then(|| slot.rec.load(Ordering::Relaxed));
-        let was = slot.state.load(Ordering::Relaxed);
-        let s = slot.seq.load(Ordering::Relaxed);
-        slot.seq.store(s + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        slot.hash.store(hash, Ordering::Relaxed);
-        slot.state.store(LIVE, Ordering::Relaxed);
-        slot.kind.store(fields.kind, Ordering::Relaxed);
-        slot.version.store(fields.version, Ordering::Relaxed);
-        slot.size.store(fields.size, Ordering::Relaxed);
-        slot.ctime_ns.store(fields.ctime_ns, Ordering::Relaxed);
-        slot.checksum.store(fields.checksum, Ordering::Relaxed);
-        slot.rec.store(rec, Ordering::Relaxed);
-        slot.seq.store(s + 2, Ordering::Release);
+    /// Take the index's lock; when its previous holder died in the middle
+    /// of a change, finish or undo that change first (`repair`).
+    fn lock(&self) -> Result<()> {
         let h = self.ix.header();
-        if !held {
+        // SAFETY: the mutex was initialized when the file was made
+        // (`create_fresh`), and the mapping lives as long as `self`.
+        match unsafe { h.lock.lock_within(LOCK_WAIT, &|| false) } {
+            Waited::Locked { owner_died } => {
+                if owner_died || h.intent.phase.load(Ordering::Acquire) != IDLE {
+                    self.repair();
+                }
+                Ok(())
+            }
+            Waited::TimedOut | Waited::Interrupted => Err(Error::Timeout {
+                waited_for: format!("the lock of the store's index {}", self.ix.path.display()),
+                seconds: LOCK_WAIT.as_secs_f64(),
+            }),
+            Waited::Failed(e) => Err(Error::io(
+                format!("locking the store's index {}", self.ix.path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn unlock(&self) {
+        // SAFETY: this thread locked it in `lock`; the mapping is alive.
+        // Unlocking a mutex this thread holds can not fail.
+        let _ = unsafe { self.ix.header().lock.unlock() };
+    }
+
+    /// Under the lock: finish the change a dead writer was making (it had
+    /// published, or was publishing, its slot) or undo it (it had only
+    /// taken a block), from its intent.
+    fn repair(&self) {
+        let h = self.ix.header();
+        let it = &h.intent;
+        let phase = it.phase.load(Ordering::Acquire);
+        if phase == PLANNED {
+            // The new block may have been taken and written, never linked:
+            // give the allocator back what it had.
+            let class = usize_of(it.class.load(Ordering::Relaxed));
+            let first = it.saved_free.load(Ordering::Relaxed);
+            if class < CLASSES {
+                // The block goes back to the head of its list, with the
+                // link its record overwrote.
+                if let Some(w) = first.checked_sub(1).and_then(|at| self.ix.arena_words(at, 2)) {
+                    w[0].store(it.saved_next.load(Ordering::Relaxed), Ordering::Relaxed);
+                    w[1].store(0, Ordering::Relaxed);
+                }
+                h.free[class].store(first, Ordering::Relaxed);
+            }
+            h.arena_top
+                .store(it.saved_top.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if phase == PUBLISHING {
+            self.publish_slot();
+            it.phase.store(FREEING, Ordering::Release);
+        }
+        if phase == PUBLISHING || phase == FREEING {
+            self.free_old();
+        }
+        it.phase.store(IDLE, Ordering::Release);
+        self.bump();
+    }
+
+    /// Change the slot of the intent as it says (again, if it was done
+    /// already: the result is the same, and readers see a new sequence).
+    fn publish_slot(&self) {
+        let it = &self.ix.header().intent;
+        let slot = self.ix.slot(it.slot.load(Ordering::Relaxed));
+        let s = slot.seq.load(Ordering::Relaxed) | 1;
+        slot.seq.store(s, Ordering::Relaxed);
+        fence(Ordering::Release);
+        fault_point(9);
+        if it.op.load(Ordering::Relaxed) == OP_REMOVE {
+            slot.state.store(TOMBSTONE, Ordering::Relaxed);
+        } else {
+            slot.hash.store(it.hash.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.state.store(LIVE, Ordering::Relaxed);
+            slot.kind.store(it.kind.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.version.store(it.version.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.size.store(it.size.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.ctime_ns
+                .store(it.ctime_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.checksum
+                .store(it.checksum.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.rec.store(it.new_rec.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        slot.seq.store(s + 1, Ordering::Release);
+        // The counts follow the slot's state before the change.
+        let h = self.ix.header();
+        let held = it.held.load(Ordering::Relaxed) == 1;
+        let was = it.was.load(Ordering::Relaxed);
+        if it.op.load(Ordering::Relaxed) == OP_REMOVE {
+            h.live.fetch_sub(1, Ordering::Relaxed);
+        } else if !held {
             h.live.fetch_add(1, Ordering::Relaxed);
             if was == EMPTY {
                 h.used.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(old) = old {
-            self.free_record(old);
-        }
-        self.bump();
-        Ok(())
     }
 
-    /// Remove an object (nothing when there is none).
-    pub fn remove(&mut self, namespace: &str, tag: &str) {
-        let (i, held) = self.find(namespace, tag, key_hash(namespace, tag));
-        if !held {
+    /// Give the intent's old record's block back to its free list, unless
+    /// it is there already (at its head: pushed just before a writer died).
+    fn free_old(&self) {
+        let it = &self.ix.header().intent;
+        if it.held.load(Ordering::Relaxed) != 1 {
             return;
         }
-        let slot = self.ix.slot(i);
-        let old = slot.rec.load(Ordering::Relaxed);
-        let s = slot.seq.load(Ordering::Relaxed);
-        slot.seq.store(s + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        slot.state.store(TOMBSTONE, Ordering::Relaxed);
-        slot.seq.store(s + 2, Ordering::Release);
-        self.ix.header().live.fetch_sub(1, Ordering::Relaxed);
-        self.free_record(old);
-        self.bump();
+        let at = it.old_rec.load(Ordering::Relaxed);
+        let class = usize_of(it.old_class.load(Ordering::Relaxed));
+        let h = self.ix.header();
+        if class >= CLASSES || h.free[class].load(Ordering::Relaxed) == at + 1 {
+            return;
+        }
+        let Some(head) = self.ix.arena_words(at, 2) else {
+            return;
+        };
+        head[0].store(h.free[class].load(Ordering::Relaxed), Ordering::Relaxed);
+        head[1].store(0, Ordering::Relaxed);
+        h.free[class].store(at + 1, Ordering::Release);
     }
 
-    /// Write a record into a free block. Ok(None): the arena is full (grow
-    /// it); Err: the filesystem refused the space.
-    fn write_record(&mut self, bytes: &[u8]) -> Result<Option<u64>> {
+    /// Link the record `bytes` of `(namespace, tag)` to its slot, under the
+    /// lock, growing the index first when it is full.
+    fn place(&mut self, namespace: &str, tag: &str, fields: Fields, bytes: &[u8]) -> Result<()> {
+        let hash = key_hash(namespace, tag);
         let class = class_of(bytes.len() as u64).ok_or_else(|| Error::Server {
             message: "an index record larger than a block".into(),
         })?;
-        let Some(at) = self.alloc(class)? else {
-            return Ok(None);
+        loop {
+            self.lock()?;
+            let r = self.place_locked(namespace, tag, hash, fields, class, bytes);
+            match r {
+                Ok(None) => {
+                    self.unlock();
+                    return Ok(());
+                }
+                Ok(Some(arena)) => {
+                    let grown = self.grow_locked(arena);
+                    self.unlock();
+                    *self = grown?;
+                }
+                Err(e) => {
+                    self.unlock();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// `place` under the lock. Ok(Some(arena)): the index is full; grow it
+    /// (its arena with `arena`) and try again.
+    fn place_locked(
+        &self,
+        namespace: &str,
+        tag: &str,
+        hash: u64,
+        fields: Fields,
+        class: usize,
+        bytes: &[u8],
+    ) -> Result<Option<bool>> {
+        let h = self.ix.header();
+        let (i, held) = self.find(namespace, tag, hash);
+        if !held && layout::full(h.used.load(Ordering::Relaxed) + 1, self.ix.slots) {
+            return Ok(Some(false));
+        }
+        if !self.can_alloc(class)? {
+            return Ok(Some(true));
+        }
+        let slot = self.ix.slot(i);
+        let it = &h.intent;
+        let old_rec = slot.rec.load(Ordering::Relaxed);
+        it.op.store(OP_PUT, Ordering::Relaxed);
+        it.slot.store(i, Ordering::Relaxed);
+        it.class.store(u32_of(class), Ordering::Relaxed);
+        it.held.store(u32::from(held), Ordering::Relaxed);
+        it.was.store(slot.state.load(Ordering::Relaxed), Ordering::Relaxed);
+        it.old_rec.store(old_rec, Ordering::Relaxed);
+        it.old_class.store(
+            if held { u32_of(self.class_at(old_rec)) } else { u32::MAX },
+            Ordering::Relaxed,
+        );
+        it.hash.store(hash, Ordering::Relaxed);
+        it.kind.store(fields.kind, Ordering::Relaxed);
+        it.version.store(fields.version, Ordering::Relaxed);
+        it.size.store(fields.size, Ordering::Relaxed);
+        it.ctime_ns.store(fields.ctime_ns, Ordering::Relaxed);
+        it.checksum.store(fields.checksum, Ordering::Relaxed);
+        let first = h.free[class].load(Ordering::Relaxed);
+        it.saved_free.store(first, Ordering::Relaxed);
+        let next = first
+            .checked_sub(1)
+            .and_then(|at| self.ix.arena_words(at, 1))
+            .map_or(0, |w| w[0].load(Ordering::Relaxed));
+        it.saved_next.store(next, Ordering::Relaxed);
+        it.saved_top
+            .store(h.arena_top.load(Ordering::Relaxed), Ordering::Relaxed);
+        it.phase.store(PLANNED, Ordering::Release);
+        fault_point(1);
+        let at = self.alloc(class);
+        fault_point(2);
+        self.write_record(at, bytes)?;
+        it.new_rec.store(at, Ordering::Relaxed);
+        fault_point(3);
+        it.phase.store(PUBLISHING, Ordering::Release);
+        fault_point(4);
+        self.publish_slot();
+        fault_point(5);
+        it.phase.store(FREEING, Ordering::Release);
+        self.free_old();
+        fault_point(6);
+        it.phase.store(IDLE, Ordering::Release);
+        self.bump();
+        Ok(None)
+    }
+
+    /// Remove an object (nothing when there is none).
+    pub fn remove(&mut self, namespace: &str, tag: &str) -> Result<()> {
+        let hash = key_hash(namespace, tag);
+        self.lock()?;
+        let (i, held) = self.find(namespace, tag, hash);
+        if held {
+            let h = self.ix.header();
+            let it = &h.intent;
+            let old_rec = self.ix.slot(i).rec.load(Ordering::Relaxed);
+            it.op.store(OP_REMOVE, Ordering::Relaxed);
+            it.slot.store(i, Ordering::Relaxed);
+            it.held.store(1, Ordering::Relaxed);
+            it.was.store(LIVE, Ordering::Relaxed);
+            it.old_rec.store(old_rec, Ordering::Relaxed);
+            it.old_class
+                .store(u32_of(self.class_at(old_rec)), Ordering::Relaxed);
+            it.phase.store(PUBLISHING, Ordering::Release);
+            fault_point(7);
+            self.publish_slot();
+            fault_point(8);
+            it.phase.store(FREEING, Ordering::Release);
+            self.free_old();
+            it.phase.store(IDLE, Ordering::Release);
+            self.bump();
+        }
+        self.unlock();
+        Ok(())
+    }
+
+    /// The block class of the record at `at` (CLASSES when it makes no
+    /// sense).
+    fn class_at(&self, at: u64) -> usize {
+        let Some(head) = self.ix.arena_words(at, 2) else {
+            return CLASSES;
         };
+        let body_len = head[0].load(Ordering::Relaxed) & 0xffff_ffff;
+        let payload_len = head[1].load(Ordering::Relaxed);
+        let total = (RECORD_HEAD as u64 + body_len).next_multiple_of(8) + payload_len;
+        class_of(total).unwrap_or(CLASSES)
+    }
+
+    /// Write a record into the block at `at`.
+    fn write_record(&self, at: u64, bytes: &[u8]) -> Result<()> {
         let words = self
             .ix
             .arena_words(at, bytes.len() / 8)
@@ -703,12 +946,37 @@ impl Writer {
             a.copy_from_slice(b);
             w.store(u64::from_ne_bytes(a), Ordering::Relaxed);
         }
-        Ok(Some(at))
+        Ok(())
     }
 
-    /// A free block of `class`: from its free list, else from the top of
-    /// the arena (reserved with fallocate first). None: the arena is full.
-    fn alloc(&mut self, class: usize) -> Result<Option<u64>> {
+    /// Whether a block of `class` can be had: from its free list, or from
+    /// the top of the arena (reserved with fallocate now, so that `alloc`
+    /// can not fail). Err: the filesystem refused the space.
+    fn can_alloc(&self, class: usize) -> Result<bool> {
+        let h = self.ix.header();
+        if h.free[class].load(Ordering::Relaxed) != 0 {
+            return Ok(true);
+        }
+        let end = h.arena_top.load(Ordering::Relaxed) + block_size(class);
+        if end > self.ix.arena_len {
+            return Ok(false);
+        }
+        let ready = h.arena_ready.load(Ordering::Relaxed);
+        if end > ready {
+            let want = end
+                .max(ready + GROW_STEP.max(ready / 4))
+                .min(self.ix.arena_len);
+            crate::sys::fallocate(&self.file, self.ix.arena_offset + ready, want - ready).map_err(
+                |e| Error::io(format!("reserving space in {}", self.ix.path.display()), e),
+            )?;
+            h.arena_ready.store(want, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    /// Take a block of `class` (`can_alloc` said there is one): the first
+    /// of its free list, else from the top of the arena.
+    fn alloc(&self, class: usize) -> u64 {
         let h = self.ix.header();
         let head = h.free[class].load(Ordering::Relaxed);
         if head != 0 {
@@ -718,50 +986,21 @@ impl Writer {
                 .arena_words(at, 1)
                 .map_or(0, |w| w[0].load(Ordering::Relaxed));
             h.free[class].store(next, Ordering::Relaxed);
-            return Ok(Some(at));
+            return at;
         }
-        let size = block_size(class);
         // Every block size is a multiple of 32: so is the top.
         let top = h.arena_top.load(Ordering::Relaxed);
-        if top + size > self.ix.arena_len {
-            return Ok(None);
-        }
-        let ready = h.arena_ready.load(Ordering::Relaxed);
-        if top + size > ready {
-            let want = (top + size)
-                .max(ready + GROW_STEP.max(ready / 4))
-                .min(self.ix.arena_len);
-            crate::sys::fallocate(&self.file, self.ix.arena_offset + ready, want - ready)
-                .map_err(|e| Error::io(format!("reserving space in {}", self.ix.path.display()), e))?;
-            h.arena_ready.store(want, Ordering::Relaxed);
-        }
-        h.arena_top.store(top + size, Ordering::Relaxed);
-        Ok(Some(top))
+        h.arena_top.store(top + block_size(class), Ordering::Relaxed);
+        top
     }
 
-    /// Put a record's block on its free list.
-    fn free_record(&mut self, at: u64) {
-        let Some(head) = self.ix.arena_words(at, 2) else {
-            return;
-        };
-        let w0 = head[0].load(Ordering::Relaxed);
-        let body_len = w0 & 0xffff_ffff;
-        let payload_len = head[1].load(Ordering::Relaxed);
-        let total = (RECORD_HEAD as u64 + body_len).next_multiple_of(8) + payload_len;
-        let Some(class) = class_of(total) else { return };
-        let h = self.ix.header();
-        let next = h.free[class].load(Ordering::Relaxed);
-        head[0].store(next, Ordering::Relaxed);
-        head[1].store(0, Ordering::Relaxed);
-        h.free[class].store(at + 1, Ordering::Relaxed);
-    }
-
-    /// Replace the index with a bigger one (slots for twice the live
-    /// objects, twice the arena when it is full), with the same objects.
-    fn grow(&mut self, arena: bool) -> Result<()> {
+    /// Under the lock: a bigger index (slots for twice the live objects,
+    /// twice the arena with `arena`), with the same objects, published in
+    /// place of this one, which is closed first (readers then ask the
+    /// helper until the new one has its name). The caller unlocks this
+    /// index, then replaces it with the new one.
+    fn grow_locked(&self, arena: bool) -> Result<Writer> {
         let live = self.ix.header().live.load(Ordering::Relaxed);
-        // Twice the live objects (tombstones are dropped): after growth, at
-        // most half the slots are used.
         let mut slots = FIRST_SLOTS;
         while u64::from(slots) < live.saturating_mul(2) && slots < MAX_SLOTS {
             slots = slots.saturating_mul(2);
@@ -787,12 +1026,37 @@ impl Writer {
             new.copy(fields, &r)?;
         }
         if self.published {
+            self.close();
             new.publish()?;
+        } else {
+            self.close();
         }
-        self.close();
-        *self = new;
-        Ok(())
+        Ok(new)
     }
+}
+
+/// A step of a change at which the tests make the writer die (see
+/// `tests::a_writer_that_dies_at_any_step...`): the process exits at once
+/// when the step is the one the test chose.
+#[cfg(test)]
+fn fault_point(step: u32) {
+    if tests::FAULT_AT.load(Ordering::Relaxed) == step {
+        // SAFETY: _exit ends the process at once, as a crash would.
+        unsafe { libc::_exit(0) };
+    }
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn fault_point(_step: u32) {}
+
+fn usize_of(x: u32) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
+#[allow(clippy::cast_possible_truncation, reason = "a class number below CLASSES")]
+fn u32_of(x: usize) -> u32 {
+    x as u32
 }
 
 fn encode_body(body: &Body) -> Result<Vec<u8>> {

@@ -120,11 +120,11 @@ fn a_reader_finds_what_the_writer_put_and_not_what_it_removed() {
         other => panic!("{other:?}"),
     }
 
-    w.remove("default", "a");
+    w.remove("default", "a").unwrap();
     assert_eq!(ix.get("default", "a", true), Lookup::Absent);
     assert!(matches!(ix.get("other", "a", true), Lookup::Hit(_)));
     // Removing what is not there changes nothing.
-    w.remove("default", "never");
+    w.remove("default", "never").unwrap();
 
     // Closed: readers ask the helper, and a new open finds none.
     w.close();
@@ -173,7 +173,7 @@ fn the_index_grows_and_readers_of_the_old_file_move_on() {
         let payload = vec![(i % 251) as u8; (i % 700) as usize];
         w.put(&inline(&format!("t{i}"), i + 1, &payload)).unwrap();
         if i % 3 == 0 && i > 0 {
-            w.remove("default", &format!("t{}", i - 1));
+            w.remove("default", &format!("t{}", i - 1)).unwrap();
         }
     }
     // The old mapping says: ask (it is closed), and a new one has it all.
@@ -266,7 +266,7 @@ fn readers_racing_the_writer_never_see_a_torn_or_reused_record() {
         let other = format!("o{}", v % 50);
         w.put(&inline(&other, v, &pattern(v + 1))).unwrap();
         if v % 7 == 0 {
-            w.remove("default", &format!("o{}", (v + 3) % 50));
+            w.remove("default", &format!("o{}", (v + 3) % 50)).unwrap();
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -328,7 +328,7 @@ fn entries_list_the_live_objects_of_a_namespace() {
         p.namespace = "other";
         w.put(&p).unwrap();
     }
-    w.remove("default", "d7");
+    w.remove("default", "d7").unwrap();
     let ix = Index::open(&t.store).unwrap().unwrap();
     let mut d: Vec<String> = ix
         .entries(Some("default"))
@@ -348,8 +348,204 @@ fn entries_list_the_live_objects_of_a_namespace() {
     w.put(&p).unwrap();
     assert_eq!(ix.entries(Some("default")), None);
     // Closed: the helper answers.
-    w.remove("default", "huge");
+    w.remove("default", "huge").unwrap();
     assert!(ix.entries(None).is_some());
     w.close();
     assert_eq!(ix.entries(None), None);
+}
+
+/// The step of a change at which this process's writer dies (see
+/// `fault_point`); 0: none.
+pub(super) static FAULT_AT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The arena is whole: the blocks of the live records and of the free
+/// lists do not overlap, none is listed twice, and together they are
+/// every block ever taken from the top (none leaked).
+fn check_arena(w: &Writer) {
+    let ix = &w.ix;
+    let h = ix.header();
+    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    for i in 0..ix.slots {
+        let slot = ix.slot(i);
+        if slot.state.load(Ordering::Relaxed) == LIVE {
+            let at = slot.rec.load(Ordering::Relaxed);
+            let c = w.class_at(at);
+            assert!(c < CLASSES, "slot {i}: record at {at} makes no sense");
+            blocks.push((at, block_size(c)));
+        }
+    }
+    for c in 0..CLASSES {
+        let mut head = h.free[c].load(Ordering::Relaxed);
+        let mut n = 0;
+        while head != 0 {
+            let at = head - 1;
+            blocks.push((at, block_size(c)));
+            head = ix.arena_words(at, 1).unwrap()[0].load(Ordering::Relaxed);
+            n += 1;
+            assert!(n < 1_000_000, "free list {c} loops");
+        }
+    }
+    blocks.sort_unstable();
+    for pair in blocks.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "blocks overlap: {pair:?}");
+    }
+    let total: u64 = blocks.iter().map(|b| b.1).sum();
+    assert_eq!(total, h.arena_top.load(Ordering::Relaxed), "blocks leaked");
+    assert_eq!(h.intent.phase.load(Ordering::Relaxed), IDLE);
+}
+
+/// Run `crash_child` in a new process of this test program, with `env`.
+fn crash_child(t: &TempStore, env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "index::tests::crash_child_writer",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env("YAPLR_INDEX_CRASH_DIR", t.store.dir())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// A writer in a process of its own, for the crash tests: with
+/// YAPLR_INDEX_CRASH_STEP, one change that dies at that step (exit status
+/// 0; 3 when it did not die); without, changes until it is killed.
+#[test]
+#[ignore = "the crash tests run it in a child process"]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var("YAPLR_INDEX_CRASH_DIR") else {
+        return;
+    };
+    let store = Store::new(dir);
+    let mut w = Writer::attach(&store).unwrap().unwrap();
+    let v = match w.ix.get("default", "hot", false) {
+        Lookup::Hit(h) => h.fields.version,
+        other => panic!("{other:?}"),
+    };
+    match std::env::var("YAPLR_INDEX_CRASH_STEP") {
+        Ok(step) => {
+            let step: u32 = step.parse().unwrap();
+            FAULT_AT.store(step, Ordering::Relaxed);
+            if step == 7 || step == 8 {
+                w.remove("default", "victim").unwrap();
+            } else {
+                w.put(&inline("hot", v + 1, &pattern(v + 1))).unwrap();
+            }
+            // SAFETY: ends the process at once.
+            unsafe { libc::_exit(3) };
+        }
+        Err(_) => {
+            let mut v = v;
+            loop {
+                v += 1;
+                w.put(&inline("hot", v, &pattern(v))).unwrap();
+                let other = format!("o{}", v % 40);
+                w.put(&inline(&other, v, &pattern(v * 3))).unwrap();
+                if v % 5 == 0 {
+                    w.remove("default", &format!("o{}", (v + 7) % 40)).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// A store with "hot" at version 1, "victim" and some others.
+fn crash_store(tag: &str) -> (TempStore, Writer) {
+    let t = TempStore::new(tag);
+    let mut w = writer(&t);
+    w.put(&inline("hot", 1, &pattern(1))).unwrap();
+    w.put(&inline("victim", 1, b"doomed")).unwrap();
+    for i in 0..10u64 {
+        w.put(&inline(&format!("o{i}"), i + 2, &pattern(i * 3))).unwrap();
+    }
+    // A free block of the class of hot's next value, so that the change
+    // takes it from a free list (and one of another class after it).
+    w.put(&inline("spare", 1, &pattern(2))).unwrap();
+    w.put(&inline("spare2", 1, &pattern(40))).unwrap();
+    w.remove("default", "spare2").unwrap();
+    w.remove("default", "spare").unwrap();
+    (t, w)
+}
+
+#[test]
+fn a_writer_that_dies_at_any_step_of_a_change_leaves_a_whole_index() {
+    for step in 1..=9u32 {
+        let (t, mut w) = crash_store(&format!("step{step}"));
+        let ix = Index::open(&t.store).unwrap().unwrap();
+        let status = crash_child(&t, &[("YAPLR_INDEX_CRASH_STEP", step.to_string())])
+            .wait()
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "step {step}: the writer did not die there");
+        // The dead writer's lock passes to the next writer, which finishes
+        // or undoes its change.
+        w.put(&inline("after", 50, b"next")).unwrap();
+        check_arena(&w);
+        match (step, ix.get("default", "hot", true)) {
+            // Died before it published: undone.
+            (1..=3, Lookup::Hit(h)) => assert_eq!(h.fields.version, 1, "step {step}"),
+            // Died while or after it published: done.
+            (4..=6 | 9, Lookup::Hit(h)) => {
+                assert_eq!(h.fields.version, 2, "step {step}");
+                assert_eq!(h.payload.unwrap(), pattern(2));
+            }
+            (7 | 8, Lookup::Hit(h)) => assert_eq!(h.fields.version, 1),
+            (_, other) => panic!("step {step}: {other:?}"),
+        }
+        let victim = ix.get("default", "victim", true);
+        if step == 7 || step == 8 {
+            assert_eq!(victim, Lookup::Absent, "step {step}");
+        } else {
+            assert!(matches!(victim, Lookup::Hit(_)), "step {step}");
+        }
+        // And the index goes on working: every value as last written.
+        for v in 3..200u64 {
+            w.put(&inline("hot", v, &pattern(v))).unwrap();
+            w.put(&inline(&format!("o{}", v % 10), v, &pattern(v))).unwrap();
+        }
+        check_arena(&w);
+        let h = hit(&ix, "hot");
+        assert_eq!((h.fields.version, h.payload.unwrap()), (199, pattern(199)));
+    }
+}
+
+#[test]
+fn writers_killed_at_random_moments_leave_a_whole_index() {
+    let (t, mut w) = crash_store("kill");
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    let mut last = 1;
+    for round in 0..40u64 {
+        let mut child = crash_child(&t, &[]);
+        // A pseudo-random moment: 3 to 40 ms into its changes.
+        std::thread::sleep(Duration::from_micros(3000 + (round * 7919) % 37000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Repairs what the child left, if anything.
+        w.put(&inline("after", 1000 + round, b"next")).unwrap();
+        check_arena(&w);
+        let h = hit(&ix, "hot");
+        let v = h.fields.version;
+        assert_eq!(h.payload.unwrap(), pattern(v), "round {round}");
+        assert!(v >= last, "round {round}: from {last} back to {v}");
+        last = v;
+    }
+    assert!(last > 40, "the children made {last} changes");
+}
+
+#[test]
+fn the_header_is_laid_out_as_documented() {
+    use super::layout::{Header, Intent, MUTEX_SIZE};
+    use std::mem::{offset_of, size_of};
+    assert_eq!(offset_of!(Header, closed), 80);
+    assert_eq!(offset_of!(Header, arena_top), 88);
+    assert_eq!(offset_of!(Header, free), 120);
+    assert_eq!(offset_of!(Header, mutex_size), 312);
+    assert_eq!(offset_of!(Header, intent), 320);
+    assert_eq!(size_of::<Intent>(), 112);
+    assert_eq!(offset_of!(Header, lock), 432);
+    assert_eq!(size_of::<libc::pthread_mutex_t>(), MUTEX_SIZE as usize);
 }
