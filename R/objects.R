@@ -24,6 +24,16 @@
 #' store after the sending session exits, until they are removed or the
 #' helper is stopped with [quit_server()].
 #'
+#' Reading needs no helper: `retrieve_object()`, `does_object_exist()`,
+#' `object_info()` and `list_objects()` look the tag up in the store's
+#' index, a file of the store that every session maps, without a lock and
+#' without a round trip (a few microseconds). They go on working while the
+#' helper is stopped or after it died, from the index as it left it.
+#' `list_objects()` does not stop changes while it runs: an object sent or
+#' removed meanwhile may or may not be listed. Sends and removes go through
+#' the helper, which updates the index before it answers, so a session
+#' always reads its own changes.
+#'
 #' Any object that [serialize()] accepts can be sent. It is written with R
 #' serialization (format version 3, native byte order) directly into a file
 #' of the store, and read back directly from a mapping of that file.
