@@ -28,7 +28,8 @@
 #' `object_info()` and `list_objects()` look the tag up in the store's
 #' index, a file of the store that every session maps, without a lock and
 #' without a round trip (a few microseconds). They go on working while the
-#' helper is stopped or after it died, from the index as it left it.
+#' helper is paused or hung, or after it died, from the index as it left it
+#' (after [quit_server()] they ask a new helper).
 #' `list_objects()` does not stop changes while it runs: an object sent or
 #' removed meanwhile may or may not be listed. Sends and removes go through
 #' the helper, which updates the index before it answers, so a session

@@ -73,6 +73,29 @@ test_that("readers racing a writer in another process never see a torn value", {
   expect_identical(retrieve_object("hot")$v, 3000L)
 })
 
+test_that("a batch is seen whole or not at all by readers of the index", {
+  dir <- local_store()
+  send_objects(list(a = 0L, b = 0L))
+  writer <- callr::r_bg(function(dir) {
+    options(yaplr.dir = dir)
+    # 200 objects between "a" and "b": the batch takes a while to apply.
+    filler <- stats::setNames(as.list(1:200), sprintf("f%03d", 1:200))
+    for (v in 1:400) yaplr::send_objects(c(list(a = v), filler, list(b = v)))
+    TRUE
+  }, list(dir = dir))
+  withr::defer(writer$kill())
+  n <- 0L
+  while (writer$is_alive()) {
+    a <- retrieve_object("a")
+    b <- retrieve_object("b")
+    # "b" is read after "a": it can be newer, never older.
+    expect_gte(b, a)
+    n <- n + 1L
+  }
+  expect_true(writer$get_result())
+  expect_gt(n, 10L)
+})
+
 test_that("a session lets go of an index that quit_server() closed", {
   dir <- local_store()
   send_object("before", "t")

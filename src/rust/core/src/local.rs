@@ -83,7 +83,8 @@ impl Local {
                 (None, Some(bytes)) => Payload::Bytes(bytes),
                 (None, None) => return None,
             };
-            if !payload && hit.meta_elsewhere {
+            if hit.meta_elsewhere {
+                // Its description is not in the record.
                 return None;
             }
             return Some(Ok(Found {

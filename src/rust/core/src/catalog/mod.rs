@@ -342,7 +342,14 @@ impl Catalog {
             None => rec,
         };
         let at = self.journal.append(&rec, payloads)?;
+        // Readers of the index see all of the change or none of it.
+        if let Some(w) = &self.index {
+            w.begin_batch();
+        }
         self.apply_stored(rec, &mut { at });
+        if let Some(w) = &self.index {
+            w.end_batch();
+        }
         // Compaction waits until the change is answered (see connection).
         Ok(())
     }

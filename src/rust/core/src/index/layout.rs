@@ -139,7 +139,9 @@ pub struct Header {
     pub free: [AtomicU64; CLASSES],
     /// `MUTEX_SIZE` of the process that made the file.
     pub mutex_size: AtomicU32,
-    pub reserved: AtomicU32,
+    /// Odd while the writer applies a change of several objects (a batch):
+    /// readers wait for it to be even, so they see all of it or none.
+    pub batch: AtomicU32,
     /// The change in progress (phase IDLE: none).
     pub intent: Intent,
     /// Held by the writer for each change: robust, process-shared.

@@ -31,6 +31,7 @@
 //! | 88 | 32 | the writer's bookkeeping: arena bytes handed out and reserved, LIVE slots, LIVE and TOMBSTONE slots |
 //! | 120 | 192 | the writer's free lists: per block class, the first free block |
 //! | 312 | 4 | M, the size of a `pthread_mutex_t` (40 on x86_64 with glibc): a process with another C library refuses the file |
+//! | 316 | 4 | batch: odd while the writer applies a change of several objects |
 //! | 320 | 112 | the intent: the change in progress (phase, kind, slot, block classes, the slot's state before, the new fields, the allocator before the change, the new and the old record) |
 //! | 432 | M | the writers' lock (robust, process-shared) |
 //!
@@ -82,7 +83,14 @@
 //!   the first is odd, the read is retried: so a reader never keeps a torn
 //!   slot, nor bytes of a record that was freed and reused while it read.
 //!   Offsets and lengths read from the mapping are bounds-checked before
-//!   they are used, so even a torn read stays inside the mapping.
+//!   they are used, so even a torn read stays inside the mapping, and a
+//!   record's bytes are decoded (with a bounded decoder) only once the
+//!   sequence check passed.
+//! - **Batches**: a change of several objects (a `send_objects()`, a
+//!   namespace removed) makes the header's batch counter odd while it is
+//!   applied. A read that starts while it is odd, or ends after it changed,
+//!   is retried (and after a few tries asks the helper, which answers once
+//!   the batch is done): so reads see all of a batch or none of it.
 //! - **Growth**: when 7 in 10 slots are used or the arena is full, the
 //!   writer (holding the old index's lock) makes a bigger index under a
 //!   temporary name, copies the live records, closes the old one, then
@@ -147,6 +155,31 @@ struct Record {
     body: Body,
     flags: u32,
     payload: Option<Vec<u8>>,
+}
+
+/// A record's bytes, copied out of the arena, not yet decoded.
+struct RawRecord {
+    body: Vec<u8>,
+    flags: u32,
+    payload: Option<Vec<u8>>,
+}
+
+/// The most bytes decoding a body may allocate: a body never holds more
+/// than its block.
+const BODY_LIMIT: usize = 192 << 10;
+
+impl RawRecord {
+    /// Decode the body (bounded: lengths inside damaged bytes can not make
+    /// it allocate more than a block). None: it does not decode.
+    fn decode(self) -> Option<Record> {
+        let config = bincode::config::standard().with_limit::<BODY_LIMIT>();
+        let (body, _) = bincode::decode_from_slice::<Body, _>(&self.body, config).ok()?;
+        Some(Record {
+            body,
+            flags: self.flags,
+            payload: self.payload,
+        })
+    }
 }
 
 /// What a lookup found.
@@ -330,6 +363,14 @@ impl Index {
     /// payload. None: it does not make sense (a torn read, or a damaged
     /// file); the caller's sequence check tells which.
     fn read_record(&self, at: u64, payload: bool) -> Option<Record> {
+        self.copy_record(at, payload)?.decode()
+    }
+
+    /// The bytes of the record at `at` (its body, and with `payload` an
+    /// inline payload), copied with atomic loads; not decoded, since they
+    /// may be torn until the slot's sequence says otherwise. None: the
+    /// lengths make no sense.
+    fn copy_record(&self, at: u64, payload: bool) -> Option<RawRecord> {
         let head = self.arena_words(at, RECORD_HEAD / 8)?;
         let w0 = head[0].load(Ordering::Relaxed);
         let body_len = (w0 & 0xffff_ffff) as usize;
@@ -349,9 +390,7 @@ impl Index {
         } else {
             None
         };
-        let (body, _) =
-            bincode::decode_from_slice::<Body, _>(&body, bincode::config::standard()).ok()?;
-        Some(Record {
+        Some(RawRecord {
             body,
             flags,
             payload: bytes,
@@ -369,6 +408,13 @@ impl Index {
             if self.is_closed() {
                 return Lookup::Ask;
             }
+            let batch = self.header().batch.load(Ordering::Acquire);
+            if batch & 1 == 1 {
+                continue 'attempt;
+            }
+            // The batch counter again, after the slot's read (and its
+            // Acquire fence): unchanged, or the read is retried.
+            let same_batch = || self.header().batch.load(Ordering::Relaxed) == batch;
             #[allow(clippy::cast_possible_truncation, reason = "masked by the slot count")]
             let start = hash as u32;
             for probe in 0..self.slots {
@@ -380,7 +426,7 @@ impl Index {
                 let state = slot.state.load(Ordering::Relaxed);
                 if state == EMPTY {
                     fence(Ordering::Acquire);
-                    if slot.seq.load(Ordering::Relaxed) != s1 {
+                    if slot.seq.load(Ordering::Relaxed) != s1 || !same_batch() {
                         continue 'attempt;
                     }
                     return Lookup::Absent;
@@ -395,12 +441,13 @@ impl Index {
                     ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
                     checksum: slot.checksum.load(Ordering::Relaxed),
                 };
-                let read = self.read_record(slot.rec.load(Ordering::Relaxed), payload);
+                let read = self.copy_record(slot.rec.load(Ordering::Relaxed), payload);
                 fence(Ordering::Acquire);
-                if slot.seq.load(Ordering::Relaxed) != s1 {
+                if slot.seq.load(Ordering::Relaxed) != s1 || !same_batch() {
                     continue 'attempt;
                 }
-                let Some(r) = read else {
+                // Only bytes of a slot that did not change are decoded.
+                let Some(r) = read.and_then(RawRecord::decode) else {
                     // A stable slot whose record makes no sense: a damaged
                     // file. The helper answers from its own catalog.
                     return Lookup::Ask;
@@ -415,6 +462,10 @@ impl Index {
                     }));
                 }
             }
+            fence(Ordering::Acquire);
+            if !same_batch() {
+                continue 'attempt;
+            }
             return Lookup::Absent;
         }
         Lookup::Ask
@@ -426,7 +477,7 @@ impl Index {
     /// changing, or a description is not in its record.
     pub fn entries(&self, namespace: Option<&str>) -> Option<Vec<(Fields, Body)>> {
         let live = self.header().live.load(Ordering::Relaxed);
-        let mut out = Vec::with_capacity(usize::try_from(live).unwrap_or(0).min(1 << 24));
+        let mut out = Vec::with_capacity(usize::try_from(live.min(u64::from(self.slots))).unwrap_or(0));
         'slot: for i in 0..self.slots {
             let slot = self.slot(i);
             for _ in 0..READ_ATTEMPTS {
@@ -445,12 +496,12 @@ impl Index {
                     ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
                     checksum: slot.checksum.load(Ordering::Relaxed),
                 };
-                let read = self.read_record(slot.rec.load(Ordering::Relaxed), false);
+                let read = self.copy_record(slot.rec.load(Ordering::Relaxed), false);
                 fence(Ordering::Acquire);
                 if slot.seq.load(Ordering::Relaxed) != s1 {
                     continue;
                 }
-                let r = read?;
+                let r = read?.decode()?;
                 if r.flags & META_ELSEWHERE != 0 {
                     return None;
                 }
@@ -524,6 +575,22 @@ impl Writer {
         Writer::create_fresh(dir, FIRST_SLOTS, FIRST_ARENA)
     }
 
+    /// Close the index a dead helper left in `store`, if any (a new helper,
+    /// as soon as it holds the store, before it recovers: from then on
+    /// clients ask it, not that index).
+    pub fn close_existing(store: &Store) {
+        let Ok(dir) = Dir::open(store.dir()) else {
+            return;
+        };
+        if let Ok(old) = dir.open_file(INDEX_NAME, How::Update) {
+            let path = dir.path().join(INDEX_NAME);
+            if let Ok(Ok(old)) = Index::map(&old, &path, true) {
+                old.header().closed.store(1, Ordering::Release);
+                old.header().changes.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
     fn create_fresh(dir: Dir, slots: u32, arena: u64) -> Result<Writer> {
         let _ = dir.unlink(INDEX_TMP_NAME);
         let file = dir.open_file(INDEX_TMP_NAME, How::CreateNew)?;
@@ -531,6 +598,11 @@ impl Writer {
         let made = (|| {
             file.set_len(file_len(slots, arena))
                 .map_err(|e| Error::io(format!("sizing {}", tmp.display()), e))?;
+            // The header and the slots are written (and read) anywhere:
+            // their space is reserved now, so that a full filesystem is an
+            // error here, never a SIGBUS later.
+            crate::sys::fallocate(&file, 0, arena_offset(slots))
+                .map_err(|e| Error::io(format!("reserving space in {}", tmp.display()), e))?;
             let path = dir.path().join(INDEX_NAME);
             let map = memmap2::MmapOptions::new()
                 .len(usize::try_from(file_len(slots, arena)).map_err(|_| {
@@ -625,6 +697,19 @@ impl Writer {
     pub fn close(&self) {
         self.ix.header().closed.store(1, Ordering::Release);
         self.bump();
+    }
+
+    /// A change of several objects starts: until `end_batch`, readers wait
+    /// (or ask the helper) rather than see part of it.
+    pub fn begin_batch(&self) {
+        self.ix.header().batch.fetch_add(1, Ordering::AcqRel);
+        // Ordered before every slot write of the batch.
+        fence(Ordering::Release);
+    }
+
+    /// The change of several objects is applied.
+    pub fn end_batch(&self) {
+        self.ix.header().batch.fetch_add(1, Ordering::Release);
     }
 
     fn bump(&self) {
@@ -739,11 +824,23 @@ impl Writer {
         self.bump();
     }
 
-    /// Change the slot of the intent as it says (again, if it was done
-    /// already: the result is the same, and readers see a new sequence).
+    /// Change the slot of the intent as it says, unless it is so already (a
+    /// repair after a writer that died once the slot was published).
     fn publish_slot(&self) {
         let it = &self.ix.header().intent;
         let slot = self.ix.slot(it.slot.load(Ordering::Relaxed));
+        let remove = it.op.load(Ordering::Relaxed) == OP_REMOVE;
+        let done = slot.seq.load(Ordering::Relaxed) & 1 == 0
+            && if remove {
+                slot.state.load(Ordering::Relaxed) == TOMBSTONE
+            } else {
+                slot.state.load(Ordering::Relaxed) == LIVE
+                    && slot.rec.load(Ordering::Relaxed) == it.new_rec.load(Ordering::Relaxed)
+                    && slot.version.load(Ordering::Relaxed) == it.version.load(Ordering::Relaxed)
+            };
+        if done {
+            return;
+        }
         let s = slot.seq.load(Ordering::Relaxed) | 1;
         slot.seq.store(s, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -768,7 +865,9 @@ impl Writer {
         let held = it.held.load(Ordering::Relaxed) == 1;
         let was = it.was.load(Ordering::Relaxed);
         if it.op.load(Ordering::Relaxed) == OP_REMOVE {
-            h.live.fetch_sub(1, Ordering::Relaxed);
+            let _ = h
+                .live
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         } else if !held {
             h.live.fetch_add(1, Ordering::Relaxed);
             if was == EMPTY {
@@ -935,6 +1034,10 @@ impl Writer {
 
     /// Write a record into the block at `at`.
     fn write_record(&self, at: u64, bytes: &[u8]) -> Result<()> {
+        // A reader still copying the block's last record must see its
+        // slot's new sequence if it sees any of these bytes (the block was
+        // freed after its slot changed, maybe by another thread).
+        fence(Ordering::Release);
         let words = self
             .ix
             .arena_words(at, bytes.len() / 8)
@@ -1022,6 +1125,11 @@ impl Writer {
         }
         let dir = Dir::open(self.ix.path.parent().unwrap_or(Path::new("/")))?;
         let mut new = Writer::create_fresh(dir, slots, arena_len)?;
+        // Grown in the middle of a batch, the new index is in it too.
+        new.ix
+            .header()
+            .batch
+            .store(self.ix.header().batch.load(Ordering::Relaxed), Ordering::Relaxed);
         for (fields, r) in self.ix.live() {
             new.copy(fields, &r)?;
         }

@@ -549,3 +549,78 @@ fn the_header_is_laid_out_as_documented() {
     assert_eq!(offset_of!(Header, lock), 432);
     assert_eq!(size_of::<libc::pthread_mutex_t>(), MUTEX_SIZE as usize);
 }
+
+#[test]
+fn a_damaged_record_makes_readers_ask_and_never_allocates_its_lengths() {
+    let t = TempStore::new("damaged");
+    let mut w = writer(&t);
+    w.put(&inline("a", 1, b"one")).unwrap();
+    let ix = Index::open(&t.store).unwrap().unwrap();
+    // The body's first string length, bincode's varint: 0xFF then 8 bytes
+    // of length, here 2^40 (a read of it would try to allocate a TiB).
+    let (i, _) = w.find("default", "a", key_hash("default", "a"));
+    let at = w.ix.slot(i).rec.load(Ordering::Relaxed);
+    let words = w.ix.arena_words(at + RECORD_HEAD as u64, 2).unwrap();
+    let mut b = [0u8; 16];
+    b[0] = 0xff;
+    b[1..9].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    words[0].store(u64::from_ne_bytes(b[..8].try_into().unwrap()), Ordering::Relaxed);
+    words[1].store(u64::from_ne_bytes(b[8..].try_into().unwrap()), Ordering::Relaxed);
+    assert_eq!(ix.get("default", "a", true), Lookup::Ask);
+    assert_eq!(ix.entries(None), None);
+}
+
+#[test]
+fn readers_see_all_of_a_batch_or_none_of_it() {
+    let t = TempStore::new("batch");
+    let mut w = writer(&t);
+    w.put(&inline("a", 1, &pattern(1))).unwrap();
+    w.put(&inline("b", 1, &pattern(1))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = t.store.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ix = Index::open(&store).unwrap().unwrap();
+                let mut checked = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if ix.is_closed() {
+                        ix = Index::open(&store).unwrap().unwrap();
+                    }
+                    // "a" then "b": "b" is never older than "a" was.
+                    let (Lookup::Hit(a), Lookup::Hit(b)) =
+                        (ix.get("default", "a", false), ix.get("default", "b", false))
+                    else {
+                        continue;
+                    };
+                    assert!(
+                        b.fields.version >= a.fields.version,
+                        "saw a at {} then b at {}",
+                        a.fields.version,
+                        b.fields.version
+                    );
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut v = 1;
+    while Instant::now() < deadline {
+        v += 1;
+        w.begin_batch();
+        w.put(&inline("a", v, &pattern(v))).unwrap();
+        // Some churn inside the batch, so that a reader has time to look.
+        for k in 0..5 {
+            w.put(&inline(&format!("x{k}"), v, &pattern(v + k))).unwrap();
+        }
+        w.put(&inline("b", v, &pattern(v))).unwrap();
+        w.end_batch();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}

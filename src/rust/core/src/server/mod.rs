@@ -47,6 +47,9 @@ pub fn serve(store: Store, ready: impl FnOnce()) -> Result<bool> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", sys::getpid());
     }
+    // Clients stop reading the index a dead helper left: what recovery
+    // drops must not be read meanwhile.
+    crate::index::Writer::close_existing(&store);
     let mut st = recovery::load(&store)?;
     st.coord = match crate::coord::Region::create(&store) {
         Ok(r) => Some(r),
