@@ -147,6 +147,15 @@ impl Obj {
     }
 }
 
+/// How many objects a record changes.
+fn object_changes(rec: &Record) -> usize {
+    match rec {
+        Record::Batch(recs) => recs.iter().map(object_changes).sum(),
+        Record::Put { .. } | Record::Link { .. } | Record::Remove { .. } => 1,
+        _ => 0,
+    }
+}
+
 /// A barrier's state (see requests::barrier).
 #[derive(Debug, Default)]
 pub(crate) struct BarrierState {
@@ -342,12 +351,14 @@ impl Catalog {
             None => rec,
         };
         let at = self.journal.append(&rec, payloads)?;
-        // Readers of the index see all of the change or none of it.
-        if let Some(w) = &self.index {
+        // Readers of the index see all of a change of several objects or
+        // none of it (one object's slot is changed atomically anyway).
+        let batch = object_changes(&rec) > 1;
+        if let (true, Some(w)) = (batch, &self.index) {
             w.begin_batch();
         }
         self.apply_stored(rec, &mut { at });
-        if let Some(w) = &self.index {
+        if let (true, Some(w)) = (batch, &self.index) {
             w.end_batch();
         }
         // Compaction waits until the change is answered (see connection).
