@@ -72,8 +72,18 @@ impl Local {
                 Lookup::Absent => return Some(Err(())),
                 Lookup::Ask => return None,
             };
-            let entry = entry_of(&hit);
-            let body = match (&hit.body.file, hit.payload) {
+            let Hit {
+                fields,
+                body,
+                payload: bytes,
+                meta_elsewhere,
+                ..
+            } = *hit;
+            if meta_elsewhere {
+                // Its description is not in the record.
+                return None;
+            }
+            let payload = match (&body.file, bytes) {
                 (_, _) if !payload => Payload::Bytes(Vec::new()),
                 (Some(id), _) => match ix.open_object(id) {
                     Ok(f) => Payload::File(f),
@@ -83,13 +93,9 @@ impl Local {
                 (None, Some(bytes)) => Payload::Bytes(bytes),
                 (None, None) => return None,
             };
-            if hit.meta_elsewhere {
-                // Its description is not in the record.
-                return None;
-            }
             return Some(Ok(Found {
-                entry,
-                payload: body,
+                entry: entry_from(fields, body),
+                payload,
             }));
         }
         None
@@ -595,7 +601,7 @@ impl Backend for Local {
     }
 }
 
-/// The entry of an object listed by the index.
+/// The entry of an object found in the index.
 fn entry_from(fields: crate::index::Fields, body: crate::index::layout::Body) -> Entry {
     let m = body.meta;
     Entry {
@@ -614,20 +620,5 @@ fn entry_from(fields: crate::index::Fields, body: crate::index::layout::Body) ->
         },
         version: fields.version,
         checksum: fields.checksum,
-    }
-}
-
-/// The entry of an object found in the index.
-fn entry_of(hit: &Hit) -> Entry {
-    Entry {
-        namespace: hit.body.namespace.clone(),
-        tag: hit.body.tag.clone(),
-        size: hit.fields.size,
-        ctime_ns: hit.fields.ctime_ns,
-        kind: hit.fields.kind,
-        meta: protocol::Meta::from(&hit.body.meta),
-        version: hit.fields.version,
-        inline: hit.body.file.is_none(),
-        checksum: hit.fields.checksum,
     }
 }

@@ -1,12 +1,44 @@
-//! Forked children for the tests that need real processes (a lock holder
-//! that dies, processes counting at once): fork, run a body of libc calls
-//! and mapping accesses only, `_exit`; killed and reaped when dropped.
+//! Fixtures of the tests: a store in a temporary directory, and forked
+//! children for the tests that need real processes (a lock holder that
+//! dies, processes counting at once): fork, run a body of libc calls and
+//! mapping accesses only, `_exit`; killed and reaped when dropped.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
+use crate::store::Store;
 use std::io;
 use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// A store in a fresh directory under the temporary directory (named after
+/// the test's `tag`), removed with everything in it on drop.
+pub(crate) struct TempStore {
+    pub(crate) store: Store,
+}
+
+impl TempStore {
+    pub(crate) fn new(tag: &str) -> TempStore {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("yaplr-test-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::new(&dir);
+        store.prepare().unwrap();
+        TempStore { store }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.store.dir()
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.store.dir());
+    }
+}
 
 /// A forked child, killed and reaped on drop if still running.
 pub(crate) struct Child {

@@ -94,13 +94,25 @@ pub unsafe fn set_attr(x: SEXP, name: &'static CStr, value: SEXP) {
 
 /// `op` on the object `tag` of the store in use (the arguments of the
 /// object functions: tag, namespace, timeout, automatic_server_start).
-fn object<T>(
-    tag: Value<'_>,
-    namespace: Value<'_>,
-    timeout: Value<'_>,
-    autostart: Value<'_>,
+///
+/// # Safety
+/// The SEXPs are the arguments of the calling `.Call`.
+unsafe fn object<T>(
+    tag: SEXP,
+    namespace: SEXP,
+    timeout: SEXP,
+    autostart: SEXP,
     op: impl FnOnce(&mut Session, &Key, &CallOptions<'_>) -> yaplr_core::Result<T>,
 ) -> Checked<T> {
+    // SAFETY: arguments of the .Call (this function's contract).
+    let (tag, namespace, timeout, autostart) = unsafe {
+        (
+            Value::arg(tag),
+            Value::arg(namespace),
+            Value::arg(timeout),
+            Value::arg(autostart),
+        )
+    };
     let settings = Settings::read();
     let key = args::tag_key_or_option_v(tag, namespace, &settings)?;
     let opts = args::call_options_v(timeout, autostart, &settings)?;
@@ -123,15 +135,7 @@ pub unsafe extern "C" fn yaplr_object_exists(
 ) -> SEXP {
     entry(|| {
         // SAFETY: arguments of this .Call.
-        let (tag, namespace, timeout, autostart) = unsafe {
-            (
-                Value::arg(tag),
-                Value::arg(namespace),
-                Value::arg(timeout),
-                Value::arg(autostart),
-            )
-        };
-        let b = object(tag, namespace, timeout, autostart, |s, k, o| s.exists(k, o))?;
+        let b = unsafe { object(tag, namespace, timeout, autostart, |s, k, o| s.exists(k, o)) }?;
         Ok(logical(b))
     })
 }
@@ -149,15 +153,7 @@ pub unsafe extern "C" fn yaplr_object_info(
 ) -> SEXP {
     entry(|| {
         // SAFETY: arguments of this .Call.
-        let (tag, namespace, timeout, autostart) = unsafe {
-            (
-                Value::arg(tag),
-                Value::arg(namespace),
-                Value::arg(timeout),
-                Value::arg(autostart),
-            )
-        };
-        let e = object(tag, namespace, timeout, autostart, |s, k, o| s.entry(k, o))?;
+        let e = unsafe { object(tag, namespace, timeout, autostart, |s, k, o| s.entry(k, o)) }?;
         // SAFETY: returned to R at once.
         Ok(unsafe { entry_info(&e) })
     })

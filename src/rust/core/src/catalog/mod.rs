@@ -14,6 +14,7 @@ use crate::journal::{self, Journal, Record};
 use crate::protocol::{self, Condition, Entry, Meta};
 use crate::store::Store;
 use crate::sys;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -144,6 +145,26 @@ impl Obj {
                 }],
             ),
         }
+    }
+}
+
+/// The payloads of a change just journaled, back to back from `at`.
+struct Fresh<'a> {
+    at: u64,
+    payloads: &'a [&'a [u8]],
+}
+
+impl Fresh<'_> {
+    /// The payload journaled at `at`, `len` bytes long, if it is one of these.
+    fn payload(&self, at: u64, len: u64) -> Option<&[u8]> {
+        let mut start = self.at;
+        for p in self.payloads {
+            if start == at && p.len() as u64 == len {
+                return Some(p);
+            }
+            start += p.len() as u64;
+        }
+        None
     }
 }
 
@@ -357,7 +378,8 @@ impl Catalog {
         if let (true, Some(w)) = (batch, &self.index) {
             w.begin_batch();
         }
-        self.apply_stored(rec, &mut { at });
+        let fresh = Fresh { at, payloads };
+        self.apply(rec, &mut { at }, Some(&fresh));
         if let (true, Some(w)) = (batch, &self.index) {
             w.end_batch();
         }
@@ -370,6 +392,12 @@ impl Catalog {
     /// replaced or removed object's file is unlinked (each file belongs to
     /// one key).
     pub(crate) fn apply_stored(&mut self, rec: Record, at: &mut u64) {
+        self.apply(rec, at, None);
+    }
+
+    /// `apply_stored`, with the payloads just journaled at `fresh.at` (the
+    /// index takes them from there rather than read them back).
+    fn apply(&mut self, rec: Record, at: &mut u64, fresh: Option<&Fresh<'_>>) {
         let old = match rec {
             Record::Capacity { bytes } => {
                 self.capacity = bytes;
@@ -377,7 +405,7 @@ impl Catalog {
             }
             Record::Batch(recs) => {
                 for r in recs {
-                    self.apply_stored(r, at);
+                    self.apply(r, at, fresh);
                 }
                 return;
             }
@@ -456,7 +484,7 @@ impl Catalog {
             }
         };
         let (key, old) = old;
-        self.sync_index(&key);
+        self.sync_index(&key, fresh);
         if key.1.starts_with('\0') {
             let present = self.objects.contains_key(&key);
             self.queue_changed(&key, present);
@@ -516,7 +544,7 @@ impl Catalog {
         };
         self.journal.append(&rec, &[])?;
         let obj = self.objects.remove(key).ok_or(Error::Closed)?;
-        self.sync_index(key);
+        self.sync_index(key, None);
         self.queue_changed(key, false);
         self.used = self.used.saturating_sub(obj.size);
         if obj.file_id().is_none() {
@@ -567,7 +595,7 @@ impl Catalog {
             }
         }
         for key in &keys {
-            self.sync_index(key);
+            self.sync_index(key, None);
         }
         if let Some(w) = &mut self.index {
             if let Err(e) = w.publish() {
@@ -580,7 +608,7 @@ impl Catalog {
     /// Bring the index's entry of `key` in step with the catalog. When the
     /// index fails (a full filesystem), it is closed and dropped: clients
     /// then ask the helper.
-    fn sync_index(&mut self, key: &Key) {
+    fn sync_index(&mut self, key: &Key, fresh: Option<&Fresh<'_>>) {
         if key.1.starts_with('\0') {
             return;
         }
@@ -590,7 +618,13 @@ impl Catalog {
             Some(obj) => (|| {
                 let (file, payload, checksum) = match &obj.data {
                     Data::File(id) => (Some(id.as_str()), None, 0),
-                    Data::Inline { at, sum } => (None, Some(self.journal.read(*at, obj.size)?), *sum),
+                    Data::Inline { at, sum } => {
+                        let bytes = match fresh.and_then(|f| f.payload(*at, obj.size)) {
+                            Some(b) => Cow::Borrowed(b),
+                            None => Cow::Owned(self.journal.read(*at, obj.size)?),
+                        };
+                        (None, Some(bytes), *sum)
+                    }
                 };
                 w.put(&crate::index::Put {
                     namespace: &key.0,

@@ -5,7 +5,7 @@
 
 use super::layout::{key_hash, MAX_SLOTS};
 use super::*;
-use crate::testing::{close_inherited_fds, fork_child, Child};
+use crate::testing::{close_inherited_fds, fork_child, Child, TempStore};
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,41 +23,6 @@ fn secs(n: u64) -> Duration {
 /// A generous wait, for calls that must succeed on a loaded machine.
 fn long() -> Wait<'static> {
     Wait::at_most(secs(10))
-}
-
-/// A store in a fresh directory under the temporary directory, removed
-/// with everything in it on drop.
-struct TempStore {
-    store: Store,
-}
-
-impl TempStore {
-    fn new(tag: &str) -> TempStore {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "yaplr-coord-test-{}-{n}-{tag}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::new(&dir);
-        store.prepare().unwrap();
-        TempStore { store }
-    }
-
-    fn dir(&self) -> &Path {
-        self.store.dir()
-    }
-
-    fn coord(&self) -> PathBuf {
-        self.store.coord_path()
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.store.dir());
-    }
 }
 
 /// In a child: write `bytes` to the pipe; whether all went.
@@ -598,19 +563,19 @@ fn create_reuses_a_region_of_this_boot_and_replaces_others() {
     let boot_a = *b"aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
     let boot_b = *b"bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
     let r1 = Region::create_for_boot(&t.store, 16, &boot_a).unwrap();
-    let meta = std::fs::metadata(t.coord()).unwrap();
+    let meta = std::fs::metadata(t.store.coord_path()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.len(), u64::try_from(layout::file_len(16)).unwrap());
     let c = counter(&r1, "x");
     r1.counter_add(c, 3, long()).unwrap().unwrap();
     // The helper starting again in the same boot keeps the counters.
     let r2 = Region::create_for_boot(&t.store, 16, &boot_a).unwrap();
-    assert_eq!(std::fs::metadata(t.coord()).unwrap().ino(), meta.ino());
+    assert_eq!(std::fs::metadata(t.store.coord_path()).unwrap().ino(), meta.ino());
     assert_eq!(r2.find(Kind::Counter, NS, "x"), Some(c));
     assert_eq!(r2.counter_get(c), Ok(3));
     // After a reboot: a new file; the old one is closed for its mappers.
     let r3 = Region::create_for_boot(&t.store, 16, &boot_b).unwrap();
-    let ino3 = std::fs::metadata(t.coord()).unwrap().ino();
+    let ino3 = std::fs::metadata(t.store.coord_path()).unwrap().ino();
     assert_ne!(ino3, meta.ino());
     assert!(r1.is_closed() && r2.is_closed());
     assert!(!r3.is_closed());
@@ -627,21 +592,21 @@ fn create_reuses_a_region_of_this_boot_and_replaces_others() {
     counter(&r5, "y");
     // Bad magic: re-initialized.
     drop((r1, r2, r3, r4, r5));
-    let mut bytes = std::fs::read(t.coord()).unwrap();
+    let mut bytes = std::fs::read(t.store.coord_path()).unwrap();
     bytes[..8].copy_from_slice(b"garbage!");
-    std::fs::write(t.coord(), &bytes).unwrap();
+    std::fs::write(t.store.coord_path(), &bytes).unwrap();
     let r6 = Region::create_for_boot(&t.store, 32, &boot_b).unwrap();
     assert_eq!(r6.find(Kind::Counter, NS, "y"), None);
     // A truncated file: re-initialized.
     drop(r6);
-    std::fs::write(t.coord(), b"short").unwrap();
+    std::fs::write(t.store.coord_path(), b"short").unwrap();
     let r7 = Region::create_for_boot(&t.store, 32, &boot_b).unwrap();
     assert_eq!(r7.slot_count(), 32);
     // An unknown boot id never reuses a file.
-    let ino7 = std::fs::metadata(t.coord()).unwrap().ino();
+    let ino7 = std::fs::metadata(t.store.coord_path()).unwrap().ino();
     let zero = [0u8; BOOT_ID_LEN];
     let r8 = Region::create_for_boot(&t.store, 32, &zero).unwrap();
-    assert_ne!(std::fs::metadata(t.coord()).unwrap().ino(), ino7);
+    assert_ne!(std::fs::metadata(t.store.coord_path()).unwrap().ino(), ino7);
     assert!(r7.is_closed() && !r8.is_closed());
     assert!(!t.dir().join(COORD_TMP_NAME).exists());
     // Silly sizes are refused.
@@ -649,7 +614,7 @@ fn create_reuses_a_region_of_this_boot_and_replaces_others() {
     assert!(Region::create_with(&t.store, MAX_SLOTS + 1).is_err());
     t.store.check_entries().unwrap();
     t.store.remove_all();
-    assert!(!t.coord().exists());
+    assert!(!t.store.coord_path().exists());
 }
 
 #[test]
@@ -679,11 +644,11 @@ fn open_maps_the_helpers_region_or_nothing() {
     assert_eq!(err.kind(), "corrupt");
     assert!(err.to_string().contains("before this machine"), "{err}");
     // So is one that is no region.
-    let len = std::fs::metadata(t.coord()).unwrap().len();
-    std::fs::write(t.coord(), vec![7u8; usize::try_from(len).unwrap()]).unwrap();
+    let len = std::fs::metadata(t.store.coord_path()).unwrap().len();
+    std::fs::write(t.store.coord_path(), vec![7u8; usize::try_from(len).unwrap()]).unwrap();
     let err = Region::open(&t.store).unwrap_err();
     assert!(err.to_string().contains("not a coordination region"), "{err}");
-    assert_eq!(std::fs::read(t.coord()).unwrap()[..8], [7u8; 8]);
+    assert_eq!(std::fs::read(t.store.coord_path()).unwrap()[..8], [7u8; 8]);
 }
 
 #[test]
@@ -692,20 +657,20 @@ fn a_link_named_coord_is_refused() {
     let elsewhere = TempStore::new("victim");
     let victim = elsewhere.dir().join("precious");
     std::fs::write(&victim, b"precious").unwrap();
-    std::os::unix::fs::symlink(&victim, t.coord()).unwrap();
+    std::os::unix::fs::symlink(&victim, t.store.coord_path()).unwrap();
     let err = Region::create(&t.store).unwrap_err();
     assert_eq!(err.kind(), "store");
     assert!(err.to_string().contains("symbolic link"), "{err}");
     let err = Region::open(&t.store).unwrap_err();
     assert_eq!(err.kind(), "store");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert!(std::fs::symlink_metadata(t.coord())
+    assert!(std::fs::symlink_metadata(t.store.coord_path())
         .unwrap()
         .file_type()
         .is_symlink());
     let err = t.store.check_entries().unwrap_err();
     assert!(err.to_string().contains(COORD_NAME), "{err}");
-    std::fs::remove_file(t.coord()).unwrap();
+    std::fs::remove_file(t.store.coord_path()).unwrap();
     // Nor a link under the temporary name.
     std::os::unix::fs::symlink(&victim, t.dir().join(COORD_TMP_NAME)).unwrap();
     assert!(t.store.check_entries().is_err());
@@ -863,7 +828,7 @@ fn unused_slots_take_no_memory() {
     let t = TempStore::new("sparse");
     let r = Region::create(&t.store).unwrap();
     let full = u64::try_from(layout::file_len(DEFAULT_SLOTS)).unwrap();
-    assert_eq!(std::fs::metadata(t.coord()).unwrap().len(), full);
+    assert_eq!(std::fs::metadata(t.store.coord_path()).unwrap().len(), full);
     for i in 0..100 {
         counter(&r, &format!("c{i}"));
     }
@@ -872,7 +837,7 @@ fn unused_slots_take_no_memory() {
     }
     assert_eq!(r.entries(Kind::Counter, None).len(), 100);
     // The header, the bitmap and the pages of at most 100 slots.
-    let used = allocated(&t.coord());
+    let used = allocated(&t.store.coord_path());
     assert!(used <= 12_288 + 100 * 8192, "{used} bytes allocated");
 }
 

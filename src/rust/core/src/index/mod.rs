@@ -137,6 +137,18 @@ pub struct Fields {
     pub checksum: u64,
 }
 
+/// The fixed fields of a slot (read with Relaxed loads: the caller checks
+/// the slot's sequence around them).
+fn fields_of(slot: &Slot) -> Fields {
+    Fields {
+        kind: slot.kind.load(Ordering::Relaxed),
+        version: slot.version.load(Ordering::Relaxed),
+        size: slot.size.load(Ordering::Relaxed),
+        ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
+        checksum: slot.checksum.load(Ordering::Relaxed),
+    }
+}
+
 /// An object found in the index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -434,13 +446,7 @@ impl Index {
                 if state != LIVE || slot.hash.load(Ordering::Relaxed) != hash {
                     continue;
                 }
-                let fields = Fields {
-                    kind: slot.kind.load(Ordering::Relaxed),
-                    version: slot.version.load(Ordering::Relaxed),
-                    size: slot.size.load(Ordering::Relaxed),
-                    ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
-                    checksum: slot.checksum.load(Ordering::Relaxed),
-                };
+                let fields = fields_of(slot);
                 let read = self.copy_record(slot.rec.load(Ordering::Relaxed), payload);
                 fence(Ordering::Acquire);
                 if slot.seq.load(Ordering::Relaxed) != s1 || !same_batch() {
@@ -489,13 +495,7 @@ impl Index {
                 if slot.state.load(Ordering::Relaxed) != LIVE {
                     continue 'slot;
                 }
-                let fields = Fields {
-                    kind: slot.kind.load(Ordering::Relaxed),
-                    version: slot.version.load(Ordering::Relaxed),
-                    size: slot.size.load(Ordering::Relaxed),
-                    ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
-                    checksum: slot.checksum.load(Ordering::Relaxed),
-                };
+                let fields = fields_of(slot);
                 let read = self.copy_record(slot.rec.load(Ordering::Relaxed), false);
                 fence(Ordering::Acquire);
                 if slot.seq.load(Ordering::Relaxed) != s1 {
@@ -526,13 +526,7 @@ impl Index {
             if slot.state.load(Ordering::Acquire) != LIVE {
                 return None;
             }
-            let fields = Fields {
-                kind: slot.kind.load(Ordering::Relaxed),
-                version: slot.version.load(Ordering::Relaxed),
-                size: slot.size.load(Ordering::Relaxed),
-                ctime_ns: slot.ctime_ns.load(Ordering::Relaxed),
-                checksum: slot.checksum.load(Ordering::Relaxed),
-            };
+            let fields = fields_of(slot);
             let r = self.read_record(slot.rec.load(Ordering::Relaxed), true)?;
             Some((fields, r))
         })
@@ -565,14 +559,8 @@ impl Writer {
     /// a temporary name, renamed over `index`; an index found there is
     /// closed first, so that its readers let go of it.
     pub fn create(store: &Store) -> Result<Writer> {
-        let dir = Dir::open(store.dir())?;
-        if let Ok(old) = dir.open_file(INDEX_NAME, How::Update) {
-            let path = dir.path().join(INDEX_NAME);
-            if let Ok(Ok(old)) = Index::map(&old, &path, true) {
-                old.header().closed.store(1, Ordering::Release);
-            }
-        }
-        Writer::create_fresh(dir, FIRST_SLOTS, FIRST_ARENA)
+        Writer::close_existing(store);
+        Writer::create_fresh(Dir::open(store.dir())?, FIRST_SLOTS, FIRST_ARENA)
     }
 
     /// Close the index a dead helper left in `store`, if any (a new helper,

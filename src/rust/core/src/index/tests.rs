@@ -8,35 +8,10 @@
 )]
 
 use super::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use crate::testing::TempStore;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A store in a fresh directory, removed with everything in it on drop.
-struct TempStore {
-    store: Store,
-}
-
-impl TempStore {
-    fn new(tag: &str) -> TempStore {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "yaplr-index-test-{}-{n}-{tag}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::new(&dir);
-        store.prepare().unwrap();
-        TempStore { store }
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.store.dir());
-    }
-}
 
 fn fields(version: u64, size: u64) -> Fields {
     Fields {
